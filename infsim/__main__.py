@@ -1,0 +1,5 @@
+import sys
+
+from infsim.cli import main
+
+sys.exit(main())

@@ -1,0 +1,149 @@
+"""Chip configuration schema (pydantic): every hardware number the simulator uses lives here.
+
+Fields carry their unit in the name (``_ghz``, ``_bytes``, ``_cycles``, ``_ns``, ``_gbps``, ``_pj``,
+``_w``). Presets are YAML files in ``infsim/config/presets/`` whose every number cites its source in a
+comment or says ``assumed``. Unknown fields are errors (``extra='forbid'``), so a typo fails at load
+time with ``file: field: message`` (see :mod:`infsim.config.loader`).
+
+What is deliberately *not* here: DRAM-command-level HBM organisation and timings, which live in HBM
+presets (``infsim/config/hbm/*.yaml``) referenced by ``hbm.dram_preset``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+DTypeName = Literal["fp32", "bf16", "fp16", "fp8_e4m3", "fp8_e5m2", "int8", "uint8", "int32"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TensorEngineConfig(_Model):
+    """Systolic array (TensorE)."""
+
+    rows: int = Field(gt=0, description="PE rows = contraction (K) limit = SBUF partitions it reads")
+    cols: int = Field(gt=0, description="PE columns = stationary free size (M) limit")
+    clock_ghz: float = Field(gt=0)
+    moving_free_max: int = Field(gt=0, description="largest moving free size N of one matmul")
+    macs_per_pe_per_cycle: dict[DTypeName, float] = Field(
+        description="MACs per PE per cycle by input dtype (1.0 = full bf16 rate; fp32 0.25 on NC-v2)"
+    )
+    min_moving_cycles: int = Field(ge=0, description="minimum cycles of one MultiplyMoving (MM_INIT_LATENCY)")
+    stationary_load_speedup: float = Field(
+        gt=0, description="fast LoadStationary: rows loaded per cycle relative to one row per cycle"
+    )
+    pipeline_latency_cycles: int = Field(ge=0, description="fill+drain latency through the array to PSUM")
+    issue_overhead_cycles: int = Field(ge=0, description="fixed sequencer cost per instruction")
+
+
+class ElementwiseEngineConfig(_Model):
+    """Vector, scalar (activation) or GpSimd engine: lanes x elements/cycle with a fixed overhead."""
+
+    lanes: int = Field(gt=0, description="partitions processed in parallel (one lane per partition)")
+    clock_ghz: float = Field(gt=0)
+    elems_per_cycle_per_lane: float = Field(gt=0, description="single-input elements per lane per cycle")
+    two_input_factor: float = Field(ge=1, description="cost multiplier for two-input ops (tensor_tensor)")
+    fixed_overhead_cycles: int = Field(ge=0, description="static cost per instruction (access init, issue)")
+    strided_penalty: float = Field(ge=1, description="slowdown when the innermost stride exceeds 16 bytes")
+    func_cost: dict[str, float] = Field(default_factory=dict, description="per-function cost multiplier")
+    reduce_extra_cycles: int = Field(default=0, ge=0, description="extra cycles of a fused free-axis reduce")
+
+
+class MemoryConfig(_Model):
+    partitions: int = Field(gt=0)
+    bytes_per_partition: int = Field(gt=0)
+    banks: int = Field(default=1, gt=0)
+
+    @property
+    def total_bytes(self) -> int:
+        return self.partitions * self.bytes_per_partition
+
+
+class DmaConfig(_Model):
+    engines_per_core: int = Field(gt=0)
+    queues_per_core: int = Field(gt=0)
+    engine_gbps: float = Field(gt=0, description="peak bytes per ns (GB/s) of one DMA engine")
+    fixed_latency_ns: float = Field(ge=0, description="per-transfer fixed cost (descriptor setup, sync)")
+    descriptor_overhead_ns: float = Field(ge=0, description="cost per contiguous chunk (descriptor)")
+    min_efficient_chunk_bytes: int = Field(gt=0, description="chunk size at which a descriptor runs at peak")
+
+
+class HbmConfig(_Model):
+    stacks: int = Field(gt=0)
+    capacity_gib: float = Field(gt=0)
+    bandwidth_gbps: float = Field(gt=0, description="peak chip HBM bandwidth, GB/s (1e9 B/s)")
+    latency_ns: float = Field(ge=0, description="unloaded read latency (simple model)")
+    dram_preset: str | None = Field(default=None, description="HBM DRAM-level preset name (memory model)")
+    channels_per_stack: int | None = Field(default=None, gt=0)
+
+
+class LinkConfig(_Model):
+    links_per_chip: int = Field(ge=0)
+    link_gbps: float = Field(ge=0, description="one-direction bandwidth of one link, GB/s")
+    latency_ns: float = Field(ge=0, description="per-hop latency")
+    topology: Literal["none", "ring", "torus2d", "switch"]
+    torus_dims: tuple[int, int] | None = None
+    intra_chip_gbps: float = Field(gt=0, description="core-to-core bandwidth inside a chip, GB/s")
+    intra_chip_latency_ns: float = Field(ge=0)
+    collective_step_overhead_ns: float = Field(ge=0, description="fixed cost per collective step (sync)")
+
+
+class EnergyConfig(_Model):
+    mac_pj: dict[DTypeName, float] = Field(description="energy of one MAC by input dtype")
+    vector_op_pj: float = Field(ge=0, description="per element-op on vector/gpsimd engines")
+    scalar_op_pj: float = Field(ge=0, description="per element on the scalar (activation) engine")
+    sbuf_pj_per_byte: float = Field(ge=0)
+    psum_pj_per_byte: float = Field(ge=0)
+    hbm_pj_per_bit: float = Field(ge=0, description="HBM device + controller/PHY/NoC per bit moved")
+    link_pj_per_bit: float = Field(ge=0)
+    static_w: float = Field(ge=0, description="static/idle power of one chip (leakage, clocks, HBM refresh)")
+
+
+class InstanceConfig(_Model):
+    name: str
+    chips: int = Field(gt=0)
+    price_per_hour_usd: float = Field(ge=0)
+
+
+class ChipConfig(_Model):
+    name: str
+    description: str = ""
+    generation: str = ""
+    cores_per_chip: int = Field(gt=0)
+    tensor_engine: TensorEngineConfig
+    vector_engine: ElementwiseEngineConfig
+    scalar_engine: ElementwiseEngineConfig
+    gpsimd_engine: ElementwiseEngineConfig
+    sbuf: MemoryConfig
+    psum: MemoryConfig
+    dma: DmaConfig
+    hbm: HbmConfig
+    links: LinkConfig
+    energy: EnergyConfig
+    instance: InstanceConfig
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ChipConfig:
+        te = self.tensor_engine
+        if self.sbuf.partitions < te.rows:
+            raise ValueError(f"sbuf.partitions ({self.sbuf.partitions}) < tensor_engine.rows ({te.rows})")
+        if self.psum.partitions < te.cols:
+            raise ValueError(f"psum.partitions ({self.psum.partitions}) < tensor_engine.cols ({te.cols})")
+        for dt in te.macs_per_pe_per_cycle:
+            if dt not in self.energy.mac_pj:
+                raise ValueError(f"energy.mac_pj has no entry for {dt} (tensor_engine supports it)")
+        return self
+
+    # ---- derived figures (used by reports; never stored) -----------------------------------
+    def peak_tflops(self, dtype: str = "bf16") -> float:
+        te = self.tensor_engine
+        rate = te.macs_per_pe_per_cycle.get(dtype, 0.0)  # type: ignore[call-overload]
+        return 2 * te.rows * te.cols * rate * te.clock_ghz * self.cores_per_chip / 1e3
+
+    @property
+    def hbm_bytes(self) -> int:
+        return int(self.hbm.capacity_gib * 2**30)

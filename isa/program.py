@@ -1,0 +1,568 @@
+"""Programs: per-core, per-engine instruction streams plus named HBM tensors, semaphores and groups.
+
+In-memory representation
+------------------------
+Real programs are large (a Llama-2-7B decode step is ~10^6 instructions), so a :class:`Program`
+stores its instructions column-wise in two numpy structured arrays, which are also the binary
+encoding (``isa/encoding.py`` writes them out as they are):
+
+* ``instr`` (:data:`INSTR_DTYPE`, fixed width): opcode, engine, core, queue, immediates, operand
+  indices, semaphore waits/signals;
+* ``aps`` (:data:`AP_DTYPE`, fixed width): the distinct access patterns, deduplicated while the
+  program is built (lowered programs cycle through a few SBUF buffers, so most operands repeat).
+
+:class:`Instruction` is the readable, typed view of one record, built on demand
+(``program[i]``, iteration); builders append :class:`Instruction` objects with
+:meth:`Program.append` or fill records in bulk with :meth:`Program.append_records`.
+
+Streams
+-------
+Each instruction belongs to the stream ``(core, engine, queue)``; ``queue`` numbers the DMA and
+collective queues of a core (0 for the compute engines). A stream executes its instructions in
+program order; streams interact only through semaphores (and collectives).
+
+Semaphores are program-wide counters starting at 0. ``waits`` of an instruction are
+``(sem, value)`` pairs: the instruction may not start before ``sem >= value``. ``signals`` are
+``(sem, increment)`` pairs, applied when the instruction completes. Counters only grow, so every
+run of a program has the same semantics whatever the timing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+import numpy as np
+
+from .dtypes import DType
+from .errors import IsaError, OperandError
+from .opcodes import (
+    MAX_FREE_DIMS,
+    MAX_OPERANDS,
+    MAX_SIGNALS,
+    MAX_WAITS,
+    OPSPECS,
+    ActFunc,
+    AluOp,
+    Engine,
+    Op,
+    OpSpec,
+    ReduceOp,
+    Space,
+)
+from .operand import U32_MAX, AccessPattern
+
+ENUM_KINDS: dict[str, type[IntEnum]] = {"AluOp": AluOp, "ReduceOp": ReduceOp, "ActFunc": ActFunc}
+
+# ---- record layouts (the binary encoding) -------------------------------------------------------
+
+AP_DTYPE = np.dtype(
+    [
+        ("space", "u1"),
+        ("dtype", "u1"),
+        ("ndims", "u1"),
+        ("pstart", "<u2"),
+        ("pcount", "<u2"),
+        ("tensor", "<i4"),
+        ("pstride", "<i4"),
+        ("offset", "<i8"),
+        ("strides", "<i4", (MAX_FREE_DIMS,)),
+        ("sizes", "<u4", (MAX_FREE_DIMS,)),
+    ]
+)
+
+INSTR_DTYPE = np.dtype(
+    [
+        ("op", "u1"),
+        ("engine", "u1"),
+        ("queue", "u1"),
+        ("flags", "u1"),
+        ("core", "<u2"),
+        ("e0", "u1"),  # first enum immediate
+        ("e1", "u1"),  # second enum immediate
+        ("i0", "<i8"),  # first int immediate (or semaphore / group index)
+        ("i1", "<i8"),
+        ("f0", "<f8"),  # first float immediate
+        ("f1", "<f8"),
+        ("ints", "<i4", (MAX_FREE_DIMS,)),  # int-list immediate (iota multipliers), -2^31 = unused
+        ("opnd", "<i4", (MAX_OPERANDS,)),  # indices into the AP table, -1 = absent
+        ("wsem", "<i4", (MAX_WAITS,)),
+        ("wval", "<u4", (MAX_WAITS,)),
+        ("ssem", "<i4", (MAX_SIGNALS,)),
+        ("sval", "<u4", (MAX_SIGNALS,)),
+    ]
+)
+
+INTS_UNUSED = -(2**31)
+NUM_ENGINES = len(Engine)
+
+
+class TensorKind(IntEnum):
+    input = 0
+    weight = 1
+    output = 2
+    scratch = 3
+
+
+@dataclass(frozen=True)
+class TensorDecl:
+    """A named HBM tensor: dtype, shape, role and the chip whose HBM holds it."""
+
+    name: str
+    dtype: DType
+    shape: tuple[int, ...]
+    kind: TensorKind = TensorKind.scratch
+    chip: int = 0
+
+    @property
+    def num_elements(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+    @property
+    def num_bytes(self) -> int:
+        return self.num_elements * self.dtype.itemsize
+
+
+@dataclass(frozen=True)
+class Instruction:
+    """A readable view of one instruction.
+
+    ``operands`` has one entry per slot of ``OPSPECS[op].slots`` (``None`` for an absent optional
+    slot); ``imms`` maps every immediate name of the opcode to its value (defaults filled in).
+    """
+
+    op: Op
+    operands: tuple[AccessPattern | None, ...] = ()
+    imms: dict[str, object] = field(default_factory=dict)
+    engine: Engine | None = None
+    core: int = 0
+    queue: int = 0
+    waits: tuple[tuple[str, int], ...] = ()
+    signals: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def spec(self) -> OpSpec:
+        return OPSPECS[self.op]
+
+    def operand(self, slot: str) -> AccessPattern | None:
+        for s, ap in zip(self.spec.slots, self.operands):
+            if s.name == slot:
+                return ap
+        raise KeyError(f"{self.op.name} has no operand slot '{slot}'")
+
+    def imm(self, name: str) -> object:
+        return self.imms[name]
+
+
+def make(op: Op | str, *operands: AccessPattern | None, engine: Engine | str | None = None, core: int = 0,
+         queue: int = 0, waits: Sequence[tuple[str, int]] = (), signals: Sequence[tuple[str, int]] = (),
+         **imms: object) -> Instruction:
+    """Convenience constructor: ``make('matmul', dst, stat, mov, accumulate=True, waits=[('ld', 1)])``.
+
+    Missing optional operands may be omitted at the end or passed as ``None``; immediates may be given
+    as enum members or their names.
+    """
+    op = Op[op] if isinstance(op, str) else op
+    spec = OPSPECS[op]
+    if len(operands) > len(spec.slots):
+        raise OperandError(f"{op.name}: {len(operands)} operands given, at most {len(spec.slots)}")
+    ops = tuple(operands) + (None,) * (len(spec.slots) - len(operands))
+    eng = Engine[engine] if isinstance(engine, str) else engine
+    return Instruction(op, ops, normalize_imms(spec, imms), eng if eng is not None else spec.engine, core,
+                       queue, tuple((str(s), int(v)) for s, v in waits),
+                       tuple((str(s), int(v)) for s, v in signals))
+
+
+def normalize_imms(spec: OpSpec, imms: dict[str, object]) -> dict[str, object]:
+    """Fill defaults, convert enum names to members and check immediates exist and have the right kind."""
+    out: dict[str, object] = {}
+    known = {i.name for i in spec.imms}
+    for k in imms:
+        if k not in known:
+            raise OperandError(f"{spec.name}: unknown immediate '{k}' (expected {sorted(known) or 'none'})")
+    for imm in spec.imms:
+        v = imms.get(imm.name, imm.default)
+        if v is None:
+            raise OperandError(f"{spec.name}: immediate '{imm.name}' is required")
+        if imm.kind in ENUM_KINDS:
+            enum = ENUM_KINDS[imm.kind]
+            if isinstance(v, str):
+                try:
+                    v = enum[v]
+                except KeyError:
+                    raise OperandError(
+                        f"{spec.name}: immediate '{imm.name}': unknown {imm.kind} '{v}' "
+                        f"(expected one of {', '.join(e.name for e in enum)})"
+                    ) from None
+            elif not isinstance(v, enum):
+                try:
+                    v = enum(int(v))  # type: ignore[arg-type]
+                except ValueError:
+                    raise OperandError(f"{spec.name}: immediate '{imm.name}': {v!r} is not a {imm.kind}") from None
+        elif imm.kind == "bool":
+            v = bool(v)
+        elif imm.kind == "int":
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise OperandError(f"{spec.name}: immediate '{imm.name}' must be an integer, got {v!r}")
+            v = int(v)
+        elif imm.kind == "float":
+            if not isinstance(v, (int, float, np.floating, np.integer)) or isinstance(v, bool):
+                raise OperandError(f"{spec.name}: immediate '{imm.name}' must be a number, got {v!r}")
+            v = float(v)
+        elif imm.kind == "ints":
+            v = tuple(int(x) for x in v)  # type: ignore[union-attr]
+            if len(v) > MAX_FREE_DIMS:
+                raise OperandError(f"{spec.name}: immediate '{imm.name}' has {len(v)} values, at most {MAX_FREE_DIMS}")
+        elif imm.kind in ("sem", "group"):
+            v = str(v)
+        out[imm.name] = v
+    return out
+
+
+# ---- immediates <-> record fields -----------------------------------------------------------------
+
+def _imm_fields(spec: OpSpec) -> list[tuple[str, str, str]]:
+    """(imm name, kind, record field) for every immediate of ``spec``; assigned by kind, in order."""
+    counters = {"enum": 0, "int": 0, "float": 0, "bool": 0}
+    out = []
+    for imm in spec.imms:
+        if imm.kind in ENUM_KINDS:
+            f = f"e{counters['enum']}"
+            counters["enum"] += 1
+        elif imm.kind in ("int", "sem", "group"):
+            f = f"i{counters['int']}"
+            counters["int"] += 1
+        elif imm.kind == "float":
+            f = f"f{counters['float']}"
+            counters["float"] += 1
+        elif imm.kind == "bool":
+            f = f"flag{counters['bool']}"
+            counters["bool"] += 1
+        elif imm.kind == "ints":
+            f = "ints"
+        else:  # pragma: no cover - table error
+            raise AssertionError(imm.kind)
+        out.append((imm.name, imm.kind, f))
+    return out
+
+
+IMM_FIELDS: dict[Op, list[tuple[str, str, str]]] = {op: _imm_fields(s) for op, s in OPSPECS.items()}
+
+
+class Program:
+    """An ISA program (see the module docstring for the representation)."""
+
+    _CHUNK = 1 << 14
+
+    def __init__(self, num_cores: int = 1, cores_per_chip: int = 1):
+        if num_cores < 1 or cores_per_chip < 1:
+            raise IsaError("num_cores and cores_per_chip must be >= 1")
+        self.num_cores = int(num_cores)
+        self.cores_per_chip = int(cores_per_chip)
+        self.tensors: dict[str, TensorDecl] = {}
+        self._tensor_index: dict[str, int] = {}
+        self.semaphores: list[str] = []
+        self._sem_index: dict[str, int] = {}
+        self.groups: dict[str, tuple[int, ...]] = {}
+        self._group_index: dict[str, int] = {}
+        self._instr = np.zeros(self._CHUNK, INSTR_DTYPE)
+        self._n = 0
+        self._aps = np.zeros(256, AP_DTYPE)
+        self._naps = 0
+        self._ap_index: dict[AccessPattern, int] = {}
+        self._streams_cache: dict[tuple[int, int, int], np.ndarray] | None = None
+
+    # ---- declarations ---------------------------------------------------------------------------
+    @property
+    def num_chips(self) -> int:
+        return (self.num_cores + self.cores_per_chip - 1) // self.cores_per_chip
+
+    def chip_of_core(self, core: int) -> int:
+        return core // self.cores_per_chip
+
+    def add_tensor(self, name: str, dtype: DType | str, shape: Sequence[int],
+                   kind: TensorKind | str = TensorKind.scratch, chip: int = 0) -> TensorDecl:
+        if name in self.tensors:
+            raise IsaError(f"tensor '{name}' declared twice")
+        if not _is_ident(name):
+            raise IsaError(f"tensor name '{name}' is not an identifier")
+        dt = DType.parse(dtype) if isinstance(dtype, str) else DType(dtype)
+        kd = TensorKind[kind] if isinstance(kind, str) else TensorKind(kind)
+        shp = tuple(int(s) for s in shape)
+        if not shp or any(s < 1 for s in shp):
+            raise IsaError(f"tensor '{name}': shape {shp} must be non-empty with positive sizes")
+        t = TensorDecl(name, dt, shp, kd, int(chip))
+        self._tensor_index[name] = len(self.tensors)
+        self.tensors[name] = t
+        return t
+
+    def add_semaphore(self, name: str) -> int:
+        if name in self._sem_index:
+            raise IsaError(f"semaphore '{name}' declared twice")
+        if not _is_ident(name):
+            raise IsaError(f"semaphore name '{name}' is not an identifier")
+        self._sem_index[name] = len(self.semaphores)
+        self.semaphores.append(name)
+        return self._sem_index[name]
+
+    def semaphore(self, name: str) -> int:
+        """Index of semaphore ``name``, declaring it if new."""
+        i = self._sem_index.get(name)
+        return self.add_semaphore(name) if i is None else i
+
+    def add_group(self, name: str, cores: Sequence[int]) -> None:
+        if name in self.groups:
+            raise IsaError(f"group '{name}' declared twice")
+        if not _is_ident(name):
+            raise IsaError(f"group name '{name}' is not an identifier")
+        members = tuple(int(c) for c in cores)
+        if len(members) < 1 or len(set(members)) != len(members):
+            raise IsaError(f"group '{name}': members {members} must be distinct and non-empty")
+        self._group_index[name] = len(self.groups)
+        self.groups[name] = members
+
+    def tensor_id(self, name: str) -> int:
+        return self._tensor_index[name]
+
+    def sem_id(self, name: str) -> int:
+        return self._sem_index[name]
+
+    def group_id(self, name: str) -> int:
+        return self._group_index[name]
+
+    def tensor_base(self) -> dict[str, int]:
+        """Byte address of every HBM tensor in its chip's HBM (declaration order, 4 KiB aligned)."""
+        nxt: dict[int, int] = {}
+        out = {}
+        for t in self.tensors.values():
+            a = nxt.get(t.chip, 0)
+            out[t.name] = a
+            nxt[t.chip] = a + ((t.num_bytes + 4095) // 4096) * 4096
+        return out
+
+    # ---- instructions ---------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def instr(self) -> np.ndarray:
+        """The instruction records (a view; do not modify)."""
+        return self._instr[: self._n]
+
+    @property
+    def aps(self) -> np.ndarray:
+        """The access-pattern table (a view; do not modify)."""
+        return self._aps[: self._naps]
+
+    def _grow_instr(self, extra: int) -> None:
+        need = self._n + extra
+        if need > len(self._instr):
+            cap = max(need, 2 * len(self._instr))
+            new = np.zeros(cap, INSTR_DTYPE)
+            new[: self._n] = self._instr[: self._n]
+            self._instr = new
+
+    def ap_id(self, ap: AccessPattern) -> int:
+        """Index of ``ap`` in the AP table (added if new)."""
+        i = self._ap_index.get(ap)
+        if i is not None:
+            return i
+        if ap.space == Space.hbm:
+            if ap.tensor not in self._tensor_index:
+                raise OperandError(f"operand names undeclared HBM tensor '{ap.tensor}'")
+            tid = self._tensor_index[ap.tensor]
+        else:
+            tid = -1
+        if self._naps == len(self._aps):
+            new = np.zeros(2 * len(self._aps), AP_DTYPE)
+            new[: self._naps] = self._aps[: self._naps]
+            self._aps = new
+        strides = [0] * MAX_FREE_DIMS
+        sizes = [0] * MAX_FREE_DIMS
+        for k, (st, sz) in enumerate(ap.dims):
+            strides[k] = st
+            sizes[k] = sz
+        self._aps[self._naps] = (int(ap.space), int(ap.dtype), len(ap.dims), ap.partition_start, ap.partitions,
+                                 tid, ap.partition_stride, ap.offset, strides, sizes)
+        i = self._naps
+        self._naps += 1
+        self._ap_index[ap] = i
+        return i
+
+    def append(self, ins: Instruction) -> int:
+        """Append one instruction; returns its index."""
+        self._streams_cache = None
+        spec = OPSPECS[ins.op]
+        eng = ins.engine if ins.engine is not None else spec.engine
+        if eng not in spec.engines:
+            raise OperandError(
+                f"instruction {self._n}: {ins.op.name} cannot run on engine '{Engine(eng).name}' "
+                f"(allowed: {', '.join(e.name for e in spec.engines)})"
+            )
+        if not (0 <= ins.core <= 0xFFFF):
+            raise OperandError(f"instruction {self._n}: core {ins.core} not in [0, 65535]")
+        if not (0 <= ins.queue <= 0xFF):
+            raise OperandError(f"instruction {self._n}: queue {ins.queue} not in [0, 255]")
+        if len(ins.operands) != len(spec.slots):
+            raise OperandError(
+                f"instruction {self._n}: {ins.op.name} takes {len(spec.slots)} operand slots, got {len(ins.operands)}"
+            )
+        if len(ins.waits) > MAX_WAITS or len(ins.signals) > MAX_SIGNALS:
+            raise OperandError(f"instruction {self._n}: at most {MAX_WAITS} waits and {MAX_SIGNALS} signals")
+        rec = np.zeros((), INSTR_DTYPE)
+        rec["op"] = int(ins.op)
+        rec["engine"] = int(eng)
+        rec["queue"] = ins.queue
+        rec["core"] = ins.core
+        rec["ints"] = INTS_UNUSED
+        opnd = [-1] * MAX_OPERANDS
+        for k, (slot, ap) in enumerate(zip(spec.slots, ins.operands)):
+            if ap is None:
+                if not slot.optional:
+                    raise OperandError(f"instruction {self._n}: {ins.op.name} operand '{slot.name}' is required")
+                continue
+            opnd[k] = self.ap_id(ap)
+        rec["opnd"] = opnd
+        imms = normalize_imms(spec, ins.imms)
+        flags = 0
+        for name, kind, f in IMM_FIELDS[ins.op]:
+            v = imms[name]
+            if kind == "sem":
+                rec[f] = self.semaphore(str(v))
+            elif kind == "group":
+                if v not in self._group_index:
+                    raise OperandError(f"instruction {self._n}: undeclared replica group '{v}'")
+                rec[f] = self._group_index[str(v)]
+            elif kind == "bool":
+                flags |= int(bool(v)) << int(f[4:])
+            elif kind == "ints":
+                vals = list(v) + [INTS_UNUSED] * (MAX_FREE_DIMS - len(v))  # type: ignore[arg-type]
+                for x in vals[: len(v)]:  # type: ignore[arg-type]
+                    if not (-(2**31) < x < 2**31):
+                        raise OperandError(f"instruction {self._n}: immediate '{name}' value {x} out of int32 range")
+                rec[f] = vals
+            elif kind == "int":
+                if not (-(2**63) <= int(v) < 2**63):  # type: ignore[arg-type]
+                    raise OperandError(f"instruction {self._n}: immediate '{name}' out of int64 range")
+                rec[f] = v
+            else:
+                rec[f] = v
+        rec["flags"] = flags
+        ws, wv = [-1] * MAX_WAITS, [0] * MAX_WAITS
+        for k, (s, v) in enumerate(ins.waits):
+            if not (0 <= v <= U32_MAX):
+                raise OperandError(f"instruction {self._n}: wait value {v} on '{s}' not in [0, 2^32-1]")
+            ws[k], wv[k] = self.semaphore(s), v
+        ss, sv = [-1] * MAX_SIGNALS, [0] * MAX_SIGNALS
+        for k, (s, v) in enumerate(ins.signals):
+            if not (0 <= v <= U32_MAX):
+                raise OperandError(f"instruction {self._n}: signal increment {v} on '{s}' not in [0, 2^32-1]")
+            ss[k], sv[k] = self.semaphore(s), v
+        rec["wsem"], rec["wval"], rec["ssem"], rec["sval"] = ws, wv, ss, sv
+        self._grow_instr(1)
+        self._instr[self._n] = rec
+        self._n += 1
+        return self._n - 1
+
+    def extend(self, instructions: Sequence[Instruction]) -> None:
+        for ins in instructions:
+            self.append(ins)
+
+    def append_records(self, records: np.ndarray) -> None:
+        """Append pre-built records (bulk path for generators). AP and semaphore indices must be valid."""
+        records = np.asarray(records, INSTR_DTYPE)
+        self._streams_cache = None
+        self._grow_instr(len(records))
+        self._instr[self._n : self._n + len(records)] = records
+        self._n += len(records)
+
+    def __getitem__(self, i: int) -> Instruction:
+        if not (-self._n <= i < self._n):
+            raise IndexError(i)
+        return self.decode_record(self._instr[i % self._n] if i < 0 else self._instr[i])
+
+    def __iter__(self) -> Iterator[Instruction]:
+        for i in range(self._n):
+            yield self.decode_record(self._instr[i])
+
+    def ap(self, idx: int) -> AccessPattern:
+        """The AccessPattern of AP-table entry ``idx``."""
+        r = self._aps[idx]
+        nd = int(r["ndims"])
+        dims = tuple((int(r["strides"][k]), int(r["sizes"][k])) for k in range(nd))
+        sp = Space(int(r["space"]))
+        tname = list(self.tensors)[int(r["tensor"])] if sp == Space.hbm else None
+        return AccessPattern(sp, DType(int(r["dtype"])), int(r["pstart"]), int(r["pcount"]), int(r["offset"]),
+                             dims, tname, int(r["pstride"]))
+
+    def decode_record(self, r: np.void) -> Instruction:
+        op = Op(int(r["op"]))
+        spec = OPSPECS[op]
+        operands = tuple(None if int(r["opnd"][k]) < 0 else self.ap(int(r["opnd"][k])) for k in range(len(spec.slots)))
+        imms: dict[str, object] = {}
+        for name, kind, f in IMM_FIELDS[op]:
+            if kind in ENUM_KINDS:
+                imms[name] = ENUM_KINDS[kind](int(r[f]))
+            elif kind == "sem":
+                imms[name] = self.semaphores[int(r[f])]
+            elif kind == "group":
+                imms[name] = list(self.groups)[int(r[f])]
+            elif kind == "bool":
+                imms[name] = bool((int(r["flags"]) >> int(f[4:])) & 1)
+            elif kind == "ints":
+                imms[name] = tuple(int(x) for x in r[f] if int(x) != INTS_UNUSED)
+            elif kind == "int":
+                imms[name] = int(r[f])
+            else:
+                imms[name] = float(r[f])
+        waits = tuple((self.semaphores[int(s)], int(v)) for s, v in zip(r["wsem"], r["wval"]) if int(s) >= 0)
+        signals = tuple((self.semaphores[int(s)], int(v)) for s, v in zip(r["ssem"], r["sval"]) if int(s) >= 0)
+        return Instruction(op, operands, imms, Engine(int(r["engine"])), int(r["core"]), int(r["queue"]), waits,
+                           signals)
+
+    # ---- streams --------------------------------------------------------------------------------
+    def streams(self) -> dict[tuple[int, int, int], np.ndarray]:
+        """Instruction indices of every stream ``(core, engine, queue)``, keys sorted, program order within."""
+        if self._streams_cache is None:
+            ins = self.instr
+            key = (ins["core"].astype(np.int64) << 16) | (ins["engine"].astype(np.int64) << 8) | ins["queue"]
+            order = np.argsort(key, kind="stable")
+            skey = key[order]
+            bounds = np.flatnonzero(np.diff(skey)) + 1
+            out = {}
+            for chunk in np.split(order, bounds) if len(order) else []:
+                k = int(key[chunk[0]])
+                out[(k >> 16, (k >> 8) & 0xFF, k & 0xFF)] = chunk
+            self._streams_cache = out
+        return self._streams_cache
+
+    # ---- comparison -----------------------------------------------------------------------------
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Program):
+            return NotImplemented
+        if (self.num_cores, self.cores_per_chip, self.tensors, self.semaphores, self.groups) != (
+            other.num_cores, other.cores_per_chip, other.tensors, other.semaphores, other.groups
+        ):
+            return False
+        if len(self) != len(other):
+            return False
+        if len(self.aps) == len(other.aps) and self.aps.tobytes() == other.aps.tobytes():
+            return self.instr.tobytes() == other.instr.tobytes()
+        # AP tables may differ in order/dedup: compare instruction by instruction
+        return all(a == b for a, b in zip(self, other))
+
+    def __repr__(self) -> str:
+        return (f"Program({len(self)} instructions, {self.num_cores} cores, {len(self.tensors)} tensors, "
+                f"{len(self.semaphores)} semaphores)")
+
+    def nbytes(self) -> int:
+        """Bytes held by the instruction and AP tables."""
+        return self._n * INSTR_DTYPE.itemsize + self._naps * AP_DTYPE.itemsize
+
+
+def _is_ident(name: str) -> bool:
+    return name.replace(".", "_").isidentifier()

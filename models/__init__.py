@@ -1,0 +1,1 @@
+"""Transformer workloads lowered to ISA programs (imported as ``infsim.models``)."""
