@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, model_validator
 
 DTypeName = Literal["fp32", "bf16", "fp16", "fp8_e4m3", "fp8_e5m2", "int8", "uint8", "int32"]
 
@@ -29,7 +29,7 @@ class TensorEngineConfig(_Model):
     cols: int = Field(gt=0, description="PE columns = stationary free size (M) limit")
     clock_ghz: float = Field(gt=0)
     moving_free_max: int = Field(gt=0, description="largest moving free size N of one matmul")
-    macs_per_pe_per_cycle: dict[DTypeName, float] = Field(
+    macs_per_pe_per_cycle: dict[DTypeName, PositiveFloat] = Field(
         description="MACs per PE per cycle by input dtype (1.0 = full bf16 rate; fp32 0.25 on NC-v2)"
     )
     min_moving_cycles: int = Field(ge=0, description="minimum cycles of one MultiplyMoving (MM_INIT_LATENCY)")
@@ -49,14 +49,39 @@ class ElementwiseEngineConfig(_Model):
     two_input_factor: float = Field(ge=1, description="cost multiplier for two-input ops (tensor_tensor)")
     fixed_overhead_cycles: int = Field(ge=0, description="static cost per instruction (access init, issue)")
     strided_penalty: float = Field(ge=1, description="slowdown when the innermost stride exceeds 16 bytes")
-    func_cost: dict[str, float] = Field(default_factory=dict, description="per-function cost multiplier")
+    func_cost: dict[str, PositiveFloat] = Field(default_factory=dict, description="per-function cost multiplier")
     reduce_extra_cycles: int = Field(default=0, ge=0, description="extra cycles of a fused free-axis reduce")
+
+
+EngineName = Literal["tensor", "vector", "scalar", "gpsimd", "dma", "cc", "sync"]
 
 
 class MemoryConfig(_Model):
     partitions: int = Field(gt=0)
     bytes_per_partition: int = Field(gt=0)
     banks: int = Field(default=1, gt=0)
+    partition_start_rules: tuple[tuple[int, int], ...] = Field(
+        default=(),
+        description="(max_partitions, start_alignment) pairs, ascending: a compute-engine operand of n partitions "
+        "must start at a multiple of the alignment of the first rule with n <= max_partitions (empty: any start)",
+    )
+    max_free_elements: int | None = Field(
+        default=None, gt=0, description="largest free size (elements per partition) of one compute-engine operand"
+    )
+    no_access_engines: tuple[EngineName, ...] = Field(
+        default=(), description="engines that cannot read or write this memory"
+    )
+
+    @model_validator(mode="after")
+    def _rules(self) -> MemoryConfig:
+        prev = 0
+        for maxp, align in self.partition_start_rules:
+            if maxp <= prev or align < 1:
+                raise ValueError(
+                    f"partition_start_rules: ({maxp}, {align}): max_partitions must ascend and alignment be >= 1"
+                )
+            prev = maxp
+        return self
 
     @property
     def total_bytes(self) -> int:
@@ -90,10 +115,13 @@ class LinkConfig(_Model):
     intra_chip_gbps: float = Field(gt=0, description="core-to-core bandwidth inside a chip, GB/s")
     intra_chip_latency_ns: float = Field(ge=0)
     collective_step_overhead_ns: float = Field(ge=0, description="fixed cost per collective step (sync)")
+    collective_launch_overhead_ns: float = Field(
+        default=0.0, ge=0, description="fixed cost once per collective and rank (launch, descriptor setup)"
+    )
 
 
 class EnergyConfig(_Model):
-    mac_pj: dict[DTypeName, float] = Field(description="energy of one MAC by input dtype")
+    mac_pj: dict[DTypeName, NonNegativeFloat] = Field(description="energy of one MAC by input dtype")
     vector_op_pj: float = Field(ge=0, description="per element-op on vector/gpsimd engines")
     scalar_op_pj: float = Field(ge=0, description="per element on the scalar (activation) engine")
     sbuf_pj_per_byte: float = Field(ge=0)
