@@ -60,8 +60,15 @@ class Workload:
             DType.parse(getattr(self, f))
 
     @classmethod
-    def make(cls, phase: str, batch: int = 1, context: int = 2048, tp: int = 1, dtype: str = "bf16",
-             kv_dtype: str | None = None) -> Workload:
+    def make(
+        cls,
+        phase: str,
+        batch: int = 1,
+        context: int = 2048,
+        tp: int = 1,
+        dtype: str = "bf16",
+        kv_dtype: str | None = None,
+    ) -> Workload:
         """Prefill of ``context`` tokens, or decode of one token after ``context`` cached tokens."""
         if phase == "prefill":
             return cls("prefill", batch, context, 0, tp, dtype, kv_dtype or "bf16")
@@ -132,8 +139,14 @@ class Graph:
         return self.ranks * sum(o.elem_ops for o in self.ops)
 
     def summary(self) -> dict[str, int]:
-        return {"flops": self.flops(), "hbm_bytes": self.hbm_bytes(), "weight_bytes": self.weight_bytes(),
-                "kv_bytes": self.kv_bytes(), "collective_bytes": self.collective_bytes(), "ops": len(self.ops)}
+        return {
+            "flops": self.flops(),
+            "hbm_bytes": self.hbm_bytes(),
+            "weight_bytes": self.weight_bytes(),
+            "kv_bytes": self.kv_bytes(),
+            "collective_bytes": self.collective_bytes(),
+            "ops": len(self.ops),
+        }
 
 
 def split(n: int, tp: int) -> int:
@@ -170,14 +183,26 @@ def build_graph(spec: ModelSpec, wl: Workload) -> Graph:
     ops = g.ops
     if spec.family == "vit":
         patch_k = spec.num_channels * spec.patch_size**2
-        ops.append(Op("patch_embed", "matmul", -1, t - b, h, patch_k, weight_bytes=patch_k * h * wb // tp,
-                      act_read_bytes=b * spec.num_channels * spec.image_size**2 * ab // tp))
+        ops.append(
+            Op(
+                "patch_embed",
+                "matmul",
+                -1,
+                t - b,
+                h,
+                patch_k,
+                weight_bytes=patch_k * h * wb // tp,
+                act_read_bytes=b * spec.num_channels * spec.image_size**2 * ab // tp,
+            )
+        )
     else:
         ops.append(Op("embed", "embedding", -1, act_read_bytes=t * h * ab // tp, elem_ops=t * h // tp))
     norm_ops = 4 if spec.norm == "rms" else 6
     for L in range(spec.layers):
+
         def op(name: str, kind: str, **kw: int | str) -> None:
             ops.append(Op(f"L{L}.{name}", kind, L, **kw))  # noqa: B023
+
         nw = h * wb * (1 if spec.norm == "rms" else 2)
         op("attn_norm", "norm", weight_bytes=nw, elem_ops=norm_ops * t * h)
         op("q_proj", "matmul", m=t, n=heads * hd, k=h, weight_bytes=h * heads * hd * wb)
@@ -221,15 +246,27 @@ def build_graph(spec: ModelSpec, wl: Workload) -> Graph:
     if spec.kind == "decoder":
         ops.append(Op("final_norm", "norm", -1, weight_bytes=nw, elem_ops=norm_ops * b * h))
         vocab = split(spec.vocab, tp)
-        ops.append(Op("lm_head", "matmul", -1, b, vocab, h, weight_bytes=h * vocab * wb,
-                      act_write_bytes=b * vocab * ab))
+        ops.append(
+            Op("lm_head", "matmul", -1, b, vocab, h, weight_bytes=h * vocab * wb, act_write_bytes=b * vocab * ab)
+        )
         if tp > 1:
-            ops.append(Op("logits_all_gather", "collective", -1, collective="all_gather",
-                          collective_bytes=b * vocab * tp * ab))
+            ops.append(
+                Op("logits_all_gather", "collective", -1, collective="all_gather", collective_bytes=b * vocab * tp * ab)
+            )
     elif spec.family == "vit":
         ops.append(Op("final_norm", "norm", -1, weight_bytes=nw, elem_ops=norm_ops * b * h))
-        ops.append(Op("classifier", "matmul", -1, b, split(spec.vocab, tp), h,
-                      weight_bytes=h * split(spec.vocab, tp) * wb, act_write_bytes=b * split(spec.vocab, tp) * ab))
+        ops.append(
+            Op(
+                "classifier",
+                "matmul",
+                -1,
+                b,
+                split(spec.vocab, tp),
+                h,
+                weight_bytes=h * split(spec.vocab, tp) * wb,
+                act_write_bytes=b * split(spec.vocab, tp) * ab,
+            )
+        )
     else:
         ops.append(Op("output", "elementwise", -1, act_write_bytes=t * h * ab // tp))
     return g

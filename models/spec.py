@@ -106,8 +106,15 @@ def _need(cfg: dict[str, Any], src: str, *names: str, default: Any = ..., kind: 
     return default
 
 
-_ACT = {"silu": "silu", "swish": "silu", "gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
-        "gelu_fast": "gelu_tanh", "relu": "relu"}
+_ACT = {
+    "silu": "silu",
+    "swish": "silu",
+    "gelu": "gelu",
+    "gelu_new": "gelu_tanh",
+    "gelu_pytorch_tanh": "gelu_tanh",
+    "gelu_fast": "gelu_tanh",
+    "relu": "relu",
+}
 
 
 def spec_from_config(cfg: dict[str, Any], name: str = "model", source: str | None = None) -> ModelSpec:
@@ -131,16 +138,28 @@ def spec_from_config(cfg: dict[str, Any], name: str = "model", source: str | Non
             raise ModelError(f"{src}: field 'hidden_act': unsupported activation {act!r}")
         experts = _need(cfg, src, "num_local_experts", default=1)
         return ModelSpec(
-            name=name, family=mt, kind="decoder", hidden=hidden, layers=_need(cfg, src, "num_hidden_layers"),
-            heads=heads, kv_heads=kv, head_dim=_need(cfg, src, "head_dim", default=hidden // heads),
-            intermediate=_need(cfg, src, "intermediate_size"), vocab=_need(cfg, src, "vocab_size"),
-            max_positions=_need(cfg, src, "max_position_embeddings"), norm="rms",
-            norm_eps=_need(cfg, src, "rms_norm_eps", default=1e-6, kind=float), activation=_ACT[act], gated_mlp=True,
-            rotary=True, rope_theta=_need(cfg, src, "rope_theta", default=10000.0, kind=float),
+            name=name,
+            family=mt,
+            kind="decoder",
+            hidden=hidden,
+            layers=_need(cfg, src, "num_hidden_layers"),
+            heads=heads,
+            kv_heads=kv,
+            head_dim=_need(cfg, src, "head_dim", default=hidden // heads),
+            intermediate=_need(cfg, src, "intermediate_size"),
+            vocab=_need(cfg, src, "vocab_size"),
+            max_positions=_need(cfg, src, "max_position_embeddings"),
+            norm="rms",
+            norm_eps=_need(cfg, src, "rms_norm_eps", default=1e-6, kind=float),
+            activation=_ACT[act],
+            gated_mlp=True,
+            rotary=True,
+            rope_theta=_need(cfg, src, "rope_theta", default=10000.0, kind=float),
             num_experts=experts,
             experts_per_token=_need(cfg, src, "num_experts_per_tok", default=1) if experts > 1 else 1,
             tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-            qkv_bias=bool(cfg.get("attention_bias", False)), sliding_window=cfg.get("sliding_window"),
+            qkv_bias=bool(cfg.get("attention_bias", False)),
+            sliding_window=cfg.get("sliding_window"),
         )
     if mt == "gpt2":
         hidden = _need(cfg, src, "n_embd", "hidden_size")
@@ -151,12 +170,24 @@ def spec_from_config(cfg: dict[str, Any], name: str = "model", source: str | Non
         if act not in _ACT:
             raise ModelError(f"{src}: field 'activation_function': unsupported activation {act!r}")
         return ModelSpec(
-            name=name, family="gpt2", kind="decoder", hidden=hidden, layers=_need(cfg, src, "n_layer"),
-            heads=heads, kv_heads=heads, head_dim=hidden // heads,
-            intermediate=_need(cfg, src, "n_inner", default=4 * hidden), vocab=_need(cfg, src, "vocab_size"),
-            max_positions=_need(cfg, src, "n_positions", "n_ctx"), norm="layer",
-            norm_eps=_need(cfg, src, "layer_norm_epsilon", default=1e-5, kind=float), activation=_ACT[act],
-            gated_mlp=False, rotary=False, rope_theta=0.0, tie_embeddings=bool(cfg.get("tie_word_embeddings", True)),
+            name=name,
+            family="gpt2",
+            kind="decoder",
+            hidden=hidden,
+            layers=_need(cfg, src, "n_layer"),
+            heads=heads,
+            kv_heads=heads,
+            head_dim=hidden // heads,
+            intermediate=_need(cfg, src, "n_inner", default=4 * hidden),
+            vocab=_need(cfg, src, "vocab_size"),
+            max_positions=_need(cfg, src, "n_positions", "n_ctx"),
+            norm="layer",
+            norm_eps=_need(cfg, src, "layer_norm_epsilon", default=1e-5, kind=float),
+            activation=_ACT[act],
+            gated_mlp=False,
+            rotary=False,
+            rope_theta=0.0,
+            tie_embeddings=bool(cfg.get("tie_word_embeddings", True)),
             qkv_bias=True,
         )
     if mt in ("bert", "roberta", "vit"):
@@ -171,13 +202,27 @@ def spec_from_config(cfg: dict[str, Any], name: str = "model", source: str | Non
         image = _need(cfg, src, "image_size") if vit else 0
         patch = _need(cfg, src, "patch_size") if vit else 0
         return ModelSpec(
-            name=name, family=mt, kind="encoder", hidden=hidden, layers=_need(cfg, src, "num_hidden_layers"),
-            heads=heads, kv_heads=heads, head_dim=hidden // heads, intermediate=_need(cfg, src, "intermediate_size"),
+            name=name,
+            family=mt,
+            kind="encoder",
+            hidden=hidden,
+            layers=_need(cfg, src, "num_hidden_layers"),
+            heads=heads,
+            kv_heads=heads,
+            head_dim=hidden // heads,
+            intermediate=_need(cfg, src, "intermediate_size"),
             vocab=_need(cfg, src, "num_labels", default=1000) if vit else _need(cfg, src, "vocab_size"),
             max_positions=(image // patch) ** 2 + 1 if vit else _need(cfg, src, "max_position_embeddings"),
-            norm="layer", norm_eps=_need(cfg, src, "layer_norm_eps", default=1e-12, kind=float),
-            activation=_ACT[act], gated_mlp=False, rotary=False, rope_theta=0.0, tie_embeddings=not vit,
-            qkv_bias=True, image_size=image, patch_size=patch,
+            norm="layer",
+            norm_eps=_need(cfg, src, "layer_norm_eps", default=1e-12, kind=float),
+            activation=_ACT[act],
+            gated_mlp=False,
+            rotary=False,
+            rope_theta=0.0,
+            tie_embeddings=not vit,
+            qkv_bias=True,
+            image_size=image,
+            patch_size=patch,
             num_channels=_need(cfg, src, "num_channels", default=3) if vit else 0,
         )
     raise ModelError(

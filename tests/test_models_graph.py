@@ -12,9 +12,17 @@ from infsim.models.spec import ModelError, load_model, zoo_names
 # Published parameter counts (model cards), in billions; our count omits position/type embeddings and
 # poolers, so allow 3%.
 PUBLISHED_B = {
-    "llama-2-7b": 6.74, "llama-2-13b": 13.0, "llama-2-70b": 69.0, "llama-3-8b": 8.03, "llama-3-70b": 70.6,
-    "mistral-7b": 7.24, "mixtral-8x7b": 46.7, "gpt2": 0.124, "bert-base-uncased": 0.110,
-    "bert-large-uncased": 0.335, "vit-b-16": 0.086,
+    "llama-2-7b": 6.74,
+    "llama-2-13b": 13.0,
+    "llama-2-70b": 69.0,
+    "llama-3-8b": 8.03,
+    "llama-3-70b": 70.6,
+    "mistral-7b": 7.24,
+    "mixtral-8x7b": 46.7,
+    "gpt2": 0.124,
+    "bert-base-uncased": 0.110,
+    "bert-large-uncased": 0.335,
+    "vit-b-16": 0.086,
 }
 
 
@@ -36,8 +44,9 @@ def test_decode_bytes_closed_form() -> None:
     assert g.kv_bytes() == kv
     assert g.weight_bytes() == pytest.approx(2 * (m.num_params() - m.vocab * m.hidden), rel=1e-6)
     # decode FLOPs ~ 2 x params touched + attention
-    assert g.flops() == pytest.approx(2 * (m.num_params() - m.vocab * m.hidden) + 4 * m.layers * m.q_dim * 2049,
-                                      rel=1e-3)
+    assert g.flops() == pytest.approx(
+        2 * (m.num_params() - m.vocab * m.hidden) + 4 * m.layers * m.q_dim * 2049, rel=1e-3
+    )
 
 
 def test_fp8_weights_halve_weight_bytes() -> None:

@@ -1,0 +1,209 @@
+"""Instruction emission with automatic, minimal synchronisation.
+
+The lowering describes *what* each instruction reads and writes (:class:`Tile` views of :class:`Buf`
+regions); the :class:`Emitter` derives the semaphores. Every stream ``(core, engine, queue)`` owns one
+semaphore that each of its instructions increments on completion, so "instruction ``i`` of stream ``s``
+has finished" is ``sem_s >= count_i``. Each :class:`Buf` remembers the completion counts of its last
+writes and of its reads since; an instruction then waits for
+
+* read-after-write: the last writers of every buffer it reads;
+* write-after-write and write-after-read: the last writers and the readers of every buffer it writes;
+
+collapsed per semaphore to the largest value, and dropping waits on its own stream (streams run in
+order). That is exactly the set of dependencies the data requires — no global barriers. An instruction
+carries at most two waits (ISA limit); extra waits go on ``nop`` instructions placed just before it on
+the same stream.
+
+Left out: dependency tracking at finer than buffer granularity (two writes to disjoint parts of one
+``Buf`` are ordered); lowerings allocate separate ``Buf`` objects where parallelism matters, or mark a
+group of writes as *partial* (``partial=True``: they do not order each other, e.g. K tiles of one
+weight slab loaded by different DMA queues).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from infsim.isa import AccessPattern, DType, Engine, Op, Program, Space, make
+from infsim.isa.opcodes import MAX_WAITS, OPSPECS
+
+
+@dataclass(eq=False)
+class Buf:
+    """A region with a dependency history: on-chip (core, partitions, byte range) or an HBM tensor."""
+
+    name: str
+    space: Space
+    core: int = 0
+    pstart: int = 0
+    pcount: int = 0
+    offset: int = 0  # bytes within each partition (on-chip)
+    nbytes: int = 0  # bytes per partition (on-chip) or of the tensor (HBM)
+    tensor: str | None = None
+    last_write: dict[str, int] = field(default_factory=dict)
+    reads: dict[str, int] = field(default_factory=dict)
+    war_base: dict[str, int] = field(default_factory=dict)  # what a group of partial writes must wait for
+    aliases: list[Buf] = field(default_factory=list)  # other buffers sharing some of these bytes
+
+    def overlaps(self, other: Buf) -> bool:
+        if self.space != other.space or self.core != other.core or self.space == Space.hbm:
+            return self.space == Space.hbm and other.space == Space.hbm and self.tensor == other.tensor
+        return (
+            self.pstart < other.pstart + other.pcount
+            and other.pstart < self.pstart + self.pcount
+            and self.offset < other.offset + other.nbytes
+            and other.offset < self.offset + self.nbytes
+        )
+
+    def tile(
+        self,
+        dtype: DType | str,
+        free: int | tuple[int, ...] | None = None,
+        *,
+        pstart: int = 0,
+        pcount: int | None = None,
+        byte: int = 0,
+        dims: tuple[tuple[int, int], ...] | None = None,
+    ) -> Tile:
+        """A view of this buffer: partitions ``pstart..pstart+pcount`` (relative), byte offset ``byte``,
+        and either a contiguous row-major ``free`` shape or explicit ``dims``."""
+        dt = DType.parse(dtype) if isinstance(dtype, str) else dtype
+        if dims is None:
+            sizes = (free,) if isinstance(free, int) else tuple(free or (1,))
+            out, stride = [], 1
+            for s in reversed(sizes):
+                out.append((stride, s))
+                stride *= s
+            dims = tuple(reversed(out))
+        pc = self.pcount - pstart if pcount is None else pcount
+        ap = AccessPattern(self.space, dt, self.pstart + pstart, pc, self.offset + byte, dims)
+        return Tile(self, ap)
+
+    def hbm(
+        self, dtype: DType | str, rows: int, row_stride: int, dims: tuple[tuple[int, int], ...], byte: int = 0
+    ) -> Tile:
+        """A view of an HBM tensor buffer."""
+        dt = DType.parse(dtype) if isinstance(dtype, str) else dtype
+        ap = AccessPattern(Space.hbm, dt, 0, rows, byte, dims, self.tensor, row_stride)
+        return Tile(self, ap)
+
+
+@dataclass(frozen=True)
+class Tile:
+    buf: Buf
+    ap: AccessPattern
+
+
+@dataclass
+class _Stream:
+    sem: str
+    count: int = 0
+
+
+def link_aliases(bufs: list[Buf], new: Buf) -> None:
+    """Record ``new``'s overlaps with ``bufs`` (both directions) and add it to ``bufs``."""
+    for b in bufs:
+        if b.overlaps(new):
+            b.aliases.append(new)
+            new.aliases.append(b)
+    bufs.append(new)
+
+
+class Emitter:
+    """Appends instructions to a Program, inserting the semaphores the data dependencies require."""
+
+    def __init__(self, program: Program):
+        self.p = program
+        self._streams: dict[tuple[int, int, int], _Stream] = {}
+        self.nops = 0
+
+    def stream(self, core: int, engine: Engine, queue: int = 0) -> _Stream:
+        key = (core, int(engine), queue)
+        s = self._streams.get(key)
+        if s is None:
+            q = f"{queue}" if engine in (Engine.dma, Engine.cc) else ""
+            s = _Stream(f"c{core}_{engine.name}{q}")
+            self._streams[key] = s
+        return s
+
+    def emit(
+        self,
+        opcode: Op | str,
+        core: int,
+        engine: Engine | str,
+        queue: int = 0,
+        /,
+        *,
+        partial: bool = False,
+        extra_waits: dict[str, int] | None = None,
+        extra_signals: dict[str, int] | None = None,
+        **kw: object,
+    ) -> int:
+        """Emit ``op`` on stream (core, engine, queue). Operands are passed by slot name as :class:`Tile`;
+        other keywords are immediates. Returns the instruction index."""
+        op = Op[opcode] if isinstance(opcode, str) else opcode
+        eng = Engine[engine] if isinstance(engine, str) else engine
+        spec = OPSPECS[op]
+        st = self.stream(core, eng, queue)
+        operands: list[AccessPattern | None] = []
+        reads: list[Buf] = []
+        writes: list[Buf] = []
+        for slot in spec.slots:
+            t = kw.pop(slot.name, None)
+            if t is None:
+                operands.append(None)
+                continue
+            assert isinstance(t, Tile), f"{op.name}.{slot.name} must be a Tile"
+            operands.append(t.ap)
+            (writes if slot.output else reads).append(t.buf)
+        deps: dict[str, int] = dict(extra_waits or {})
+
+        def need(d: dict[str, int]) -> None:
+            for s, v in d.items():
+                if s != st.sem and v > deps.get(s, 0):
+                    deps[s] = v
+
+        for b in reads:
+            need(b.last_write)
+            for a in b.aliases:  # bytes last written through an aliasing buffer
+                need(a.last_write)
+        for b in writes:
+            if partial:
+                need(b.war_base)
+            else:
+                need(b.last_write)
+                need(b.reads)
+            for a in b.aliases:  # memory shared by liveness: wait for the other role's accesses
+                need(a.last_write)
+                need(a.reads)
+                need(a.war_base)
+        waits = sorted(deps.items())
+        while len(waits) > MAX_WAITS:
+            chunk, waits = waits[:MAX_WAITS], waits[MAX_WAITS:]
+            self.p.append(make(Op.nop, engine=eng, core=core, queue=queue, waits=chunk, signals=[(st.sem, 1)]))
+            st.count += 1
+            self.nops += 1
+        st.count += 1
+        signals = [(st.sem, 1)] + sorted((extra_signals or {}).items())
+        idx = self.p.append(make(op, *operands, engine=eng, core=core, queue=queue, waits=waits, signals=signals, **kw))
+        done = st.count
+        for b in reads:
+            if done > b.reads.get(st.sem, 0):
+                b.reads[st.sem] = done
+        for b in writes:
+            if partial:
+                b.last_write[st.sem] = max(done, b.last_write.get(st.sem, 0))
+            else:
+                b.last_write = {st.sem: done}
+                b.reads = {}
+        return idx
+
+    def new_write_epoch(self, buf: Buf) -> None:
+        """Start a new group of partial writes to ``buf``: later partial writes wait for earlier readers
+        and writers of the previous contents (call before the first write of a group)."""
+        base = dict(buf.reads)
+        for s, v in buf.last_write.items():
+            base[s] = max(v, base.get(s, 0))
+        buf.war_base = base
+        buf.last_write = {}
+        buf.reads = {}

@@ -1,0 +1,150 @@
+"""Feeding a lowered program and reading it back: canonical parameters -> per-rank HBM tensors (sharded,
+packed into slabs, quantised) and per-rank outputs -> logits / hidden states.
+
+Used by the functional tests (interpreter) and by anyone who wants to run a lowered model on real
+numbers; the simulator itself never needs the data.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from infsim.isa import DType, cast
+
+from .transformer import Lowered, rope_tables
+from .weights import pack
+
+
+def _shard_cols(w: np.ndarray, r: int, per: int, unit: int) -> np.ndarray:
+    """Columns of units [r*per, (r+1)*per) (unit = columns per head/feature), zero-padded."""
+    out = np.zeros((w.shape[0], per * unit))
+    lo = r * per * unit
+    hi = min(w.shape[1], lo + per * unit)
+    if hi > lo:
+        out[:, : hi - lo] = w[:, lo:hi]
+    return out
+
+
+def _kv_index(lw: Lowered, r: int) -> list[int]:
+    spec, tp = lw.spec, lw.ranks
+    kvh_r = math.ceil(spec.kv_heads / tp)
+    if spec.kv_heads >= tp:
+        return [r * kvh_r + i for i in range(kvh_r)]
+    return [(r * spec.kv_heads) // tp]
+
+
+def _feat(vec: np.ndarray, P: int, nt: int) -> np.ndarray:
+    """[n] -> [P, nt] with element (p, t) = vec[t*P + p] (zero padded)."""
+    out = np.zeros(P * nt)
+    out[: len(vec)] = vec
+    return out.reshape(nt, P).T
+
+
+def make_inputs(
+    lw: Lowered,
+    params: dict[str, np.ndarray],
+    x: np.ndarray,
+    k_cache: np.ndarray | None = None,
+    v_cache: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """HBM inputs of every rank from canonical ``params`` (see models/reference.py), the embedded input
+    ``x [B, S, h]`` and (decode) the caches ``[layers, B, kv_heads, ctx, hd]``."""
+    spec, wl, chip, prog = lw.spec, lw.workload, lw.chip, lw.program
+    P = chip.sbuf.partitions
+    tp = lw.ranks
+    hd = spec.head_dim
+    heads_r = math.ceil(spec.heads / tp)
+    kvh_r = math.ceil(spec.kv_heads / tp)
+    inter_r = math.ceil(spec.intermediate / tp)
+    vocab_r = math.ceil(spec.vocab / tp)
+    ht = math.ceil(spec.hidden / P)
+    wdt = DType.parse(wl.weight_dtype)
+    int8 = wdt in (DType.int8, DType.uint8)
+    out: dict[str, np.ndarray] = {}
+
+    def put(name: str, r: int, arr: np.ndarray) -> None:
+        t = prog.tensors[f"{name}.r{r}"]
+        out[t.name] = cast(np.asarray(arr, dtype=np.float64).reshape(t.shape), t.dtype)
+
+    def put_w(name: str, r: int, w: np.ndarray) -> None:
+        plan = lw.plans[name]
+        if int8:
+            scale = np.maximum(np.abs(w).max(axis=0), 1e-12) / 127.0
+            q = np.clip(np.rint(w / scale), -127, 127)
+            put(name, r, pack(plan, q))
+            put(name + ".scale", r, _feat(scale, P, math.ceil(plan.n / P)))
+        else:
+            put(name, r, pack(plan, w))
+
+    for r in range(tp):
+        kvi = _kv_index(lw, r)
+        for L in range(spec.layers):
+            pre = f"L{L}."
+            put_w(pre + "wq", r, _shard_cols(params[pre + "wq"], r, heads_r, hd))
+            wk = np.concatenate([params[pre + "wk"][:, g * hd : (g + 1) * hd] for g in kvi], axis=1)
+            wv = np.concatenate([params[pre + "wv"][:, g * hd : (g + 1) * hd] for g in kvi], axis=1)
+            put_w(pre + "wk", r, wk)
+            put_w(pre + "wv", r, wv)
+            put_w(pre + "wo", r, _shard_cols(params[pre + "wo"].T, r, heads_r, hd).T)
+            if spec.gated_mlp:
+                put_w(pre + "w_gate", r, _shard_cols(params[pre + "w_gate"], r, inter_r, 1))
+            put_w(pre + "w_up", r, _shard_cols(params[pre + "w_up"], r, inter_r, 1))
+            put_w(pre + "w_down", r, _shard_cols(params[pre + "w_down"].T, r, inter_r, 1).T)
+            for n in ("attn_norm", "mlp_norm"):
+                vecs = [params[pre + n]] + ([params[pre + n + "_b"]] if spec.norm == "layer" else [])
+                put(pre + n, r, np.stack([_feat(v, P, ht) for v in vecs]))
+            if spec.qkv_bias:
+                qt = math.ceil(heads_r * hd / P)
+                kt = math.ceil(kvh_r * hd / P)
+                nt = max(qt, kt)
+                bq = _shard_cols(params[pre + "bq"][None], r, heads_r, hd)[0]
+                bk = np.concatenate([params[pre + "bk"][g * hd : (g + 1) * hd] for g in kvi])
+                bv = np.concatenate([params[pre + "bv"][g * hd : (g + 1) * hd] for g in kvi])
+                put(pre + "bqkv", r, np.stack([_feat(bq, P, nt), _feat(bk, P, nt), _feat(bv, P, nt)]))
+                put(
+                    pre + "bo_down",
+                    r,
+                    np.stack([_feat(params[pre + "bo"], P, ht), _feat(params[pre + "b_down"], P, ht)]),
+                )
+                bu = _shard_cols(params[pre + "b_up"][None], r, inter_r, 1)[0]
+                put(pre + "b_up", r, _feat(bu, P, math.ceil(inter_r / P)))
+            if spec.kind == "decoder":
+                kc = np.zeros((wl.batch, kvh_r, hd, lw.max_ctx))
+                vc = np.zeros((wl.batch, kvh_r, P, lw.max_ctx // P, hd))
+                if k_cache is not None and wl.context:
+                    for i, g in enumerate(kvi):
+                        kc[:, i, :, : wl.context] = k_cache[L, :, g, : wl.context].transpose(0, 2, 1)
+                        vv = np.zeros((wl.batch, lw.max_ctx, hd))
+                        vv[:, : wl.context] = v_cache[L, :, g, : wl.context]  # type: ignore[index]
+                        vc[:, i] = vv.reshape(wl.batch, lw.max_ctx // P, P, hd).transpose(0, 2, 1, 3)
+                put(pre + "k_cache", r, kc)
+                put(pre + "v_cache", r, vc)
+        vecs = [params["final_norm"]] + ([params["final_norm_b"]] if spec.norm == "layer" else [])
+        put("final_norm", r, np.stack([_feat(v, P, ht) for v in vecs]))
+        if spec.kind == "decoder":
+            put_w("lm_head", r, _shard_cols(params["lm_head"], r, vocab_r, 1))
+        xt = np.zeros((ht * P, x.shape[0] * x.shape[1]))
+        xt[: spec.hidden] = x.reshape(-1, spec.hidden).T
+        put("x", r, xt)
+        if spec.rotary:
+            cos, sin, rot = rope_tables(hd, P, lw.max_ctx, spec.rope_theta)
+            put("rope", r, np.stack([cos, sin]))
+            put("rot", r, rot)
+    return out
+
+
+def read_logits(lw: Lowered, result: object) -> np.ndarray:
+    """Logits ``[B, vocab]`` assembled from every rank's shard (``result.hbm(name)``)."""
+    spec = lw.spec
+    vocab_r = math.ceil(spec.vocab / lw.ranks)
+    parts = [np.asarray(result.hbm(f"logits.r{r}"), dtype=np.float64)[:vocab_r] for r in range(lw.ranks)]  # type: ignore[attr-defined]
+    return np.concatenate(parts, axis=0)[: spec.vocab].T
+
+
+def read_hidden(lw: Lowered, result: object) -> np.ndarray:
+    """Encoder output hidden states ``[B, S, h]``."""
+    spec, wl = lw.spec, lw.workload
+    h = np.asarray(result.hbm("hidden_out.r0"), dtype=np.float64)[: spec.hidden]  # type: ignore[attr-defined]
+    return h.T.reshape(wl.batch, wl.seq, spec.hidden)

@@ -1,0 +1,137 @@
+"""Lowering: functional equivalence with a numpy forward pass (through the reference interpreter),
+race-freedom of the generated synchronisation, FLOPs and traffic against the op graph."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from infsim.config import load_chip
+from infsim.isa.interp import run
+from infsim.isa.validate import check
+from infsim.models.graph import Workload
+from infsim.models.lower import LoweringError, lower
+from infsim.models.lower.check import find_races
+from infsim.models.lower.io import make_inputs, read_logits
+from infsim.models.reference import forward, random_params
+from infsim.models.spec import load_model, spec_from_config
+
+CHIP = load_chip("inf2")
+
+LLAMA = {
+    "model_type": "llama",
+    "hidden_size": 128,
+    "intermediate_size": 256,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "num_hidden_layers": 2,
+    "vocab_size": 512,
+    "max_position_embeddings": 512,
+}
+GPT2 = {"model_type": "gpt2", "n_embd": 128, "n_head": 4, "n_layer": 2, "n_positions": 512, "vocab_size": 384}
+
+
+def _rel(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+@pytest.mark.parametrize("cfg", [LLAMA, GPT2], ids=["llama", "gpt2"])
+def test_prefill_matches_numpy(cfg: dict) -> None:
+    spec = spec_from_config(cfg, "tiny")
+    params = random_params(spec, 0)
+    x = np.random.default_rng(1).normal(0, 1, (2, 12, spec.hidden))
+    ref, _, _ = forward(spec, params, x)
+    lw = lower(spec, Workload.make("prefill", 2, 12), CHIP)
+    assert not check(lw.program, CHIP)
+    res = run(lw.program, make_inputs(lw, params, x), CHIP)
+    assert _rel(read_logits(lw, res), ref) < 0.03
+
+
+@pytest.mark.parametrize("cfg", [LLAMA, GPT2], ids=["llama", "gpt2"])
+def test_decode_steps_with_kv_cache(cfg: dict) -> None:
+    """Three decode steps; each step's K/V cache comes from the previous step's program output."""
+    spec = spec_from_config(cfg, "tiny")
+    params = random_params(spec, 0)
+    rng = np.random.default_rng(2)
+    b, c0 = 2, 9
+    x0 = rng.normal(0, 1, (b, c0, spec.hidden))
+    _, kc, vc = forward(spec, params, x0)
+    hbm_cache = None
+    for step in range(3):
+        x = rng.normal(0, 1, (b, 1, spec.hidden))
+        ref, kc, vc = forward(spec, params, x, pos0=c0 + step, k_cache=kc, v_cache=vc)
+        lw = lower(spec, Workload.make("decode", b, c0 + step), CHIP)
+        inputs = make_inputs(lw, params, x, kc, vc)
+        if hbm_cache is not None:  # chain: the cache written by the previous program
+            inputs.update(hbm_cache)
+        res = run(lw.program, inputs, CHIP)
+        assert _rel(read_logits(lw, res), ref) < 0.03, f"step {step}"
+        hbm_cache = {n: res.hbm(n) for n in lw.program.tensors if "_cache" in n}
+
+
+def test_tensor_parallel_two_cores() -> None:
+    spec = spec_from_config(LLAMA, "tiny")
+    params = random_params(spec, 0)
+    x = np.random.default_rng(3).normal(0, 1, (1, 8, spec.hidden))
+    ref, _, _ = forward(spec, params, x)
+    lw = lower(spec, Workload.make("prefill", 1, 8, tp=2), CHIP)
+    assert lw.program.num_cores == 2
+    assert any(r["op"] == 14 for r in lw.program.instr)  # all_reduce
+    res = run(lw.program, make_inputs(lw, params, x), CHIP)
+    assert _rel(read_logits(lw, res), ref) < 0.03
+
+
+@pytest.mark.parametrize("dtype,tol", [("fp8_e4m3", 0.25), ("int8", 0.08)])
+def test_quantized_weights(dtype: str, tol: float) -> None:
+    spec = spec_from_config(LLAMA, "tiny")
+    params = random_params(spec, 0)
+    x = np.random.default_rng(4).normal(0, 1, (1, 6, spec.hidden))
+    ref, _, _ = forward(spec, params, x)
+    lw = lower(spec, Workload.make("prefill", 1, 6, dtype=dtype), CHIP)
+    res = run(lw.program, make_inputs(lw, params, x), CHIP)
+    assert _rel(read_logits(lw, res), ref) < tol
+
+
+@pytest.mark.parametrize("phase,tp", [("prefill", 1), ("decode", 1), ("decode", 2)])
+def test_no_races(phase: str, tp: int) -> None:
+    spec = spec_from_config(LLAMA, "tiny")
+    lw = lower(spec, Workload.make(phase, 2, 10, tp=tp), CHIP)
+    assert find_races(lw.program) == []
+
+
+def test_decode_flops_match_graph_exactly() -> None:
+    spec = spec_from_config(
+        {**LLAMA, "hidden_size": 256, "intermediate_size": 640, "num_attention_heads": 2, "num_key_value_heads": 1}, "t"
+    )
+    lw = lower(spec, Workload.make("decode", 3, 200), CHIP)
+    fl = lw.matmul_flops()
+    assert fl["linear"] + fl["attention"] == lw.graph.flops()
+
+
+def test_decode_dma_bytes_near_graph_minimum() -> None:
+    """HBM bytes moved by the program's DMAs vs the op graph's minimum (static count)."""
+    import dataclasses
+
+    spec = dataclasses.replace(load_model("llama-2-7b"), layers=2)
+    lw = lower(spec, Workload.make("decode", 1, 2048), CHIP)
+    prog = lw.program
+    aps = prog.aps
+    ins = prog.instr
+    d = ins[ins["op"] == 10]
+    total = 0
+    for col in (0, 1):
+        a = aps[d["opnd"][:, col]]
+        hb = a["space"] == 0
+        sizes = np.where(np.arange(4)[None, :] < a["ndims"][:, None], a["sizes"], 1).prod(axis=1)
+        isz = np.array([2, 2, 2, 1, 1, 1, 1, 4])[a["dtype"]]  # by DType code
+        isz = np.where(a["dtype"] == 0, 4, isz)
+        total += int((a["pcount"] * sizes * isz)[hb].sum())
+    gmin = lw.graph.hbm_bytes()
+    assert gmin <= total * 1.001
+    assert total <= gmin * 1.05
+
+
+def test_sbuf_overflow_names_roles() -> None:
+    small = load_chip("inf2", ["sbuf.bytes_per_partition=4096"])
+    with pytest.raises(LoweringError, match="needs .* bytes per partition, 4096 available"):
+        lower(load_model("llama-2-7b"), Workload.make("decode", 1, 128), small)
