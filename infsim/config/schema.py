@@ -118,6 +118,10 @@ class LinkConfig(_Model):
     collective_launch_overhead_ns: float = Field(
         default=0.0, ge=0, description="fixed cost once per collective and rank (launch, descriptor setup)"
     )
+    collective_reduce_gbps: float = Field(
+        default=0.0, ge=0,
+        description="rate at which a core reduces received collective data, GB/s (0: keeps up, not modelled)",
+    )
 
 
 class EnergyConfig(_Model):
