@@ -108,8 +108,6 @@ def cast(values: np.ndarray, dtype: DType) -> np.ndarray:
     """
     v = np.asarray(values)
     if dtype.is_float:
-        if v.dtype == dtype.np:
-            return v.copy()
         x = v.astype(np.float64)
         mx = dtype.max_finite
         with np.errstate(invalid="ignore"):

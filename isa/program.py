@@ -29,6 +29,7 @@ run of a program has the same semantics whatever the timing.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -95,6 +96,13 @@ INSTR_DTYPE = np.dtype(
 )
 
 INTS_UNUSED = -(2**31)
+_INTS_ALL_UNUSED = (INTS_UNUSED,) * MAX_FREE_DIMS
+# INSTR_DTYPE as a flat struct layout: Program.append packs records straight into the table's buffer
+# (several times faster than numpy record assignment); checked against INSTR_DTYPE below.
+_REC_STRUCT = struct.Struct(
+    f"<BBBBHBBqqdd{MAX_FREE_DIMS}i{MAX_OPERANDS}i{MAX_WAITS}i{MAX_WAITS}I{MAX_SIGNALS}i{MAX_SIGNALS}I"
+)
+assert _REC_STRUCT.size == INSTR_DTYPE.itemsize, "INSTR_DTYPE and _REC_STRUCT disagree"
 NUM_ENGINES = len(Engine)
 
 
@@ -158,7 +166,7 @@ class Instruction:
         return self.imms[name]
 
 
-def make(op: Op | str, *operands: AccessPattern | None, engine: Engine | str | None = None, core: int = 0,
+def make(op: Op | str, /, *operands: AccessPattern | None, engine: Engine | str | None = None, core: int = 0,
          queue: int = 0, waits: Sequence[tuple[str, int]] = (), signals: Sequence[tuple[str, int]] = (),
          **imms: object) -> Instruction:
     """Convenience constructor: ``make('matmul', dst, stat, mov, accumulate=True, waits=[('ld', 1)])``.
@@ -251,6 +259,10 @@ def _imm_fields(spec: OpSpec) -> list[tuple[str, str, str]]:
 
 
 IMM_FIELDS: dict[Op, list[tuple[str, str, str]]] = {op: _imm_fields(s) for op, s in OPSPECS.items()}
+_FIELD_POS = {"e0": 0, "e1": 1, "i0": 2, "i1": 3, "f0": 4, "f1": 5}
+_IMM_PLAN: dict[Op, tuple[tuple[str, str, str, int], ...]] = {
+    op: tuple((n, k, f, _FIELD_POS.get(f, -1)) for n, k, f in fields) for op, fields in IMM_FIELDS.items()
+}
 
 
 class Program:
@@ -271,6 +283,7 @@ class Program:
         self._group_index: dict[str, int] = {}
         self._instr = np.zeros(self._CHUNK, INSTR_DTYPE)
         self._n = 0
+        self._instr_buf: tuple[np.ndarray, memoryview] | None = None  # (table, its bytes) for append
         self._aps = np.zeros(256, AP_DTYPE)
         self._naps = 0
         self._ap_index: dict[AccessPattern, int] = {}
@@ -413,30 +426,30 @@ class Program:
             )
         if len(ins.waits) > MAX_WAITS or len(ins.signals) > MAX_SIGNALS:
             raise OperandError(f"instruction {self._n}: at most {MAX_WAITS} waits and {MAX_SIGNALS} signals")
-        rec = np.zeros((), INSTR_DTYPE)
-        rec["op"] = int(ins.op)
-        rec["engine"] = int(eng)
-        rec["queue"] = ins.queue
-        rec["core"] = ins.core
-        rec["ints"] = INTS_UNUSED
         opnd = [-1] * MAX_OPERANDS
+        ap_index = self._ap_index
         for k, (slot, ap) in enumerate(zip(spec.slots, ins.operands)):
             if ap is None:
                 if not slot.optional:
                     raise OperandError(f"instruction {self._n}: {ins.op.name} operand '{slot.name}' is required")
                 continue
-            opnd[k] = self.ap_id(ap)
-        rec["opnd"] = opnd
-        imms = normalize_imms(spec, ins.imms)
+            i = ap_index.get(ap)
+            opnd[k] = self.ap_id(ap) if i is None else i
+        imms = normalize_imms(spec, ins.imms) if spec.imms else ins.imms
+        if not spec.imms and imms:
+            normalize_imms(spec, imms)  # raises: unknown immediate
+        # the record is packed from plain values in INSTR_DTYPE field order (see _REC_STRUCT)
+        fv = [0, 0, 0, 0, 0.0, 0.0]  # e0 e1 i0 i1 f0 f1
+        ints: Sequence[int] = _INTS_ALL_UNUSED
         flags = 0
-        for name, kind, f in IMM_FIELDS[ins.op]:
+        for name, kind, f, pos in _IMM_PLAN[ins.op]:
             v = imms[name]
             if kind == "sem":
-                rec[f] = self.semaphore(str(v))
+                fv[pos] = self.semaphore(str(v))
             elif kind == "group":
                 if v not in self._group_index:
                     raise OperandError(f"instruction {self._n}: undeclared replica group '{v}'")
-                rec[f] = self._group_index[str(v)]
+                fv[pos] = self._group_index[str(v)]
             elif kind == "bool":
                 flags |= int(bool(v)) << int(f[4:])
             elif kind == "ints":
@@ -444,33 +457,54 @@ class Program:
                 for x in vals[: len(v)]:  # type: ignore[arg-type]
                     if not (-(2**31) < x < 2**31):
                         raise OperandError(f"instruction {self._n}: immediate '{name}' value {x} out of int32 range")
-                rec[f] = vals
+                ints = vals
             elif kind == "int":
                 if not (-(2**63) <= int(v) < 2**63):  # type: ignore[arg-type]
                     raise OperandError(f"instruction {self._n}: immediate '{name}' out of int64 range")
-                rec[f] = v
+                fv[pos] = int(v)  # type: ignore[arg-type]
+            elif kind == "float":
+                fv[pos] = float(v)  # type: ignore[arg-type]
             else:
-                rec[f] = v
-        rec["flags"] = flags
+                fv[pos] = int(v)  # type: ignore[call-overload]
+        sem_index = self._sem_index
         ws, wv = [-1] * MAX_WAITS, [0] * MAX_WAITS
         for k, (s, v) in enumerate(ins.waits):
             if not (0 <= v <= U32_MAX):
                 raise OperandError(f"instruction {self._n}: wait value {v} on '{s}' not in [0, 2^32-1]")
-            ws[k], wv[k] = self.semaphore(s), v
+            i = sem_index.get(s)
+            ws[k], wv[k] = self.semaphore(s) if i is None else i, v
         ss, sv = [-1] * MAX_SIGNALS, [0] * MAX_SIGNALS
         for k, (s, v) in enumerate(ins.signals):
             if not (0 <= v <= U32_MAX):
                 raise OperandError(f"instruction {self._n}: signal increment {v} on '{s}' not in [0, 2^32-1]")
-            ss[k], sv[k] = self.semaphore(s), v
-        rec["wsem"], rec["wval"], rec["ssem"], rec["sval"] = ws, wv, ss, sv
-        self._grow_instr(1)
-        self._instr[self._n] = rec
+            i = sem_index.get(s)
+            ss[k], sv[k] = self.semaphore(s) if i is None else i, v
+        if self._n >= len(self._instr):
+            self._grow_instr(1)
+        buf = self._instr_buf
+        if buf is None or buf[0] is not self._instr:  # the table was replaced (growth, decoding)
+            buf = self._instr_buf = (self._instr, memoryview(self._instr.view(np.uint8)))
+        _REC_STRUCT.pack_into(buf[1], self._n * _REC_STRUCT.size, ins.op, eng, ins.queue, flags, ins.core, *fv,
+                              *ints, *opnd, *ws, *wv, *ss, *sv)
         self._n += 1
         return self._n - 1
 
     def extend(self, instructions: Sequence[Instruction]) -> None:
         for ins in instructions:
             self.append(ins)
+
+    def append_aps(self, rows: np.ndarray) -> int:
+        """Append access-pattern rows (bulk path, no deduplication); returns the index of the first."""
+        rows = np.asarray(rows, AP_DTYPE)
+        need = self._naps + len(rows)
+        if need > len(self._aps):
+            new = np.zeros(max(need, 2 * len(self._aps)), AP_DTYPE)
+            new[: self._naps] = self._aps[: self._naps]
+            self._aps = new
+        start = self._naps
+        self._aps[start:need] = rows
+        self._naps = need
+        return start
 
     def append_records(self, records: np.ndarray) -> None:
         """Append pre-built records (bulk path for generators). AP and semaphore indices must be valid."""
