@@ -48,6 +48,7 @@ from ..graph import Graph, Workload, build_graph, split
 from ..spec import ModelSpec
 from .alloc import LoweringError, Role, allocate
 from .emit import Buf, Emitter, Tile, link_aliases
+from .repeat import snapshot, try_replicate
 from .weights import LinearPlan, plan_linear
 
 PH_NORM1, PH_QKV, PH_ATTN, PH_OPROJ, PH_NORM2, PH_UP, PH_DOWN, PH_HEAD = range(8)
@@ -169,21 +170,28 @@ class _Rank:
         self.em.emit(Op.matmul, self.core, Engine.tensor, dst=dst, stationary=stat, moving=mov, accumulate=acc)
 
     # ---- weight streaming ---------------------------------------------------------------------
-    def plan_weights(self, names: list[str]) -> None:
-        for n in names:
-            for s in self.lw.plans[n].slabs:
-                self._wseq.append((n, s.index))
+    def plan_weights(self, groups: list[list[str]]) -> None:
+        """The order in which weight slabs are consumed, as groups (one per layer, one for the head);
+        slots and DMA queues are assigned by position within the group so that every layer streams
+        its weights the same way (this is what makes layers periodic, see :mod:`.repeat`)."""
+        for names in groups:
+            pos = 0
+            for n in names:
+                for s in self.lw.plans[n].slabs:
+                    # slot by global position (a slot is reused only D slabs later: never inside the
+                    # prefetch window); queue by position in the group (any queue is correct)
+                    self._wseq.append((n, s.index, len(self._wseq) % len(self.wslots), pos % self.lw.queues))
+                    pos += 1
 
     def _emit_slab_load(self, i: int) -> None:
-        name, si = self._wseq[i]
+        name, si, slot_i, q = self._wseq[i]
         plan = self.lw.plans[name]
         sl = plan.slabs[si]
-        slot = self.wslots[i % len(self.wslots)]
+        slot = self.wslots[slot_i]
         wdt = self.lw.wdt
         src = self.hbm(self.lw.wname(name, self.r)).hbm(
             wdt, sl.rows, sl.nk * sl.csz, ((1, sl.nk * sl.csz),), byte=sl.offset_elems * wdt.itemsize
         )
-        q = self.lw.weight_queue(self)
         self.dma(slot.tile(wdt, sl.nk * sl.csz, pcount=sl.rows), src, queue=q)
 
     def next_slab(self, name: str) -> tuple[Tile, int]:
@@ -194,7 +202,7 @@ class _Rank:
         while self._wemitted < min(len(self._wseq), i + len(self.wslots)):
             self._emit_slab_load(self._wemitted)
             self._wemitted += 1
-        slot = self.wslots[i % len(self.wslots)]
+        slot = self.wslots[self._wseq[i][2]]
         sl = self.lw.plans[name].slabs[self._wseq[i][1]]
         t = slot.tile(self.lw.wdt, sl.nk * sl.csz, pcount=sl.rows)
         if self.lw.int8:  # dequantise int8 -> bf16 on the vector engine
@@ -213,7 +221,9 @@ class _Rank:
 
 
 class _Lowering:
-    def __init__(self, spec: ModelSpec, wl: Workload, chip: ChipConfig, token_chunk: int | None):
+    def __init__(
+        self, spec: ModelSpec, wl: Workload, chip: ChipConfig, token_chunk: int | None, replicate: bool = True
+    ):
         self.spec, self.wl, self.chip = spec, wl, chip
         self.P = chip.sbuf.partitions
         te = chip.tensor_engine
@@ -247,8 +257,9 @@ class _Lowering:
         self.plans: dict[str, LinearPlan] = {}
         self.s_block = min(4 * self.cols, (self.banks // 2) * self.cols)
         self.wring = 16
-        self._wq = 0
         self.token_chunk = token_chunk
+        self.replicate = replicate
+        self.replicated_layers = 0
 
     # ---- naming ---------------------------------------------------------------------------------
     @staticmethod
@@ -260,11 +271,6 @@ class _Lowering:
             t = self.program.tensors[name]
             self._hbm[name] = Buf(name, Space.hbm, 0, 0, 0, 0, t.num_bytes, tensor=name)
         return self._hbm[name]
-
-    def weight_queue(self, rank: _Rank) -> int:
-        q = self._wq % self.queues
-        self._wq += 1
-        return q
 
     # ---- planning -------------------------------------------------------------------------------
     def linear_shapes(self) -> dict[str, tuple[int, int]]:
@@ -294,6 +300,13 @@ class _Lowering:
             shapes["patch_embed"] = (s.num_channels * s.patch_size**2, h)
             shapes["classifier"] = (h, split(s.vocab, self.tp))
         return shapes
+
+    def ring_options(self) -> list[int]:
+        """Weight-ring depths to try, deepest first; depths dividing the slabs per layer come first so
+        every layer uses the slots in the same pattern (periodic layers can be stamped out)."""
+        per_layer = sum(len(p.slabs) for name, p in self.plans.items() if name.startswith("L1."))
+        opts = [d for d in range(16, 3, -1) if per_layer and per_layer % d == 0]
+        return list(dict.fromkeys(opts + [16, 8, 4]))
 
     def experts_touched(self) -> list[int]:
         s = self.spec
@@ -344,12 +357,13 @@ class _Lowering:
             Role("xn2", ht * tc * mb, PH_NORM2, PH_UP),
             Role("xnh", ht * self.wl.batch * mb, PH_HEAD, PH_HEAD),
             Role("q", qt * tc * kb, PH_QKV, PH_ATTN),
-            Role("k", kt * tc * kb, PH_QKV, PH_ATTN),
-            Role("v", kt * tc * kb, PH_QKV, PH_ATTN),
+            # decoders copy k/v to the HBM cache right after the projections (attention reads the cache)
+            Role("k", kt * tc * kb, PH_QKV, PH_ATTN if self.spec.kind == "encoder" else PH_QKV),
+            Role("v", kt * tc * kb, PH_QKV, PH_ATTN if self.spec.kind == "encoder" else PH_QKV),
             Role("vrow0", self.hd * kb, PH_QKV, PH_ATTN),
             Role("vrow1", self.hd * kb, PH_QKV, PH_ATTN),
             Role("attn", qt * tc * mb, PH_ATTN, PH_OPROJ),
-            Role("ao", ht * tc * ab, PH_OPROJ, PH_OPROJ),
+            Role("ao", ht * tc * ab if (self.tp > 1 or self.spec.qkv_bias or self.int8) else 0, PH_OPROJ, PH_DOWN),
             Role("h", it * tc * mb, PH_UP, PH_DOWN),
             Role("gact", tc * 4, PH_UP, PH_UP),
             Role("sc", kvmax * 4, PH_ATTN, PH_ATTN),
@@ -402,14 +416,20 @@ class _Lowering:
         tc = min(te_max, self.bank_bytes // 4, tokens) if self.token_chunk is None else self.token_chunk
         last_err: LoweringError | None = None
         while tc >= 1:
-            try:
-                self.role_off, peak = allocate(self.roles(tc), cap)
+            placed = False
+            for ring in self.ring_options():  # a shallower weight ring before a smaller token chunk
+                self.wring = ring
+                try:
+                    self.role_off, peak = allocate(self.roles(tc), cap)
+                    placed = True
+                    break
+                except LoweringError as e:
+                    last_err = e
+            if placed:
                 break
-            except LoweringError as e:
-                last_err = e
-                if self.token_chunk is not None:
-                    raise
-                tc //= 2
+            if self.token_chunk is not None:
+                raise LoweringError(f"model '{spec.name}' on '{self.chip.name}': {last_err}")
+            tc //= 2
         else:
             raise LoweringError(f"model '{spec.name}' on '{self.chip.name}': {last_err}")
         self.tc = tc
@@ -418,19 +438,14 @@ class _Lowering:
         ranks = [_Rank(self, r) for r in range(self.tp)]
         chunks = self.segments()
         for rk in ranks:
-            names = []
+            groups: list[list[str]] = []
             for _ in chunks:
-                names += [n for n in self.plans if not n.startswith("lm_head") and not n.startswith("classifier")]
-            names += [n for n in self.plans if n in ("lm_head", "classifier")]
-            if spec.family == "vit":
-                names = [n for n in names if n != "patch_embed"]
-                names = ["patch_embed"] * 0 + names
-                per_chunk = [n for n in self.plans if n not in ("lm_head", "classifier")]
-                names = []
-                for _ in chunks:
-                    names += per_chunk
-                names += ["classifier"]
-            rk.plan_weights(names)
+                if spec.family == "vit":
+                    groups.append(["patch_embed"])
+                for L in range(spec.layers):
+                    groups.append([n for n in self.plans if n.startswith(f"L{L}.")])
+            groups.append([n for n in self.plans if n in ("lm_head", "classifier")])
+            rk.plan_weights(groups)
             self.lower_rank(rk, chunks)
         graph = build_graph(spec, wl)
         return Lowered(
@@ -534,11 +549,47 @@ class _Lowering:
                 self.patch_embed(rk, segs, ncol)
             if spec.family in ("bert", "roberta"):
                 pass  # embeddings LayerNorm folded into the input (the program input is the summed embeddings)
-            for L in range(spec.layers):
-                self.layer(rk, L, segs, ncol)
+            self.layers(rk, segs, ncol)
             self.chunk_end(rk, segs, ncol)
         if spec.kind == "decoder" or spec.family == "vit":
             self.head(rk)
+
+    def layers(self, rk: _Rank, segs: list[Segment], ncol: int) -> None:
+        """All layers of a chunk; the middle ones are stamped out from a verified periodic block."""
+        n = self.spec.layers
+        if not self.replicate or n < 6:
+            for L in range(n):
+                self.layer(rk, L, segs, ncol)
+            return
+        snaps = [snapshot(self.em)]
+        per_layer = sum(len(p.slabs) for name, p in self.plans.items() if name.startswith("L1."))
+        L = 0
+        stamped = False
+        while L < n - 1:
+            self.layer(rk, L, segs, ncol)
+            snaps.append(snapshot(self.em))
+            copies = 0
+            if not stamped and 2 <= L <= 5 and n - 2 - L > 0:
+                copies = try_replicate(
+                    self.em,
+                    snaps[L - 2],
+                    snaps[L - 1],
+                    snaps[L],
+                    snaps[L + 1],
+                    n - 2 - L,
+                    rk.registry + rk.psum_ring,
+                    self._hbm,
+                    L,
+                    n - 1,
+                )
+            if copies:
+                stamped = True
+                rk._wpos += copies * per_layer
+                rk._wemitted += copies * per_layer
+                self.replicated_layers += copies
+                L += copies
+            L += 1
+        self.layer(rk, n - 1, segs, ncol)
 
     def setup_constants(self, rk: _Rank) -> None:
         P = self.P
@@ -729,6 +780,7 @@ class _Lowering:
     # ---- a transformer layer ------------------------------------------------------------------
     def layer(self, rk: _Rank, L: int, segs: list[Segment], ncol: int) -> None:
         spec, P = self.spec, self.P
+        rk._bank = rk._q_other = rk._dq = 0  # every layer starts from the same ring positions
         ht = math.ceil(spec.hidden / P)
         x = rk.tiles("x", ht, self.tc * self.adt.itemsize)
         post = spec.family in ("bert", "roberta")
@@ -1272,9 +1324,14 @@ def _classify_flops(lw: Lowered) -> dict[str, int]:
     return {"linear": int(fl[lin].sum()), "attention": int(fl[att].sum()), "aux": int(fl[~lin & ~att].sum())}
 
 
-def lower(spec: ModelSpec, workload: Workload, chip: ChipConfig, *, token_chunk: int | None = None) -> Lowered:
-    """Lower one step of ``spec`` under ``workload`` to a program for ``chip``."""
-    return _Lowering(spec, workload, chip, token_chunk).run()
+def lower(
+    spec: ModelSpec, workload: Workload, chip: ChipConfig, *, token_chunk: int | None = None, replicate: bool = True
+) -> Lowered:
+    """Lower one step of ``spec`` under ``workload`` to a program for ``chip``.
+
+    ``replicate=False`` emits every layer instruction by instruction (the reference for the compact
+    path: both give the same program)."""
+    return _Lowering(spec, workload, chip, token_chunk, replicate).run()
 
 
 def rope_tables(hd: int, P: int, max_ctx: int, theta: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
