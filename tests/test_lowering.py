@@ -141,7 +141,7 @@ def test_sbuf_overflow_names_roles() -> None:
 def test_stamped_layers_equal_full_emission(phase: str, b: int, c: int, tp: int) -> None:
     """The compact path (verified periodic layers stamped out with numpy) gives the same program."""
     spec = spec_from_config({**LLAMA, "hidden_size": 256, "intermediate_size": 512, "num_attention_heads": 2,
-                             "num_key_value_heads": 1, "num_hidden_layers": 12}, "t")
+                             "num_key_value_heads": 1, "num_hidden_layers": 12, "max_position_embeddings": 1024}, "t")
     wl = Workload.make(phase, b, c, tp=tp)
     fast = lower(spec, wl, CHIP)
     full = lower(spec, wl, CHIP, replicate=False)
