@@ -17,23 +17,34 @@ from infsim.isa import Program, Space
 from infsim.isa.opcodes import OPSPECS
 
 
-def _regions(program: Program, idx: int) -> list[tuple[bool, tuple, int, int, int, int]]:
-    """(is_write, key, plo, phi, blo, bhi) for each operand of instruction idx."""
+def _addresses(ap, base: int) -> np.ndarray:  # noqa: ANN001
+    """Exact byte addresses of every element (HBM: flat; on-chip: partition * 2^32 + byte)."""
+    isz = ap.dtype.itemsize
+    off = np.zeros(1, np.int64)
+    for stride, size in ap.dims:
+        off = (off[:, None] + stride * np.arange(size, dtype=np.int64)[None, :]).reshape(-1)
+    off = off * isz + ap.offset
+    if ap.space == Space.hbm:
+        rows = np.arange(ap.partitions, dtype=np.int64) * ap.partition_stride * isz
+        a = (rows[:, None] + off[None, :]).reshape(-1) + base
+    else:
+        parts = np.arange(ap.partition_start, ap.partition_start + ap.partitions, dtype=np.int64) << 32
+        a = (parts[:, None] + off[None, :]).reshape(-1)
+    return np.unique((a[:, None] + np.arange(isz, dtype=np.int64)[None, :]).reshape(-1))
+
+
+def _regions(program: Program, idx: int, base: dict[str, int]) -> list[tuple[bool, tuple, np.ndarray]]:
+    """(is_write, memory key, sorted byte addresses) for each operand of instruction idx."""
     ins = program[idx]
-    base = program.tensor_base()
     out = []
     for slot, ap in zip(OPSPECS[ins.op].slots, ins.operands):
         if ap is None:
             continue
-        lo, hi = ap.byte_extent()
         if ap.space == Space.hbm:
             chip = program.tensors[ap.tensor].chip  # type: ignore[index]
-            b = base[ap.tensor]  # type: ignore[index]
-            out.append((slot.output, ("hbm", chip), 0, 1, b + lo, b + hi))
+            out.append((slot.output, ("hbm", chip), _addresses(ap, base[ap.tensor])))  # type: ignore[index]
         else:
-            out.append(
-                (slot.output, (ap.space.name, ins.core), ap.partition_start, ap.partition_start + ap.partitions, lo, hi)
-            )
+            out.append((slot.output, (ap.space.name, ins.core), _addresses(ap, 0)))
     return out
 
 
@@ -79,23 +90,29 @@ def find_races(program: Program, limit: int = 20) -> list[str]:
         mycount[i] = count[s]
         by_count[(s, int(count[s]))] = i
         last[s] = i
-    regs = [_regions(program, i) for i in range(n)]
+    base = program.tensor_base()
+    regs = [_regions(program, i, base) for i in range(n)]
     out: list[str] = []
     for i in range(n):
         for j in range(i):
             if stream[i] == stream[j] or vc[i][stream[j]] >= mycount[j]:
                 continue  # j completes before i starts
-            for wi, ki, pli, phi, bli, bhi in regs[i]:
-                for wj, kj, plj, phj, blj, bhj in regs[j]:
-                    if (wi or wj) and ki == kj and pli < phj and plj < phi and bli < bhj and blj < bhi:
-                        out.append(
-                            f"race: instruction {j} ({program[j].op.name}) and {i} ({program[i].op.name}) "
-                            f"on {ki} partitions {max(pli, plj)}.. bytes {max(bli, blj)}.."
-                        )
-                        break
-                else:
-                    continue
-                break
+            hit = None
+            for wi, ki, ai in regs[i]:
+                for wj, kj, aj in regs[j]:
+                    if (wi or wj) and ki == kj and ai[0] <= aj[-1] and aj[0] <= ai[-1]:
+                        common = np.intersect1d(ai, aj, assume_unique=True)
+                        if len(common):
+                            hit = (ki, int(common[0]))
+                            break
+                if hit:
+                    break
+            if hit:
+                ki, a = hit
+                where = f"byte {a}" if ki[0] == "hbm" else f"partition {a >> 32} byte {a & 0xFFFFFFFF}"
+                out.append(
+                    f"race: instruction {j} ({program[j].op.name}) and {i} ({program[i].op.name}) on {ki} {where}"
+                )
             if len(out) >= limit:
                 return out
     return out

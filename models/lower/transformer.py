@@ -171,20 +171,34 @@ class _Rank:
 
     # ---- weight streaming ---------------------------------------------------------------------
     def plan_weights(self, groups: list[list[str]]) -> None:
-        """The order in which weight slabs are consumed, as groups (one per layer, one for the head);
-        slots and DMA queues are assigned by position within the group so that every layer streams
-        its weights the same way (this is what makes layers periodic, see :mod:`.repeat`)."""
+        """The order in which weight slabs are consumed, as groups (one per layer, one for the head).
+
+        Every group starts at a *virtual* position aligned to the ring depth D, and a slab's slot is its
+        virtual position mod D; a slab is loaded only when its virtual position is within D of the next
+        slab to be consumed, so a slot is never refilled before its previous slab was used, and every
+        layer uses the slots (and DMA queues) in the same pattern (periodic layers, see :mod:`.repeat`)."""
+        d = len(self.wslots)
+        v = 0
         for names in groups:
+            v = -(-v // d) * d
             pos = 0
             for n in names:
                 for s in self.lw.plans[n].slabs:
-                    # slot by global position (a slot is reused only D slabs later: never inside the
-                    # prefetch window); queue by position in the group (any queue is correct)
-                    self._wseq.append((n, s.index, len(self._wseq) % len(self.wslots), pos % self.lw.queues))
+                    self._wseq.append((n, s.index, v % d, pos % self.lw.queues, v))
+                    v += 1
                     pos += 1
 
+    def _fill_window(self) -> None:
+        d = len(self.wslots)
+        if self._wpos >= len(self._wseq):
+            return
+        limit = self._wseq[self._wpos][4] + d
+        while self._wemitted < len(self._wseq) and self._wseq[self._wemitted][4] < limit:
+            self._emit_slab_load(self._wemitted)
+            self._wemitted += 1
+
     def _emit_slab_load(self, i: int) -> None:
-        name, si, slot_i, q = self._wseq[i]
+        name, si, slot_i, q, _v = self._wseq[i]
         plan = self.lw.plans[name]
         sl = plan.slabs[si]
         slot = self.wslots[slot_i]
@@ -199,9 +213,7 @@ class _Rank:
         i = self._wpos
         if i >= len(self._wseq) or self._wseq[i][0] != name:
             raise AssertionError(f"weight stream out of order at {i}: expected {name}")
-        while self._wemitted < min(len(self._wseq), i + len(self.wslots)):
-            self._emit_slab_load(self._wemitted)
-            self._wemitted += 1
+        self._fill_window()
         slot = self.wslots[self._wseq[i][2]]
         sl = self.lw.plans[name].slabs[self._wseq[i][1]]
         t = slot.tile(self.lw.wdt, sl.nk * sl.csz, pcount=sl.rows)
@@ -215,9 +227,7 @@ class _Rank:
 
     def slab_done(self) -> None:
         self._wpos += 1
-        while self._wemitted < min(len(self._wseq), self._wpos + len(self.wslots)):
-            self._emit_slab_load(self._wemitted)
-            self._wemitted += 1
+        self._fill_window()
 
 
 class _Lowering:
@@ -266,6 +276,16 @@ class _Lowering:
     def wname(name: str, r: int) -> str:
         return f"{name}.r{r}"
 
+    def hbm_region(self, name: str, tag: str) -> Buf:
+        """A separately tracked region of an HBM tensor (``tag`` names it). Used by decode, where the
+        cache positions written this step and the positions read are disjoint: reads of old positions
+        need not wait for the write of the new one."""
+        key = f"{name}@{tag}"
+        if key not in self._hbm:
+            t = self.program.tensors[name]
+            self._hbm[key] = Buf(key, Space.hbm, 0, 0, 0, 0, t.num_bytes, tensor=name)
+        return self._hbm[key]
+
     def hbm_buf(self, name: str) -> Buf:
         if name not in self._hbm:
             t = self.program.tensors[name]
@@ -302,11 +322,9 @@ class _Lowering:
         return shapes
 
     def ring_options(self) -> list[int]:
-        """Weight-ring depths to try, deepest first; depths dividing the slabs per layer come first so
-        every layer uses the slots in the same pattern (periodic layers can be stamped out)."""
-        per_layer = sum(len(p.slabs) for name, p in self.plans.items() if name.startswith("L1."))
-        opts = [d for d in range(16, 3, -1) if per_layer and per_layer % d == 0]
-        return list(dict.fromkeys(opts + [16, 8, 4]))
+        """Weight-ring depths to try, deepest first."""
+        # deep enough to cover the DMA bandwidth-delay product when SBUF allows (decode), shallower else
+        return [64, 48, 32, 24, 16, 8, 4]
 
     def experts_touched(self) -> list[int]:
         s = self.spec
@@ -358,8 +376,8 @@ class _Lowering:
             Role("xnh", ht * self.wl.batch * mb, PH_HEAD, PH_HEAD),
             Role("q", qt * tc * kb, PH_QKV, PH_ATTN),
             # decoders copy k/v to the HBM cache right after the projections (attention reads the cache)
-            Role("k", kt * tc * kb, PH_QKV, PH_ATTN if self.spec.kind == "encoder" else PH_QKV),
-            Role("v", kt * tc * kb, PH_QKV, PH_ATTN if self.spec.kind == "encoder" else PH_QKV),
+            Role("k", kt * tc * kb, PH_QKV, PH_QKV if self.wl.phase == "prefill" and self.spec.causal else PH_ATTN),
+            Role("v", kt * tc * kb, PH_QKV, PH_QKV if self.wl.phase == "prefill" and self.spec.causal else PH_ATTN),
             Role("vrow0", self.hd * kb, PH_QKV, PH_ATTN),
             Role("vrow1", self.hd * kb, PH_QKV, PH_ATTN),
             Role("attn", qt * tc * mb, PH_ATTN, PH_OPROJ),
@@ -951,8 +969,10 @@ class _Lowering:
 
     def kv_write(self, rk: _Rank, L: int, segs: list[Segment], k: list[Buf], v: list[Buf]) -> None:
         P, hd, kb = self.P, self.hd, self.kdt
-        kc = rk.hbm(self.wname(f"L{L}.k_cache", rk.r))
-        vc = rk.hbm(self.wname(f"L{L}.v_cache", rk.r))
+        decode = self.wl.phase == "decode"
+        kname, vname = self.wname(f"L{L}.k_cache", rk.r), self.wname(f"L{L}.v_cache", rk.r)
+        kc = self.hbm_region(kname, "new") if decode else rk.hbm(kname)
+        vc = self.hbm_region(vname, "new") if decode else rk.hbm(vname)
         nblk = self.max_ctx // P
         rk.em.new_write_epoch(kc)
         rk.em.new_write_epoch(vc)
@@ -964,6 +984,13 @@ class _Lowering:
                 src = k[ti].tile(kb, seg.n, pcount=hd, pstart=p0, byte=seg.c0 * kb.itemsize)
                 off = ((seg.b * self.kvh_r + g) * hd * self.max_ctx + seg.t0) * kb.itemsize
                 rk.dma(kc.hbm(kb, hd, self.max_ctx, ((1, seg.n),), byte=off), src, partial=True)
+                if decode and seg.n == 1:
+                    # one token: the DMA writes the v column [hd, 1] as a cache row [1, hd] directly
+                    t = seg.t0
+                    off = ((((seg.b * self.kvh_r + g) * P + t % P) * nblk) + t // P) * hd * kb.itemsize
+                    col = v[ti].tile(kb, 1, pcount=hd, pstart=p0, byte=seg.c0 * kb.itemsize)
+                    rk.dma(vc.hbm(kb, 1, nblk * hd, ((1, hd),), byte=off), col, partial=True)
+                    continue
                 # V: transpose [hd, n] -> [n, hd] rows, then store token rows partition-major
                 t = seg.t0
                 while t < seg.t1:
@@ -1005,19 +1032,37 @@ class _Lowering:
         vbuf = rk.buf_single("vbuf")
         ti_k, p0_k = self.head_loc(g)
         if spec.kind == "decoder":
-            kc = rk.hbm(self.wname(f"L{L}.k_cache", rk.r))
-            vc = rk.hbm(self.wname(f"L{L}.v_cache", rk.r))
+            kname, vname = self.wname(f"L{L}.k_cache", rk.r), self.wname(f"L{L}.v_cache", rk.r)
+            decode = self.wl.phase == "decode" and seg.n == 1
+            kc = self.hbm_region(kname, "old") if decode else rk.hbm(kname)
+            vc = self.hbm_region(vname, "old") if decode else rk.hbm(vname)
+            n_hbm = kv_len - 1 if decode else kv_len  # decode: the new token comes from SBUF
+            old_all = kv_len_all - 1 if decode else kv_len_all
             off = ((seg.b * self.kvh_r + g) * hd * self.max_ctx + lo) * kb.itemsize
-            kT = kbuf.tile(kb, kv_len, pcount=hd, pstart=p0_k)
-            rk.dma(kT, kc.hbm(kb, hd, self.max_ctx, ((1, kv_len),), byte=off))
+            if n_hbm > 0:
+                rk.dma(
+                    kbuf.tile(kb, n_hbm, pcount=hd, pstart=p0_k), kc.hbm(kb, hd, self.max_ctx, ((1, n_hbm),), byte=off)
+                )
             # V rows: all blocks of this (b, g), partition-major
-            vblk = math.ceil(kv_len_all / P)
             voff = ((seg.b * self.kvh_r + g) * P * nblk) * hd * kb.itemsize
-            vrows = min(P, kv_len_all)
-            rk.dma(vbuf.tile(kb, vblk * hd, pcount=vrows), vc.hbm(kb, vrows, nblk * hd, ((1, vblk * hd),), byte=voff))
-        else:
-            # encoder: keys/values of this sequence are the chunk's own k/v tiles
-            kT = k[ti_k].tile(kb, kv_len, pcount=hd, pstart=p0_k, byte=(seg.c0 - seg.t0) * kb.itemsize)
+            if old_all > 0:
+                vblk = math.ceil(old_all / P)
+                vrows = min(P, old_all)
+                rk.dma(
+                    vbuf.tile(kb, vblk * hd, pcount=vrows), vc.hbm(kb, vrows, nblk * hd, ((1, vblk * hd),), byte=voff)
+                )
+            if decode:
+                t = seg.t1 - 1  # position of the new token
+                rk.vec(
+                    Op.tensor_copy,
+                    dst=kbuf.tile(kb, 1, pcount=hd, pstart=p0_k, byte=(t - lo) * kb.itemsize),
+                    src=k[ti_k].tile(kb, 1, pcount=hd, pstart=p0_k, byte=seg.c0 * kb.itemsize),
+                )
+                rk.dma(
+                    vbuf.tile(kb, hd, pcount=1, pstart=t % P, byte=(t // P) * hd * kb.itemsize),
+                    v[ti_k].tile(kb, 1, pcount=hd, pstart=p0_k, byte=seg.c0 * kb.itemsize),
+                )
+        # (encoder: keys/values of this sequence are the chunk's own k/v tiles, read in place below)
         sc = rk.buf_single("sc")
         pr = rk.buf_single("pr")
         st = rk.buf_single("stats")
