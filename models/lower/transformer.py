@@ -555,6 +555,16 @@ class _Lowering:
                 p.add_tensor(self.wname("hidden_out", r), self.adt, (ht * self.P, tokens), TensorKind.output, chip)
         if self.tp > 1:
             p.add_group("tp", list(range(self.tp)))
+        per_chip: dict[int, int] = {}
+        for t in p.tensors.values():
+            per_chip[t.chip] = per_chip.get(t.chip, 0) + t.num_bytes
+        cap = self.chip.hbm_bytes
+        worst = max(per_chip.items(), key=lambda kv: kv[1])
+        if worst[1] > cap:
+            raise LoweringError(
+                f"model '{spec.name}' with tp {self.tp}: chip {worst[0]} needs {worst[1] / 2**30:.1f} GiB of HBM "
+                f"(weights, KV cache, activations), '{self.chip.name}' has {cap / 2**30:.1f} GiB; use a larger --tp"
+            )
 
     # ---- per-rank program ---------------------------------------------------------------------
     def lower_rank(self, rk: _Rank, chunks: list[list[Segment]]) -> None:
@@ -798,7 +808,10 @@ class _Lowering:
     # ---- a transformer layer ------------------------------------------------------------------
     def layer(self, rk: _Rank, L: int, segs: list[Segment], ncol: int) -> None:
         spec, P = self.spec, self.P
-        rk._bank = rk._q_other = rk._dq = 0  # every layer starts from the same ring positions
+        # every layer starts from the same ring positions; "other" DMAs start half-way round the queues so
+        # they do not pile up on the queue that carries the first weight slab of the layer
+        rk._bank = rk._dq = 0
+        rk._q_other = self.queues // 2
         ht = math.ceil(spec.hidden / P)
         x = rk.tiles("x", ht, self.tc * self.adt.itemsize)
         post = spec.family in ("bert", "roberta")

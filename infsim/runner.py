@@ -1,0 +1,105 @@
+"""``infsim.run`` (defined in this module, ``infsim.runner``): one transformer step on a chip, end to end.
+
+model (zoo name or config.json) -> op graph -> lowering -> ISA program -> simulation -> :class:`RunResult`.
+
+Tensor parallelism over ``tp`` cores spans chips when ``tp`` exceeds the cores of one chip (the chip
+preset's ``instance`` says how they are linked). Throughput: decode produces ``batch`` tokens per step,
+prefill processes ``batch x context`` prompt tokens. Energy and power cover every chip the step uses
+(static power of whole chips included).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from infsim.config import ChipConfig, load_chip
+from infsim.errors import InfsimError
+
+
+@dataclass
+class RunResult:
+    chip: str
+    model: str
+    phase: str
+    batch: int
+    context: int
+    tp: int
+    dtype: str
+    fidelity: str
+    latency_ms: float
+    tokens_per_s: float
+    flops: int
+    hbm_bytes: int
+    hbm_gbps: float
+    energy_j: float
+    power_w: float
+    chips: int
+    utilization: dict[str, float] = field(default_factory=dict)
+    min_hbm_bytes: int = 0
+    instructions: int = 0
+    lower_s: float = 0.0
+    sim_s: float = 0.0
+    energy_breakdown_j: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def energy_per_token_j(self) -> float:
+        tokens = self.batch if self.phase == "decode" else self.batch * self.context
+        return self.energy_j / max(tokens, 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["energy_per_token_j"] = self.energy_per_token_j
+        return d
+
+
+def run(chip: ChipConfig | str | Path, model: str | Path, *, phase: str = "decode", batch: int = 1,
+        context: int = 2048, tp: int = 1, dtype: str = "bf16", kv_dtype: str | None = None,
+        fidelity: str = "cycle", overrides: list[str] | dict[str, Any] | None = None, memory: str = "simple",
+        progress: bool = False) -> RunResult:
+    """Simulate one step. ``context``: prompt length (prefill) or cached tokens (decode)."""
+    from tqdm import tqdm
+
+    from infsim.models.graph import Workload
+    from infsim.models.lower import lower
+    from infsim.models.spec import load_model
+    from infsim.sim import simulate
+
+    cfg = load_chip(chip, overrides) if not isinstance(chip, ChipConfig) or overrides else chip
+    spec = load_model(model)
+    if tp < 1:
+        raise InfsimError(f"--tp must be >= 1, got {tp}")
+    chips_needed = math.ceil(tp / cfg.cores_per_chip)
+    if chips_needed > cfg.instance.chips:
+        raise InfsimError(f"--tp {tp} needs {chips_needed} chips of '{cfg.name}' but its instance "
+                          f"'{cfg.instance.name}' has {cfg.instance.chips}")
+    wl = Workload.make(phase, batch, context, tp=tp, dtype=dtype, kv_dtype=kv_dtype)
+    bar = tqdm(total=2, desc=f"{spec.name} {phase} on {cfg.name}", disable=not progress, leave=False)
+    t0 = time.perf_counter()
+    lw = lower(spec, wl, cfg)
+    t1 = time.perf_counter()
+    bar.update(1)
+    res = simulate(lw.program, cfg, fidelity=fidelity, memory=memory)
+    t2 = time.perf_counter()
+    bar.update(1)
+    bar.close()
+    latency_s = res.total_ns * 1e-9
+    tokens = batch if phase == "decode" else batch * (lw.workload.seq)
+    util: dict[str, list[float]] = {}
+    for e in res.engines:
+        total = max(res.total_ps, 1)
+        util.setdefault(e.engine, []).append(e.busy_ps / total)
+    fl = lw.matmul_flops()
+    return RunResult(
+        chip=cfg.name, model=spec.name, phase=phase, batch=batch, context=context, tp=tp, dtype=dtype,
+        fidelity=fidelity, latency_ms=latency_s * 1e3, tokens_per_s=tokens / latency_s if latency_s else 0.0,
+        flops=fl["linear"] + fl["attention"], hbm_bytes=int(res.hbm_bytes_read + res.hbm_bytes_written),
+        hbm_gbps=(res.hbm_bytes_read + res.hbm_bytes_written) / max(res.total_ns, 1e-9),
+        energy_j=res.energy_j, power_w=res.power_w, chips=lw.program.num_chips,
+        utilization={k: sum(v) / len(v) for k, v in sorted(util.items())},
+        min_hbm_bytes=lw.graph.hbm_bytes(), instructions=len(lw.program), lower_s=t1 - t0, sim_s=t2 - t1,
+        energy_breakdown_j=dict(res.energy_breakdown_j),
+    )
