@@ -121,6 +121,7 @@ class _Rank:
         self._wemitted = 0
         self.dq = [self.buf_single(f"dq{i}") for i in range(2)] if lw.int8 else []
         self._dq = 0
+        self._kv_slot = 0
 
     # ---- buffers --------------------------------------------------------------------------------
     def buf_single(self, role: str) -> Buf:
@@ -389,8 +390,11 @@ class _Lowering:
             Role("mask", kvmax * 4, PH_ATTN, PH_ATTN),
             Role("pt0", P * kb, PH_ATTN, PH_ATTN),
             Role("pt1", P * kb, PH_ATTN, PH_ATTN),
-            Role("kbuf", kvmax * kb, PH_ATTN, PH_ATTN),
-            Role("vbuf", nblk * self.hd * kb, PH_ATTN, PH_ATTN),
+            # K^T and V of one (sequence, kv head), double-buffered: the next head's loads overlap compute
+            Role("kbuf0", kvmax * kb, PH_ATTN, PH_ATTN),
+            Role("kbuf1", kvmax * kb, PH_ATTN, PH_ATTN),
+            Role("vbuf0", nblk * self.hd * kb, PH_ATTN, PH_ATTN),
+            Role("vbuf1", nblk * self.hd * kb, PH_ATTN, PH_ATTN),
             Role("stats", 64, PH_ATTN, PH_ATTN),
             Role("sq0", tc * 2, 0, last),
             Role("sq1", tc * 2, 0, last),
@@ -810,7 +814,7 @@ class _Lowering:
         spec, P = self.spec, self.P
         # every layer starts from the same ring positions; "other" DMAs start half-way round the queues so
         # they do not pile up on the queue that carries the first weight slab of the layer
-        rk._bank = rk._dq = 0
+        rk._bank = rk._dq = rk._kv_slot = 0
         rk._q_other = self.queues // 2
         ht = math.ceil(spec.hidden / P)
         x = rk.tiles("x", ht, self.tc * self.adt.itemsize)
@@ -1025,6 +1029,23 @@ class _Lowering:
                     rk.dma(vc.hbm(kb, n, nblk * hd, ((1, hd),), byte=off), rowt, partial=True)
                     t += n
 
+    def split_load(
+        self, rk: _Rank, dst: Buf, p0: int, rows: int, cols: int, src: Buf, row_stride: int, byte: int
+    ) -> None:
+        """Load ``rows`` x ``cols`` elements (HBM rows ``row_stride`` apart) into partitions ``p0..`` of
+        ``dst``, as several DMAs over partition groups on different queues."""
+        kb = self.kdt
+        parts = max(1, min(rows // 16, self.queues // 2))
+        per = math.ceil(rows / parts)
+        rk.em.new_write_epoch(dst)
+        for r0 in range(0, rows, per):
+            n = min(per, rows - r0)
+            rk.dma(
+                dst.tile(kb, cols, pcount=n, pstart=p0 + r0),
+                src.hbm(kb, n, row_stride, ((1, cols),), byte=byte + r0 * row_stride * kb.itemsize),
+                partial=True,
+            )
+
     def attend(
         self, rk: _Rank, L: int, seg: Segment, g: int, q: list[Buf], k: list[Buf], v: list[Buf], attn: list[Buf]
     ) -> None:
@@ -1041,8 +1062,10 @@ class _Lowering:
         nblk = self.max_ctx // P
         heads = [h for h in range(g * self.group, min((g + 1) * self.group, self.heads_r))]
         stack = (not causal_prefill) and seg.n == 1 and hd == P
-        kbuf = rk.buf_single("kbuf")
-        vbuf = rk.buf_single("vbuf")
+        slot = rk._kv_slot
+        rk._kv_slot ^= 1
+        kbuf = rk.buf_single(f"kbuf{slot}")
+        vbuf = rk.buf_single(f"vbuf{slot}")
         ti_k, p0_k = self.head_loc(g)
         if spec.kind == "decoder":
             kname, vname = self.wname(f"L{L}.k_cache", rk.r), self.wname(f"L{L}.v_cache", rk.r)
@@ -1052,18 +1075,14 @@ class _Lowering:
             n_hbm = kv_len - 1 if decode else kv_len  # decode: the new token comes from SBUF
             old_all = kv_len_all - 1 if decode else kv_len_all
             off = ((seg.b * self.kvh_r + g) * hd * self.max_ctx + lo) * kb.itemsize
-            if n_hbm > 0:
-                rk.dma(
-                    kbuf.tile(kb, n_hbm, pcount=hd, pstart=p0_k), kc.hbm(kb, hd, self.max_ctx, ((1, n_hbm),), byte=off)
-                )
+            if n_hbm > 0:  # split over partition groups on several queues (the DMA engines work in parallel)
+                self.split_load(rk, kbuf, p0_k, hd, n_hbm, kc, self.max_ctx, off)
             # V rows: all blocks of this (b, g), partition-major
             voff = ((seg.b * self.kvh_r + g) * P * nblk) * hd * kb.itemsize
             if old_all > 0:
                 vblk = math.ceil(old_all / P)
                 vrows = min(P, old_all)
-                rk.dma(
-                    vbuf.tile(kb, vblk * hd, pcount=vrows), vc.hbm(kb, vrows, nblk * hd, ((1, vblk * hd),), byte=voff)
-                )
+                self.split_load(rk, vbuf, 0, vrows, vblk * hd, vc, nblk * hd, voff)
             if decode:
                 t = seg.t1 - 1  # position of the new token
                 rk.vec(
@@ -1376,8 +1395,9 @@ def _classify_flops(lw: Lowered) -> dict[str, int]:
         if name.startswith("wslot") or name.startswith("dq"):
             lin |= (off >= o) & (off < o + lw.role_bytes[name])
     q_lo = ro["q"]
-    rbq, rbv = lw.role_bytes["q"], lw.role_bytes["vbuf"]
-    att = ((off >= q_lo) & (off < q_lo + rbq)) | ((off >= ro["vbuf"]) & (off < ro["vbuf"] + rbv))
+    att = (off >= q_lo) & (off < q_lo + lw.role_bytes["q"])
+    for r in ("vbuf0", "vbuf1"):
+        att |= (off >= ro[r]) & (off < ro[r] + lw.role_bytes[r])
     att &= ~lin
     return {"linear": int(fl[lin].sum()), "attention": int(fl[att].sum()), "aux": int(fl[~lin & ~att].sum())}
 
