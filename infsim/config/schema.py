@@ -34,7 +34,8 @@ class TensorEngineConfig(_Model):
     )
     min_moving_cycles: int = Field(ge=0, description="minimum cycles of one MultiplyMoving (MM_INIT_LATENCY)")
     stationary_load_speedup: float = Field(
-        gt=0, description="fast LoadStationary: rows loaded per cycle relative to one row per cycle"
+        gt=0, description="fast LoadStationary: a stationary of M columns loads in ceil(M / speedup) cycles "
+        "(speed relative to a MultiplyMoving of the same free size)"
     )
     pipeline_latency_cycles: int = Field(ge=0, description="fill+drain latency through the array to PSUM")
     issue_overhead_cycles: int = Field(ge=0, description="fixed sequencer cost per instruction")
@@ -51,6 +52,8 @@ class ElementwiseEngineConfig(_Model):
     strided_penalty: float = Field(ge=1, description="slowdown when the innermost stride exceeds 16 bytes")
     func_cost: dict[str, PositiveFloat] = Field(default_factory=dict, description="per-function cost multiplier")
     reduce_extra_cycles: int = Field(default=0, ge=0, description="extra cycles of a fused free-axis reduce")
+    strided_threshold_bytes: int = Field(default=16, ge=0,
+                                         description="innermost stride (bytes) above which strided_penalty applies")
 
 
 EngineName = Literal["tensor", "vector", "scalar", "gpsimd", "dma", "cc", "sync"]
