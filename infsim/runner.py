@@ -63,6 +63,11 @@ def run(chip: ChipConfig | str | Path, model: str | Path, *, phase: str = "decod
     """Simulate one step. ``context``: prompt length (prefill) or cached tokens (decode)."""
     from tqdm import tqdm
 
+    from infsim.sim import FIDELITIES
+
+    if fidelity not in FIDELITIES:
+        raise InfsimError(f"unknown fidelity '{fidelity}' (expected one of {', '.join(FIDELITIES)})")
+
     from infsim.models.graph import Workload
     from infsim.models.lower import lower
     from infsim.models.spec import load_model
@@ -77,6 +82,8 @@ def run(chip: ChipConfig | str | Path, model: str | Path, *, phase: str = "decod
         raise InfsimError(f"--tp {tp} needs {chips_needed} chips of '{cfg.name}' but its instance "
                           f"'{cfg.instance.name}' has {cfg.instance.chips}")
     wl = Workload.make(phase, batch, context, tp=tp, dtype=dtype, kv_dtype=kv_dtype)
+    if fidelity == "analytical":
+        return _run_analytical(cfg, spec, wl, fidelity)
     bar = tqdm(total=2, desc=f"{spec.name} {phase} on {cfg.name}", disable=not progress, leave=False)
     t0 = time.perf_counter()
     lw = lower(spec, wl, cfg)
@@ -102,4 +109,26 @@ def run(chip: ChipConfig | str | Path, model: str | Path, *, phase: str = "decod
         utilization={k: sum(v) / len(v) for k, v in sorted(util.items())},
         min_hbm_bytes=lw.graph.hbm_bytes(), instructions=len(lw.program), lower_s=t1 - t0, sim_s=t2 - t1,
         energy_breakdown_j=dict(res.energy_breakdown_j),
+    )
+
+
+def _run_analytical(cfg: ChipConfig, spec: Any, wl: Any, fidelity: str) -> RunResult:
+    """Closed forms per op (:mod:`infsim.opmodel`): no lowering, no event loop."""
+    from infsim.opmodel import estimate, estimate_energy
+
+    t0 = time.perf_counter()
+    est = estimate(spec, wl, cfg)
+    chips = math.ceil(wl.tp / cfg.cores_per_chip)
+    energy = estimate_energy(est, spec, wl, cfg, chips)
+    g = est.graph
+    latency_s = est.total_ns * 1e-9
+    tokens = wl.batch if wl.phase == "decode" else wl.batch * wl.seq
+    ej = sum(energy.values())
+    return RunResult(
+        chip=cfg.name, model=spec.name, phase=wl.phase, batch=wl.batch, context=wl.context if wl.phase == "decode"
+        else wl.seq, tp=wl.tp, dtype=wl.weight_dtype, fidelity=fidelity, latency_ms=latency_s * 1e3,
+        tokens_per_s=tokens / latency_s if latency_s else 0.0, flops=g.flops(), hbm_bytes=int(est.hbm_bytes),
+        hbm_gbps=est.hbm_bytes / max(est.total_ns, 1e-9), energy_j=ej, power_w=ej / latency_s if latency_s else 0.0,
+        chips=chips, utilization={}, min_hbm_bytes=g.hbm_bytes(), instructions=0, lower_s=0.0,
+        sim_s=time.perf_counter() - t0, energy_breakdown_j=energy,
     )

@@ -122,6 +122,8 @@ class _Rank:
         self.dq = [self.buf_single(f"dq{i}") for i in range(2)] if lw.int8 else []
         self._dq = 0
         self._kv_slot = 0
+        self._vec = 0
+        self._vec_cache: dict[tuple[str, int], Buf] = {}
 
     # ---- buffers --------------------------------------------------------------------------------
     def buf_single(self, role: str) -> Buf:
@@ -322,6 +324,28 @@ class _Lowering:
             shapes["classifier"] = (h, split(s.vocab, self.tp))
         return shapes
 
+    def vec_tiles(self) -> int:
+        """Feature tiles of the longest per-channel vector (bias or int8 scale) of any op."""
+        longest = max([self.spec.hidden] + [p.n for p in self.plans.values()])
+        return math.ceil(longest / self.P)
+
+    def load_vec(self, rk: _Rank, tensor: str, which: int = 0) -> Buf:
+        """DMA a whole per-channel vector (``[nvec, P, nt]`` fp32 tensor, entry ``which``) into the next
+        vector slot, once per op; evictions then read ``slot.tile(fp32, 1, pcount, byte=j*4)``."""
+        key = (tensor, which)
+        hit = rk._vec_cache.get(key)
+        if hit is not None:
+            return hit
+        slot = rk.buf_single(f"vec{rk._vec % 4}")
+        rk._vec += 1
+        rk._vec_cache = {k: v for k, v in rk._vec_cache.items() if v is not slot}
+        t = self.program.tensors[tensor]
+        nt = t.shape[-1]
+        rk.dma(slot.tile(DType.fp32, nt), rk.hbm(tensor).hbm(DType.fp32, self.P, nt, ((1, nt),),
+                                                              byte=which * self.P * nt * 4))
+        rk._vec_cache[key] = slot
+        return slot
+
     def ring_options(self) -> list[int]:
         """Weight-ring depths to try, deepest first."""
         # deep enough to cover the DMA bandwidth-delay product when SBUF allows (decode), shallower else
@@ -403,7 +427,8 @@ class _Lowering:
             Role("rbc", tc * 4, 0, last),
             Role("mbc", tc * 4, 0, last),
             Role("gamma", ht * 4 * 2, 0, last),
-            Role("bias", 4 * 8 * 4, 0, last),  # 3 bias kinds x 8 tile slots + 8 int8-scale slots, fp32
+            # per-output-channel vectors (biases, int8 scales) of the current ops: a ring of 4 whole vectors
+            *[Role(f"vec{i}", self.vec_tiles() * 4, 0, last) for i in range(4)],
             Role("cos", tc * kb, PH_QKV, PH_QKV),
             Role("sin", tc * kb, PH_QKV, PH_QKV),
             Role("rt0", tc * 4, PH_QKV, PH_QKV),
@@ -669,6 +694,8 @@ class _Lowering:
     def linear(self, rk: _Rank, wname: str, xin: list[Buf], xdt: DType, ncol: int, evict) -> None:  # noqa: ANN001
         """``y^T = W^T x^T`` tile by tile; ``evict(j, psum_tile, msz)`` consumes output tile ``j``."""
         plan = self.plans[wname]
+        if self.int8:
+            self.load_vec(rk, self.wname(wname + ".scale", rk.r))
         cur_cb = -1
         outs: list[tuple[int, Tile, int]] = []
         for sl in plan.slabs:
@@ -695,16 +722,11 @@ class _Lowering:
             evict(j, pt, msz)
 
     def scale_tile(self, rk: _Rank, wname: str, j: int, msz: int) -> Tile | None:
-        """Per-output-channel int8 scale of output tile j (loaded into the bias scratch)."""
+        """Per-output-channel int8 scale of output tile j (the op's whole scale vector is loaded once)."""
         if not self.int8:
             return None
-        b = rk.buf_single("bias")
-        t = b.tile(DType.fp32, 1, pcount=msz, byte=8 * 4 * 3 + (j % 8) * 4)
-        src = rk.hbm(self.wname(wname + ".scale", rk.r)).hbm(
-            DType.fp32, msz, math.ceil(self.plans[wname].n / self.P), ((1, 1),), byte=j * 4
-        )
-        rk.dma(t, src)
-        return t
+        slot = self.load_vec(rk, self.wname(wname + ".scale", rk.r))
+        return slot.tile(DType.fp32, 1, pcount=msz, byte=j * 4)
 
     def evict_copy(
         self,
@@ -814,7 +836,8 @@ class _Lowering:
         spec, P = self.spec, self.P
         # every layer starts from the same ring positions; "other" DMAs start half-way round the queues so
         # they do not pile up on the queue that carries the first weight slab of the layer
-        rk._bank = rk._dq = rk._kv_slot = 0
+        rk._bank = rk._dq = rk._kv_slot = rk._vec = 0
+        rk._vec_cache = {}
         rk._q_other = self.queues // 2
         ht = math.ceil(spec.hidden / P)
         x = rk.tiles("x", ht, self.tc * self.adt.itemsize)
@@ -859,13 +882,8 @@ class _Lowering:
             self.norm(rk, f"L{L}.mlp_norm", x, ncol, x, self.adt)
 
     def bias_tile(self, rk: _Rank, name: str, which: int, n_vec: int, j: int, msz: int, ncols: int) -> Tile:
-        b = rk.buf_single("bias")
-        t = b.tile(DType.fp32, 1, pcount=msz, byte=which * 4 * 8 + (j % 8) * 4)
-        tens = self.program.tensors[self.wname(name, rk.r)]
-        cols = tens.shape[-1]
-        base = (which * self.P * cols) if n_vec > 1 else 0
-        rk.dma(t, rk.hbm(self.wname(name, rk.r)).hbm(DType.fp32, msz, cols, ((1, 1),), byte=(base + j) * 4))
-        return t
+        slot = self.load_vec(rk, self.wname(name, rk.r), which if n_vec > 1 else 0)
+        return slot.tile(DType.fp32, 1, pcount=msz, byte=j * 4)
 
     def residual_evict(self, rk: _Rank, L: int, name: str, which_bias: int, ncol: int) -> object:
         """Eviction for o_proj/down_proj: (+bias), all-reduce over TP, add into the residual x."""
@@ -873,6 +891,8 @@ class _Lowering:
         ht = math.ceil(spec.hidden / self.P)
         x = rk.tiles("x", ht, self.tc * self.adt.itemsize)
         ao = rk.tiles("ao", ht, self.tc * self.adt.itemsize)
+        if spec.qkv_bias:
+            self.load_vec(rk, self.wname(f"L{L}.bo_down", rk.r), which_bias)
 
         def ev(j: int, pt: Tile, msz: int) -> None:
             scale = self.scale_tile(rk, name, j, msz)
@@ -940,6 +960,9 @@ class _Lowering:
 
             return ev
 
+        if bias:  # the whole bias vectors, loaded once before the projections (off the eviction path)
+            for which in range(3):
+                self.load_vec(rk, self.wname(f"L{L}.bqkv", rk.r), which)
         self.linear(rk, f"L{L}.wq", xn, xdt, ncol, ev_to(q, self.heads_r * hd, f"L{L}.wq", 0))
         self.linear(rk, f"L{L}.wk", xn, xdt, ncol, ev_to(k, self.kvh_r * hd, f"L{L}.wk", 1))
         self.linear(rk, f"L{L}.wv", xn, xdt, ncol, ev_to(v, self.kvh_r * hd, f"L{L}.wv", 2))
@@ -1239,14 +1262,11 @@ class _Lowering:
 
             def ev_up1(j: int, pt: Tile, msz: int) -> None:
                 scale = self.scale_tile(rk, pre + "w_up", j, msz)
-                b = None
-                if spec.qkv_bias:
-                    bb = rk.buf_single("bias")
-                    b = bb.tile(DType.fp32, 1, pcount=msz, byte=4 * 8 * 2 + (j % 8) * 4)
-                    it_ = self.program.tensors[self.wname(f"L{L}.b_up", rk.r)].shape[-1]
-                    rk.dma(b, rk.hbm(self.wname(f"L{L}.b_up", rk.r)).hbm(DType.fp32, msz, it_, ((1, 1),), byte=j * 4))
+                b = self.bias_tile(rk, f"L{L}.b_up", 0, 1, j, msz, ncol) if spec.qkv_bias else None
                 self.evict_copy(rk, h[j].tile(self.mdt, ncol, pcount=msz), pt, scale, b, func)
 
+            if spec.qkv_bias:
+                self.load_vec(rk, self.wname(f"L{L}.b_up", rk.r), 0)
             self.linear(rk, pre + "w_up", xn2, self.mdt, ncol, ev_up1)
         if prefix:
             return

@@ -1,0 +1,406 @@
+"""Analytical fidelity for whole model steps: closed forms per op, no program and no event loop.
+
+For ``infsim run --fidelity analytical``: the op graph of a step (:mod:`infsim.models.graph`) is costed
+with the *same* hardware models the cycle engine uses — systolic-array issue intervals
+(:func:`infsim.hw.systolic.matmul_timing`), elementwise engine costs
+(:func:`infsim.hw.elementwise.elementwise_cycles`), DMA descriptor/engine times
+(:func:`infsim.hw.dma.engine_time_ns`) and the collective model — applied to the instruction mix the
+lowering (:mod:`infsim.models.lower`) generates, counted in closed form instead of emitted:
+
+* a linear layer ``[K, N]`` over ``T`` tokens: the lowering's weight slabs (same plan), one DMA per slab
+  on ``dma.queues_per_core`` parallel queues, ``ceil(K/P) * ceil(N/cols)`` matmuls of ``N = T`` columns,
+  one PSUM eviction per output tile;
+* attention per (sequence, kv head): K and V loads (split over queues, double-buffered), score
+  matmuls per 512-key block, a row softmax (five vector/scalar instructions), one transpose + copy + PV
+  matmul per 128-key block;
+* norms, rotary embedding, residual adds: the vector/scalar/tensor instructions the lowering emits per
+  feature tile; tensor-parallel all-reduces from the collective model.
+
+Schedule. Each layer is three phases separated by true data dependencies — (A) norm + q/k/v projections,
+(B) attention, (C) o_proj + all-reduce + norm + MLP + all-reduce. Within a phase DMA and compute overlap
+(the weight ring streams), so a phase takes ``max(DMA, tensor, vector, scalar work)`` plus the latency
+of its first transfer; across phases the DMA queues run ahead by at most the weight ring's depth
+(prefetch credit). HBM bandwidth is shared by the active cores of a chip. Ranks are symmetric.
+
+Left out (the cycle engine has them): queue head-of-line blocking, semaphore latencies between
+instructions, PSUM-bank and SBUF-slot back-pressure beyond the ring depth, contention between
+collectives. The agreement with the cycle engine is a test (``tests/test_opmodel.py``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from infsim.config.schema import ChipConfig
+from infsim.hw import dma as dma_hw
+from infsim.hw import systolic
+from infsim.hw.elementwise import elementwise_cycles
+from infsim.isa.dtypes import DType
+from infsim.models.graph import Graph, Workload, build_graph, split
+from infsim.models.lower.weights import plan_linear
+from infsim.models.spec import ModelSpec
+
+
+@dataclass
+class PhaseCost:
+    """Work of one phase in ns per resource (per rank)."""
+
+    dma: float = 0.0  # summed DMA engine time (spread over the queues)
+    hbm_bytes: float = 0.0
+    tensor: float = 0.0
+    vector: float = 0.0
+    scalar: float = 0.0
+    gpsimd: float = 0.0
+    serial: float = 0.0  # not overlappable (collectives, dependency chains)
+    first_dma: float = 0.0  # latency before the first compute of the phase can start
+
+    def add(self, o: PhaseCost) -> None:
+        for f in ("dma", "hbm_bytes", "tensor", "vector", "scalar", "gpsimd", "serial"):
+            setattr(self, f, getattr(self, f) + getattr(o, f))
+        self.first_dma = max(self.first_dma, o.first_dma)
+
+
+@dataclass
+class Estimate:
+    total_ns: float
+    phases: list[tuple[str, float]] = field(default_factory=list)
+    graph: Graph | None = None
+    hbm_bytes: float = 0.0
+    busy_ns: dict[str, float] = field(default_factory=dict)
+
+
+def _memo(fn):  # noqa: ANN001, ANN202
+    """Memoize a _Costs method on its arguments (returns a copy: callers accumulate into results)."""
+    import copy
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(self, *args):  # noqa: ANN001, ANN002, ANN202
+        key = (fn.__name__, args)
+        hit = self._memo.get(key)
+        if hit is None:
+            hit = self._memo[key] = fn(self, *args)
+        return copy.copy(hit)
+
+    return wrapper
+
+
+class _Costs:
+    def __init__(self, chip: ChipConfig, spec: ModelSpec, wl: Workload):
+        self._memo: dict[tuple, object] = {}
+        self.chip, self.spec, self.wl = chip, spec, wl
+        self.P = chip.sbuf.partitions
+        self.cols = chip.tensor_engine.cols
+        self.q = chip.dma.queues_per_core
+        wdt = DType.parse(wl.weight_dtype)
+        self.int8 = wdt in (DType.int8, DType.uint8)
+        self.wdt = wdt
+        self.mdt = DType.bf16 if self.int8 else wdt
+        self.kdt = DType.parse(wl.kv_dtype)
+        te = chip.tensor_engine
+        self.rate = float(te.macs_per_pe_per_cycle[self.mdt.name])  # type: ignore[index]
+        self.kv_rate = float(te.macs_per_pe_per_cycle.get(self.kdt.name, 1.0))  # type: ignore[call-overload]
+        self.te_ns = 1.0 / te.clock_ghz
+        self.v_ns = 1.0 / chip.vector_engine.clock_ghz
+        self.s_ns = 1.0 / chip.scalar_engine.clock_ghz
+        self.g_ns = 1.0 / chip.gpsimd_engine.clock_ghz
+        self.s_block = min(4 * self.cols, (chip.psum.banks // 2) * self.cols)
+
+    # elementary costs -------------------------------------------------------------------------
+    def mm_ns(self, k: int, m: int, n: int, count: int, rate: float | None = None, reuse: bool = False) -> float:
+        """``count`` back-to-back matmuls of one shape (steady-state issue interval x count)."""
+        if count <= 0:
+            return 0.0
+        r = self.rate if rate is None else rate
+        reps = min(count, 8)
+        busy, _ = systolic.matmul_timing(self.chip.tensor_engine, np.full(reps, k), np.full(reps, m),
+                                         np.full(reps, n), np.full(reps, r), np.full(reps, not reuse))
+        steady = float(busy[-1])
+        return (float(busy.sum()) + (count - reps) * steady) * self.te_ns
+
+    def vec_ns(self, parts: int, free: int, inputs: int = 1, count: int = 1, engine: str = "vector",
+               reduce: bool = False) -> float:
+        cfg = {"vector": self.chip.vector_engine, "scalar": self.chip.scalar_engine,
+               "gpsimd": self.chip.gpsimd_engine}[engine]
+        cyc = float(elementwise_cycles(cfg, parts, free, inputs, 1.0, False, reduce))
+        clk = {"vector": self.v_ns, "scalar": self.s_ns, "gpsimd": self.g_ns}[engine]
+        return cyc * clk * count
+
+    def dma_ns(self, nbytes: float, chunks: float) -> float:
+        return float(dma_hw.engine_time_ns(self.chip.dma, int(nbytes), int(chunks)))
+
+    # ops ----------------------------------------------------------------------------------------
+    @_memo
+    def linear(self, k: int, n: int, t: int, evict_inputs: int = 1, evict_engine: str = "vector") -> PhaseCost:
+        plan = plan_linear(k, n, self.P, self.s_block, self.chip.dma.min_efficient_chunk_bytes, self.wdt.itemsize)
+        c = PhaseCost()
+        isz = self.wdt.itemsize
+        for sl in plan.slabs:
+            b = sl.elems * isz
+            c.dma += self.dma_ns(b, sl.rows)
+            c.hbm_bytes += b
+        c.first_dma = self.dma_ns(plan.slabs[0].elems * isz, plan.slabs[0].rows) + self.chip.dma.fixed_latency_ns
+        kt = math.ceil(k / self.P)
+        mt = math.ceil(n / self.cols)
+        c.tensor += self.mm_ns(min(self.P, k), min(self.cols, n), t, kt * mt)
+        if self.int8:
+            c.vector += sum(self.vec_ns(sl.rows, sl.nk * sl.csz) for sl in plan.slabs)
+            evict_engine = "scalar"
+        ev = self.vec_ns(min(self.cols, n), t, evict_inputs, mt, evict_engine)
+        setattr(c, evict_engine, getattr(c, evict_engine) + ev)
+        return c
+
+    @_memo
+    def norm(self, t: int) -> PhaseCost:
+        s = self.spec
+        ht = math.ceil(s.hidden / self.P)
+        c = PhaseCost()
+        layer = s.norm == "layer"
+        c.scalar += self.vec_ns(self.P, t, 1, ht, "scalar") + self.vec_ns(1, t, 1, 1, "scalar")
+        c.tensor += self.mm_ns(self.P, 1, t, ht * (2 if layer else 1)) + self.mm_ns(1, self.P, t, 2 if layer else 1)
+        c.vector += self.vec_ns(1, t, 1, 2 + (2 if layer else 0)) + self.vec_ns(self.P, t, 1, 2 if layer else 1)
+        if layer:
+            c.vector += self.vec_ns(self.P, t, 2, 2 * ht) + self.vec_ns(self.P, t, 1, ht)
+        else:
+            c.vector += self.vec_ns(self.P, t, 2, ht)
+            c.scalar += self.vec_ns(self.P, t, 1, ht, "scalar")
+        c.dma += self.dma_ns(self.P * ht * 4 * (2 if layer else 1), self.P)
+        # a norm is a dependency chain (sums -> statistic -> broadcast -> per-tile scale) that the next
+        # projection waits for (its first column block needs every normalised tile): serial work
+        c.serial += self.chip.dma.fixed_latency_ns + c.tensor + c.vector + c.scalar
+        c.tensor = c.vector = c.scalar = 0.0
+        return c
+
+    @_memo
+    def kv_write(self, n_tokens: int, kvh_r: int, decode: bool) -> PhaseCost:
+        """Writing this chunk's K (DMA) and V (transposed to rows on the tensor engine, copied, DMA) of one
+        sequence to the HBM cache."""
+        hd, P, kb = self.spec.head_dim, self.P, self.kdt.itemsize
+        c = PhaseCost()
+        c.dma += kvh_r * self.dma_ns(hd * n_tokens * kb, hd)
+        if decode:
+            c.dma += kvh_r * self.dma_ns(hd * kb, hd)
+        else:
+            blocks = math.ceil(n_tokens / P)
+            n = min(P, n_tokens)
+            c.tensor += kvh_r * self.mm_ns(hd, n, P, blocks, self.kv_rate)
+            c.vector += kvh_r * self.vec_ns(n, hd, 1, blocks)
+            c.dma += kvh_r * blocks * self.dma_ns(n * hd * kb, n)
+        c.hbm_bytes += 2 * kvh_r * hd * n_tokens * kb
+        return c
+
+    @_memo
+    def attention(self, kv_len: int, n_q: int, heads_r: int, kvh_r: int, decode: bool) -> PhaseCost:
+        """One sequence: all kv heads of this rank. ``serial`` holds the heads' pipelined time: with K/V
+        double-buffered, head ``g+1``'s load may start when head ``g-1``'s compute is done, so the period
+        is ``max(C, (C + L) / 2)`` for compute ``C`` and load latency ``L`` (fixed latency + the largest
+        part's transfer; parts run on parallel queues)."""
+        s, hd, P = self.spec, self.spec.head_dim, self.P
+        c = PhaseCost()
+        group = math.ceil(heads_r / kvh_r)
+        kb = self.kdt.itemsize
+        stack = decode and hd == P
+        rows_list = [group] if stack else [min(P, n_q - t) for t in range(0, n_q, P)] * group
+        per_head = PhaseCost()
+        load_lat = 0.0
+        if s.kind == "decoder":
+            n_hbm = kv_len - 1 if decode else kv_len
+            parts = max(1, min(hd // 16, self.q // 2))
+            k_bytes = hd * n_hbm * kb
+            k_part = self.dma_ns(k_bytes / parts, hd / parts) if n_hbm > 0 else 0.0
+            per_head.dma += parts * k_part
+            vblk = math.ceil(max(n_hbm, 1) / P)
+            vrows = min(P, max(n_hbm, 1))
+            vparts = max(1, min(vrows // 16, self.q // 2))
+            v_part = self.dma_ns(vrows * vblk * hd * kb / vparts, vrows / vparts)
+            per_head.dma += vparts * v_part
+            per_head.hbm_bytes += k_bytes + vrows * vblk * hd * kb
+            # K and V parts share the queues: the head's data is complete after ~ (parts of K + V) / queues
+            waves = math.ceil((parts + vparts) / self.q)
+            load_lat = self.chip.dma.fixed_latency_ns + waves * max(k_part, v_part)
+        psum_bank_fp32 = self.chip.psum.bytes_per_partition // self.chip.psum.banks // 4
+        blk = min(self.chip.tensor_engine.moving_free_max, psum_bank_fp32)
+        for rows in rows_list:
+            nk = kv_len
+            nblocks = math.ceil(nk / blk)
+            per_head.tensor += self.mm_ns(hd, rows, min(blk, nk), nblocks, self.kv_rate)
+            per_head.vector += self.vec_ns(rows, min(blk, nk), 1, nblocks)  # score evictions
+            per_head.vector += self.vec_ns(rows, nk) + self.vec_ns(rows, 1) + self.vec_ns(rows, nk)
+            per_head.scalar += self.vec_ns(rows, nk, 1, 1, "scalar", reduce=True) + self.vec_ns(rows, 1, 1, 1, "scalar")
+            kb_n = math.ceil(nk / P)
+            per_head.tensor += self.mm_ns(rows, min(P, nk), P, kb_n, self.kv_rate)  # transposes
+            per_head.vector += self.vec_ns(min(P, nk), rows, 1, kb_n)
+            per_head.tensor += self.mm_ns(min(P, nk), hd, rows, kb_n, self.kv_rate)  # P x V
+            per_head.vector += self.vec_ns(hd, rows)
+            if s.causal and not decode:
+                per_head.gpsimd += self.vec_ns(rows, min(blk, nk), 0, nblocks, "gpsimd")
+                per_head.vector += self.vec_ns(rows, min(blk, nk), 1, nblocks) + self.vec_ns(rows, min(blk, nk), 2,
+                                                                                            nblocks)
+            if s.kind == "encoder":
+                per_head.tensor += self.mm_ns(hd, min(P, nk), P, kb_n, self.kv_rate)
+                per_head.vector += self.vec_ns(min(P, nk), hd, 1, kb_n)
+        # one head is a dependency chain through the engines (scores -> softmax -> transpose -> PV) using
+        # single score/probability buffers, so heads do not overlap on the engines: C = the chain's sum
+        comp = per_head.tensor + per_head.vector + per_head.scalar + per_head.gpsimd
+        c.serial += kvh_r * max(comp, (comp + load_lat) / 2.0)
+        c.first_dma = load_lat
+        c.hbm_bytes += kvh_r * per_head.hbm_bytes
+        for f in ("tensor", "vector", "scalar", "gpsimd"):
+            setattr(c, f, kvh_r * getattr(per_head, f))
+        return c
+
+
+def _phase_time(c: PhaseCost, chip: ChipConfig, queues: int, hbm_share_gbps: float, credit_ns: float) -> tuple[
+        float, float]:
+    """(time, idle DMA time left for prefetching the next phase)."""
+    dma = max(c.dma / queues, c.hbm_bytes / hbm_share_gbps)
+    dma_after_credit = max(0.0, dma - credit_ns)
+    compute = max(c.tensor, c.vector, c.scalar, c.gpsimd)
+    t = max(dma_after_credit + (c.first_dma if dma_after_credit > 0 else 0.0), compute) + c.serial
+    return t, max(0.0, t - dma_after_credit)
+
+
+def _attention_phase(c: PhaseCost, chip: ChipConfig, queues: int, hbm_share_gbps: float) -> float:
+    """Attention: the heads' pipelined chain (``serial``) after the first load, or the DMA bound."""
+    dma = max(c.dma / queues, c.hbm_bytes / hbm_share_gbps)
+    return max(c.first_dma + c.serial, dma)
+
+
+def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: object | None = None) -> Estimate:
+    """Closed-form latency of one step (see the module docstring)."""
+    from infsim.hw.collectives import LinkCollectives
+    from infsim.isa.opcodes import Op
+
+    g = build_graph(spec, wl)
+    cc = _Costs(chip, spec, wl)
+    coll = collectives if collectives is not None else LinkCollectives(chip)
+    P = cc.P
+    tp = wl.tp
+    hd = spec.head_dim
+    heads_r, kvh_r, inter_r = split(spec.heads, tp), split(spec.kv_heads, tp), split(spec.intermediate, tp)
+    h = spec.hidden
+    seq = (spec.image_size // spec.patch_size) ** 2 + 1 if spec.family == "vit" else wl.seq
+    tokens = wl.batch * seq
+    tc = min(chip.tensor_engine.moving_free_max, chip.psum.bytes_per_partition // chip.psum.banks // 4, tokens)
+    chunks = math.ceil(tokens / tc)
+    active = min(tp, chip.cores_per_chip)
+    hbm_share = chip.hbm.bandwidth_gbps / active
+    q = chip.dma.queues_per_core
+    ring_ns = 16 * cc.dma_ns(P * 2 * 512 * cc.wdt.itemsize, P) / q  # prefetch depth ~ ring of slabs
+    members = tuple(range(tp))
+    ab = DType.parse(wl.act_dtype).itemsize
+
+    def allreduce(t: int) -> float:
+        if tp == 1:
+            return 0.0
+        ps, _ = coll.duration_ps(Op.all_reduce, members, h * t * ab, h * t * ab, chip.cores_per_chip)
+        return ps / 1000.0
+
+    total = 0.0
+    credit = 0.0
+    phases: list[tuple[str, float]] = []
+    hbm_total = 0.0
+    decode = wl.phase == "decode"
+    for ci in range(chunks):
+        t = min(tc, tokens - ci * tc)
+        if spec.family == "vit":
+            a = cc.linear(spec.num_channels * spec.patch_size**2, h, t, 2)
+            dt, credit = _phase_time(a, chip, q, hbm_share, credit)
+            total += dt
+        for _L in range(spec.layers):
+            # (A) norm + q/k/v
+            a = cc.norm(t) if spec.family not in ("bert", "roberta") else PhaseCost()
+            for n in (heads_r * hd, kvh_r * hd, kvh_r * hd):
+                a.add(cc.linear(h, n, t, 1, "scalar" if spec.qkv_bias or cc.int8 else "vector"))
+            if spec.rotary:
+                qt, kt = math.ceil(heads_r * hd / P), math.ceil(kvh_r * hd / P)
+                a.tensor += cc.mm_ns(P, P, t, qt + kt)
+                a.vector += cc.vec_ns(P, t, 2, 3 * (qt + kt))
+            if spec.kind == "decoder":
+                if decode:
+                    for _ in range(wl.batch):
+                        a.add(cc.kv_write(1, kvh_r, True))
+                else:
+                    for seq_start in range(ci * tc, ci * tc + t, seq):
+                        a.add(cc.kv_write(min(seq, ci * tc + t - seq_start), kvh_r, False))
+            dt, credit = _phase_time(a, chip, q, hbm_share, min(credit, ring_ns))
+            total += dt
+            hbm_total += a.hbm_bytes
+            # (B) attention, per sequence in the chunk
+            b = PhaseCost()
+            if decode:
+                kv_len = wl.context + 1
+                for _ in range(wl.batch):
+                    b.add(cc.attention(min(kv_len, spec.sliding_window or kv_len), 1, heads_r, kvh_r, True))
+            else:
+                for seq_start in range(ci * tc, ci * tc + t, seq):
+                    n_q = min(seq, ci * tc + t - seq_start)
+                    kv_len = (seq_start % seq) + n_q if spec.causal else seq
+                    b.add(cc.attention(kv_len, n_q, heads_r, kvh_r, False))
+            dt = _attention_phase(b, chip, q, hbm_share)
+            credit = ring_ns  # the weight ring refills while attention runs
+            total += dt
+            hbm_total += b.hbm_bytes
+            # (C) o_proj, all-reduce, norm, MLP, all-reduce
+            c = cc.linear(heads_r * hd, h, t, 2)
+            c.serial += allreduce(t)
+            c.add(cc.norm(t) if spec.family not in ("bert", "roberta") else PhaseCost())
+            if spec.is_moe:
+                c.add(cc.linear(h, spec.num_experts, t, 1, "scalar"))
+                touched = min(spec.num_experts, t * spec.experts_per_token)
+                for _e in range(touched):
+                    c.add(cc.linear(h, inter_r, t, 1, "scalar"))
+                    c.add(cc.linear(h, inter_r, t, 2))
+                    c.add(cc.linear(inter_r, h, t, 2))
+            elif spec.gated_mlp:
+                c.add(cc.linear(h, inter_r, t, 1, "scalar"))
+                c.add(cc.linear(h, inter_r, t, 2))
+                c.add(cc.linear(inter_r, h, t, 2))
+            else:
+                c.add(cc.linear(h, inter_r, t, 1, "scalar"))
+                c.add(cc.linear(inter_r, h, t, 2))
+            c.serial += allreduce(t)
+            dt, credit = _phase_time(c, chip, q, hbm_share, min(credit, ring_ns))
+            total += dt
+            hbm_total += c.hbm_bytes
+        phases.append((f"chunk{ci}", total))
+    if spec.kind == "decoder" or spec.family == "vit":
+        hc = cc.norm(wl.batch)
+        hc.add(cc.linear(h, split(spec.vocab, tp), wl.batch, 1))
+        dt, credit = _phase_time(hc, chip, q, hbm_share, min(credit, ring_ns))
+        total += dt
+        hbm_total += hc.hbm_bytes
+    return Estimate(total, phases, g, hbm_total * tp)
+
+
+def estimate_energy(est: Estimate, spec: ModelSpec, wl: Workload, chip: ChipConfig, chips: int) -> dict[str, float]:
+    """Joules per component from closed-form event counts (the same unit energies as the cycle engine's
+    :mod:`infsim.hw.energy`): MACs of the graph's matmuls; HBM bits moved; SBUF bytes = weights written
+    by DMA and read by the tensor engine plus the moving operands; PSUM = one fp32 read-modify-write per
+    output element and K tile; vector/scalar element-ops of the graph; NeuronLink bits of the ring
+    all-reduces; static power x time x chips."""
+    e = chip.energy
+    g = est.graph
+    assert g is not None
+    mdt = "bf16" if wl.weight_dtype in ("int8", "uint8") else wl.weight_dtype
+    macs = g.flops() / 2
+    isz = DType.parse(mdt).itemsize
+    P = chip.sbuf.partitions
+    moving = sum(o.m * o.k * o.count for o in g.ops if o.kind in ("matmul", "attention")) * g.ranks
+    psum = sum(o.m * o.n * o.count * math.ceil(o.k / P) for o in g.ops if o.kind in ("matmul", "attention")) * g.ranks
+    tp = wl.tp
+    link = sum(o.collective_bytes for o in g.ops) * (2 * (tp - 1) / tp if tp > 1 else 0.0)
+    out = {
+        "mac": macs * float(e.mac_pj.get(mdt, e.mac_pj.get("bf16", 0.0))) * 1e-12,  # type: ignore[call-overload]
+        "sbuf": (2 * g.weight_bytes() + moving * isz) * e.sbuf_pj_per_byte * 1e-12,
+        "psum": psum * 4 * 2 * e.psum_pj_per_byte * 1e-12,
+        "hbm": est.hbm_bytes * 8 * e.hbm_pj_per_bit * 1e-12,
+        "link": link * 8 * e.link_pj_per_bit * 1e-12,
+        "vector": g.elem_ops() * 0.5 * e.vector_op_pj * 1e-12,
+        "scalar": g.elem_ops() * 0.5 * e.scalar_op_pj * 1e-12,
+        "static": e.static_w * est.total_ns * 1e-9 * chips,
+    }
+    return out
