@@ -1,0 +1,296 @@
+"""Per-instruction costs of a program on a chip, computed once, vectorised over the instruction records.
+
+Everything the event loop needs that does not depend on timing is computed here with numpy over the
+columnar :class:`~infsim.isa.program.Program` (per access-pattern quantities once per distinct AP):
+
+* compute engines (tensor / vector / scalar / gpsimd) and the sync sequencer: ``busy_ps`` (issue
+  interval: the engine may start its next instruction ``busy_ps`` after this one started) and
+  ``lat_ps`` (start -> completion, when the instruction's semaphore signals are applied). Matmuls and
+  transposes come from :func:`infsim.hw.systolic.matmul_timing` / ``transpose_timing`` per tensor
+  stream (back-to-back pipelining, stationary reuse); elementwise ops from
+  :func:`infsim.hw.elementwise.elementwise_cycles`. Sync instructions (``sem_wait``, ``sem_signal``,
+  ``barrier``, ``nop``) cost nothing: they are sequencer actions (left out: sequencer issue cycles).
+* DMA: engine occupancy (descriptors + bytes at the engine bandwidth, :mod:`infsim.hw.dma`), HBM bytes
+  read/written, their chip and address; the HBM part is timed by the memory model at run time.
+* collectives: the bytes of the operands (timed by the collective model at run time).
+* energy event counts per instruction: MACs (by dtype), SBUF and PSUM bytes, HBM bytes, vector/gpsimd
+  element-ops and scalar-engine elements (see :mod:`infsim.hw.energy`).
+
+Cycles convert to integer picoseconds per instruction with ``ceil(cycles * 1e9 / clock_khz)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from infsim.config.schema import ChipConfig, ElementwiseEngineConfig
+from infsim.hw import dma as dma_hw
+from infsim.hw import systolic
+from infsim.hw.elementwise import elementwise_cycles
+from infsim.isa.dtypes import DType
+from infsim.isa.opcodes import ActFunc, AluOp, Engine, Op, Space
+from infsim.isa.program import Program
+
+ITEMSIZE = np.array([DType(d).itemsize for d in range(len(DType))], dtype=np.int64)
+DTYPE_NAMES = [DType(d).name for d in range(len(DType))]
+
+#: number of full-size tensor inputs of each elementwise opcode (per-partition scalars are not counted)
+TENSOR_INPUTS = {Op.tensor_tensor: 2, Op.tensor_scalar: 1, Op.tensor_reduce: 1, Op.tensor_copy: 1, Op.memset: 0,
+                 Op.iota: 0, Op.select: 3, Op.activate: 1}
+#: operand slots holding full-size tensors (inputs and outputs) of each elementwise opcode
+TENSOR_SLOTS = {Op.tensor_tensor: (0, 1, 2), Op.tensor_scalar: (0, 1), Op.tensor_reduce: (0, 1),
+                Op.tensor_copy: (0, 1), Op.memset: (0,), Op.iota: (0,), Op.select: (0, 1, 2, 3),
+                Op.activate: (0, 1)}
+SYNC_ONLY = (Op.sem_wait, Op.sem_signal, Op.barrier, Op.nop)
+COLLECTIVES = (Op.all_reduce, Op.all_gather, Op.reduce_scatter, Op.send, Op.recv)
+
+
+def clock_khz(ghz: float) -> int:
+    return int(round(ghz * 1e6))
+
+
+def cycles_to_ps(cycles: np.ndarray, ghz: float) -> np.ndarray:
+    """``ceil(cycles * period)`` in integer picoseconds, exact integer arithmetic (int64)."""
+    khz = clock_khz(ghz)
+    c = np.asarray(cycles, dtype=np.int64)
+    return (c * 1_000_000_000 + khz - 1) // khz
+
+
+def ns_to_ps(ns: np.ndarray | float) -> np.ndarray:
+    return np.ceil(np.asarray(ns, dtype=np.float64) * 1000.0 - 1e-6).astype(np.int64)
+
+
+@dataclass
+class ApInfo:
+    """Derived quantities of every row of the program's AP table."""
+
+    space: np.ndarray
+    dtype: np.ndarray
+    pcount: np.ndarray
+    free: np.ndarray
+    elems: np.ndarray
+    nbytes: np.ndarray
+    stride_bytes: np.ndarray  # innermost stride in bytes (0 if the innermost dim has size 1)
+    run: np.ndarray  # contiguous block (elements) for DMA descriptors
+
+
+def ap_info(program: Program) -> ApInfo:
+    aps = program.aps
+    if len(aps) == 0:
+        z = np.zeros(0, dtype=np.int64)
+        return ApInfo(z, z, z, z, z, z, z, z)
+    nd = aps["ndims"].astype(np.int64)
+    mask = np.arange(aps["sizes"].shape[1])[None, :] < nd[:, None]
+    sizes = np.where(mask, aps["sizes"].astype(np.int64), 1)
+    free = sizes.prod(axis=1)
+    dt = aps["dtype"].astype(np.int64)
+    isz = ITEMSIZE[dt]
+    pc = aps["pcount"].astype(np.int64)
+    inner = np.maximum(nd - 1, 0)
+    rows = np.arange(len(aps))
+    inner_stride = aps["strides"][rows, inner].astype(np.int64)
+    inner_size = sizes[rows, inner]
+    # innermost stride in bytes where it matters (0 when the innermost dim has one element)
+    stride_b = np.where((nd > 0) & (inner_size > 1), np.abs(inner_stride) * isz, 0)
+    return ApInfo(aps["space"].astype(np.int64), dt, pc, free, pc * free, pc * free * isz, stride_b,
+                  dma_hw.ap_runs(aps))
+
+
+@dataclass
+class Costs:
+    """Static per-instruction costs and event counts (arrays of length ``len(program)``)."""
+
+    busy_ps: np.ndarray
+    lat_ps: np.ndarray
+    # DMA
+    dma_engine_ps: np.ndarray  # engine occupancy without HBM contention
+    dma_chunks: np.ndarray
+    dma_bytes: np.ndarray
+    hbm_read: np.ndarray  # bytes read from HBM
+    hbm_write: np.ndarray
+    hbm_read_chip: np.ndarray
+    hbm_write_chip: np.ndarray
+    hbm_read_addr: np.ndarray
+    hbm_write_addr: np.ndarray
+    # collectives
+    cc_src_bytes: np.ndarray
+    cc_dst_bytes: np.ndarray
+    # energy event counts
+    macs: np.ndarray
+    mac_dtype: np.ndarray  # DType code of the matmul inputs (-1: none)
+    sbuf_bytes: np.ndarray
+    psum_bytes: np.ndarray
+    vector_ops: np.ndarray  # element-ops on vector + gpsimd engines
+    scalar_ops: np.ndarray  # elements through the scalar (activation) engine
+
+
+def _operand(opnd: np.ndarray, slot: int) -> np.ndarray:
+    return opnd[:, slot]
+
+
+def _take(arr: np.ndarray, idx: np.ndarray, default: int = 0) -> np.ndarray:
+    """``arr[idx]`` with ``default`` where ``idx < 0``."""
+    if len(arr) == 0:
+        return np.full(idx.shape, default, dtype=np.int64)
+    out = arr[np.maximum(idx, 0)]
+    return np.where(idx >= 0, out, default)
+
+
+def _elementwise(chip: ChipConfig, eng_cfg: ElementwiseEngineConfig, ins: np.ndarray, info: ApInfo,
+                 sel: np.ndarray) -> np.ndarray:
+    """Cycles of the elementwise instructions ``sel`` (indices) on the engine configured by ``eng_cfg``."""
+    r = ins[sel]
+    ops = r["op"]
+    opnd = r["opnd"]
+    n = len(sel)
+    parts = np.ones(n, dtype=np.int64)
+    free = np.zeros(n, dtype=np.int64)
+    strided = np.zeros(n, dtype=bool)
+    n_in = np.zeros(n, dtype=np.int64)
+    func = np.ones(n, dtype=np.float64)
+    reduce = np.zeros(n, dtype=bool)
+    for op, slots in TENSOR_SLOTS.items():
+        m = ops == int(op)
+        if not m.any():
+            continue
+        n_in[m] = TENSOR_INPUTS[op]
+        for s in slots:
+            a = opnd[m, s]
+            parts[m] = np.maximum(parts[m], _take(info.pcount, a, 1))
+            free[m] = np.maximum(free[m], _take(info.free, a, 0))
+            strided[m] |= _take(info.stride_bytes, a, 0) > eng_cfg.strided_threshold_bytes
+    fc = eng_cfg.func_cost
+    if fc:
+        m = ops == int(Op.activate)
+        if m.any():
+            table = np.array([fc.get(f.name, 1.0) for f in ActFunc])
+            func[m] = table[r["e0"][m].astype(np.int64)]
+            reduce[m] = opnd[m, 4] >= 0
+        for op in (Op.tensor_tensor, Op.tensor_scalar):
+            m = ops == int(op)
+            if m.any():
+                table = np.array([fc.get(a.name, 1.0) for a in AluOp])
+                func[m] = table[r["e0"][m].astype(np.int64)]
+    else:
+        m = ops == int(Op.activate)
+        reduce[m] = opnd[m, 4] >= 0
+    cyc = elementwise_cycles(eng_cfg, parts, free, n_in, func, strided, reduce)
+    nop = ops == int(Op.nop)
+    return np.where(nop, 0, cyc)
+
+
+def compute_costs(program: Program, chip: ChipConfig) -> Costs:
+    """All static costs of ``program`` on ``chip`` (see the module docstring)."""
+    ins = program.instr
+    n = len(ins)
+    info = ap_info(program)
+    op = ins["op"].astype(np.int64)
+    eng = ins["engine"].astype(np.int64)
+    opnd = ins["opnd"].astype(np.int64)
+    busy = np.zeros(n, dtype=np.int64)
+    lat = np.zeros(n, dtype=np.int64)
+    macs = np.zeros(n, dtype=np.float64)
+    mac_dtype = np.full(n, -1, dtype=np.int64)
+    te = chip.tensor_engine
+
+    # ---- tensor engine: per stream, back-to-back sequences ------------------------------------
+    streams = program.streams()
+    is_mm = op == int(Op.matmul)
+    is_tr = op == int(Op.transpose)
+    rate_table = np.array([te.macs_per_pe_per_cycle.get(name, 0.0) for name in DTYPE_NAMES])  # type: ignore[call-overload]
+    for (_core, e, _q), idx in streams.items():
+        if e != int(Engine.tensor):
+            continue
+        mm = idx[is_mm[idx] | is_tr[idx]]
+        if len(mm) == 0:
+            continue
+        stat = np.where(is_mm[mm], opnd[mm, 1], opnd[mm, 1])
+        mov = opnd[mm, 2]
+        k = _take(info.pcount, stat, 1)
+        m = _take(info.free, stat, 1)
+        nn = np.where(is_mm[mm], _take(info.free, mov, 1), k)  # transpose: identity [P, P] streams through
+        dt = _take(info.dtype, stat, int(DType.bf16))
+        rate = rate_table[dt]
+        if np.any(rate <= 0):
+            bad = DTYPE_NAMES[int(dt[rate <= 0][0])]
+            from infsim.errors import InfsimError
+
+            raise InfsimError(f"chip '{chip.name}': tensor_engine has no rate for dtype {bad}")
+        new = np.ones(len(mm), dtype=bool)
+        new[1:] = stat[1:] != stat[:-1]
+        b, lt = systolic.matmul_timing(te, k, m, nn, rate, new)
+        busy[mm] = cycles_to_ps(b, te.clock_ghz)
+        lat[mm] = cycles_to_ps(lt, te.clock_ghz)
+        macs[mm] = (k * m * nn).astype(np.float64)
+        mac_dtype[mm] = dt
+
+    # ---- elementwise engines -------------------------------------------------------------------
+    for e, cfg in ((Engine.vector, chip.vector_engine), (Engine.scalar, chip.scalar_engine),
+                   (Engine.gpsimd, chip.gpsimd_engine)):
+        sel = np.flatnonzero(eng == int(e))
+        if len(sel) == 0:
+            continue
+        cyc = _elementwise(chip, cfg, ins, info, sel)
+        busy[sel] = cycles_to_ps(cyc, cfg.clock_ghz)
+        lat[sel] = busy[sel]
+
+    # ---- operand bytes (energy) ------------------------------------------------------------------
+    sbuf_b = np.zeros(n, dtype=np.int64)
+    psum_b = np.zeros(n, dtype=np.int64)
+    for s in range(opnd.shape[1]):
+        a = opnd[:, s]
+        sp = _take(info.space, a, -1)
+        nb = _take(info.nbytes, a, 0)
+        sbuf_b += np.where(sp == int(Space.sbuf), nb, 0)
+        psum_b += np.where(sp == int(Space.psum), nb, 0)
+    elem_max = np.zeros(n, dtype=np.int64)
+    for s in range(opnd.shape[1]):
+        elem_max = np.maximum(elem_max, _take(info.elems, opnd[:, s], 0))
+    n_in = np.zeros(n, dtype=np.int64)
+    for o, k_in in TENSOR_INPUTS.items():
+        n_in[op == int(o)] = max(k_in, 1)
+    vec = np.where((eng == int(Engine.vector)) | (eng == int(Engine.gpsimd)), elem_max * n_in, 0)
+    act = np.where(eng == int(Engine.scalar), elem_max, 0)
+
+    # ---- DMA ---------------------------------------------------------------------------------------
+    is_dma = op == int(Op.dma_copy)
+    dst, src = opnd[:, 0], opnd[:, 1]
+    src_sp, dst_sp = _take(info.space, src, -1), _take(info.space, dst, -1)
+    src_b, dst_b = _take(info.nbytes, src, 0), _take(info.nbytes, dst, 0)
+    nelem = _take(info.elems, src, 0)
+    chunks = np.where(is_dma, dma_hw.chunk_count(np.maximum(nelem, 1), _take(info.run, src, 1),
+                                                 _take(info.run, dst, 1)), 0)
+    dma_bytes = np.where(is_dma, np.maximum(src_b, dst_b), 0)
+    eng_ps = np.where(is_dma, ns_to_ps(dma_hw.engine_time_ns(chip.dma, dma_bytes, chunks)), 0)
+    hbm_read = np.where(is_dma & (src_sp == int(Space.hbm)), src_b, 0)
+    hbm_write = np.where(is_dma & (dst_sp == int(Space.hbm)), dst_b, 0)
+    tensor_chip = np.array([t.chip for t in program.tensors.values()] or [0], dtype=np.int64)
+    base = program.tensor_base()
+    tensor_base = np.array([base[t] for t in program.tensors] or [0], dtype=np.int64)
+    aps = program.aps
+    ap_tensor = aps["tensor"].astype(np.int64) if len(aps) else np.zeros(0, dtype=np.int64)
+    ap_off = aps["offset"].astype(np.int64) if len(aps) else np.zeros(0, dtype=np.int64)
+    core_chip = ins["core"].astype(np.int64) // program.cores_per_chip
+
+    def side(a: np.ndarray, sp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        tid = _take(ap_tensor, a, -1)
+        is_h = sp == int(Space.hbm)
+        chip_of = np.where(is_h & (tid >= 0), tensor_chip[np.maximum(tid, 0)], core_chip)
+        addr = np.where(is_h & (tid >= 0), tensor_base[np.maximum(tid, 0)] + _take(ap_off, a, 0), 0)
+        return chip_of, addr
+
+    rchip, raddr = side(src, src_sp)
+    wchip, waddr = side(dst, dst_sp)
+    # SBUF bytes of DMA: the on-chip side(s) (already in sbuf_b/psum_b via operands)
+
+    # ---- collectives --------------------------------------------------------------------------------
+    is_cc = np.isin(op, [int(o) for o in COLLECTIVES])
+    cc_src = np.where(is_cc, np.where(op == int(Op.recv), 0, _take(info.nbytes, opnd[:, 1], 0)), 0)
+    # send has its only operand (src) in slot 0; recv has dst in slot 0
+    cc_src = np.where(op == int(Op.send), _take(info.nbytes, opnd[:, 0], 0), cc_src)
+    cc_dst = np.where(is_cc & (op != int(Op.send)), _take(info.nbytes, opnd[:, 0], 0), 0)
+
+    return Costs(busy, lat, eng_ps, chunks, dma_bytes, hbm_read, hbm_write, rchip, wchip, raddr, waddr,
+                 cc_src, cc_dst, macs, mac_dtype, sbuf_b, psum_b, vec, act)

@@ -1,0 +1,193 @@
+"""The memory interface between DMA engines and a chip's HBM, and the simple bandwidth/latency model.
+
+Interface (what a DRAM-level model plugs in behind)
+---------------------------------------------------
+:class:`MemoryModel` has one timing call::
+
+    end_ps = model.transfer(chip, start_ps, nbytes, is_write, addr, max_gbps)
+
+* ``chip``: which chip's HBM (every chip has its own, shared by all DMA engines of all its cores);
+* ``start_ps``: the time (integer picoseconds) the DMA engine issues the transfer. **Calls arrive in
+  non-decreasing ``start_ps`` order**, and calls with equal ``start_ps`` arrive in a canonical order
+  (core, DMA engine), so a stateful model is deterministic;
+* ``nbytes`` / ``is_write`` / ``addr``: size, direction and byte address in the chip's HBM;
+* ``max_gbps``: the fastest the requesting DMA engine can consume or produce the data (its own
+  bandwidth after descriptor overheads); a model may use it to spread the transfer out in time.
+* returns the time the last byte has been read (delivered to the engine) or written, HBM latency
+  included. It must be ``>= start_ps``.
+
+Models also count ``bytes_read`` / ``bytes_written`` per chip and, when ``log`` is on, keep
+``(chip, start_ps, end_ps, nbytes, is_write)`` of every transfer for bandwidth counter tracks.
+:meth:`MemoryModel.reset` clears state before a run.
+
+:class:`SimpleMemory` (``memory='simple'``)
+-------------------------------------------
+Per chip a single pool of ``hbm.bandwidth_gbps`` shared by all DMA engines, plus a fixed
+``hbm.latency_ns``. Bandwidth is handed out greedily in request order: a transfer runs at
+``min(max_gbps, peak - bandwidth already promised to earlier transfers)`` at every instant until its
+bytes are done (a piecewise-constant "promised rate" profile per chip), then ``latency`` is added.
+Earlier transfers are never slowed by later ones. Left out: banks, rows, refresh, read/write turnaround,
+address mapping (all in the DRAM-level model of ``infsim/hw/hbm``).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+from numba import njit
+
+from infsim.config.schema import ChipConfig
+
+
+class MemoryModel(Protocol):
+    """What the engine needs from a memory model (see the module docstring)."""
+
+    bytes_read: list[int]
+    bytes_written: list[int]
+    log: list[tuple[int, int, int, int, bool]] | None
+
+    def reset(self, num_chips: int, log: bool = False) -> None: ...
+
+    def transfer(self, chip: int, start_ps: int, nbytes: int, is_write: bool, addr: int,
+                 max_gbps: float | None = None) -> int: ...
+
+
+@njit(cache=True)
+def _allocate(t: np.ndarray, rate: np.ndarray, m: int, start: int, nbytes: float, peak: float,
+              max_rate: float) -> tuple[int, int]:
+    """Greedy allocation on the step function ``rate[k]`` on ``[t[k], t[k+1])`` (0 after ``t[m-1]``).
+
+    Drops breakpoints before ``start``, serves ``nbytes`` from ``start`` at ``min(max_rate, peak - rate)``,
+    adds the served rate to the profile and returns ``(end, new m)``. ``t``/``rate`` need ``m + 4`` slots.
+    """
+    # drop segments that end at or before start (keep the one containing start)
+    k0 = 0
+    while k0 + 1 < m and t[k0 + 1] <= start:
+        k0 += 1
+    if k0 > 0:
+        for j in range(k0, m):
+            t[j - k0] = t[j]
+            rate[j - k0] = rate[j]
+        m -= k0
+    tiny = peak * 1e-12
+    remaining = nbytes
+    cur = start
+    k = -1
+    for j in range(m):
+        if t[j] <= cur:
+            k = j
+    end = start
+    while True:
+        used = rate[k] if k >= 0 else 0.0
+        has_next = k + 1 < m
+        seg_end = t[k + 1] if has_next else 0
+        avail = peak - used
+        r = min(max_rate, avail) if avail > tiny else 0.0
+        if r > 0.0:
+            need = remaining / r
+            if (not has_next) or cur + need <= seg_end:
+                e = cur + need
+                end = int(np.ceil(e - 1e-9))
+                if end <= cur:
+                    end = cur + 1
+                break
+            remaining -= r * (seg_end - cur)
+        cur = seg_end
+        k += 1
+    # add the served rate on [start, end): make both breakpoints, then add min(max_rate, avail) per segment
+    m = _split(t, rate, m, start)
+    m = _split(t, rate, m, end)
+    for j in range(m):
+        if t[j] >= end:
+            break
+        if t[j] >= start:
+            avail = peak - rate[j]
+            r = min(max_rate, avail) if avail > tiny else 0.0
+            rate[j] += r
+    return end, m
+
+
+@njit(cache=True)
+def _split(t: np.ndarray, rate: np.ndarray, m: int, x: int) -> int:
+    k = 0
+    while k < m and t[k] < x:
+        k += 1
+    if k < m and t[k] == x:
+        return m
+    for j in range(m, k, -1):
+        t[j] = t[j - 1]
+        rate[j] = rate[j - 1]
+    t[k] = x
+    rate[k] = rate[k - 1] if k > 0 else 0.0
+    return m + 1
+
+
+class _RateProfile:
+    """Promised bandwidth (bytes/ps) as a step function (arrays for the numba kernel)."""
+
+    __slots__ = ("t", "rate", "m")
+
+    def __init__(self) -> None:
+        self.t = np.zeros(64, dtype=np.int64)
+        self.rate = np.zeros(64, dtype=np.float64)
+        self.m = 0
+
+    def allocate(self, start: int, nbytes: int, peak: float, max_rate: float) -> int:
+        if nbytes <= 0:
+            return start
+        if self.m + 4 > len(self.t):
+            self.t = np.concatenate([self.t, np.zeros(len(self.t), dtype=np.int64)])
+            self.rate = np.concatenate([self.rate, np.zeros(len(self.rate))])
+        end, self.m = _allocate(self.t, self.rate, self.m, start, float(nbytes), peak, max_rate)
+        return int(end)
+
+
+class SimpleMemory:
+    """Per-chip shared peak bandwidth with greedy in-order allocation plus a fixed latency (module docstring)."""
+
+    def __init__(self, chip: ChipConfig):
+        self.peak_bpps = chip.hbm.bandwidth_gbps * 1e-3  # bytes per ps
+        self.latency_ps = int(round(chip.hbm.latency_ns * 1000))
+        self.bytes_read: list[int] = []
+        self.bytes_written: list[int] = []
+        self.log: list[tuple[int, int, int, int, bool]] | None = None
+        self._profiles: list[_RateProfile] = []
+        self._last_start = 0
+
+    def reset(self, num_chips: int, log: bool = False) -> None:
+        self.bytes_read = [0] * num_chips
+        self.bytes_written = [0] * num_chips
+        self.log = [] if log else None
+        self._profiles = [_RateProfile() for _ in range(num_chips)]
+        self._last_start = 0
+
+    def transfer(self, chip: int, start_ps: int, nbytes: int, is_write: bool, addr: int,
+                 max_gbps: float | None = None) -> int:
+        if start_ps < self._last_start:
+            raise AssertionError(f"memory requests out of time order ({start_ps} < {self._last_start})")
+        self._last_start = start_ps
+        max_rate = self.peak_bpps if max_gbps is None else min(self.peak_bpps, max_gbps * 1e-3)
+        data_end = self._profiles[chip].allocate(start_ps, nbytes, self.peak_bpps, max_rate)
+        if is_write:
+            self.bytes_written[chip] += nbytes
+        else:
+            self.bytes_read[chip] += nbytes
+        if self.log is not None:
+            self.log.append((chip, start_ps, data_end, nbytes, is_write))
+        return data_end + self.latency_ps
+
+
+MEMORY_MODELS = {"simple": SimpleMemory}
+
+
+def make_memory(name: str, chip: ChipConfig) -> MemoryModel:
+    """The memory model registered under ``name`` for ``chip``."""
+    try:
+        cls = MEMORY_MODELS[name]
+    except KeyError:
+        from infsim.errors import InfsimError
+
+        known = ", ".join(sorted(MEMORY_MODELS))
+        raise InfsimError(f"unknown memory model '{name}' (expected one of {known})") from None
+    return cls(chip)

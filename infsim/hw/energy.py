@@ -1,0 +1,83 @@
+"""Energy from event counts (Accelergy-style: action counts x per-action energy from the chip config).
+
+What is modelled (unit energies in :class:`~infsim.config.schema.EnergyConfig`, derivations in
+shared/docs/energy-facts.md §8):
+
+* ``mac``: MACs of matmul/transpose instructions x ``mac_pj[dtype]`` (dtype of the matmul inputs);
+* ``sbuf`` / ``psum``: bytes of every SBUF / PSUM operand an instruction reads or writes (engines and
+  the on-chip side of DMAs) x ``sbuf_pj_per_byte`` / ``psum_pj_per_byte`` (a matmul's PSUM output is
+  one read-modify-write per byte);
+* ``hbm``: bits read from and written to HBM x ``hbm_pj_per_bit`` (device + controller/PHY/NoC);
+* ``link``: bits sent over chip-to-chip links by collectives x ``link_pj_per_bit``;
+* ``vector``: element-ops of vector and GpSimd instructions (elements x inputs) x ``vector_op_pj``;
+* ``scalar``: elements through the activation engine x ``scalar_op_pj``;
+* ``static``: ``static_w`` x simulated time x chips used.
+
+Reported: joules per component, total, average watts, and dynamic joules per instruction class
+(opcode). Left out: clock-gating detail (idle engines cost only static power), link idle power,
+instruction fetch, and DVFS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from infsim.config.schema import EnergyConfig
+from infsim.isa.dtypes import DType
+from infsim.isa.opcodes import Op
+
+COMPONENTS = ("mac", "sbuf", "psum", "hbm", "link", "vector", "scalar", "static")
+
+
+@dataclass
+class EnergyReport:
+    """Joules per component (``COMPONENTS``), per opcode (dynamic only), total and average power."""
+
+    by_component: dict[str, float]
+    by_class: dict[str, float]
+    total_j: float
+    power_w: float
+
+
+def mac_pj_table(cfg: EnergyConfig) -> np.ndarray:
+    """pJ per MAC indexed by DType code (0 where the config has no entry)."""
+    return np.array([cfg.mac_pj.get(DType(d).name, 0.0) for d in range(len(DType))])  # type: ignore[call-overload]
+
+
+def per_instruction_pj(cfg: EnergyConfig, macs: np.ndarray, mac_dtype: np.ndarray, sbuf_bytes: np.ndarray,
+                       psum_bytes: np.ndarray, hbm_bytes: np.ndarray, vector_ops: np.ndarray,
+                       scalar_ops: np.ndarray) -> dict[str, np.ndarray]:
+    """Dynamic energy (pJ) of every instruction per component (vectorised)."""
+    table = mac_pj_table(cfg)
+    mac_e = np.where(mac_dtype >= 0, macs * table[np.maximum(mac_dtype, 0)], 0.0)
+    return {
+        "mac": mac_e,
+        "sbuf": sbuf_bytes * cfg.sbuf_pj_per_byte,
+        "psum": psum_bytes * cfg.psum_pj_per_byte,
+        "hbm": hbm_bytes * 8.0 * cfg.hbm_pj_per_bit,
+        "vector": vector_ops * cfg.vector_op_pj,
+        "scalar": scalar_ops * cfg.scalar_op_pj,
+    }
+
+
+def energy_report(cfg: EnergyConfig, ops: np.ndarray, per_instr_pj: dict[str, np.ndarray], link_bytes: float,
+                  time_ps: int, chips: int) -> EnergyReport:
+    """Sum the per-instruction energies, add link and static energy, and group by opcode."""
+    comp = {k: float(v.sum()) * 1e-12 for k, v in per_instr_pj.items()}
+    comp["link"] = link_bytes * 8.0 * cfg.link_pj_per_bit * 1e-12
+    comp["static"] = cfg.static_w * time_ps * 1e-12 * chips
+    by_component = {k: comp.get(k, 0.0) for k in COMPONENTS}
+    total_instr = sum(per_instr_pj.values()) if per_instr_pj else np.zeros(len(ops))
+    by_class: dict[str, float] = {}
+    if len(ops):
+        sums = np.bincount(ops, weights=total_instr, minlength=len(Op))
+        for o in Op:
+            if sums[int(o)] > 0:
+                by_class[o.name] = float(sums[int(o)]) * 1e-12
+    if comp["link"] > 0:
+        by_class["collective_links"] = comp["link"]
+    total = sum(by_component.values())
+    power = total / (time_ps * 1e-12) if time_ps > 0 else 0.0
+    return EnergyReport(by_component, by_class, total, power)
