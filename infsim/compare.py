@@ -1,0 +1,223 @@
+"""Generation-over-generation comparison: speedup, energy, perf/W and cost, and *why* (Shapley attribution).
+
+``compare(baseline, target, model)`` runs a default workload set — decode at batch 1, 8 and 32 with a
+2048-token context, prefill of 512 and 2048 tokens, each with bf16 and fp8 weights — on both chips with
+the same number of chips (the smallest count whose HBM holds the largest workload on both, unless
+given); tensor parallelism spans all cores of those chips.
+
+Attribution. The chips' parameters are split into resource groups (:data:`GROUPS`: compute, precision,
+clock, HBM, SRAM, DMA, links). For a coalition ``S`` of groups, the hybrid chip is the baseline with
+the groups in ``S`` taken from the target; its value ``v(S)`` is the mean over the workload set of
+``log(latency_baseline / latency_hybrid)``. The Shapley value of a group is its average marginal
+contribution over all orders, computed exactly over the ``2^groups`` coalitions (analytical fidelity);
+the values sum to ``v(all) = `` the mean log speedup. Energy parameters, instance and price are not
+resources for the speedup and stay the baseline's in hybrids.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from infsim.config import ChipConfig, load_chip
+from infsim.config.loader import validate
+from infsim.errors import InfsimError
+
+#: resource groups: dotted config fields swapped together from target into baseline
+GROUPS: dict[str, list[str]] = {
+    "compute": [
+        "cores_per_chip", "tensor_engine.rows", "tensor_engine.cols", "tensor_engine.moving_free_max",
+        "tensor_engine.macs_per_pe_per_cycle.bf16", "tensor_engine.macs_per_pe_per_cycle.fp16",
+        "tensor_engine.macs_per_pe_per_cycle.fp32", "tensor_engine.macs_per_pe_per_cycle.int8",
+        "tensor_engine.min_moving_cycles", "tensor_engine.stationary_load_speedup",
+        "tensor_engine.pipeline_latency_cycles", "tensor_engine.issue_overhead_cycles",
+        "vector_engine.lanes", "vector_engine.elems_per_cycle_per_lane", "vector_engine.two_input_factor",
+        "vector_engine.fixed_overhead_cycles", "scalar_engine.lanes", "scalar_engine.elems_per_cycle_per_lane",
+        "scalar_engine.fixed_overhead_cycles", "gpsimd_engine.lanes", "gpsimd_engine.elems_per_cycle_per_lane",
+        "gpsimd_engine.fixed_overhead_cycles",
+    ],
+    "precision": ["tensor_engine.macs_per_pe_per_cycle.fp8_e4m3", "tensor_engine.macs_per_pe_per_cycle.fp8_e5m2"],
+    "clock": ["tensor_engine.clock_ghz", "vector_engine.clock_ghz", "scalar_engine.clock_ghz",
+              "gpsimd_engine.clock_ghz"],
+    "hbm": ["hbm"],
+    "sram": ["sbuf", "psum"],
+    "dma": ["dma"],
+    "links": ["links"],
+}
+
+#: (phase, batch, context, weight dtype) of the default workload set
+DEFAULT_WORKLOADS: list[tuple[str, int, int, str]] = [
+    (ph, b, c, dt)
+    for dt in ("bf16", "fp8_e4m3")
+    for ph, b, c in (("decode", 1, 2048), ("decode", 8, 2048), ("decode", 32, 2048), ("prefill", 1, 512),
+                     ("prefill", 1, 2048))
+]
+
+
+@dataclass
+class CompareRow:
+    phase: str
+    batch: int
+    context: int
+    dtype: str
+    baseline_latency_ms: float
+    target_latency_ms: float
+    speedup: float
+    baseline_tokens_per_s: float
+    target_tokens_per_s: float
+    baseline_energy_per_token_j: float
+    target_energy_per_token_j: float
+    perf_per_watt_ratio: float
+    baseline_cost_per_mtok_usd: float
+    target_cost_per_mtok_usd: float
+
+
+@dataclass
+class CompareResult:
+    baseline: str
+    target: str
+    model: str
+    chips: int
+    baseline_tp: int
+    target_tp: int
+    fidelity: str
+    rows: list[CompareRow]
+    attribution: dict[str, float] = field(default_factory=dict)  # Shapley share of the mean log speedup
+    attribution_log: dict[str, float] = field(default_factory=dict)
+    geomean_speedup: float = 0.0
+    geomean_perf_per_watt_ratio: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["rows"] = [asdict(r) for r in self.rows]
+        return d
+
+
+def _get(d: dict[str, Any], path: str) -> Any:
+    for p in path.split("."):
+        d = d[p]
+    return d
+
+
+def _set(d: dict[str, Any], path: str, v: Any) -> None:
+    parts = path.split(".")
+    for p in parts[:-1]:
+        d = d[p]
+    d[parts[-1]] = v
+
+
+def hybrid(base: ChipConfig, target: ChipConfig, groups: tuple[str, ...] | list[str]) -> ChipConfig:
+    """The baseline with the listed resource groups taken from the target."""
+    if not groups:
+        return base
+    b = base.model_dump()
+    t = target.model_dump()
+    for g in groups:
+        for path in GROUPS[g]:
+            try:
+                v = _get(t, path)
+            except KeyError:
+                continue  # the target lacks this field (e.g. a dtype): keep the baseline's
+            try:
+                _set(b, path, v)
+            except KeyError:
+                continue
+    b["name"] = f"{base.name}+{'+'.join(groups)}"
+    return validate(b, f"hybrid {base.name}<-{target.name}[{','.join(groups)}]")
+
+
+def chips_needed(chip: ChipConfig, model: str, workloads: list[tuple[str, int, int, str]]) -> int:
+    """Smallest chip count whose HBM holds weights + KV cache of every workload (90% fill)."""
+    from infsim.models.graph import Workload, build_graph
+    from infsim.models.spec import load_model
+
+    spec = load_model(model)
+    worst = 0
+    for ph, b, c, dt in workloads:
+        g = build_graph(spec, Workload.make(ph, b, c, dtype=dt))
+        kv = 2 * spec.layers * b * (c + 1) * spec.kv_dim * 2
+        worst = max(worst, g.weight_bytes() + kv)
+    return max(1, math.ceil(worst / (0.9 * chip.hbm_bytes)))
+
+
+def _step(chip: ChipConfig, model: str, wl: tuple[str, int, int, str], tp: int, fidelity: str) -> Any:
+    from infsim.runner import run
+
+    ph, b, c, dt = wl
+    if dt.startswith("fp8") and dt not in chip.tensor_engine.macs_per_pe_per_cycle:
+        raise InfsimError(f"chip '{chip.name}' has no {dt} tensor-engine rate")
+    return run(chip, model, phase=ph, batch=b, context=c, tp=tp, dtype=dt, fidelity=fidelity)
+
+
+def compare(baseline: str | ChipConfig, target: str | ChipConfig, model: str = "llama-2-7b", *,
+            workloads: list[tuple[str, int, int, str]] | None = None, chips: int | None = None,
+            fidelity: str = "analytical", attribution: bool = True, progress: bool = False) -> CompareResult:
+    from tqdm import tqdm
+
+    base = load_chip(baseline) if not isinstance(baseline, ChipConfig) else baseline
+    targ = load_chip(target) if not isinstance(target, ChipConfig) else target
+    wls = list(workloads or DEFAULT_WORKLOADS)
+    n_chips = chips or max(chips_needed(base, model, wls), chips_needed(targ, model, wls))
+    groups = list(GROUPS)
+    n_eval = 2 * len(wls) + (len(wls) * (2 ** len(groups) - 2) if attribution else 0)
+    bar = tqdm(total=n_eval, desc=f"compare {base.name} -> {targ.name}", disable=not progress)
+    rows = []
+    lat_base: dict[int, float] = {}
+    for i, wl in enumerate(wls):
+        rb = _step(base, model, wl, n_chips * base.cores_per_chip, fidelity)
+        rt = _step(targ, model, wl, n_chips * targ.cores_per_chip, fidelity)
+        bar.update(2)
+        lat_base[i] = rb.latency_ms
+        price_b = base.instance.price_per_hour_usd / base.instance.chips * n_chips
+        price_t = targ.instance.price_per_hour_usd / targ.instance.chips * n_chips
+        rows.append(CompareRow(
+            wl[0], wl[1], wl[2], wl[3], rb.latency_ms, rt.latency_ms, rb.latency_ms / rt.latency_ms,
+            rb.tokens_per_s, rt.tokens_per_s, rb.energy_per_token_j, rt.energy_per_token_j,
+            rb.energy_per_token_j / rt.energy_per_token_j,
+            price_b / 3600 / rb.tokens_per_s * 1e6, price_t / 3600 / rt.tokens_per_s * 1e6,
+        ))
+    geo = math.exp(sum(math.log(r.speedup) for r in rows) / len(rows))
+    geo_ppw = math.exp(sum(math.log(r.perf_per_watt_ratio) for r in rows) / len(rows))
+    res = CompareResult(base.name, targ.name, str(model), n_chips, n_chips * base.cores_per_chip,
+                        n_chips * targ.cores_per_chip, fidelity, rows, geomean_speedup=geo,
+                        geomean_perf_per_watt_ratio=geo_ppw)
+    res.notes.append(f"both chips: {n_chips} chip(s), tensor parallel over all their cores")
+    if attribution:
+        if fidelity != "analytical":
+            res.notes.append("attribution computed at analytical fidelity")
+        base_an = lat_base if fidelity == "analytical" else {
+            i: _step(base, model, wl, n_chips * base.cores_per_chip, "analytical").latency_ms
+            for i, wl in enumerate(wls)
+        }
+        value: dict[frozenset[str], float] = {frozenset(): 0.0}
+        for r in range(1, len(groups) + 1):
+            for coal in itertools.combinations(groups, r):
+                if len(coal) == len(groups) and fidelity == "analytical":
+                    # every resource from the target: the target's own speed (checked by a test)
+                    value[frozenset(coal)] = sum(math.log(row.speedup) for row in rows) / len(rows)
+                    continue
+                hyb = hybrid(base, targ, coal)
+                tp = n_chips * hyb.cores_per_chip
+                logs = []
+                for i, wl in enumerate(wls):
+                    logs.append(math.log(base_an[i] / _step(hyb, model, wl, tp, "analytical").latency_ms))
+                    bar.update(1)
+                value[frozenset(coal)] = sum(logs) / len(logs)
+        n = len(groups)
+        shap = {}
+        for g in groups:
+            others = [x for x in groups if x != g]
+            s = 0.0
+            for r in range(len(others) + 1):
+                w = math.factorial(r) * math.factorial(n - r - 1) / math.factorial(n)
+                for coal in itertools.combinations(others, r):
+                    s += w * (value[frozenset(coal) | {g}] - value[frozenset(coal)])
+            shap[g] = s
+        total = value[frozenset(groups)]
+        res.attribution_log = shap
+        res.attribution = {g: (v / total if total else 0.0) for g, v in shap.items()}
+    bar.close()
+    return res
