@@ -1,0 +1,46 @@
+"""``infsim what-it-takes``: cheapest resource scalings of a baseline chip that reach a target speedup."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from infsim.commands._util import print_json
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("what-it-takes", help="cheapest resource scalings that reach a target speedup")
+    p.add_argument("--baseline", default="inf2")
+    p.add_argument("--speedup", type=float, required=True)
+    p.add_argument("--model", default="llama-2-7b")
+    p.add_argument("--phase", choices=["decode", "prefill"], default="decode")
+    p.add_argument("--levels", default="1,1.5,2,4,8", help="scaling levels per resource (default: %(default)s)")
+    p.add_argument("--chips", type=int, default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from infsim.errors import InfsimError
+    from infsim.inverse import what_it_takes
+
+    try:
+        levels = tuple(float(x) for x in args.levels.split(","))
+    except ValueError:
+        raise InfsimError(f"--levels '{args.levels}': expected comma-separated numbers") from None
+    r = what_it_takes(args.baseline, args.speedup, args.model, args.phase, levels, args.chips,
+                      progress=not args.json)
+    if args.json:
+        print_json(r.to_dict())
+        return 0
+    if not r.reachable:
+        b = r.best_within_bounds
+        print(f"{args.speedup}x {args.phase} on {args.model} is unreachable within levels {args.levels}: the best is "
+              f"{b['speedup']:.2f}x with " + ", ".join(f"{k} x{v:g}" for k, v in b["scalings"].items() if v != 1))
+        return 0
+    print(f"{args.speedup}x {args.phase} on {args.model} over {r.baseline}: cost proxy {r.cost:.2f}, achieved "
+          f"{r.achieved_speedup:.2f}x, perf/W {r.perf_per_watt_ratio:.2f}x ({r.evaluated} combinations)")
+    for k, v in r.scalings.items():
+        if v != 1:
+            print(f"  {k:8s} x{v:g}")
+    return 0

@@ -1,0 +1,50 @@
+"""what-it-takes: finds the cheapest scaling that reaches a target, reports unreachable targets."""
+
+from __future__ import annotations
+
+from infsim.config import load_chip
+from infsim.inverse import MAX_SCALING, RESOURCES, scaled, what_it_takes
+
+
+def test_scaled_chip_multiplies_fields() -> None:
+    base = load_chip("inf2")
+    c = scaled(base, {"hbm": 2.0, "tensor": 4.0})
+    assert c.hbm.bandwidth_gbps == 2 * base.hbm.bandwidth_gbps
+    assert c.tensor_engine.macs_per_pe_per_cycle["bf16"] == 4 * base.tensor_engine.macs_per_pe_per_cycle["bf16"]
+    assert c.dma == base.dma
+
+
+def test_reachable_target_is_cheapest_that_reaches() -> None:
+    import itertools
+    import math
+
+    from infsim.inverse import PHASE_WORKLOADS
+    from infsim.runner import run
+
+    r = what_it_takes("inf2", 1.3, "llama-2-7b", "decode", levels=(1, 2), chips=3)
+    assert r.reachable and r.achieved_speedup >= 1.3
+    base = load_chip("inf2")
+
+    def speedup(sc: dict[str, float]) -> float:
+        out = []
+        for p, b, c, dt in PHASE_WORKLOADS["decode"]:
+            x = run(scaled(base, sc), "llama-2-7b", phase=p, batch=b, context=c, tp=6, dtype=dt, fidelity="analytical")
+            y = run(base, "llama-2-7b", phase=p, batch=b, context=c, tp=6, dtype=dt, fidelity="analytical")
+            out.append(math.log(y.latency_ms / x.latency_ms))
+        return math.exp(sum(out) / len(out))
+
+    # brute force: no strictly cheaper combination reaches the target
+    names = list(RESOURCES)
+    for combo in itertools.product((1, 2), repeat=len(names)):
+        sc = dict(zip(names, combo))
+        if any(v > MAX_SCALING.get(k, v) for k, v in sc.items()):
+            continue  # outside the search's bounds (clock capped)
+        cost = sum(RESOURCES[k][1] * (v - 1) for k, v in sc.items())
+        if cost < r.cost - 1e-9:
+            assert speedup(sc) < 1.3, sc
+
+
+def test_unreachable_is_reported() -> None:
+    r = what_it_takes("inf2", 50.0, "llama-2-7b", "decode", levels=(1, 2), chips=3)
+    assert not r.reachable
+    assert r.best_within_bounds["speedup"] < 50.0
