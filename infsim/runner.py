@@ -56,11 +56,12 @@ class RunResult:
         return d
 
 
-def run(chip: ChipConfig | str | Path, model: str | Path, *, phase: str = "decode", batch: int = 1,
+def run(chip: ChipConfig | str | Path, model: Any, *, phase: str = "decode", batch: int = 1,
         context: int = 2048, tp: int = 1, dtype: str = "bf16", kv_dtype: str | None = None,
         fidelity: str = "cycle", overrides: list[str] | dict[str, Any] | None = None, memory: str = "simple",
         progress: bool = False) -> RunResult:
-    """Simulate one step. ``context``: prompt length (prefill) or cached tokens (decode)."""
+    """Simulate one step. ``model``: zoo name, config.json path or a ModelSpec. ``context``: prompt length
+    (prefill) or cached tokens (decode)."""
     from tqdm import tqdm
 
     from infsim.sim import FIDELITIES
@@ -74,7 +75,9 @@ def run(chip: ChipConfig | str | Path, model: str | Path, *, phase: str = "decod
     from infsim.sim import simulate
 
     cfg = load_chip(chip, overrides) if not isinstance(chip, ChipConfig) or overrides else chip
-    spec = load_model(model)
+    from infsim.models.spec import ModelSpec
+
+    spec = model if isinstance(model, ModelSpec) else load_model(model)
     if tp < 1:
         raise InfsimError(f"--tp must be >= 1, got {tp}")
     chips_needed = math.ceil(tp / cfg.cores_per_chip)
