@@ -55,10 +55,11 @@ class PhaseCost:
     scalar: float = 0.0
     gpsimd: float = 0.0
     serial: float = 0.0  # not overlappable (collectives, dependency chains)
+    dma_lat: float = 0.0  # summed fixed DMA latency of the weight slabs (matters when the ring is shallow)
     first_dma: float = 0.0  # latency before the first compute of the phase can start
 
     def add(self, o: PhaseCost) -> None:
-        for f in ("dma", "hbm_bytes", "tensor", "vector", "scalar", "gpsimd", "serial"):
+        for f in ("dma", "hbm_bytes", "tensor", "vector", "scalar", "gpsimd", "serial", "dma_lat"):
             setattr(self, f, getattr(self, f) + getattr(o, f))
         self.first_dma = max(self.first_dma, o.first_dma)
 
@@ -141,6 +142,7 @@ class _Costs:
         for sl in plan.slabs:
             b = sl.elems * isz
             c.dma += self.dma_ns(b, sl.rows)
+            c.dma_lat += self.chip.dma.fixed_latency_ns
             c.hbm_bytes += b
         c.first_dma = self.dma_ns(plan.slabs[0].elems * isz, plan.slabs[0].rows) + self.chip.dma.fixed_latency_ns
         kt = math.ceil(k / self.P)
@@ -253,10 +255,14 @@ class _Costs:
         return c
 
 
-def _phase_time(c: PhaseCost, chip: ChipConfig, queues: int, hbm_share_gbps: float, credit_ns: float) -> tuple[
-        float, float]:
-    """(time, idle DMA time left for prefetching the next phase)."""
-    dma = max(c.dma / queues, c.hbm_bytes / hbm_share_gbps)
+def _phase_time(c: PhaseCost, chip: ChipConfig, queues: int, hbm_share_gbps: float, credit_ns: float,
+                ring: int = 1 << 30) -> tuple[float, float]:
+    """(time, idle DMA time left for prefetching the next phase). A weight ring shallower than the queue
+    count bounds the transfers in flight: each slot then turns over once per slab latency (fixed latency
+    included), so the DMA time is the slabs' summed latency over the ring depth."""
+    streams = queues if ring >= queues else ring
+    dma_engine = (c.dma + (c.dma_lat if ring < queues else 0.0)) / streams
+    dma = max(dma_engine, c.hbm_bytes / hbm_share_gbps)
     dma_after_credit = max(0.0, dma - credit_ns)
     compute = max(c.tensor, c.vector, c.scalar, c.gpsimd)
     t = max(dma_after_credit + (c.first_dma if dma_after_credit > 0 else 0.0), compute) + c.serial
@@ -284,12 +290,14 @@ def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: objec
     h = spec.hidden
     seq = (spec.image_size // spec.patch_size) ** 2 + 1 if spec.family == "vit" else wl.seq
     tokens = wl.batch * seq
-    tc = min(chip.tensor_engine.moving_free_max, chip.psum.bytes_per_partition // chip.psum.banks // 4, tokens)
+    from infsim.models.lower.transformer import plan_step
+
+    tc, ring_depth = plan_step(spec, wl, chip)  # the lowering's own token chunk and weight-ring depth
     chunks = math.ceil(tokens / tc)
     active = min(tp, chip.cores_per_chip)
     hbm_share = chip.hbm.bandwidth_gbps / active
     q = chip.dma.queues_per_core
-    ring_ns = 16 * cc.dma_ns(P * 2 * 512 * cc.wdt.itemsize, P) / q  # prefetch depth ~ ring of slabs
+    ring_ns = ring_depth * cc.dma_ns(P * 2 * 512 * cc.wdt.itemsize, P) / q  # prefetch depth: the weight ring
     members = tuple(range(tp))
     ab = DType.parse(wl.act_dtype).itemsize
 
@@ -326,7 +334,7 @@ def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: objec
                 else:
                     for seq_start in range(ci * tc, ci * tc + t, seq):
                         a.add(cc.kv_write(min(seq, ci * tc + t - seq_start), kvh_r, False))
-            dt, credit = _phase_time(a, chip, q, hbm_share, min(credit, ring_ns))
+            dt, credit = _phase_time(a, chip, q, hbm_share, min(credit, ring_ns), ring_depth)
             total += dt
             hbm_total += a.hbm_bytes
             # (B) attention, per sequence in the chunk
@@ -363,14 +371,14 @@ def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: objec
                 c.add(cc.linear(h, inter_r, t, 1, "scalar"))
                 c.add(cc.linear(inter_r, h, t, 2))
             c.serial += allreduce(t)
-            dt, credit = _phase_time(c, chip, q, hbm_share, min(credit, ring_ns))
+            dt, credit = _phase_time(c, chip, q, hbm_share, min(credit, ring_ns), ring_depth)
             total += dt
             hbm_total += c.hbm_bytes
         phases.append((f"chunk{ci}", total))
     if spec.kind == "decoder" or spec.family == "vit":
         hc = cc.norm(wl.batch)
         hc.add(cc.linear(h, split(spec.vocab, tp), wl.batch, 1))
-        dt, credit = _phase_time(hc, chip, q, hbm_share, min(credit, ring_ns))
+        dt, credit = _phase_time(hc, chip, q, hbm_share, min(credit, ring_ns), ring_depth)
         total += dt
         hbm_total += hc.hbm_bytes
     return Estimate(total, phases, g, hbm_total * tp)

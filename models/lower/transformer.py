@@ -448,7 +448,9 @@ class _Lowering:
         return roles
 
     # ---- the driver -----------------------------------------------------------------------------
-    def run(self) -> Lowered:
+    def plan(self) -> int:
+        """Weight plans, token chunk, weight-ring depth and SBUF allocation, without emitting anything.
+        Returns the peak SBUF bytes per partition (``self.tc`` is the token chunk)."""
         spec, wl = self.spec, self.wl
         mmin = self.chip.dma.min_efficient_chunk_bytes
         for name, (k, n) in self.linear_shapes().items():
@@ -481,6 +483,11 @@ class _Lowering:
             raise LoweringError(f"model '{spec.name}' on '{self.chip.name}': {last_err}")
         self.tc = tc
         self.role_bytes = {r.name: r.nbytes for r in self.roles(tc)}
+        return peak
+
+    def run(self) -> Lowered:
+        spec, wl = self.spec, self.wl
+        peak = self.plan()
         self.declare_tensors()
         ranks = [_Rank(self, r) for r in range(self.tp)]
         chunks = self.segments()
@@ -501,7 +508,7 @@ class _Lowering:
             spec,
             wl,
             self.chip,
-            tc,
+            self.tc,
             peak,
             self.plans,
             self.tp,
@@ -1420,6 +1427,13 @@ def _classify_flops(lw: Lowered) -> dict[str, int]:
         att |= (off >= ro[r]) & (off < ro[r] + lw.role_bytes[r])
     att &= ~lin
     return {"linear": int(fl[lin].sum()), "attention": int(fl[att].sum()), "aux": int(fl[~lin & ~att].sum())}
+
+
+def plan_step(spec: ModelSpec, workload: Workload, chip: ChipConfig) -> tuple[int, int]:
+    """(token chunk, weight-ring depth) the lowering would choose, computed without emitting a program."""
+    lw = _Lowering(spec, workload, chip, None)
+    lw.plan()
+    return lw.tc, lw.wring
 
 
 def lower(

@@ -1,0 +1,30 @@
+"""``infsim sweep SPEC.yaml --out DIR``: resumable design-space sweep (see infsim/sweep.py)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("sweep", help="resumable design-space sweep to DIR/results.parquet")
+    p.add_argument("spec", help="sweep spec YAML")
+    p.add_argument("--out", required=True, help="output folder (resumes if it holds earlier results)")
+    p.add_argument("--workers", type=int, default=None, help="local processes (default: all cores)")
+    p.add_argument("--scheduler", default=None, help="dask.distributed scheduler address (e.g. tcp://host:8786)")
+    p.add_argument("--batch-size", type=int, default=16, help="pairs per task (and per results part file)")
+    p.add_argument("--plot", action="store_true", help="write DIR/sweep.png (Pareto front, per-axis sensitivity)")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from infsim.sweep import plot_sweep, run_sweep
+
+    df = run_sweep(args.spec, args.out, workers=args.workers, scheduler=args.scheduler, batch_size=args.batch_size,
+                   progress=True)
+    ok = df[df["error"] == ""] if len(df) else df
+    print(f"{len(df)} rows in {args.out}/results.parquet ({len(df) - len(ok)} failed)")
+    if args.plot and len(ok):
+        plot_sweep(ok, f"{args.out}/sweep.png")
+        print(f"wrote {args.out}/sweep.png")
+    return 0

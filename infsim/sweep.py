@@ -1,0 +1,347 @@
+"""Design-space sweeps: resumable, crash-safe, local or on a dask.distributed cluster.
+
+A sweep spec (YAML, validated with field-named errors) names a base chip, axes over any config field
+(grid: the cartesian product of value lists; random: ``samples`` draws from value lists or ``{min, max}``
+ranges with a seed), a list of workloads and the fidelity. Every (design point, workload) pair is keyed
+by the SHA-256 of its full inputs (the resolved chip config, the workload, the fidelity), so re-running
+skips finished pairs.
+
+Durability. Results go to ``DIR/parts/part-*.parquet``, one file per finished batch, each written to a
+temporary name and renamed into place (atomic on POSIX), and ``DIR/results.parquet`` is rebuilt from the
+parts the same way; a SIGKILL at any moment loses at most the batches in flight and never leaves a
+half-written file visible or a pair twice. Execution: local processes (``workers``, default all cores) or
+``scheduler=ADDRESS`` for a dask.distributed cluster (inputs and outputs are plain dicts).
+
+Left out: per-point time limits, retries of failing points (a failing point is recorded with its error).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import random
+import time
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from infsim.errors import InfsimError
+
+RESULT_FIELDS = ("latency_ms", "tokens_per_s", "flops", "hbm_bytes", "hbm_gbps", "energy_j", "power_w",
+                 "energy_per_token_j", "chips", "instructions")
+
+
+class SweepError(InfsimError):
+    """A sweep spec or output folder is invalid."""
+
+
+class WorkloadSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str
+    phase: Literal["prefill", "decode"] = "decode"
+    batch: int = Field(1, ge=1)
+    context: int = Field(2048, ge=1)
+    dtype: str = "bf16"
+    tp: int | None = Field(None, ge=1, description="default: all cores of one chip")
+
+
+class RandomSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    samples: int = Field(ge=1)
+    seed: int = 0
+
+
+class SweepSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    base: str = "inf2"
+    fidelity: Literal["analytical", "cycle"] = "analytical"
+    axes: dict[str, list[Any] | dict[str, float]] = Field(default_factory=dict)
+    random: RandomSpec | None = None
+    workloads: list[WorkloadSpec] = Field(min_length=1)
+
+
+def load_spec(spec: str | Path | dict[str, Any]) -> SweepSpec:
+    if isinstance(spec, dict):
+        data, src = spec, "<spec>"
+    else:
+        p = Path(spec)
+        if not p.exists():
+            raise SweepError(f"{p}: no such file")
+        try:
+            data = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as e:
+            raise SweepError(f"{p}: invalid YAML: {e}") from None
+        src = str(p)
+    try:
+        s = SweepSpec.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        raise SweepError(f"{src}: {loc}: {err['msg']}") from None
+    from infsim.config import load_chip
+
+    base = load_chip(s.base)
+    for name, vals in s.axes.items():  # every axis must name a real field: fail before running anything
+        probe = vals[0] if isinstance(vals, list) and vals else (vals.get("min") if isinstance(vals, dict) else None)
+        if probe is None:
+            raise SweepError(f"{src}: axes.{name}: expected a non-empty list or {{min, max}}")
+        if isinstance(vals, dict) and (set(vals) != {"min", "max"} or s.random is None):
+            raise SweepError(f"{src}: axes.{name}: a {{min, max}} range needs 'random:' sampling")
+        try:
+            load_chip(base, [f"{name}={probe}"])
+        except InfsimError as e:
+            raise SweepError(f"{src}: axes.{name}: {e}") from None
+    return s
+
+
+def design_points(spec: SweepSpec) -> list[dict[str, Any]]:
+    """Override dicts, one per design point (grid, or seeded random samples)."""
+    names = sorted(spec.axes)
+    if spec.random is None:
+        lists = [spec.axes[n] for n in names]
+        return [dict(zip(names, combo)) for combo in itertools.product(*lists)]  # type: ignore[arg-type]
+    rng = random.Random(spec.random.seed)
+    out = []
+    for _ in range(spec.random.samples):
+        pt = {}
+        for n in names:
+            v = spec.axes[n]
+            pt[n] = rng.choice(v) if isinstance(v, list) else rng.uniform(float(v["min"]), float(v["max"]))
+        out.append(pt)
+    return out
+
+
+def _key(chip_dump: dict[str, Any], wl: dict[str, Any], fidelity: str) -> str:
+    blob = json.dumps({"chip": chip_dump, "workload": wl, "fidelity": fidelity}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def tasks(spec: SweepSpec) -> list[dict[str, Any]]:
+    """Every (design point, workload) with its key: plain dicts (serializable for any executor)."""
+    from infsim.config import load_chip
+
+    base = load_chip(spec.base)
+    out = []
+    for pt in design_points(spec):
+        cfg = load_chip(base, [f"{k}={v}" for k, v in pt.items()]) if pt else base
+        dump = cfg.model_dump()
+        for w in spec.workloads:
+            wl = w.model_dump()
+            if wl["tp"] is None:
+                wl["tp"] = cfg.cores_per_chip
+            out.append({"key": _key(dump, wl, spec.fidelity), "base": spec.base, "overrides": pt, "chip": dump,
+                        "workload": wl, "fidelity": spec.fidelity})
+    return out
+
+
+def evaluate(task: dict[str, Any]) -> dict[str, Any]:
+    """One row: every input field and every result field (or the error)."""
+    from infsim.config.loader import validate
+    from infsim.runner import run
+
+    wl = task["workload"]
+    row: dict[str, Any] = {"key": task["key"], "base": task["base"], "fidelity": task["fidelity"]}
+    row.update({f"axis.{k}": v for k, v in task["overrides"].items()})
+    row.update({f"wl.{k}": v for k, v in wl.items()})
+    t0 = time.perf_counter()
+    try:
+        cfg = validate(task["chip"], "sweep point")
+        r = run(cfg, wl["model"], phase=wl["phase"], batch=wl["batch"], context=wl["context"], tp=wl["tp"],
+                dtype=wl["dtype"], fidelity=task["fidelity"])
+        d = r.to_dict()
+        row.update({k: d[k] for k in RESULT_FIELDS})
+        row["error"] = ""
+    except InfsimError as e:
+        row.update({k: float("nan") for k in RESULT_FIELDS})
+        row["error"] = str(e)
+    row["eval_s"] = time.perf_counter() - t0
+    return row
+
+
+def evaluate_batch(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [evaluate(t) for t in batch]
+
+
+# ---- storage ------------------------------------------------------------------------------------
+def _atomic_parquet(df: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    df.to_parquet(tmp, index=False)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_results(out: str | Path) -> Any:
+    """All finished rows of a sweep folder as a DataFrame (from the parts: always complete)."""
+    import pandas as pd
+
+    parts = sorted((Path(out) / "parts").glob("part-*.parquet"))
+    if not parts:
+        return pd.DataFrame()
+    df = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+    return df.drop_duplicates("key", keep="first").reset_index(drop=True)
+
+
+def _write_part(out: Path, rows: list[dict[str, Any]], seq: int) -> None:
+    import pandas as pd
+
+    (out / "parts").mkdir(parents=True, exist_ok=True)
+    _atomic_parquet(pd.DataFrame(rows), out / "parts" / f"part-{time.time_ns():020d}-{os.getpid()}-{seq:06d}.parquet")
+
+
+def _consolidate(out: Path) -> Any:
+    df = load_results(out)
+    if len(df):
+        _atomic_parquet(df, out / "results.parquet")
+    return df
+
+
+def _batches(items: list[dict[str, Any]], n: int) -> Iterable[list[dict[str, Any]]]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+def run_sweep(spec: str | Path | dict[str, Any], out: str | Path, *, workers: int | None = None,
+              scheduler: str | Any | None = None, batch_size: int = 16, progress: bool = False) -> Any:
+    """Run (or resume) a sweep; returns the DataFrame of all finished rows (also ``out/results.parquet``)."""
+    from tqdm import tqdm
+
+    s = load_spec(spec)
+    outp = Path(out)
+    outp.mkdir(parents=True, exist_ok=True)
+    for stale in outp.glob("**/.*.tmp"):
+        stale.unlink()
+    done = set(load_results(outp).get("key", []))
+    todo = [t for t in tasks(s) if t["key"] not in done]
+    bar = tqdm(total=len(todo), desc="sweep", disable=not progress)
+    seq = 0
+    if todo:
+        batches = list(_batches(todo, batch_size))
+        if scheduler is not None:
+            from distributed import Client
+            from distributed import as_completed as d_completed
+
+            client = scheduler if hasattr(scheduler, "map") else Client(scheduler)
+            futs = client.map(evaluate_batch, batches, pure=False)
+            for fut in d_completed(futs):
+                rows = fut.result()
+                _write_part(outp, rows, seq)
+                seq += 1
+                bar.update(len(rows))
+            if client is not scheduler:
+                client.close()
+        else:
+            n = workers or os.cpu_count() or 1
+            if n == 1:
+                for b in batches:
+                    _write_part(outp, evaluate_batch(b), seq)
+                    seq += 1
+                    bar.update(len(b))
+            else:
+                with ProcessPoolExecutor(max_workers=n) as ex:
+                    futs = [ex.submit(evaluate_batch, b) for b in batches]
+                    for fut in as_completed(futs):
+                        rows = fut.result()
+                        _write_part(outp, rows, seq)
+                        seq += 1
+                        bar.update(len(rows))
+    bar.close()
+    return _consolidate(outp)
+
+
+def pareto(df: Any, x: str = "power_w", y: str = "tokens_per_s") -> Any:
+    """Rows on the Pareto front of maximal ``y`` for minimal ``x``."""
+    d = df.dropna(subset=[x, y]).sort_values([x, y], ascending=[True, False])
+    best = -float("inf")
+    keep = []
+    for i, v in zip(d.index, d[y]):
+        if v > best:
+            keep.append(i)
+            best = v
+    return d.loc[keep]
+
+
+def plot_sweep(df: Any, path: str | Path) -> None:
+    """Pareto front (tokens/s vs power), and the sensitivity of tokens/s to each axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    axes_cols = [c for c in df.columns if c.startswith("axis.")]
+    fig, axs = plt.subplots(1, 1 + len(axes_cols), figsize=(5 * (1 + len(axes_cols)), 4), squeeze=False)
+    ax = axs[0][0]
+    ax.scatter(df["power_w"], df["tokens_per_s"], s=10, alpha=0.5, label="design points")
+    front = pareto(df)
+    ax.plot(front["power_w"], front["tokens_per_s"], "r-o", ms=3, label="Pareto front")
+    ax.set_xlabel("power (W)")
+    ax.set_ylabel("throughput (tokens/s)")
+    ax.legend(fontsize=7)
+    for a, col in zip(axs[0][1:], axes_cols):
+        g = df.groupby(col)["tokens_per_s"].mean()
+        a.plot(g.index.astype(float), g.values, "o-")
+        a.set_xlabel(col[5:])
+        a.set_ylabel("mean throughput (tokens/s)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ---- multi-objective search ----------------------------------------------------------------------
+def run_search(spec: str | Path | dict[str, Any], out: str | Path, trials: int,
+               objectives: list[tuple[str, str]], *, seed: int = 0, progress: bool = False) -> Any:
+    """Optuna (NSGA-II) search over the spec's axes; the study lives in ``out/study.db`` (SQLite), so a
+    second call resumes it. Each trial evaluates every workload of the spec and scores the mean of each
+    objective. Returns the Pareto set as a DataFrame (also ``out/pareto.csv``)."""
+    import optuna
+    import pandas as pd
+
+    s = load_spec(spec)
+    outp = Path(out)
+    outp.mkdir(parents=True, exist_ok=True)
+    for name, _ in objectives:
+        if name not in RESULT_FIELDS:
+            raise SweepError(f"objective '{name}': expected one of {', '.join(RESULT_FIELDS)}")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name="infsim", storage=f"sqlite:///{outp / 'study.db'}", load_if_exists=True,
+        directions=["maximize" if d == "max" else "minimize" for _, d in objectives],
+        sampler=optuna.samplers.NSGAIISampler(seed=seed),
+    )
+    from infsim.config import load_chip
+
+    base = load_chip(s.base)
+
+    def objective(trial: Any) -> tuple[float, ...]:
+        pt: dict[str, Any] = {}
+        for n, v in sorted(s.axes.items()):
+            pt[n] = trial.suggest_categorical(n, v) if isinstance(v, list) else trial.suggest_float(
+                n, float(v["min"]), float(v["max"]))
+        cfg = load_chip(base, [f"{k}={val}" for k, val in pt.items()])
+        rows = []
+        for w in s.workloads:
+            wl = w.model_dump()
+            wl["tp"] = wl["tp"] or cfg.cores_per_chip
+            rows.append(evaluate({"key": "", "base": s.base, "overrides": pt, "chip": cfg.model_dump(),
+                                  "workload": wl, "fidelity": s.fidelity}))
+        vals = []
+        for name, _ in objectives:
+            xs = [r[name] for r in rows]
+            if any(x != x for x in xs):
+                raise optuna.TrialPruned()
+            vals.append(sum(xs) / len(xs))
+        return tuple(vals)
+
+    remaining = max(0, trials - len([t for t in study.trials if t.state.is_finished()]))
+    study.optimize(objective, n_trials=remaining, show_progress_bar=progress)
+    rows = [{**t.params, **{n: v for (n, _), v in zip(objectives, t.values)}, "trial": t.number}
+            for t in study.best_trials]
+    df = pd.DataFrame(rows)
+    df.to_csv(outp / "pareto.csv", index=False)
+    return df
