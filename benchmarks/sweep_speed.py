@@ -17,8 +17,8 @@ from infsim.sweep import run_sweep
 
 SPEC = {
     "base": "inf2",
-    "axes": {"hbm.bandwidth_gbps": [200 * i for i in range(1, 11)], "tensor_engine.clock_ghz": [1.4, 1.8, 2.2, 2.8, 3.2],
-             "energy.static_w": [20, 35, 50, 65]},
+    "axes": {"hbm.bandwidth_gbps": [200 * i for i in range(1, 11)],
+             "tensor_engine.clock_ghz": [1.4, 1.8, 2.2, 2.8, 3.2], "energy.static_w": [20, 35, 50, 65]},
     "workloads": [{"model": "llama-2-7b", "phase": "decode", "batch": 4, "context": 1024, "tp": 2}],
 }
 CYCLE = {"base": "inf2", "fidelity": "cycle", "axes": {"hbm.bandwidth_gbps": [400, 800, 1600, 3200]},
@@ -41,8 +41,10 @@ def main() -> None:
     with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as c, Client(c) as client:
         td, dfd = timed(SPEC, scheduler=client)
     cols = ["key", "latency_ms", "tokens_per_s", "power_w"]
-    same = all(a.sort_values("key")[cols].reset_index(drop=True).equals(b.sort_values("key")[cols].reset_index(drop=True))
-               for a, b in ((df1, df2), (df1, dfd)))  # type: ignore[attr-defined]
+    def canon(df: object) -> object:
+        return df.sort_values("key")[cols].reset_index(drop=True)  # type: ignore[attr-defined]
+
+    same = all(canon(a).equals(canon(b)) for a, b in ((df1, df2), (df1, dfd)))  # type: ignore[attr-defined]
     tc, dfc = timed(CYCLE, workers=2)
     res.update({
         "analytical_points_per_min_1_worker": 200 / t1 * 60, "analytical_points_per_min_2_workers": 200 / t2 * 60,
