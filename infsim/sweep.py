@@ -268,14 +268,15 @@ def pareto(df: Any, x: str = "power_w", y: str = "tokens_per_s") -> Any:
 
 
 def plot_sweep(df: Any, path: str | Path) -> None:
-    """Pareto front (tokens/s vs power), and the sensitivity of tokens/s to each axis."""
+    """Pareto front (tokens/s vs power), the sensitivity of tokens/s to each axis, and a parallel-coordinates
+    view of every design point (axes and results normalised to [0, 1], coloured by tokens/s)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     axes_cols = [c for c in df.columns if c.startswith("axis.")]
-    fig, axs = plt.subplots(1, 1 + len(axes_cols), figsize=(5 * (1 + len(axes_cols)), 4), squeeze=False)
+    fig, axs = plt.subplots(1, 2 + len(axes_cols), figsize=(5 * (2 + len(axes_cols)), 4), squeeze=False)
     ax = axs[0][0]
     ax.scatter(df["power_w"], df["tokens_per_s"], s=10, alpha=0.5, label="design points")
     front = pareto(df)
@@ -288,6 +289,16 @@ def plot_sweep(df: Any, path: str | Path) -> None:
         a.plot(g.index.astype(float), g.values, "o-")
         a.set_xlabel(col[5:])
         a.set_ylabel("mean throughput (tokens/s)")
+    pc = axs[0][-1]
+    cols = [*axes_cols, "tokens_per_s", "power_w"]
+    norm = df[cols].astype(float)
+    norm = (norm - norm.min()) / (norm.max() - norm.min()).replace(0, 1)
+    cmap = plt.get_cmap("viridis")
+    for _, row in norm.iterrows():
+        pc.plot(range(len(cols)), row.values, color=cmap(row["tokens_per_s"]), alpha=0.4, lw=0.8)
+    pc.set_xticks(range(len(cols)), [c.replace("axis.", "") for c in cols], rotation=30, ha="right", fontsize=7)
+    pc.set_ylabel("normalised value (0 = min, 1 = max of the sweep)")
+    pc.set_title("parallel coordinates (colour: tokens/s)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
