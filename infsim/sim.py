@@ -17,7 +17,7 @@ import numpy as np
 
 from infsim.config import ChipConfig, load_chip
 from infsim.engine.costs import Costs, compute_costs
-from infsim.engine.memory import make_memory
+from infsim.engine.memory import MemoryModel, make_memory
 from infsim.errors import InfsimError
 from infsim.hw.energy import energy_report, per_instruction_pj
 from infsim.isa.opcodes import Engine
@@ -53,9 +53,13 @@ def build_result(program: Program, chip: ChipConfig, costs: Costs, *, fidelity: 
                      int(hbm_write), int(link_bytes), rep.by_component, rep.by_class, len(program), wall_s, timeline)
 
 
-def simulate(program: Program, chip: ChipConfig | str | Path, *, fidelity: str = "cycle", memory: str = "simple",
-             trace: bool = False, mode: str = "fast") -> SimResult:
-    """Simulate ``program`` on ``chip`` (a ChipConfig, preset name or YAML path)."""
+def simulate(program: Program, chip: ChipConfig | str | Path, *, fidelity: str = "cycle",
+             memory: str | MemoryModel = "simple", trace: bool = False, mode: str = "fast") -> SimResult:
+    """Simulate ``program`` on ``chip`` (a ChipConfig, preset name or YAML path).
+
+    ``memory`` is a registered model name (``infsim.engine.memory.MEMORY_MODELS``) or a
+    :class:`~infsim.engine.memory.MemoryModel` instance (reset before the run).
+    """
     if fidelity not in FIDELITIES:
         raise InfsimError(f"unknown fidelity '{fidelity}' (expected one of {', '.join(FIDELITIES)})")
     cfg = _chip(chip)
@@ -68,7 +72,7 @@ def simulate(program: Program, chip: ChipConfig | str | Path, *, fidelity: str =
         return analyze(program, cfg, costs=costs, trace=trace, t0=t0)
     from infsim.engine.core import run_engine
 
-    mem = make_memory(memory, cfg)
+    mem = make_memory(memory, cfg) if isinstance(memory, str) else memory
     run = run_engine(program, cfg, costs, mode=mode, memory=mem, log_memory=trace)
     stats = [(s.key, s.instructions, s.busy_ps, s.stall_ps, s.end_ps) for s in run.streams]
     timeline = None

@@ -64,3 +64,20 @@ def test_deterministic() -> None:
     a = _run(p, CHIPS["slowhbm"], "fast")
     b = _run(p, CHIPS["slowhbm"], "fast")
     np.testing.assert_array_equal(a.end_ps, b.end_ps)
+
+
+def test_deterministic_across_hash_seeds() -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = ("import hashlib\nfrom infsim.engine.synthetic import synthetic_program\nfrom infsim.sim import simulate\n"
+            "r = simulate(synthetic_program(3000), 'inf2', trace=True)\n"
+            "print(r.total_ps, hashlib.sha1(r.timeline.end_ps.tobytes()).hexdigest())")
+    outs = set()
+    for seed in ("1", "2"):
+        env = dict(os.environ, PYTHONHASHSEED=seed)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+        assert out.returncode == 0, out.stderr
+        outs.add(out.stdout)
+    assert len(outs) == 1

@@ -70,7 +70,7 @@ def run(args: Any) -> int:
     else:
         stats = model.run_pattern(args.pattern, limit, is_write=args.write).stats
         scale = nbytes / stats.bytes
-        t_ns = model.stream_time_ns(nbytes, args.write, args.pattern)
+        t_ns = model.stream_time_ns(nbytes, args.write, args.pattern, refresh="cold")
         stats.elapsed_ns = t_ns
         stats.elapsed_cycles = int(round(t_ns / model.cfg.organization.tck_ns))
         stats.achieved_gbps = nbytes / t_ns

@@ -25,7 +25,8 @@ def register(sub: Any) -> None:
     p.add_argument("--trace", metavar="OUT.json", help="write a Chrome/Perfetto trace-event JSON file")
     p.add_argument("--fidelity", choices=["cycle", "analytical"], default="cycle",
                    help="cycle: the event engine (default); analytical: closed forms, no event loop")
-    p.add_argument("--memory", choices=["simple"], default="simple", help="HBM model behind the memory interface")
+    p.add_argument("--memory", default="simple", metavar="MODEL",
+                   help="HBM model behind the memory interface (infsim.engine.memory.MEMORY_MODELS; default: simple)")
     p.set_defaults(func=run)
 
 

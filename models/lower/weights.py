@@ -14,6 +14,7 @@ numpy :func:`pack` builds it for functional tests.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -36,7 +37,7 @@ class Slab:
         return self.rows * self.nk * self.csz
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LinearPlan:
     k: int
     n: int
@@ -56,11 +57,12 @@ class LinearPlan:
     def total_elems(self) -> int:
         return sum(s.elems for s in self.slabs)
 
-    @property
+    @functools.cached_property
     def max_slab_free(self) -> int:
         return max(s.nk * s.csz for s in self.slabs)
 
 
+@functools.lru_cache(maxsize=4096)
 def plan_linear(k: int, n: int, p: int, s: int, min_chunk_bytes: int, itemsize: int) -> LinearPlan:
     """Slab plan for a ``[k, n]`` weight on ``p`` partitions with column blocks of ``s`` features."""
     kt = math.ceil(k / p)

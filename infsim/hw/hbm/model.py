@@ -33,7 +33,9 @@ channel is simulated for about 3.5 refresh periods (``P x tREFI``) and the rest 
 repeating the last two whole periods ("identical repeated chunks"): with completion cycles ``T`` of the
 simulated prefix, ``j1`` the first request completing after one period and ``L`` the requests completed
 in the next two periods, ``T(n) = T[j1 + (n - 1 - j1) mod L] + floor((n - 1 - j1) / L) x (T[j1 + L] - T[j1])``.
-The result is memoized per (pattern, direction); a 13.5 GB read costs one lookup.
+The result is memoized per (pattern, direction); a 13.5 GB read costs one lookup. By default
+(``refresh='amortized'``) the time is first-data latency + (n - 1) x (T[j1 + L] - T[j1]) / L, the mean over
+the refresh phase at which a transfer starts; ``refresh='cold'`` is the exact start-at-cycle-0 timeline.
 
 Comparison with DRAMsim3 (``hbm2-dramsim3``, qualitative; DRAMsim3 is not installable here): DRAMsim3
 has per-bank command queues and a transaction queue of 16, we have per-direction FR-FCFS queues; both
@@ -180,22 +182,31 @@ class HbmModel:
         self._memo[key] = res
         return res
 
-    def stream_time_ns(self, nbytes: int, is_write: bool = False, pattern: str = "stream") -> float:
+    def stream_time_ns(self, nbytes: int, is_write: bool = False, pattern: str = "stream",
+                       refresh: str = "amortized") -> float:
         """Time to move ``nbytes`` with ``pattern`` over all channels (steady-state extrapolation, memoized).
 
-        Exact (single-channel simulation) for transfers within the simulated window; beyond it the last
-        whole refresh periods are repeated (see the module docstring)."""
+        ``refresh='cold'``: the transfer starts on a fresh model at cycle 0 (exact single-channel
+        simulation within the window, periodic extrapolation beyond), so transfers shorter than one
+        postponement period pay no refresh. ``refresh='amortized'`` (default, for the engine): first-data
+        latency plus the steady-state time per request including refresh, i.e. the mean over the refresh
+        phase at which a transfer starts."""
         if nbytes <= 0:
             return 0.0
+        if refresh not in ("amortized", "cold"):
+            raise InfsimError(f"refresh must be 'amortized' or 'cold', got '{refresh}'")
         n = math.ceil(math.ceil(nbytes / self.access_bytes) / self.n_channels)
         comp, j1, length, delta = self._window(pattern, is_write)
-        if n <= len(comp):
-            cyc = int(comp[n - 1])
+        if refresh == "amortized":
+            cyc = float(comp[0]) + (n - 1) * delta / length
+        elif n <= len(comp):
+            cyc = float(comp[n - 1])
         else:
             k = n - 1 - j1
-            cyc = int(comp[j1 + k % length]) + (k // length) * delta
+            cyc = float(comp[j1 + k % length] + (k // length) * delta)
         return cyc * self.cfg.organization.tck_ns
 
-    def stream_gbps(self, nbytes: int, is_write: bool = False, pattern: str = "stream") -> float:
+    def stream_gbps(self, nbytes: int, is_write: bool = False, pattern: str = "stream",
+                    refresh: str = "amortized") -> float:
         """Achieved GB/s of a bulk transfer (from :meth:`stream_time_ns`)."""
-        return nbytes / self.stream_time_ns(nbytes, is_write, pattern)
+        return nbytes / self.stream_time_ns(nbytes, is_write, pattern, refresh)

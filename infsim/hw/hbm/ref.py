@@ -29,8 +29,9 @@ Every cycle ``c``, in this order
        if legal (tRAS, tRTP, write recovery).
     7. Closed-page policy only, if the row bus is still free: the lowest-numbered open bank whose open
        row no queued request (read or write) targets is precharged if legal.
-    8. Time (starting at cycle 0) advances one cycle; when both queues are empty, no REF is owed or in
-       progress and (closed page) no bank is open, it jumps to the next arrival or refresh due time.
+    8. Time (starting at cycle 0) advances one cycle; when no command issued this cycle, both queues are
+       empty, no REF is owed or in progress and (closed page) no bank is open, it jumps to the next
+       arrival or refresh due time.
 
 Timing rules applied when a command issues at cycle ``c`` (``tBL`` = burst_cycles)
     ACT b:  ACT b >= c+tRC; ACT same-BG others >= c+tRRD_L; ACT other BG >= c+tRRD_S; RD b >= c+tRCDRD;
@@ -155,6 +156,7 @@ def simulate_channel(p: np.ndarray, arrive: np.ndarray, bg: np.ndarray, ba: np.n
         return len(faw) < 4 or c - faw[-4] >= int(p[P_TFAW])
 
     while done < n:
+        n_log = len(log)
         # 1. admission in arrival order
         while nxt < n and arrive[nxt] <= c:
             q, cap = (wq, int(p[P_WQ])) if is_write[nxt] else (rq, int(p[P_RQ]))
@@ -272,7 +274,8 @@ def simulate_channel(p: np.ndarray, arrive: np.ndarray, bg: np.ndarray, ba: np.n
         # 8. advance time
         any_open = any(bk.open_row is not None for bk in banks)
         step = 1
-        if not rq and not wq and not refreshing and owed == 0 and not (p[P_CLOSED] and any_open) and done < n:
+        idle = not rq and not wq and not refreshing and owed == 0 and not (p[P_CLOSED] and any_open)
+        if idle and len(log) == n_log and done < n:
             target = min(int(arrive[nxt]) if nxt < n else next_due, next_due)
             step = max(1, target - c)
         if any_open:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .config import HbmPresetConfig
-from .protocol import ACT, RD, REF, WR
+from .protocol import ACT, CMD_NAMES, RD, REF, WR
 
 
 @dataclass
@@ -100,8 +100,6 @@ def build_stats(cfg: HbmPresetConfig, stacks: int, arrive_cyc: np.ndarray, admit
                        + (bg_cycles - open_total) * ej["precharge_standby_per_cycle"]) * 1e-12,
     }
     energy["total"] = sum(energy.values())
-    from .protocol import CMD_NAMES
-
     ncmd = int(tot.sum())
     return HbmStats(
         preset=cfg.name, stacks=stacks, channels=nch, requests=n, bytes=nbytes,
