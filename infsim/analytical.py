@@ -198,6 +198,7 @@ def _durations(program: Program, chip: ChipConfig, costs: Costs) -> tuple[np.nda
 
 
 def analyze(program: Program, chip: ChipConfig, *, costs: Costs | None = None, trace: bool = False,
+            hbm_gbps: float | None = None,
             t0: float | None = None) -> SimResult:
     """The analytical estimate of ``program`` on ``chip`` (see the module docstring)."""
     from infsim.sim import build_result
@@ -291,7 +292,7 @@ def analyze(program: Program, chip: ChipConfig, *, costs: Costs | None = None, t
     hbm_lat = int(round(chip.hbm.latency_ns * 1000))
     for b in per_chip:
         if b > 0:
-            bounds.append(int(np.ceil(b / (chip.hbm.bandwidth_gbps * 1e-3))) + hbm_lat)
+            bounds.append(int(np.ceil(b / ((hbm_gbps or chip.hbm.bandwidth_gbps) * 1e-3))) + hbm_lat)
     dma = op == int(Op.dma_copy)
     if dma.any():
         eng_of = ins["core"].astype(np.int64) * 4096 + ins["queue"].astype(np.int64) % chip.dma.engines_per_core

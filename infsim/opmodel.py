@@ -295,7 +295,9 @@ def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: objec
     tc, ring_depth = plan_step(spec, wl, chip)  # the lowering's own token chunk and weight-ring depth
     chunks = math.ceil(tokens / tc)
     active = min(tp, chip.cores_per_chip)
-    hbm_share = chip.hbm.bandwidth_gbps / active
+    from infsim.engine.dram_memory import effective_hbm_gbps
+
+    hbm_share = effective_hbm_gbps(chip) / active  # DRAM-level streaming efficiency, as the cycle engine
     q = chip.dma.queues_per_core
     ring_ns = ring_depth * cc.dma_ns(P * 2 * 512 * cc.wdt.itemsize, P) / q  # prefetch depth: the weight ring
     members = tuple(range(tp))

@@ -58,7 +58,7 @@ class RunResult:
 
 def run(chip: ChipConfig | str | Path, model: Any, *, phase: str = "decode", batch: int = 1,
         context: int = 2048, tp: int = 1, dtype: str = "bf16", kv_dtype: str | None = None,
-        fidelity: str = "cycle", overrides: list[str] | dict[str, Any] | None = None, memory: str = "simple",
+        fidelity: str = "cycle", overrides: list[str] | dict[str, Any] | None = None, memory: str = "dram",
         progress: bool = False) -> RunResult:
     """Simulate one step. ``model``: zoo name, config.json path or a ModelSpec. ``context``: prompt length
     (prefill) or cached tokens (decode)."""

@@ -54,7 +54,7 @@ def build_result(program: Program, chip: ChipConfig, costs: Costs, *, fidelity: 
 
 
 def simulate(program: Program, chip: ChipConfig | str | Path, *, fidelity: str = "cycle",
-             memory: str | MemoryModel = "simple", trace: bool = False, mode: str = "fast") -> SimResult:
+             memory: str | MemoryModel = "dram", trace: bool = False, mode: str = "fast") -> SimResult:
     """Simulate ``program`` on ``chip`` (a ChipConfig, preset name or YAML path).
 
     ``memory`` is a registered model name (``infsim.engine.memory.MEMORY_MODELS``) or a
@@ -68,8 +68,10 @@ def simulate(program: Program, chip: ChipConfig | str | Path, *, fidelity: str =
     costs = compute_costs(program, cfg)
     if fidelity == "analytical":
         from infsim.analytical import analyze
+        from infsim.engine.dram_memory import effective_hbm_gbps
 
-        return analyze(program, cfg, costs=costs, trace=trace, t0=t0)
+        gbps = effective_hbm_gbps(cfg) if memory == "dram" else cfg.hbm.bandwidth_gbps
+        return analyze(program, cfg, costs=costs, trace=trace, t0=t0, hbm_gbps=gbps)
     from infsim.engine.core import run_engine
 
     mem = make_memory(memory, cfg) if isinstance(memory, str) else memory

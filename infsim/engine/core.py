@@ -79,7 +79,7 @@ import numpy as np
 import simpy
 
 from infsim.config.schema import ChipConfig
-from infsim.engine.collectives import CollectiveTiming, RingCollectives
+from infsim.engine.collectives import CollectiveTiming
 from infsim.engine.costs import Costs
 from infsim.engine.memory import MemoryModel
 from infsim.errors import InfsimError
@@ -359,7 +359,11 @@ class Simulator:
         self.sems: FastSems | PlainSems = FastSems(self.env, nsem) if mode == "fast" else PlainSems(self.env, nsem)
         self.memory = memory
         memory.reset(max(program.num_chips, 1), log=log_memory)
-        self.coll = collectives if collectives is not None else RingCollectives(chip)
+        if collectives is None:  # the topology-aware link model (infsim.hw.collectives)
+            from infsim.hw.collectives import LinkCollectives
+
+            collectives = LinkCollectives(chip)
+        self.coll = collectives
         ins = program.instr
         self.n = len(ins)
         self.op = ins["op"].astype(np.int64)

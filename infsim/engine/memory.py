@@ -183,6 +183,10 @@ MEMORY_MODELS = {"simple": SimpleMemory}
 
 def make_memory(name: str, chip: ChipConfig) -> MemoryModel:
     """The memory model registered under ``name`` for ``chip``."""
+    if name == "dram" and "dram" not in MEMORY_MODELS:
+        from .dram_memory import DramMemory
+
+        MEMORY_MODELS["dram"] = DramMemory
     try:
         cls = MEMORY_MODELS[name]
     except KeyError:
