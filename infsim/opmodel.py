@@ -184,7 +184,7 @@ class _Costs:
         c = PhaseCost()
         c.dma += kvh_r * self.dma_ns(hd * n_tokens * kb, hd)
         if decode:
-            c.dma += kvh_r * self.dma_ns(hd * kb, hd)
+            c.dma += kvh_r * self.dma_ns(hd * kb, 1)  # the staged V row: one contiguous descriptor
         else:
             blocks = math.ceil(n_tokens / P)
             n = min(P, n_tokens)
@@ -333,6 +333,9 @@ def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: objec
                 if decode:
                     for _ in range(wl.batch):
                         a.add(cc.kv_write(1, kvh_r, True))
+                    # new V rows staged by one transpose + copy per kv head for all sequences
+                    a.tensor += kvh_r * cc.mm_ns(hd, min(wl.batch, P), P, 1, cc.kv_rate)
+                    a.vector += kvh_r * cc.vec_ns(min(wl.batch, P), hd)
                 else:
                     for seq_start in range(ci * tc, ci * tc + t, seq):
                         a.add(cc.kv_write(min(seq, ci * tc + t - seq_start), kvh_r, False))

@@ -341,8 +341,10 @@ class _Lowering:
         rk._vec_cache = {k: v for k, v in rk._vec_cache.items() if v is not slot}
         t = self.program.tensors[tensor]
         nt = t.shape[-1]
-        rk.dma(slot.tile(DType.fp32, nt), rk.hbm(tensor).hbm(DType.fp32, self.P, nt, ((1, nt),),
-                                                              byte=which * self.P * nt * 4))
+        rk.dma(
+            slot.tile(DType.fp32, nt),
+            rk.hbm(tensor).hbm(DType.fp32, self.P, nt, ((1, nt),), byte=which * self.P * nt * 4),
+        )
         rk._vec_cache[key] = slot
         return slot
 
@@ -403,6 +405,9 @@ class _Lowering:
             # decoders copy k/v to the HBM cache right after the projections (attention reads the cache)
             Role("k", kt * tc * kb, PH_QKV, PH_QKV if self.wl.phase == "prefill" and self.spec.causal else PH_ATTN),
             Role("v", kt * tc * kb, PH_QKV, PH_QKV if self.wl.phase == "prefill" and self.spec.causal else PH_ATTN),
+            # decode: the new tokens' V rows, [sequence on partitions, kv head x hd], staged by one transpose
+            # per kv head during the cache write and moved into the attention V buffer by one-descriptor DMAs
+            Role("vstage", self.kvh_r * self.hd * kb if self.wl.phase == "decode" else 0, PH_QKV, PH_ATTN),
             Role("vrow0", self.hd * kb, PH_QKV, PH_ATTN),
             Role("vrow1", self.hd * kb, PH_QKV, PH_ATTN),
             Role("attn", qt * tc * mb, PH_ATTN, PH_OPROJ),
@@ -1025,6 +1030,8 @@ class _Lowering:
         rk.em.new_write_epoch(vc)
         vrows = [rk.buf_single("vrow0"), rk.buf_single("vrow1")]
         nv = 0
+        if decode and all(sg.n == 1 for sg in segs):
+            self.stage_new_v(rk, segs, v)
         for seg in segs:
             for g in range(self.kvh_r):
                 ti, p0 = self.head_loc(g)
@@ -1032,11 +1039,11 @@ class _Lowering:
                 off = ((seg.b * self.kvh_r + g) * hd * self.max_ctx + seg.t0) * kb.itemsize
                 rk.dma(kc.hbm(kb, hd, self.max_ctx, ((1, seg.n),), byte=off), src, partial=True)
                 if decode and seg.n == 1:
-                    # one token: the DMA writes the v column [hd, 1] as a cache row [1, hd] directly
+                    # one token: its staged V row (partition = chunk column) is one contiguous cache row
                     t = seg.t0
                     off = ((((seg.b * self.kvh_r + g) * P + t % P) * nblk) + t // P) * hd * kb.itemsize
-                    col = v[ti].tile(kb, 1, pcount=hd, pstart=p0, byte=seg.c0 * kb.itemsize)
-                    rk.dma(vc.hbm(kb, 1, nblk * hd, ((1, hd),), byte=off), col, partial=True)
+                    row = rk.buf_single("vstage").tile(kb, hd, pcount=1, pstart=seg.c0 % P, byte=g * hd * kb.itemsize)
+                    rk.dma(vc.hbm(kb, 1, nblk * hd, ((1, hd),), byte=off), row, partial=True)
                     continue
                 # V: transpose [hd, n] -> [n, hd] rows, then store token rows partition-major
                 t = seg.t0
@@ -1059,15 +1066,45 @@ class _Lowering:
                     rk.dma(vc.hbm(kb, n, nblk * hd, ((1, hd),), byte=off), rowt, partial=True)
                     t += n
 
+    def stage_new_v(self, rk: _Rank, segs: list[Segment], v: list[Buf]) -> None:
+        """Decode: transpose each kv head's new V columns ``[hd, sequences]`` into rows ``[sequences, hd]``
+        (one TensorE transpose per kv head) into the ``vstage`` role."""
+        P, hd, kb = self.P, self.hd, self.kdt
+        stage = rk.buf_single("vstage")
+        ncol = len(segs)
+        if ncol > P:
+            raise LoweringError(f"decode batch {ncol} > {P} sequences per chunk is not supported by V staging")
+        for g in range(self.kvh_r):
+            ti, p0 = self.head_loc(g)
+            pt = rk.bank().tile(DType.fp32, hd, pcount=ncol)
+            self.em.emit(
+                Op.transpose,
+                rk.core,
+                Engine.tensor,
+                dst=pt,
+                src=v[ti].tile(kb, ncol, pcount=hd, pstart=p0, byte=segs[0].c0 * kb.itemsize),
+            )
+            rk.vec(Op.tensor_copy, dst=stage.tile(kb, hd, pcount=ncol, byte=g * hd * kb.itemsize), src=pt)
+
     def split_load(
-        self, rk: _Rank, dst: Buf, p0: int, rows: int, cols: int, src: Buf, row_stride: int, byte: int
+        self,
+        rk: _Rank,
+        dst: Buf,
+        p0: int,
+        rows: int,
+        cols: int,
+        src: Buf,
+        row_stride: int,
+        byte: int,
+        epoch: bool = True,
     ) -> None:
         """Load ``rows`` x ``cols`` elements (HBM rows ``row_stride`` apart) into partitions ``p0..`` of
         ``dst``, as several DMAs over partition groups on different queues."""
         kb = self.kdt
         parts = max(1, min(rows // 16, self.queues // 2))
         per = math.ceil(rows / parts)
-        rk.em.new_write_epoch(dst)
+        if epoch:
+            rk.em.new_write_epoch(dst)
         for r0 in range(0, rows, per):
             n = min(per, rows - r0)
             rk.dma(
@@ -1109,7 +1146,16 @@ class _Lowering:
                 self.split_load(rk, kbuf, p0_k, hd, n_hbm, kc, self.max_ctx, off)
             # V rows: all blocks of this (b, g), partition-major
             voff = ((seg.b * self.kvh_r + g) * P * nblk) * hd * kb.itemsize
-            if old_all > 0:
+            if decode:
+                # cached rows of full blocks, then the partial last block: the new token's slot is left out
+                # so that its row (from vstage) can be written in parallel in the same write epoch
+                full, rem = divmod(old_all, P)
+                rk.em.new_write_epoch(vbuf)
+                if full:
+                    self.split_load(rk, vbuf, 0, P, full * hd, vc, nblk * hd, voff, epoch=False)
+                if rem:
+                    self.split_load(rk, vbuf, 0, rem, hd, vc, nblk * hd, voff + full * hd * kb.itemsize, epoch=False)
+            elif old_all > 0:
                 vblk = math.ceil(old_all / P)
                 vrows = min(P, old_all)
                 self.split_load(rk, vbuf, 0, vrows, vblk * hd, vc, nblk * hd, voff)
@@ -1122,7 +1168,8 @@ class _Lowering:
                 )
                 rk.dma(
                     vbuf.tile(kb, hd, pcount=1, pstart=t % P, byte=(t // P) * hd * kb.itemsize),
-                    v[ti_k].tile(kb, 1, pcount=hd, pstart=p0_k, byte=seg.c0 * kb.itemsize),
+                    rk.buf_single("vstage").tile(kb, hd, pcount=1, pstart=seg.c0 % P, byte=g * hd * kb.itemsize),
+                    partial=True,
                 )
         # (encoder: keys/values of this sequence are the chunk's own k/v tiles, read in place below)
         sc = rk.buf_single("sc")
