@@ -22,6 +22,7 @@ import json
 import math
 from pathlib import Path
 
+from infsim.errors import InfsimError
 from infsim.models.spec import load_model
 from infsim.runner import run
 
@@ -46,8 +47,12 @@ def main() -> None:
         spec = load_model(model)
         spec = dataclasses.replace(spec, max_positions=max(spec.max_positions, seqlen + 1))
         ctx = n_in + n_out // 2
-        d = run("inf2", spec, phase="decode", batch=1, context=ctx, tp=24, fidelity=args.fidelity)
-        p = run("inf2", spec, phase="prefill", batch=1, context=n_in, tp=24, fidelity=args.fidelity)
+        try:
+            d = run("inf2", spec, phase="decode", batch=1, context=ctx, tp=24, fidelity=args.fidelity)
+            p = run("inf2", spec, phase="prefill", batch=1, context=n_in, tp=24, fidelity=args.fidelity)
+        except InfsimError as e:
+            print(f"{model:12s} in {n_in:5d} out {n_out:5d}: not supported: {e}")
+            continue
         rows.append({"model": model, "seq_len": seqlen, "input": n_in, "output": n_out, "context_for_tpot": ctx,
                      "tpot_published_ms": tpot, "tpot_sim_ms": d.latency_ms, "tpot_error": d.latency_ms / tpot - 1,
                      "ttft_published_ms": ttft, "ttft_sim_ms": p.latency_ms, "ttft_error": p.latency_ms / ttft - 1})

@@ -71,6 +71,7 @@ class Estimate:
     graph: Graph | None = None
     hbm_bytes: float = 0.0
     busy_ns: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
 def _memo(fn):  # noqa: ANN001, ANN202
@@ -290,9 +291,16 @@ def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: objec
     h = spec.hidden
     seq = (spec.image_size // spec.patch_size) ** 2 + 1 if spec.family == "vit" else wl.seq
     tokens = wl.batch * seq
+    from infsim.models.lower import LoweringError
     from infsim.models.lower.transformer import plan_step
 
-    tc, ring_depth = plan_step(spec, wl, chip)  # the lowering's own token chunk and weight-ring depth
+    notes: list[str] = []
+    try:
+        tc, ring_depth = plan_step(spec, wl, chip)  # the lowering's own token chunk and weight-ring depth
+    except LoweringError as e:  # e.g. a context too long for the lowering's SBUF plan: estimate anyway
+        tc = min(chip.tensor_engine.moving_free_max, chip.psum.bytes_per_partition // chip.psum.banks // 4, tokens)
+        ring_depth = 16
+        notes.append(f"the lowering cannot plan this step ({e}); nominal chunk {tc} and ring depth 16 assumed")
     chunks = math.ceil(tokens / tc)
     active = min(tp, chip.cores_per_chip)
     from infsim.engine.dram_memory import effective_hbm_gbps
@@ -386,7 +394,7 @@ def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: objec
         dt, credit = _phase_time(hc, chip, q, hbm_share, min(credit, ring_ns), ring_depth)
         total += dt
         hbm_total += hc.hbm_bytes
-    return Estimate(total, phases, g, hbm_total * tp)
+    return Estimate(total, phases, g, hbm_total * tp, notes=notes)
 
 
 def estimate_energy(est: Estimate, spec: ModelSpec, wl: Workload, chip: ChipConfig, chips: int) -> dict[str, float]:
