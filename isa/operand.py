@@ -141,16 +141,21 @@ class AccessPattern:
         return replace(self, **changes)  # type: ignore[arg-type]
 
 
-def sbuf(partitions: int, free: int | tuple[int, ...], dtype: DType, *, start: int = 0, offset: int = 0,
-         space: Space = Space.sbuf) -> AccessPattern:
-    """A contiguous row-major on-chip tile: ``partitions`` x ``free`` elements at ``offset`` bytes."""
+def row_major_dims(free: int | tuple[int, ...]) -> tuple[tuple[int, int], ...]:
+    """``(stride, size)`` free dims of a contiguous row-major shape (outermost first)."""
     sizes = (free,) if isinstance(free, int) else tuple(free)
     dims = []
     stride = 1
     for s in reversed(sizes):
         dims.append((stride, s))
         stride *= s
-    return AccessPattern(space, dtype, start, partitions, offset, tuple(reversed(dims)))
+    return tuple(reversed(dims))
+
+
+def sbuf(partitions: int, free: int | tuple[int, ...], dtype: DType, *, start: int = 0, offset: int = 0,
+         space: Space = Space.sbuf) -> AccessPattern:
+    """A contiguous row-major on-chip tile: ``partitions`` x ``free`` elements at ``offset`` bytes."""
+    return AccessPattern(space, dtype, start, partitions, offset, row_major_dims(free))
 
 
 def psum(partitions: int, free: int | tuple[int, ...], *, start: int = 0, offset: int = 0,
@@ -165,11 +170,6 @@ def hbm(tensor: str, rows: int, cols: int | tuple[int, ...], dtype: DType, *, ro
 
     ``row_stride`` (elements) defaults to the product of ``cols`` (a contiguous tile).
     """
-    sizes = (cols,) if isinstance(cols, int) else tuple(cols)
-    dims = []
-    stride = 1
-    for s in reversed(sizes):
-        dims.append((stride, s))
-        stride *= s
-    return AccessPattern(Space.hbm, dtype, 0, rows, offset, tuple(reversed(dims)), tensor,
-                         stride if row_stride is None else row_stride)
+    dims = row_major_dims(cols)
+    elems = dims[0][0] * dims[0][1]  # elements per row
+    return AccessPattern(Space.hbm, dtype, 0, rows, offset, dims, tensor, elems if row_stride is None else row_stride)

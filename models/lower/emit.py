@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from infsim.isa import AccessPattern, DType, Engine, Op, Program, Space, make
 from infsim.isa.opcodes import MAX_WAITS, OPSPECS
+from infsim.isa.operand import row_major_dims
 
 
 @dataclass(eq=False)
@@ -69,12 +70,7 @@ class Buf:
         and either a contiguous row-major ``free`` shape or explicit ``dims``."""
         dt = DType.parse(dtype) if isinstance(dtype, str) else dtype
         if dims is None:
-            sizes = (free,) if isinstance(free, int) else tuple(free or (1,))
-            out, stride = [], 1
-            for s in reversed(sizes):
-                out.append((stride, s))
-                stride *= s
-            dims = tuple(reversed(out))
+            dims = row_major_dims(free if free is not None else 1)
         pc = self.pcount - pstart if pcount is None else pcount
         ap = AccessPattern(self.space, dt, self.pstart + pstart, pc, self.offset + byte, dims)
         return Tile(self, ap)

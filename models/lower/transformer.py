@@ -109,8 +109,6 @@ class _Rank:
         self.single: dict[str, Buf] = {}
         self.registry: list[Buf] = []  # every on-chip buffer, for alias links
         self._q_other = 0
-        self.single = {}
-        self.registry = []
         self.psum_ring = [
             Buf(f"psum{i}", Space.psum, rank, 0, lw.P, i * lw.bank_bytes, lw.bank_bytes) for i in range(lw.banks)
         ]
@@ -616,8 +614,7 @@ class _Lowering:
             self.load_input(rk, segs, ncol)
             if spec.family == "vit":
                 self.patch_embed(rk, segs, ncol)
-            if spec.family in ("bert", "roberta"):
-                pass  # embeddings LayerNorm folded into the input (the program input is the summed embeddings)
+            # (BERT: the embeddings LayerNorm is folded into the input, the summed embeddings)
             self.layers(rk, segs, ncol)
             self.chunk_end(rk, segs, ncol)
         if spec.kind == "decoder" or spec.family == "vit":
@@ -820,7 +817,7 @@ class _Lowering:
             x = xin[t].tile(self.adt, ncol, pcount=rows)
             tmp = sq[t % 2].tile(DType.bf16, ncol, pcount=rows)
             if layer:
-                tmp32 = rk.buf_single("rt0").tile(DType.fp32, ncol, pcount=rows) if False else tmp
+                tmp32 = tmp
                 rk.vec(Op.tensor_tensor, dst=tmp32, in0=x, in1=mb.buf.tile(DType.fp32, ncol, pcount=rows), op=AluOp.sub)
                 rk.vec(
                     Op.tensor_tensor, dst=tmp32, in0=tmp32, in1=rb.buf.tile(DType.fp32, ncol, pcount=rows), op=AluOp.mul
@@ -1050,21 +1047,18 @@ class _Lowering:
                 while t < seg.t1:
                     n = min(seg.t1 - t, P - t % P)
                     col = seg.c0 + (t - seg.t0)
-                    pt = rk.bank().tile(DType.fp32, hd, pcount=n)
-                    self.em.emit(
-                        Op.transpose,
-                        rk.core,
-                        Engine.tensor,
-                        dst=pt,
-                        src=v[ti].tile(kb, n, pcount=hd, pstart=p0, byte=col * kb.itemsize),
-                    )
-                    vr = vrows[nv % 2]
+                    rowt = vrows[nv % 2].tile(kb, hd, pcount=n)
                     nv += 1
-                    rowt = vr.tile(kb, hd, pcount=n)
-                    rk.vec(Op.tensor_copy, dst=rowt, src=pt)
+                    self.transpose_into(rk, rowt, v[ti].tile(kb, n, pcount=hd, pstart=p0, byte=col * kb.itemsize))
                     off = ((((seg.b * self.kvh_r + g) * P + t % P) * nblk) + t // P) * hd * kb.itemsize
                     rk.dma(vc.hbm(kb, n, nblk * hd, ((1, hd),), byte=off), rowt, partial=True)
                     t += n
+
+    def transpose_into(self, rk: _Rank, dst: Tile, src: Tile) -> None:
+        """``dst[F, P] = src[P, F]^T``: a TensorE transpose into the next PSUM bank, then a vector copy out."""
+        pt = rk.bank().tile(DType.fp32, dst.ap.free_size, pcount=dst.ap.partitions)
+        self.em.emit(Op.transpose, rk.core, Engine.tensor, dst=pt, src=src)
+        rk.vec(Op.tensor_copy, dst=dst, src=pt)
 
     def stage_new_v(self, rk: _Rank, segs: list[Segment], v: list[Buf]) -> None:
         """Decode: transpose each kv head's new V columns ``[hd, sequences]`` into rows ``[sequences, hd]``
@@ -1076,15 +1070,11 @@ class _Lowering:
             raise LoweringError(f"decode batch {ncol} > {P} sequences per chunk is not supported by V staging")
         for g in range(self.kvh_r):
             ti, p0 = self.head_loc(g)
-            pt = rk.bank().tile(DType.fp32, hd, pcount=ncol)
-            self.em.emit(
-                Op.transpose,
-                rk.core,
-                Engine.tensor,
-                dst=pt,
-                src=v[ti].tile(kb, ncol, pcount=hd, pstart=p0, byte=segs[0].c0 * kb.itemsize),
+            self.transpose_into(
+                rk,
+                stage.tile(kb, hd, pcount=ncol, byte=g * hd * kb.itemsize),
+                v[ti].tile(kb, ncol, pcount=hd, pstart=p0, byte=segs[0].c0 * kb.itemsize),
             )
-            rk.vec(Op.tensor_copy, dst=stage.tile(kb, hd, pcount=ncol, byte=g * hd * kb.itemsize), src=pt)
 
     def split_load(
         self,
@@ -1119,10 +1109,8 @@ class _Lowering:
         """Attention of the query tokens of ``seg`` for the q heads of kv head ``g``."""
         spec, P, hd, kb = self.spec, self.P, self.hd, self.kdt
         causal_prefill = spec.causal and self.wl.phase == "prefill"
-        kv_len_all = seg.t1 if spec.kind == "decoder" else seg.t1 - seg.t0 + seg.t0
+        kv_len_all = seg.t1  # keys 0 .. t1 (decoder: the cache up to this token; encoder: the sequence)
         lo = 0
-        if spec.kind == "encoder":
-            lo, kv_len_all = 0, seg.t1
         if spec.sliding_window:
             lo = max(0, kv_len_all - int(spec.sliding_window))
         kv_len = kv_len_all - lo
@@ -1241,16 +1229,8 @@ class _Lowering:
                 for bi in range(nkb):
                     k0 = bi * P
                     nk = min(P, n_keys - k0)
-                    tp = rk.bank().tile(DType.fp32, rows, pcount=nk)
-                    self.em.emit(
-                        Op.transpose,
-                        rk.core,
-                        Engine.tensor,
-                        dst=tp,
-                        src=pr.tile(kb, nk, pcount=rows, byte=k0 * kb.itemsize),
-                    )
                     ptile = pts[bi % 2].tile(kb, rows, pcount=nk)
-                    rk.vec(Op.tensor_copy, dst=ptile, src=tp)
+                    self.transpose_into(rk, ptile, pr.tile(kb, nk, pcount=rows, byte=k0 * kb.itemsize))
                     kpos = lo + k0  # absolute key position of this block's first key
                     if spec.kind == "decoder":
                         # key kpos+i lives at partition (kpos+i) % P, block (kpos+i) // P; lowering keeps
@@ -1261,16 +1241,12 @@ class _Lowering:
                     else:
                         vti, vp0 = self.head_loc(g)
                         # encoder: V^T tile [hd, tokens] -> need [keys, hd]: transpose the block
-                        vt_ps = rk.bank().tile(DType.fp32, hd, pcount=nk)
-                        self.em.emit(
-                            Op.transpose,
-                            rk.core,
-                            Engine.tensor,
-                            dst=vt_ps,
-                            src=v[vti].tile(kb, nk, pcount=hd, pstart=vp0, byte=(seg.c0 - seg.t0 + k0) * kb.itemsize),
-                        )
                         vs = vbuf.tile(kb, hd, pcount=nk, byte=(bi % 2) * hd * kb.itemsize)
-                        rk.vec(Op.tensor_copy, dst=vs, src=vt_ps)
+                        self.transpose_into(
+                            rk,
+                            vs,
+                            v[vti].tile(kb, nk, pcount=hd, pstart=vp0, byte=(seg.c0 - seg.t0 + k0) * kb.itemsize),
+                        )
                     rk.mm(po, vs, ptile, acc=bi > 0)
                 # evict into the attention output tiles
                 if stack:
@@ -1403,7 +1379,6 @@ class _Lowering:
         name = "lm_head" if spec.kind == "decoder" else "classifier"
         out = self.wname("logits", rk.r)
         lo = [rk.buf_single("lo")]
-        vr = self.plans[name].n
 
         def ev(j: int, pt: Tile, msz: int) -> None:
             scale = self.scale_tile(rk, name, j, msz)
@@ -1411,7 +1386,6 @@ class _Lowering:
             self.evict_copy(rk, t, pt, scale)
             rk.dma(rk.hbm(out).hbm(self.adt, msz, b, ((1, b),), byte=j * P * b * self.adt.itemsize), t, partial=True)
 
-        del vr
         self.linear(rk, name, xn, self.mdt, b, ev)
 
     def patch_embed(self, rk: _Rank, segs: list[Segment], ncol: int) -> None:
