@@ -7,8 +7,8 @@ No discrete-event engine and no shared-resource arbitration. Every instruction g
 * DMA: engine time (descriptors + bytes at the engine bandwidth) + HBM latency when HBM is involved,
   completion ``dma.fixed_latency_ns`` later. Every queue is its own stream (queues sharing a DMA engine
   and HBM contention are not modelled here; the bounds below account for them);
-* collectives: a rendezvous of the group (modelled exactly like a barrier) followed by the ring
-  duration of :mod:`infsim.engine.collectives`.
+* collectives: a rendezvous of the group (modelled exactly like a barrier) followed by the duration
+  of the engine's collective model (:func:`infsim.engine.collectives.default_collectives`).
 
 A numba scoreboard then computes every start time ``start_i = max(free_i, crossing of each wait)``
 over all streams at once (semaphore crossings from the completions of the signalling instructions;
@@ -28,7 +28,7 @@ import numpy as np
 from numba import njit
 
 from infsim.config.schema import ChipConfig
-from infsim.engine.collectives import RingCollectives
+from infsim.engine.collectives import default_collectives
 from infsim.engine.costs import Costs, compute_costs
 from infsim.errors import InfsimError
 from infsim.isa.errors import DeadlockError
@@ -216,7 +216,7 @@ def analyze(program: Program, chip: ChipConfig, *, costs: Costs | None = None, t
     bar_s = np.full(n, -1, dtype=np.int64)
     bar_t = np.full(n, -1, dtype=np.int64)
     synth: dict[tuple, int] = {}
-    coll = RingCollectives(chip)
+    coll = default_collectives(chip)
     seqs: dict[tuple, int] = {}
     group_names = list(program.groups)
     link_bytes = 0

@@ -278,12 +278,12 @@ def _attention_phase(c: PhaseCost, chip: ChipConfig, queues: int, hbm_share_gbps
 
 def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: object | None = None) -> Estimate:
     """Closed-form latency of one step (see the module docstring)."""
-    from infsim.hw.collectives import LinkCollectives
+    from infsim.engine.collectives import default_collectives
     from infsim.isa.opcodes import Op
 
     g = build_graph(spec, wl)
     cc = _Costs(chip, spec, wl)
-    coll = collectives if collectives is not None else LinkCollectives(chip)
+    coll = collectives if collectives is not None else default_collectives(chip)
     P = cc.P
     tp = wl.tp
     hd = spec.head_dim

@@ -10,10 +10,10 @@ memory interface (``SimpleMemory`` today, a DRAM-level model later) and the simp
 Most callers use :func:`infsim.sim.simulate`.
 """
 
-from .collectives import CollectiveTiming, RingCollectives
+from .collectives import CollectiveTiming, default_collectives
 from .core import EngineRun, Simulator, run_engine
 from .costs import Costs, compute_costs
 from .memory import MEMORY_MODELS, MemoryModel, SimpleMemory, make_memory
 
-__all__ = ["CollectiveTiming", "RingCollectives", "EngineRun", "Simulator", "run_engine", "Costs", "compute_costs",
+__all__ = ["CollectiveTiming", "default_collectives", "EngineRun", "Simulator", "run_engine", "Costs", "compute_costs",
            "MEMORY_MODELS", "MemoryModel", "SimpleMemory", "make_memory"]
