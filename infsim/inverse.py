@@ -19,12 +19,13 @@ overheads   fixed latencies (DMA launch, descriptors, links, collective        0
 Cost proxy (documented assumption, not a silicon cost model): ``sum_r w_r * (s_r - 1)`` where ``w_r`` is the
 assumed share of a NeuronCore-v2-class chip's area+power budget spent on resource ``r`` (tensor array and
 HBM PHY/stacks dominate; DMA and link controllers are small) and ``s_r`` its scaling; scaling a resource by
-``s`` is charged linearly. The search enumerates every combination of scalings from ``levels`` (default
-1, 1.5, 2, 4, 8; clocks capped at 1.5x) on the analytical fidelity, keeps those whose geometric-mean
-speedup over the phase's workloads reaches the target, and returns the cheapest (ties: higher speedup):
-combinations are tried in order of increasing cost, so the search stops at the first cost level that reaches
-the target. It also reports the perf/W ratio of the winner (energy parameters unchanged: only activity and
-time change) and says when nothing in the bounds reaches the target.
+``s`` is charged linearly. The search considers every combination of scalings from ``levels`` (default
+1, 1.5, 2, 4, 8; clocks capped at 1.5x) on the analytical fidelity and returns the cheapest whose
+geometric-mean speedup over the phase's workloads reaches the target (ties: higher speedup). The default
+branch-and-bound search gives the same answer as the exhaustive reference (every combination in order of
+cost) with far fewer evaluations; see :func:`what_it_takes`. It also reports the perf/W ratio of the winner
+(energy parameters unchanged: only activity and time change) and says when nothing in the bounds reaches
+the target, with the best that is reachable.
 """
 
 from __future__ import annotations
@@ -113,12 +114,33 @@ def scaled(base: ChipConfig, scalings: dict[str, float]) -> ChipConfig:
 
 def what_it_takes(baseline: str | ChipConfig, speedup: float, model: str = "llama-2-7b", phase: str = "decode",
                   levels: tuple[float, ...] = (1, 1.5, 2, 4, 8), chips: int | None = None,
-                  progress: bool = False) -> WhatItTakes:
+                  progress: bool = False, resources: tuple[str, ...] | None = None,
+                  method: str = "branch-and-bound") -> WhatItTakes:
+    """Cheapest scalings of ``resources`` (default: all of :data:`RESOURCES`) reaching ``speedup``.
+
+    ``method="branch-and-bound"`` (default) assigns resources one at a time (most expensive first) and
+    prunes a partial assignment when (a) its cost already exceeds the best complete one, or (b) even
+    with every unassigned resource at its top level it misses the target. (b) relies on the speedup
+    being non-decreasing in every scaling, which holds for the analytical model (more throughput, more
+    SRAM or smaller fixed latencies never make a step slower; tests/test_inverse.py checks the two
+    methods agree). ``method="exhaustive"`` is the reference: every combination in order of cost.
+    """
     from tqdm import tqdm
 
     from infsim.compare import chips_needed
+    from infsim.errors import InfsimError
     from infsim.runner import run
 
+    if method not in ("branch-and-bound", "exhaustive"):
+        raise InfsimError(f"what-it-takes: method '{method}': expected 'branch-and-bound' or 'exhaustive'")
+    if phase not in PHASE_WORKLOADS:
+        raise InfsimError(f"what-it-takes: phase '{phase}': expected one of {sorted(PHASE_WORKLOADS)}")
+    if not levels or any(not (x >= 1) for x in levels):
+        raise InfsimError(f"what-it-takes: levels {levels}: every level must be a number >= 1")
+    names = list(resources or RESOURCES)
+    unknown = [r for r in names if r not in RESOURCES]
+    if unknown:
+        raise InfsimError(f"what-it-takes: unknown resource(s) {unknown}; known: {list(RESOURCES)}")
     base = load_chip(baseline) if not isinstance(baseline, ChipConfig) else baseline
     wls = PHASE_WORKLOADS[phase]
     n = chips or chips_needed(base, model, wls)
@@ -130,43 +152,69 @@ def what_it_takes(baseline: str | ChipConfig, speedup: float, model: str = "llam
         return [r.latency_ms for r in out], [r.energy_per_token_j for r in out]
 
     base_lat, base_e = evaluate(base)
-    names = list(RESOURCES)
+    memo: dict[tuple[float, ...], tuple[float, float]] = {}
 
     def score(sc: dict[str, float]) -> tuple[float, float]:
-        lat, en = evaluate(scaled(base, sc))
-        sp = math.exp(sum(math.log(b / x) for b, x in zip(base_lat, lat)) / len(lat))
-        ppw = math.exp(sum(math.log(b / x) for b, x in zip(base_e, en)) / len(en))
-        return sp, ppw
+        key = tuple(sc.get(r, 1.0) for r in names)
+        if key not in memo:
+            lat, en = evaluate(scaled(base, sc))
+            sp = math.exp(sum(math.log(b / x) for b, x in zip(base_lat, lat)) / len(lat))
+            ppw = math.exp(sum(math.log(b / x) for b, x in zip(base_e, en)) / len(en))
+            memo[key] = (sp, ppw)
+        return memo[key]
 
     def cost_of(sc: dict[str, float]) -> float:
         return sum(RESOURCES[r][1] * (s - 1) for r, s in sc.items())
 
-    # everything at the top level first: if even that misses the target, it is unreachable in bounds
-    top_sc = {r: max(x for x in levels if x <= MAX_SCALING.get(r, math.inf)) for r in names}
+    per = {r: tuple(sorted({float(x) for x in levels if x <= MAX_SCALING.get(r, math.inf)})) or (1.0,)
+           for r in names}
+    top_sc = {r: per[r][-1] for r in names}
     top_sp, top_ppw = score(top_sc)
-    top = (top_sp, top_sc, cost_of(top_sc), top_ppw)
-    best: tuple[float, float, dict[str, float], float] | None = None
-    per = [tuple(x for x in levels if x <= MAX_SCALING.get(r, math.inf)) or (1.0,) for r in names]
-    combos = sorted((dict(zip(names, c)) for c in itertools.product(*per)),
-                    key=lambda sc: (cost_of(sc), tuple(sc.values())))
-    evaluated = 1
-    bar = tqdm(total=len(combos), desc=f"what-it-takes {speedup}x {phase}", disable=not progress)
-    if top_sp >= speedup:
-        # cheapest first: the first combination that reaches the target wins (equal-cost ties compared)
-        for sc in combos:
-            cost = cost_of(sc)
-            bar.update(1)
-            if best is not None and cost > best[0] + 1e-12:
+    top = {"scalings": top_sc, "speedup": top_sp, "cost": cost_of(top_sc), "perf_per_watt_ratio": top_ppw}
+    best: tuple[float, float, dict[str, float], float] | None = None  # cost, speedup, scalings, perf/W
+    bar = tqdm(desc=f"what-it-takes {speedup}x {phase}", unit=" evaluations", disable=not progress)
+
+    def consider(sc: dict[str, float]) -> bool:
+        nonlocal best
+        sp, ppw = score(sc)
+        bar.update(1)
+        cost = cost_of(sc)
+        if sp >= speedup and (best is None or cost < best[0] - 1e-12
+                              or (abs(cost - best[0]) <= 1e-12 and sp > best[1])):
+            best = (cost, sp, dict(sc), ppw)
+        return sp >= speedup
+
+    if top_sp >= speedup and method == "exhaustive":
+        combos = sorted((dict(zip(names, c)) for c in itertools.product(*(per[r] for r in names))),
+                        key=lambda sc: (cost_of(sc), tuple(sc.values())))
+        for sc in combos:  # cheapest first: stop past the first cost level that reaches the target
+            if best is not None and cost_of(sc) > best[0] + 1e-12:
                 break
-            sp, ppw = score(sc)
-            evaluated += 1
-            if sp >= speedup and (best is None or sp > best[1]):
-                best = (cost, sp, sc, ppw)
+            consider(sc)
+    elif top_sp >= speedup:
+        order = sorted(names, key=lambda r: -RESOURCES[r][1])
+
+        def dfs(i: int, sc: dict[str, float]) -> None:
+            if i == len(order):
+                consider(sc)
+                return
+            r = order[i]
+            for s in per[r]:
+                trial = {**sc, r: s}
+                if best is not None and cost_of(trial) > best[0] + 1e-12:
+                    break  # levels ascend, so every later level costs more too
+                rest = {**trial, **{q: per[q][-1] for q in order[i + 1:]}}
+                sp, _ = score(rest)
+                bar.update(1)
+                if sp < speedup:
+                    continue  # even the best completion misses: prune this level (try a higher one)
+                dfs(i + 1, trial)
+
+        dfs(0, {})
     bar.close()
-    assert top is not None
+    evaluated = len(memo) + 1
     if best is None:
-        return WhatItTakes(base.name, str(model), phase, speedup, False, {}, top[0], top[3], None, evaluated,
-                           {"scalings": top[1], "speedup": top[0], "cost": top[2], "perf_per_watt_ratio": top[3]})
+        return WhatItTakes(base.name, str(model), phase, speedup, False, {}, top_sp, top_ppw, None, evaluated, top)
     cost, sp, sc, ppw = best
-    return WhatItTakes(base.name, str(model), phase, speedup, True, sc, sp, ppw, cost, evaluated,
-                       {"scalings": top[1], "speedup": top[0], "cost": top[2], "perf_per_watt_ratio": top[3]})
+    sc = {r: sc[r] for r in names}  # in RESOURCES order
+    return WhatItTakes(base.name, str(model), phase, speedup, True, sc, sp, ppw, cost, evaluated, top)

@@ -48,3 +48,18 @@ def test_unreachable_is_reported() -> None:
     r = what_it_takes("inf2", 50.0, "llama-2-7b", "decode", levels=(1, 2), chips=3)
     assert not r.reachable
     assert r.best_within_bounds["speedup"] < 50.0
+
+
+def test_branch_and_bound_matches_exhaustive() -> None:
+    # same cheapest cost and speedup as the reference that tries every combination in cost order, on a
+    # space small enough to enumerate, for a reachable and an out-of-reach target, decode and prefill
+    kw = {"levels": (1, 2, 4), "chips": 2, "resources": ("tensor", "hbm", "dma", "overheads")}
+    for phase, target in (("decode", 1.8), ("decode", 2.6), ("prefill", 2.0), ("prefill", 40.0)):
+        fast = what_it_takes("inf2", target, "llama-2-7b", phase, method="branch-and-bound", **kw)
+        ref = what_it_takes("inf2", target, "llama-2-7b", phase, method="exhaustive", **kw)
+        assert fast.reachable == ref.reachable, (phase, target)
+        if ref.reachable:
+            assert fast.cost == ref.cost and fast.achieved_speedup == ref.achieved_speedup, (phase, target)
+            assert fast.achieved_speedup >= target
+        else:
+            assert fast.best_within_bounds == ref.best_within_bounds

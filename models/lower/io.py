@@ -139,8 +139,8 @@ def read_logits(lw: Lowered, result: object) -> np.ndarray:
     """Logits ``[B, vocab]`` assembled from every rank's shard (``result.hbm(name)``)."""
     spec = lw.spec
     vocab_r = math.ceil(spec.vocab / lw.ranks)
-    parts = [np.asarray(result.hbm(f"logits.r{r}"), dtype=np.float64)[:vocab_r] for r in range(lw.ranks)]  # type: ignore[attr-defined]
-    return np.concatenate(parts, axis=0)[: spec.vocab].T
+    parts = [np.asarray(result.hbm(f"logits.r{r}"), dtype=np.float64)[:, :vocab_r] for r in range(lw.ranks)]  # type: ignore[attr-defined]
+    return np.concatenate(parts, axis=1)[:, : spec.vocab]
 
 
 def read_hidden(lw: Lowered, result: object) -> np.ndarray:

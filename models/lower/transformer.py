@@ -437,7 +437,7 @@ class _Lowering:
             Role("rt0", tc * 4, PH_QKV, PH_QKV),
             Role("const", 4 * P + 16, 0, last),
             Role("rot", P * kb, 0, last),
-            Role("lo", self.wl.batch * ab * 2, PH_HEAD, PH_HEAD),
+            Role("lo", 2 * self.wl.batch * ab + 2 * self.s_block * ab, PH_HEAD, PH_HEAD),
         ]
         roles += [Role(f"wslot{i}", slab_free * self.wdt.itemsize, 0, last) for i in range(self.wring)]
         if self.int8:
@@ -586,7 +586,7 @@ class _Lowering:
                 p.add_tensor(
                     self.wname("logits", r),
                     self.adt,
-                    (math.ceil(vr / self.P) * self.P, wl.batch),
+                    (wl.batch, math.ceil(vr / self.P) * self.P),
                     TensorKind.output,
                     chip,
                 )
@@ -1378,13 +1378,36 @@ class _Lowering:
         self.tc = saved
         name = "lm_head" if spec.kind == "decoder" else "classifier"
         out = self.wname("logits", rk.r)
-        lo = [rk.buf_single("lo")]
+        lo = rk.buf_single("lo")
+        ab = self.adt.itemsize
+        tpb = self.s_block // self.cols  # output tiles per column block
+        n = self.plans[name].n
+        last_j = (n - 1) // P
+        vpad = self.program.tensors[out].shape[1]
+        rows_base = 2 * b * ab  # lo = [2 column tiles of b] + [2 row blocks of s_block], alternating
+        blk: list[Buf] = []
 
+        # logits are written as rows [sequence, vocab] (one contiguous run per sequence and column block):
+        # each evicted [features, b] tile is transposed on the TensorE into the block's PSUM bank
+        # [b, features], which one copy moves to SBUF and one DMA writes (b descriptors). Feature-major
+        # writes would cost one DMA element per partition and queue behind the weight stream.
         def ev(j: int, pt: Tile, msz: int) -> None:
             scale = self.scale_tile(rk, name, j, msz)
-            t = lo[0].tile(self.adt, b, pcount=msz, byte=(j % 2) * b * self.adt.itemsize)
-            self.evict_copy(rk, t, pt, scale)
-            rk.dma(rk.hbm(out).hbm(self.adt, msz, b, ((1, b),), byte=j * P * b * self.adt.itemsize), t, partial=True)
+            col = lo.tile(self.adt, b, pcount=msz, byte=(j % 2) * b * ab)
+            self.evict_copy(rk, col, pt, scale)
+            jj = j % tpb
+            if jj == 0:
+                blk[:] = [rk.bank()]
+            self.em.emit(Op.transpose, rk.core, Engine.tensor, dst=blk[0].tile(DType.fp32, msz, pcount=b,
+                                                                              byte=jj * P * 4), src=col)
+            if jj != tpb - 1 and j != last_j:
+                return
+            j0 = j - jj
+            width = min(n, (j + 1) * P) - j0 * P
+            half = (j // tpb) % 2
+            row = lo.tile(self.adt, width, pcount=b, byte=rows_base + half * self.s_block * ab)
+            rk.vec(Op.tensor_copy, dst=row, src=blk[0].tile(DType.fp32, width, pcount=b))
+            rk.dma(rk.hbm(out).hbm(self.adt, b, vpad, ((1, width),), byte=j0 * P * ab), row, partial=True)
 
         self.linear(rk, name, xn, self.mdt, b, ev)
 
