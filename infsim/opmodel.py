@@ -132,7 +132,9 @@ class _Costs:
         return cyc * clk * count
 
     def dma_ns(self, nbytes: float, chunks: float) -> float:
-        return float(dma_hw.engine_time_ns(self.chip.dma, int(nbytes), int(chunks)))
+        """Queue occupancy of one HBM transfer: engine time + HBM latency (as the cycle engine's queues,
+        which hold a transfer until its data has arrived; the fixed DMA latency does not occupy them)."""
+        return float(dma_hw.engine_time_ns(self.chip.dma, int(nbytes), int(chunks))) + self.chip.hbm.latency_ns
 
     # ops ----------------------------------------------------------------------------------------
     @_memo
@@ -206,7 +208,11 @@ class _Costs:
         group = math.ceil(heads_r / kvh_r)
         kb = self.kdt.itemsize
         stack = decode and hd == P
-        rows_list = [group] if stack else [min(P, n_q - t) for t in range(0, n_q, P)] * group
+        # (query rows, keys) per query block; causal prefill: block t sees the keys up to its last query
+        causal_prefill = s.causal and not decode
+        blocks = [(group, kv_len)] if stack else [
+            (min(P, n_q - t), min(kv_len, kv_len - n_q + t + min(P, n_q - t)) if causal_prefill else kv_len)
+            for t in range(0, n_q, P)] * group
         per_head = PhaseCost()
         load_lat = 0.0
         if s.kind == "decoder":
@@ -226,34 +232,54 @@ class _Costs:
             load_lat = self.chip.dma.fixed_latency_ns + waves * max(k_part, v_part)
         psum_bank_fp32 = self.chip.psum.bytes_per_partition // self.chip.psum.banks // 4
         blk = min(self.chip.tensor_engine.moving_free_max, psum_bank_fp32)
-        for rows in rows_list:
-            nk = kv_len
+        chain = 0.0  # one head's dependency chain (see below)
+        for rows, nk in blocks:
             nblocks = math.ceil(nk / blk)
-            per_head.tensor += self.mm_ns(hd, rows, min(blk, nk), nblocks, self.kv_rate)
-            per_head.vector += self.vec_ns(rows, min(blk, nk), 1, nblocks)  # score evictions
-            per_head.vector += self.vec_ns(rows, nk) + self.vec_ns(rows, 1) + self.vec_ns(rows, nk)
-            per_head.scalar += self.vec_ns(rows, nk, 1, 1, "scalar", reduce=True) + self.vec_ns(rows, 1, 1, 1, "scalar")
             kb_n = math.ceil(nk / P)
-            per_head.tensor += self.mm_ns(rows, min(P, nk), P, kb_n, self.kv_rate)  # transposes
-            per_head.vector += self.vec_ns(min(P, nk), rows, 1, kb_n)
-            per_head.tensor += self.mm_ns(min(P, nk), hd, rows, kb_n, self.kv_rate)  # P x V
-            per_head.vector += self.vec_ns(hd, rows)
-            if s.causal and not decode:
-                per_head.gpsimd += self.vec_ns(rows, min(blk, nk), 0, nblocks, "gpsimd")
-                per_head.vector += self.vec_ns(rows, min(blk, nk), 1, nblocks) + self.vec_ns(rows, min(blk, nk), 2,
-                                                                                            nblocks)
+            # scores: one matmul + one eviction (causal prefill: + iota, mask, add) per key block
+            s_t = self.mm_ns(hd, rows, min(blk, nk), nblocks, self.kv_rate)
+            s_v = self.vec_ns(rows, min(blk, nk), 1, nblocks)
+            s_g = 0.0
+            if causal_prefill:  # only the key blocks that reach past the block's first query are masked
+                masked = nblocks - (nk - rows) // blk
+                s_g = self.vec_ns(rows, min(blk, nk), 0, masked, "gpsimd")
+                s_v += self.vec_ns(rows, min(blk, nk), 1, masked) + self.vec_ns(rows, min(blk, nk), 2, masked)
+                s_v -= self.vec_ns(rows, min(blk, nk), 1, masked)  # their eviction is the masked add
+            # softmax over the whole row: max, bias, exp + sum, reciprocal, scale
+            soft_v = self.vec_ns(rows, nk) + self.vec_ns(rows, 1) + self.vec_ns(rows, nk)
+            soft_s = self.vec_ns(rows, nk, 1, 1, "scalar", reduce=True) + self.vec_ns(rows, 1, 1, 1, "scalar")
+            # per 128-key block: P^T (transpose + copy), P x V (encoder: V^T transposed + copied first)
+            p_t = self.mm_ns(rows, min(P, nk), P, kb_n, self.kv_rate) + self.mm_ns(min(P, nk), hd, rows, kb_n,
+                                                                                   self.kv_rate)
+            p_v = self.vec_ns(min(P, nk), rows, 1, kb_n)
             if s.kind == "encoder":
-                per_head.tensor += self.mm_ns(hd, min(P, nk), P, kb_n, self.kv_rate)
-                per_head.vector += self.vec_ns(min(P, nk), hd, 1, kb_n)
+                p_t += self.mm_ns(hd, min(P, nk), P, kb_n, self.kv_rate)
+                p_v += self.vec_ns(min(P, nk), hd, 1, kb_n)
+            final_v = self.vec_ns(hd, rows)
+            per_head.tensor += s_t + p_t
+            per_head.vector += s_v + soft_v + p_v + final_v
+            per_head.scalar += soft_s
+            per_head.gpsimd += s_g
+            # the key blocks of the score and of the P x V loops pipeline across engines (PSUM bank and
+            # P^T buffers rotate): a loop over n blocks takes its slowest engine's total plus one block
+            # of the others; the softmax in between needs the whole row
+            chain += _pipelined((s_t, s_v, s_g), nblocks) + soft_v + soft_s + _pipelined((p_t, p_v), kb_n) + final_v
         # one head is a dependency chain through the engines (scores -> softmax -> transpose -> PV) using
-        # single score/probability buffers, so heads do not overlap on the engines: C = the chain's sum
-        comp = per_head.tensor + per_head.vector + per_head.scalar + per_head.gpsimd
+        # single score/probability buffers, so heads do not overlap each other on the engines
+        comp = chain
         c.serial += kvh_r * max(comp, (comp + load_lat) / 2.0)
         c.first_dma = load_lat
         c.hbm_bytes += kvh_r * per_head.hbm_bytes
-        for f in ("tensor", "vector", "scalar", "gpsimd"):
+        for f in ("dma", "tensor", "vector", "scalar", "gpsimd"):
             setattr(c, f, kvh_r * getattr(per_head, f))
         return c
+
+
+def _pipelined(stage_ns: tuple[float, ...], blocks: int) -> float:
+    """A loop of ``blocks`` iterations through engines with ``stage_ns`` total work each: the busiest engine's
+    total plus one iteration's share of the others (pipeline fill and drain)."""
+    top = max(stage_ns)
+    return top + (sum(stage_ns) - top) / max(blocks, 1)
 
 
 def _phase_time(c: PhaseCost, chip: ChipConfig, queues: int, hbm_share_gbps: float, credit_ns: float,
@@ -270,10 +296,12 @@ def _phase_time(c: PhaseCost, chip: ChipConfig, queues: int, hbm_share_gbps: flo
     return t, max(0.0, t - dma_after_credit)
 
 
-def _attention_phase(c: PhaseCost, chip: ChipConfig, queues: int, hbm_share_gbps: float) -> float:
-    """Attention: the heads' pipelined chain (``serial``) after the first load, or the DMA bound."""
+def _attention_phase(c: PhaseCost, chip: ChipConfig, queues: int, hbm_share_gbps: float,
+                     queued_ns: float = 0.0) -> float:
+    """Attention: the heads' pipelined chain (``serial``) after the first load, or the DMA bound; both after
+    ``queued_ns`` of earlier transfers still ahead in the DMA queues."""
     dma = max(c.dma / queues, c.hbm_bytes / hbm_share_gbps)
-    return max(c.first_dma + c.serial, dma)
+    return queued_ns + max(c.first_dma + c.serial, dma)
 
 
 def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: object | None = None) -> Estimate:
@@ -350,21 +378,6 @@ def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: objec
             dt, credit = _phase_time(a, chip, q, hbm_share, min(credit, ring_ns), ring_depth)
             total += dt
             hbm_total += a.hbm_bytes
-            # (B) attention, per sequence in the chunk
-            b = PhaseCost()
-            if decode:
-                kv_len = wl.context + 1
-                for _ in range(wl.batch):
-                    b.add(cc.attention(min(kv_len, spec.sliding_window or kv_len), 1, heads_r, kvh_r, True))
-            else:
-                for seq_start in range(ci * tc, ci * tc + t, seq):
-                    n_q = min(seq, ci * tc + t - seq_start)
-                    kv_len = (seq_start % seq) + n_q if spec.causal else seq
-                    b.add(cc.attention(kv_len, n_q, heads_r, kvh_r, False))
-            dt = _attention_phase(b, chip, q, hbm_share)
-            credit = ring_ns  # the weight ring refills while attention runs
-            total += dt
-            hbm_total += b.hbm_bytes
             # (C) o_proj, all-reduce, norm, MLP, all-reduce
             c = cc.linear(heads_r * hd, h, t, 2)
             c.serial += allreduce(t)
@@ -384,6 +397,27 @@ def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: objec
                 c.add(cc.linear(h, inter_r, t, 1, "scalar"))
                 c.add(cc.linear(inter_r, h, t, 2))
             c.serial += allreduce(t)
+            # (B) attention, per sequence in the chunk
+            b = PhaseCost()
+            if decode:
+                kv_len = wl.context + 1
+                for _ in range(wl.batch):
+                    b.add(cc.attention(min(kv_len, spec.sliding_window or kv_len), 1, heads_r, kvh_r, True))
+            else:
+                for seq_start in range(ci * tc, ci * tc + t, seq):
+                    n_q = min(seq, ci * tc + t - seq_start)
+                    kv_len = (seq_start % seq) + n_q if spec.causal else seq
+                    b.add(cc.attention(kv_len, n_q, heads_r, kvh_r, False))
+            # the weight ring's refill (the next phase's first slabs, queued when phase A consumed its last
+            # slab) is ahead of attention's K/V loads on the DMA queues: what of it phase A's idle DMA time
+            # did not cover delays attention (decoders: their K/V come from HBM)
+            hol = 0.0
+            if spec.kind == "decoder":
+                hol = max(0.0, min(ring_ns, max(c.dma / q, c.hbm_bytes / hbm_share)) - credit)
+            dt = _attention_phase(b, chip, q, hbm_share, hol)
+            credit = ring_ns  # the weight ring refills while attention runs
+            total += dt
+            hbm_total += b.hbm_bytes
             dt, credit = _phase_time(c, chip, q, hbm_share, min(credit, ring_ns), ring_depth)
             total += dt
             hbm_total += c.hbm_bytes

@@ -51,6 +51,9 @@ from .emit import Buf, Emitter, Tile, link_aliases
 from .repeat import snapshot, try_replicate
 from .weights import LinearPlan, plan_linear
 
+#: V row blocks in flight to the HBM cache during prefill (a lowering choice: 8 x hd elements per partition)
+V_ROW_SLOTS = 8
+
 PH_NORM1, PH_QKV, PH_ATTN, PH_OPROJ, PH_NORM2, PH_UP, PH_DOWN, PH_HEAD = range(8)
 
 
@@ -406,8 +409,9 @@ class _Lowering:
             # decode: the new tokens' V rows, [sequence on partitions, kv head x hd], staged by one transpose
             # per kv head during the cache write and moved into the attention V buffer by one-descriptor DMAs
             Role("vstage", self.kvh_r * self.hd * kb if self.wl.phase == "decode" else 0, PH_QKV, PH_ATTN),
-            Role("vrow0", self.hd * kb, PH_QKV, PH_ATTN),
-            Role("vrow1", self.hd * kb, PH_QKV, PH_ATTN),
+            # prefill: V rows on their way to the cache, a ring of V_ROW_SLOTS so that the transposes and
+            # copies run ahead of the row DMAs' completion latency
+            *[Role(f"vrow{i}", self.hd * kb, PH_QKV, PH_ATTN) for i in range(V_ROW_SLOTS)],
             Role("attn", qt * tc * mb, PH_ATTN, PH_OPROJ),
             Role("ao", ht * tc * ab if (self.tp > 1 or self.spec.qkv_bias or self.int8) else 0, PH_OPROJ, PH_DOWN),
             Role("h", it * tc * mb, PH_UP, PH_DOWN),
@@ -1025,7 +1029,7 @@ class _Lowering:
         nblk = self.max_ctx // P
         rk.em.new_write_epoch(kc)
         rk.em.new_write_epoch(vc)
-        vrows = [rk.buf_single("vrow0"), rk.buf_single("vrow1")]
+        vrows = [rk.buf_single(f"vrow{i}") for i in range(V_ROW_SLOTS)]  # one buffer each: tracked apart
         nv = 0
         if decode and all(sg.n == 1 for sg in segs):
             self.stage_new_v(rk, segs, v)
@@ -1047,7 +1051,7 @@ class _Lowering:
                 while t < seg.t1:
                     n = min(seg.t1 - t, P - t % P)
                     col = seg.c0 + (t - seg.t0)
-                    rowt = vrows[nv % 2].tile(kb, hd, pcount=n)
+                    rowt = vrows[nv % V_ROW_SLOTS].tile(kb, hd, pcount=n)
                     nv += 1
                     self.transpose_into(rk, rowt, v[ti].tile(kb, n, pcount=hd, pstart=p0, byte=col * kb.itemsize))
                     off = ((((seg.b * self.kvh_r + g) * P + t % P) * nblk) + t // P) * hd * kb.itemsize
