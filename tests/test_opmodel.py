@@ -1,13 +1,22 @@
 """The analytical fidelity of ``infsim run`` (closed forms per op) against the cycle engine.
 
-Full-size Llama-2-7B on one inf2 chip (TP 2), decode and prefill, bf16 and fp8: the cases of the
-flagship study's default workload set that fit in CI time (each cycle-level run takes a few seconds).
+* Full-size Llama-2-7B on one inf2 chip (TP 2), decode and prefill, bf16 and fp8.
+* Every workload of the flagship study's default set (``infsim.compare.DEFAULT_WORKLOADS``: decode batch
+  1/8/32 at context 2048, prefill 512/2048, bf16 and fp8) on each chip of the study with the study's
+  two chips per side, on a 2-layer Llama-2-7B (full-width layers, LM head and collectives; the layer
+  count only repeats the same per-layer schedule, and 32 layers of prefill 2048 take minutes per run).
+  Known gaps are marked ``xfail`` (strict, so a fix shows up): on nextgen-hbm3e, large-batch and fp8
+  decode, where the analytical model is 11-15% fast (phase-internal DMA/compute interference it does
+  not capture).
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
+from infsim.compare import DEFAULT_WORKLOADS
 from infsim.config import load_chip
 from infsim.models.graph import Workload
 from infsim.models.lower import lower
@@ -47,3 +56,25 @@ def test_analytical_scales_with_hbm_bandwidth() -> None:
     slow = estimate(SPEC, wl, load_chip("inf2", ["hbm.bandwidth_gbps=200"]))
     fast = estimate(SPEC, wl, CHIP)
     assert slow.total_ns > 1.5 * fast.total_ns
+
+
+_KNOWN_GAPS = {("nextgen-hbm3e", "decode", 32, "bf16"), ("nextgen-hbm3e", "decode", 1, "fp8_e4m3"),
+               ("nextgen-hbm3e", "decode", 8, "fp8_e4m3"), ("nextgen-hbm3e", "decode", 32, "fp8_e4m3")}
+_CASES = [
+    pytest.param(chip, ph, b, c, dt, id=f"{chip}-{ph}-b{b}-c{c}-{dt}",
+                 marks=[pytest.mark.xfail(strict=True, reason="analytical 11-15% fast (see module docstring)")]
+                 if (chip, ph, b, dt) in _KNOWN_GAPS else [])
+    for chip in ("inf2", "nextgen-hbm3e", "nextgen-decode")
+    for ph, b, c, dt in DEFAULT_WORKLOADS
+]
+
+
+@pytest.mark.parametrize("chip_name,phase,batch,context,dtype", _CASES)
+def test_default_set_analytical_within_10_percent(chip_name: str, phase: str, batch: int, context: int,
+                                                  dtype: str) -> None:
+    chip = load_chip(chip_name)
+    spec = dataclasses.replace(SPEC, layers=2)
+    wl = Workload.make(phase, batch, context, tp=2 * chip.cores_per_chip, dtype=dtype)
+    est = estimate(spec, wl, chip)
+    cyc = simulate(lower(spec, wl, chip).program, chip)
+    assert est.total_ns == pytest.approx(cyc.total_ns, rel=0.10)
