@@ -3,7 +3,9 @@
 Reproduces, end to end: for each next-generation preset, ``infsim compare`` against inf2 on the default
 workload set (Llama-2-7B decode bs 1/8/32 at 2048 context, prefill 512/2048, bf16 and fp8 weights) with
 Shapley attribution, plus a sensitivity sweep over the presets' *assumed* numbers (each varied alone,
-everything else fixed), plus a roofline with both chips and every workload placed on it.
+everything else fixed), plus a roofline with both chips and every workload placed on it, plus the inverse
+question: the cheapest scaling of the baseline that reaches the claimed 4x, for decode and for prefill
+(``infsim what-it-takes``).
 
 Writes to ``results/generation_speedup/`` (or ``--out``): ``summary.md`` (tables), ``results.json``,
 ``speedup.png``, ``attribution.png``, ``roofline.png``. Analytical fidelity (closed forms, seconds); the
@@ -92,6 +94,7 @@ def main() -> None:
     ap.add_argument("--targets", default="nextgen-hbm3e,nextgen-decode")
     ap.add_argument("--out", default="results/generation_speedup")
     ap.add_argument("--no-sensitivity", action="store_true")
+    ap.add_argument("--speedup", type=float, default=4.0, help="what-it-takes target (default: %(default)s)")
     args = ap.parse_args()
     import matplotlib
 
@@ -106,6 +109,10 @@ def main() -> None:
     chips = max(r.chips for r in results.values())
     sens = {t: sensitivity(args.baseline, t, args.model, results[t].chips) for t in targets} \
         if not args.no_sensitivity else {}
+    from infsim.inverse import what_it_takes
+
+    inverse = {ph: what_it_takes(args.baseline, args.speedup, args.model, ph, progress=True)
+               for ph in ("decode", "prefill")}
     fig, axes = plt.subplots(1, len(targets), figsize=(7 * len(targets), 4.5), squeeze=False)
     for ax, t in zip(axes[0], targets):
         r = results[t]
@@ -135,7 +142,8 @@ def main() -> None:
     fig.tight_layout()
     fig.savefig(out / "roofline.png", dpi=120)
     data = {"model": args.model, "baseline": args.baseline, "compare": {t: r.to_dict() for t, r in results.items()},
-            "sensitivity": sens, "roofline_points": pts, "wall_s": time.time() - t0}
+            "sensitivity": sens, "roofline_points": pts,
+            "what_it_takes": {ph: r.to_dict() for ph, r in inverse.items()}, "wall_s": time.time() - t0}
     (out / "results.json").write_text(json.dumps(data, indent=2) + "\n")
     lines = [f"# Generation speedup: {', '.join(targets)} vs {args.baseline} ({args.model})", ""]
     for t, r in results.items():
@@ -156,6 +164,16 @@ def main() -> None:
             lines += [f"| {s['field']} | {s['value']:g} | {s['geomean_speedup']:.2f} | "
                       f"{s['geomean_perf_per_watt_ratio']:.2f} |" for s in sens[t]]
             lines.append("")
+    lines += [f"## What it takes: {args.speedup:g}x over {args.baseline}", "",
+              "Cheapest combination of resource scalings (cost proxy and levels: `infsim/inverse.py`) whose "
+              "geometric-mean speedup over the phase's workloads reaches the target.", "",
+              "| phase | reachable | cost proxy | achieved | perf/W x | scalings |", "|---|---|---|---|---|---|"]
+    for ph, r in inverse.items():
+        sc = ", ".join(f"{k} x{v:g}" for k, v in (r.scalings or r.best_within_bounds["scalings"]).items() if v != 1)
+        lines.append(f"| {ph} | {'yes' if r.reachable else 'no (best within bounds shown)'} | "
+                     f"{'' if r.cost is None else f'{r.cost:.2f}'} | {r.achieved_speedup:.2f}x | "
+                     f"{r.perf_per_watt_ratio:.2f} | {sc} |")
+    lines.append("")
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"wrote {out}/summary.md, results.json, speedup.png, attribution.png, roofline.png "
