@@ -4,9 +4,10 @@ No discrete-event engine and no shared-resource arbitration. Every instruction g
 
 * compute engines: the same closed forms as the cycle engine (systolic ``matmul_timing``,
   elementwise costs; :mod:`infsim.engine.costs`);
-* DMA: engine time (descriptors + bytes at the engine bandwidth) + HBM latency when HBM is involved,
-  completion ``dma.fixed_latency_ns`` later. Every queue is its own stream (queues sharing a DMA engine
-  and HBM contention are not modelled here; the bounds below account for them);
+* DMA: occupies its queue for the engine time (descriptors + bytes at the engine bandwidth); completes
+  after that + the HBM latency when HBM is involved + ``dma.fixed_latency_ns``. Every queue is its own
+  stream (queues sharing a DMA engine and HBM contention are not modelled here; the bounds below account
+  for them);
 * collectives: a rendezvous of the group (modelled exactly like a barrier) followed by the duration
   of the engine's collective model (:func:`infsim.engine.collectives.default_collectives`).
 
@@ -190,9 +191,9 @@ def _durations(program: Program, chip: ChipConfig, costs: Costs) -> tuple[np.nda
     hbm_lat = int(round(chip.hbm.latency_ns * 1000))
     fixed = int(round(chip.dma.fixed_latency_ns * 1000))
     has_hbm = (costs.hbm_read + costs.hbm_write) > 0
-    occ = costs.dma_engine_ps + np.where(has_hbm, hbm_lat, 0)
+    occ = costs.dma_engine_ps  # the HBM latency does not occupy the engine (requests pipeline)
     busy[dma] = occ[dma]
-    lat[dma] = occ[dma] + fixed
+    lat[dma] = occ[dma] + np.where(has_hbm, hbm_lat, 0)[dma] + fixed
     link = np.zeros(len(op), dtype=np.int64)
     return busy, lat, link
 

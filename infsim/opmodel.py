@@ -8,7 +8,7 @@ with the *same* hardware models the cycle engine uses — systolic-array issue i
 lowering (:mod:`infsim.models.lower`) generates, counted in closed form instead of emitted:
 
 * a linear layer ``[K, N]`` over ``T`` tokens: the lowering's weight slabs (same plan), one DMA per slab
-  on ``dma.queues_per_core`` parallel queues, ``ceil(K/P) * ceil(N/cols)`` matmuls of ``N = T`` columns,
+  on ``dma.engines_per_core`` parallel engines, ``ceil(K/P) * ceil(N/cols)`` matmuls of ``N = T`` columns,
   one PSUM eviction per output tile;
 * attention per (sequence, kv head): K and V loads (split over queues, double-buffered), score
   matmuls per 512-key block, a row softmax (five vector/scalar instructions), one transpose + copy + PV
@@ -54,7 +54,7 @@ class PhaseCost:
     vector: float = 0.0
     scalar: float = 0.0
     gpsimd: float = 0.0
-    serial: float = 0.0  # not overlappable (collectives, dependency chains)
+    serial: float = 0.0  # on the compute chain, not overlapped by compute (collectives, dependency chains)
     dma_lat: float = 0.0  # summed fixed DMA latency of the weight slabs (matters when the ring is shallow)
     first_dma: float = 0.0  # latency before the first compute of the phase can start
 
@@ -96,7 +96,11 @@ class _Costs:
         self.chip, self.spec, self.wl = chip, spec, wl
         self.P = chip.sbuf.partitions
         self.cols = chip.tensor_engine.cols
-        self.q = chip.dma.queues_per_core
+        # DMA parallelism: one transfer at a time per engine; K/V loads split over the lowering's
+        # "other" queues (one per engine where the chip has two or more queues per engine)
+        self.q = chip.dma.engines_per_core
+        nq = chip.dma.queues_per_core
+        self.kv_queues = self.q if nq >= 2 * self.q else nq
         wdt = DType.parse(wl.weight_dtype)
         self.int8 = wdt in (DType.int8, DType.uint8)
         self.wdt = wdt
@@ -132,9 +136,13 @@ class _Costs:
         return cyc * clk * count
 
     def dma_ns(self, nbytes: float, chunks: float) -> float:
-        """Queue occupancy of one HBM transfer: engine time + HBM latency (as the cycle engine's queues,
-        which hold a transfer until its data has arrived; the fixed DMA latency does not occupy them)."""
-        return float(dma_hw.engine_time_ns(self.chip.dma, int(nbytes), int(chunks))) + self.chip.hbm.latency_ns
+        """Engine occupancy of one transfer (the HBM and fixed DMA latencies do not occupy it)."""
+        return float(dma_hw.engine_time_ns(self.chip.dma, int(nbytes), int(chunks)))
+
+    @property
+    def dma_lat_ns(self) -> float:
+        """Latency a transfer adds after its engine time: HBM latency + the fixed DMA latency."""
+        return self.chip.hbm.latency_ns + self.chip.dma.fixed_latency_ns
 
     # ops ----------------------------------------------------------------------------------------
     @_memo
@@ -145,9 +153,9 @@ class _Costs:
         for sl in plan.slabs:
             b = sl.elems * isz
             c.dma += self.dma_ns(b, sl.rows)
-            c.dma_lat += self.chip.dma.fixed_latency_ns
+            c.dma_lat += self.dma_lat_ns
             c.hbm_bytes += b
-        c.first_dma = self.dma_ns(plan.slabs[0].elems * isz, plan.slabs[0].rows) + self.chip.dma.fixed_latency_ns
+        c.first_dma = self.dma_ns(plan.slabs[0].elems * isz, plan.slabs[0].rows) + self.dma_lat_ns
         kt = math.ceil(k / self.P)
         mt = math.ceil(n / self.cols)
         c.tensor += self.mm_ns(min(self.P, k), min(self.cols, n), t, kt * mt)
@@ -175,7 +183,7 @@ class _Costs:
         c.dma += self.dma_ns(self.P * ht * 4 * (2 if layer else 1), self.P)
         # a norm is a dependency chain (sums -> statistic -> broadcast -> per-tile scale) that the next
         # projection waits for (its first column block needs every normalised tile): serial work
-        c.serial += self.chip.dma.fixed_latency_ns + c.tensor + c.vector + c.scalar
+        c.serial += self.dma_lat_ns + c.tensor + c.vector + c.scalar
         c.tensor = c.vector = c.scalar = 0.0
         return c
 
@@ -217,19 +225,19 @@ class _Costs:
         load_lat = 0.0
         if s.kind == "decoder":
             n_hbm = kv_len - 1 if decode else kv_len
-            parts = max(1, min(hd // 16, self.q // 2))
+            parts = max(1, min(hd // 16, self.kv_queues // 2))
             k_bytes = hd * n_hbm * kb
             k_part = self.dma_ns(k_bytes / parts, hd / parts) if n_hbm > 0 else 0.0
             per_head.dma += parts * k_part
             vblk = math.ceil(max(n_hbm, 1) / P)
             vrows = min(P, max(n_hbm, 1))
-            vparts = max(1, min(vrows // 16, self.q // 2))
+            vparts = max(1, min(vrows // 16, self.kv_queues // 2))
             v_part = self.dma_ns(vrows * vblk * hd * kb / vparts, vrows / vparts)
             per_head.dma += vparts * v_part
             per_head.hbm_bytes += k_bytes + vrows * vblk * hd * kb
             # K and V parts share the queues: the head's data is complete after ~ (parts of K + V) / queues
             waves = math.ceil((parts + vparts) / self.q)
-            load_lat = self.chip.dma.fixed_latency_ns + waves * max(k_part, v_part)
+            load_lat = self.dma_lat_ns + waves * max(k_part, v_part)
         psum_bank_fp32 = self.chip.psum.bytes_per_partition // self.chip.psum.banks // 4
         blk = min(self.chip.tensor_engine.moving_free_max, psum_bank_fp32)
         chain = 0.0  # one head's dependency chain (see below)
@@ -282,26 +290,72 @@ def _pipelined(stage_ns: tuple[float, ...], blocks: int) -> float:
     return top + (sum(stage_ns) - top) / max(blocks, 1)
 
 
-def _phase_time(c: PhaseCost, chip: ChipConfig, queues: int, hbm_share_gbps: float, credit_ns: float,
-                ring: int = 1 << 30) -> tuple[float, float]:
-    """(time, idle DMA time left for prefetching the next phase). A weight ring shallower than the queue
-    count bounds the transfers in flight: each slot then turns over once per slab latency (fixed latency
-    included), so the DMA time is the slabs' summed latency over the ring depth."""
-    streams = queues if ring >= queues else ring
-    dma_engine = (c.dma + (c.dma_lat if ring < queues else 0.0)) / streams
-    dma = max(dma_engine, c.hbm_bytes / hbm_share_gbps)
-    dma_after_credit = max(0.0, dma - credit_ns)
-    compute = max(c.tensor, c.vector, c.scalar, c.gpsimd)
-    t = max(dma_after_credit + (c.first_dma if dma_after_credit > 0 else 0.0), compute) + c.serial
-    return t, max(0.0, t - dma_after_credit)
+class _Pipe:
+    """The step's schedule: a weight stream (DMA) feeding a compute chain through the weight ring.
 
+    ``dma`` is when the DMA engines finish the transfers issued so far, ``comp`` when the compute chain
+    finishes, ``cons`` when the last weight segment was consumed. A weight segment with DMA time ``D``,
+    compute ``C`` and first-slab latency ``f`` starts loading at ``max(dma, cons - R)`` (the ring holds
+    ``R`` of DMA time: its first slabs reuse slots freed by the previous segment's last ``R``), computes
+    from ``max(comp, load start + f)`` and ends at ``max(compute start + C, load end + last latency)``.
+    Serial work (norms, collectives) advances only the compute chain; the DMA keeps streaming the next
+    segment's weights meanwhile, as far as the ring allows. A new layer or the head starts the ring at
+    an aligned position (:meth:`Rank.plan_weights` in the lowering), so only ``R * (D - pad) / D`` of it
+    is prefetched before the previous group's last slab is consumed.
+    """
 
-def _attention_phase(c: PhaseCost, chip: ChipConfig, queues: int, hbm_share_gbps: float,
-                     queued_ns: float = 0.0) -> float:
-    """Attention: the heads' pipelined chain (``serial``) after the first load, or the DMA bound; both after
-    ``queued_ns`` of earlier transfers still ahead in the DMA queues."""
-    dma = max(c.dma / queues, c.hbm_bytes / hbm_share_gbps)
-    return queued_ns + max(c.first_dma + c.serial, dma)
+    def __init__(self, queues: int, hbm_share_gbps: float, ring_ns: float, ring: int, last_lat_ns: float,
+                 shared_queues: bool):
+        self.q, self.hbm, self.ring_ns, self.ring, self.last_lat = queues, hbm_share_gbps, ring_ns, ring, last_lat_ns
+        self.shared = shared_queues
+        self.dma = self.comp = self.cons = self.prev_d = 0.0
+        self.reach = ring_ns  # prefetch reach into the next weight segment
+
+    def dma_time(self, c: PhaseCost) -> float:
+        streams = self.q if self.ring >= self.q else self.ring
+        engine = (c.dma + (c.dma_lat if self.ring < self.q else 0.0)) / streams
+        return max(engine, c.hbm_bytes / self.hbm)
+
+    def weights(self, c: PhaseCost) -> None:
+        d = self.dma_time(c)
+        if d <= 0:
+            self.comp += max(c.tensor, c.vector, c.scalar, c.gpsimd) + c.serial
+            return
+        load = max(self.dma, self.cons - self.reach)
+        start = max(self.comp + c.serial, load + c.first_dma)  # serial: the norm before the projections
+        # before its compute starts, the ring holds at most `reach` of this segment, less what the previous
+        # segment still held until it was consumed; the rest streams as the segment is consumed
+        pre = min(d, max(0.0, start - load),
+                  max(0.0, self.reach - self.prev_d) + max(0.0, start - self.cons), self.reach)
+        self.dma = load + d if pre >= d else max(load + d, start + d - pre)
+        self.comp = max(start + max(c.tensor, c.vector, c.scalar, c.gpsimd), self.dma + self.last_lat)
+        self.cons = self.comp
+        self.prev_d = d
+        self.reach = self.ring_ns
+
+    def serial(self, t_ns: float) -> None:
+        self.comp += t_ns
+
+    def group_boundary(self, pad_fraction: float) -> None:
+        if self.prev_d > 0:  # a previous group holds the ring (at the start of the step it is empty)
+            self.reach = self.ring_ns * (1.0 - pad_fraction)
+
+    def attention(self, c: PhaseCost, next_dma_ns: float, lat_ns: float) -> None:
+        """K/V loads share the DMA engines with the weight transfers pending when attention starts: what
+        is still in flight plus the ring's refill with the next weights (queued as the projections
+        consumed their last slab). From their own queues they get every other chunk (round-robin), so
+        the first load's transfer takes up to twice as long and the loads' total ``d`` is stretched by
+        up to ``d``; on shared queues they wait behind it. The heads' chain (``serial``) runs after the
+        first load."""
+        d = max(c.dma / self.q, c.hbm_bytes / self.hbm)
+        t0 = self.comp
+        pending = max(0.0, self.dma - t0) + min(self.reach, next_dma_ns)
+        if self.shared:  # the K/V loads wait in line behind the pending prefetch
+            self.comp = t0 + pending + max(c.first_dma + c.serial, d)
+        else:
+            first = c.first_dma + min(max(0.0, c.first_dma - lat_ns), pending)
+            self.comp = max(t0 + first + c.serial, t0 + d + min(d, pending))
+        self.dma = max(self.dma, t0) + d
 
 
 def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: object | None = None) -> Estimate:
@@ -334,8 +388,12 @@ def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: objec
     from infsim.engine.dram_memory import effective_hbm_gbps
 
     hbm_share = effective_hbm_gbps(chip) / active  # DRAM-level streaming efficiency, as the cycle engine
-    q = chip.dma.queues_per_core
-    ring_ns = ring_depth * cc.dma_ns(P * 2 * 512 * cc.wdt.itemsize, P) / q  # prefetch depth: the weight ring
+    q = chip.dma.engines_per_core
+    # prefetch depth in time: the weight ring's slots hold the largest slab of the step's linear layers
+    slab_free = max(plan_linear(k, n, P, cc.s_block, chip.dma.min_efficient_chunk_bytes, cc.wdt.itemsize)
+                    .max_slab_free for k, n in ((h, heads_r * hd), (heads_r * hd, h), (h, inter_r), (inter_r, h)))
+    slab_bytes = P * slab_free * cc.wdt.itemsize
+    ring_ns = ring_depth * max(cc.dma_ns(slab_bytes, P) / q, slab_bytes / hbm_share)
     members = tuple(range(tp))
     ab = DType.parse(wl.act_dtype).itemsize
 
@@ -345,20 +403,36 @@ def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: objec
         ps, _ = coll.duration_ps(Op.all_reduce, members, h * t * ab, h * t * ab, chip.cores_per_chip)
         return ps / 1000.0
 
-    total = 0.0
-    credit = 0.0
+    mmin, wsz = chip.dma.min_efficient_chunk_bytes, cc.wdt.itemsize
+    layer_linears = [(h, heads_r * hd), (h, kvh_r * hd), (h, kvh_r * hd), (heads_r * hd, h)]
+    if spec.is_moe:
+        layer_linears += [(h, spec.num_experts)] + [(h, inter_r), (h, inter_r), (inter_r, h)] * min(
+            spec.num_experts, tokens * spec.experts_per_token)
+    else:
+        layer_linears += [(h, inter_r)] * (2 if spec.gated_mlp else 1) + [(inter_r, h)]
+    n_layer = sum(len(plan_linear(k, n, P, cc.s_block, mmin, wsz).slabs) for k, n in layer_linears)
+    pad = (-n_layer) % ring_depth  # slots skipped to align the next group (layer, head) to the ring
+    boundary = min(1.0, (pad + 1) / ring_depth)
+    shared = chip.dma.queues_per_core < 2 * q  # K/V loads queue behind the weight prefetch
+    pipe = _Pipe(q, hbm_share, ring_ns, ring_depth, cc.dma_lat_ns, shared)
     phases: list[tuple[str, float]] = []
     hbm_total = 0.0
     decode = wl.phase == "decode"
+    no_norm = spec.family in ("bert", "roberta")
+
+    def weights(c: PhaseCost) -> None:
+        nonlocal hbm_total
+        pipe.weights(c)
+        hbm_total += c.hbm_bytes
+
     for ci in range(chunks):
         t = min(tc, tokens - ci * tc)
         if spec.family == "vit":
-            a = cc.linear(spec.num_channels * spec.patch_size**2, h, t, 2)
-            dt, credit = _phase_time(a, chip, q, hbm_share, credit)
-            total += dt
+            weights(cc.linear(spec.num_channels * spec.patch_size**2, h, t, 2))
         for _L in range(spec.layers):
-            # (A) norm + q/k/v
-            a = cc.norm(t) if spec.family not in ("bert", "roberta") else PhaseCost()
+            pipe.group_boundary(boundary)
+            # (A) norm, q/k/v projections, rotary, K/V cache writes
+            a = cc.norm(t) if not no_norm else PhaseCost()
             for n in (heads_r * hd, kvh_r * hd, kvh_r * hd):
                 a.add(cc.linear(h, n, t, 1, "scalar" if spec.qkv_bias or cc.int8 else "vector"))
             if spec.rotary:
@@ -375,28 +449,7 @@ def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: objec
                 else:
                     for seq_start in range(ci * tc, ci * tc + t, seq):
                         a.add(cc.kv_write(min(seq, ci * tc + t - seq_start), kvh_r, False))
-            dt, credit = _phase_time(a, chip, q, hbm_share, min(credit, ring_ns), ring_depth)
-            total += dt
-            hbm_total += a.hbm_bytes
-            # (C) o_proj, all-reduce, norm, MLP, all-reduce
-            c = cc.linear(heads_r * hd, h, t, 2)
-            c.serial += allreduce(t)
-            c.add(cc.norm(t) if spec.family not in ("bert", "roberta") else PhaseCost())
-            if spec.is_moe:
-                c.add(cc.linear(h, spec.num_experts, t, 1, "scalar"))
-                touched = min(spec.num_experts, t * spec.experts_per_token)
-                for _e in range(touched):
-                    c.add(cc.linear(h, inter_r, t, 1, "scalar"))
-                    c.add(cc.linear(h, inter_r, t, 2))
-                    c.add(cc.linear(inter_r, h, t, 2))
-            elif spec.gated_mlp:
-                c.add(cc.linear(h, inter_r, t, 1, "scalar"))
-                c.add(cc.linear(h, inter_r, t, 2))
-                c.add(cc.linear(inter_r, h, t, 2))
-            else:
-                c.add(cc.linear(h, inter_r, t, 1, "scalar"))
-                c.add(cc.linear(inter_r, h, t, 2))
-            c.serial += allreduce(t)
+            weights(a)
             # (B) attention, per sequence in the chunk
             b = PhaseCost()
             if decode:
@@ -408,26 +461,36 @@ def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: objec
                     n_q = min(seq, ci * tc + t - seq_start)
                     kv_len = (seq_start % seq) + n_q if spec.causal else seq
                     b.add(cc.attention(kv_len, n_q, heads_r, kvh_r, False))
-            # the weight ring's refill (the next phase's first slabs, queued when phase A consumed its last
-            # slab) is ahead of attention's K/V loads on the DMA queues: what of it phase A's idle DMA time
-            # did not cover delays attention (decoders: their K/V come from HBM)
-            hol = 0.0
-            if spec.kind == "decoder":
-                hol = max(0.0, min(ring_ns, max(c.dma / q, c.hbm_bytes / hbm_share)) - credit)
-            dt = _attention_phase(b, chip, q, hbm_share, hol)
-            credit = ring_ns  # the weight ring refills while attention runs
-            total += dt
+            # (C) o_proj, all-reduce, norm, MLP, all-reduce
+            o = cc.linear(heads_r * hd, h, t, 2)
+            m = cc.norm(t) if not no_norm else PhaseCost()
+            if spec.is_moe:
+                m.add(cc.linear(h, spec.num_experts, t, 1, "scalar"))
+                touched = min(spec.num_experts, t * spec.experts_per_token)
+                for _e in range(touched):
+                    m.add(cc.linear(h, inter_r, t, 1, "scalar"))
+                    m.add(cc.linear(h, inter_r, t, 2))
+                    m.add(cc.linear(inter_r, h, t, 2))
+            elif spec.gated_mlp:
+                m.add(cc.linear(h, inter_r, t, 1, "scalar"))
+                m.add(cc.linear(h, inter_r, t, 2))
+                m.add(cc.linear(inter_r, h, t, 2))
+            else:
+                m.add(cc.linear(h, inter_r, t, 1, "scalar"))
+                m.add(cc.linear(inter_r, h, t, 2))
+            pipe.attention(b, pipe.dma_time(o) + pipe.dma_time(m), cc.dma_lat_ns)
             hbm_total += b.hbm_bytes
-            dt, credit = _phase_time(c, chip, q, hbm_share, min(credit, ring_ns), ring_depth)
-            total += dt
-            hbm_total += c.hbm_bytes
-        phases.append((f"chunk{ci}", total))
+            weights(o)
+            pipe.serial(allreduce(t))
+            weights(m)
+            pipe.serial(allreduce(t))
+        phases.append((f"chunk{ci}", pipe.comp))
     if spec.kind == "decoder" or spec.family == "vit":
+        pipe.group_boundary(boundary)
         hc = cc.norm(wl.batch)
         hc.add(cc.linear(h, split(spec.vocab, tp), wl.batch, 1))
-        dt, credit = _phase_time(hc, chip, q, hbm_share, min(credit, ring_ns), ring_depth)
-        total += dt
-        hbm_total += hc.hbm_bytes
+        weights(hc)
+    total = pipe.comp
     return Estimate(total, phases, g, hbm_total * tp, notes=notes)
 
 

@@ -88,8 +88,17 @@ def test_dma_queues_sharing_an_engine_serialise() -> None:
     apart = simulate(prog(1), INF2, trace=True)
     shared = simulate(prog(16), INF2, trace=True)  # queue 16 -> engine 0, like queue 0
     assert apart.timeline.start_ps.tolist() == [0, 0]
-    assert shared.timeline.start_ps[1] == shared.timeline.occ_end_ps[0]
     assert shared.total_ps > apart.total_ps
+    # the engine alternates 64 KiB chunks (dma.arbitration_bytes) of the two 128 KiB transfers: the second
+    # starts after the first's first chunk, and the first finishes one chunk before the second
+    t = shared.timeline
+    half = (t.occ_end_ps[1] - t.start_ps[0]) // 4
+    assert t.start_ps[1] == pytest.approx(half, abs=2)
+    assert t.occ_end_ps[0] == pytest.approx(3 * half, abs=2)
+    # whole transfers when the arbitration granularity is unset
+    whole = simulate(prog(16), load_chip("inf2", ["dma.arbitration_bytes=null"]), trace=True)
+    assert whole.timeline.start_ps[1] == whole.timeline.occ_end_ps[0]
+    assert whole.total_ps == pytest.approx(shared.total_ps, rel=1e-3)  # same bytes, same HBM
 
 
 def test_hbm_bandwidth_is_shared_by_the_chip() -> None:

@@ -31,7 +31,9 @@ from infsim.isa.opcodes import OPSPECS
 from infsim.isa.program import AP_DTYPE, INSTR_DTYPE
 from infsim.isa.validate import Problem, check, validate
 
-CHIP = load_chip("inf2")
+# inf2 with 16 DMA queues per core (the preset has 256, all a u8 queue field can name): queue-range
+# violations stay expressible
+CHIP = load_chip("inf2", ["dma.queues_per_core=16"])
 SBUF_BPP = CHIP.sbuf.bytes_per_partition
 PSUM_BPP = CHIP.psum.bytes_per_partition
 BANK = PSUM_BPP // CHIP.psum.banks

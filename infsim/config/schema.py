@@ -93,11 +93,15 @@ class MemoryConfig(_Model):
 
 class DmaConfig(_Model):
     engines_per_core: int = Field(gt=0)
-    queues_per_core: int = Field(gt=0)
+    queues_per_core: int = Field(gt=0, le=256, description="DMA queues per core, all engines together (queue q runs "
+                                 "on engine q % engines_per_core; the ISA's queue field is 8 bits)")
     engine_gbps: float = Field(gt=0, description="peak bytes per ns (GB/s) of one DMA engine")
     fixed_latency_ns: float = Field(ge=0, description="per-transfer fixed cost (descriptor setup, sync)")
     descriptor_overhead_ns: float = Field(ge=0, description="cost per contiguous chunk (descriptor)")
     min_efficient_chunk_bytes: int = Field(gt=0, description="chunk size at which a descriptor runs at peak")
+    arbitration_bytes: int | None = Field(default=None, gt=0, description=(
+        "bytes an engine moves for one queue before taking the next ready queue's turn (round-robin "
+        "between the queues of one engine); unset: whole transfers"))
 
 
 class HbmConfig(_Model):

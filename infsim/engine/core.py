@@ -9,12 +9,15 @@ A stream is ``(core, engine, queue)`` (:meth:`Program.streams`). Time is integer
   (``busy`` = issue interval, :mod:`infsim.engine.costs`); it completes at ``start_i + lat_i``, when
   its signals are applied. ``barrier`` adds 1 to its semaphore at its start and then waits for
   ``k * count`` (the k-th barrier of the stream on that semaphore).
-* **DMA queues**: queue ``q`` of a core runs on DMA engine ``q % dma.engines_per_core`` of that core
-  (with the inf2 numbers, 16 queues on 16 engines: one each). An engine serves one transfer at a
-  time; when several queues share an engine it takes their heads round-robin. A transfer starts when
-  its engine is free and its waits are satisfied; it occupies the engine until
-  ``max(start + engine time, memory end)`` where the memory model (shared by every DMA engine of the
-  chip, :mod:`infsim.engine.memory`) times the HBM side; it completes ``dma.fixed_latency_ns`` later.
+* **DMA queues**: queue ``q`` of a core runs on DMA engine ``q % dma.engines_per_core`` of that core.
+  An engine moves one chunk at a time; when several queues share an engine it takes their heads
+  round-robin, one chunk of at most ``dma.arbitration_bytes`` per turn (the whole transfer when that is
+  unset), so a small transfer on one queue waits at most a chunk behind a large one on another. A
+  transfer starts when its engine is free and its waits are satisfied; each chunk occupies the engine
+  until ``max(chunk start + its engine time, its memory data end)`` where the memory model (shared by
+  every DMA engine of the chip, :mod:`infsim.engine.memory`) times the HBM side; the HBM latency does
+  not occupy the engine (requests pipeline). The transfer completes at ``max(last chunk's occupancy
+  end, every chunk's data end + HBM latency) + dma.fixed_latency_ns``.
   All DMA decisions of one instant are taken in a canonical order (core, engine) after every other
   event of that instant (a low-priority simpy event), so the memory model sees requests in time order
   and ties never depend on event-queue order. A ``nop`` on a DMA queue takes no time; its signals are
@@ -318,6 +321,10 @@ class _Queue:
         self.free = 0
         self.engine = 0
         self.deferred = 0  # zero-time completions whose signals are still to be applied
+        # the head transfer in progress (chunked arbitration): engine time and bytes left, latest data end
+        self.rem = -1
+        self.rem_rb = self.rem_wb = 0
+        self.data_end = 0
 
 
 @dataclass
@@ -650,6 +657,8 @@ class Simulator:
             for k in e.queues:
                 self._queues[k].engine = n
         self._fixed_ps = int(round(self.chip.dma.fixed_latency_ns * 1000))
+        self._chunk_bytes = self.chip.dma.arbitration_bytes or 0
+        self._mem_lat_ps = int(getattr(self.memory, "latency_ps", 0))
         self._flush_at: dict[int, list[int]] = {}
         for e in self._engines:
             self._schedule_flush(0, e.index)
@@ -732,27 +741,52 @@ class Simulator:
         p = q.pos
         i = q.i[p]
         st = self.stats[q.sid]
-        st.stall_ps += now - q.free
+        if q.rem < 0:  # the transfer's first chunk
+            st.stall_ps += now - q.free
+            self.start[i] = now
         if q.nop[p]:
             data_end = comp = now
         else:
             d = q.d[p]
-            data_end = now + d
             rb, wb = q.rb[p], q.wb[p]
-            if rb:
-                end = self.memory.transfer(q.rc[p], now, rb, False, q.ra[p], rb / max(d, 1) * 1000.0)
-                if end > data_end:
-                    data_end = end
-            if wb:
-                end = self.memory.transfer(q.wc[p], now, wb, True, q.wa[p], wb / max(d, 1) * 1000.0)
-                if end > data_end:
-                    data_end = end
-            comp = data_end + self._fixed_ps
+            if q.rem < 0:
+                q.rem, q.rem_rb, q.rem_wb, q.data_end = d, rb, wb, now
+            nbytes = max(rb, wb, 1)
+            cb = self._chunk_bytes
+            if cb and nbytes > cb and q.rem * nbytes > cb * d:
+                # one chunk of cb bytes; the last chunk takes what is left (no rounding drift)
+                cd = d * cb // nbytes
+                crb, cwb = min(q.rem_rb, rb * cb // nbytes), min(q.rem_wb, wb * cb // nbytes)
+            else:
+                cd, crb, cwb = q.rem, q.rem_rb, q.rem_wb
+            q.rem -= cd
+            q.rem_rb -= crb
+            q.rem_wb -= cwb
+            occ = now + cd
+            lat = self._mem_lat_ps
+            if crb:
+                end = self.memory.transfer(q.rc[p], now, crb, False, q.ra[p], rb / max(d, 1) * 1000.0)
+                occ = max(occ, end - lat)
+                q.data_end = max(q.data_end, end)
+            if cwb:
+                end = self.memory.transfer(q.wc[p], now, cwb, True, q.wa[p], wb / max(d, 1) * 1000.0)
+                occ = max(occ, end - lat)
+                q.data_end = max(q.data_end, end)
+            data_end = occ
+            e.free = occ
+            q.free = occ
+            st.busy_ps += occ - now
+            self.t_local[q.sid] = occ
+            if q.rem > 0:  # more chunks: the engine takes the next queue's turn first
+                self.lat_min[q.sid] = 0  # a safe lower bound while the transfer is in progress
+                return
+            q.rem = -1
+            comp = max(occ, q.data_end) + self._fixed_ps
         e.free = data_end
         q.free = data_end
         q.pos = p + 1
-        st.busy_ps += data_end - now
-        self.start[i] = now
+        if q.nop[p]:
+            st.busy_ps += data_end - now
         self.end[i] = comp
         self.occ_end[i] = data_end
         self.t_local[q.sid] = data_end

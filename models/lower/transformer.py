@@ -53,6 +53,8 @@ from .weights import LinearPlan, plan_linear
 
 #: V row blocks in flight to the HBM cache during prefill (a lowering choice: 8 x hd elements per partition)
 V_ROW_SLOTS = 8
+#: LM-head logit row blocks in flight to HBM (a lowering choice: 4 x 512 elements per partition)
+LOGIT_ROW_SLOTS = 4
 
 PH_NORM1, PH_QKV, PH_ATTN, PH_OPROJ, PH_NORM2, PH_UP, PH_DOWN, PH_HEAD = range(8)
 
@@ -159,7 +161,7 @@ class _Rank:
     # ---- emission shortcuts -------------------------------------------------------------------
     def dma(self, dst: Tile, src: Tile, queue: int | None = None, partial: bool = False) -> None:
         if queue is None:
-            queue = self._q_other % self.lw.queues
+            queue = self.lw.other_q0 + self._q_other % self.lw.other_queues
             self._q_other += 1
         self.em.emit(Op.dma_copy, self.core, Engine.dma, queue, dst=dst, src=src, partial=partial)
 
@@ -188,7 +190,7 @@ class _Rank:
             pos = 0
             for n in names:
                 for s in self.lw.plans[n].slabs:
-                    self._wseq.append((n, s.index, v % d, pos % self.lw.queues, v))
+                    self._wseq.append((n, s.index, v % d, pos % self.lw.weight_queues, v))
                     v += 1
                     pos += 1
 
@@ -246,7 +248,13 @@ class _Lowering:
         self.cols = te.cols
         self.banks = chip.psum.banks
         self.bank_bytes = chip.psum.bytes_per_partition // chip.psum.banks
-        self.queues = chip.dma.queues_per_core
+        # DMA queues: weight slabs stream on one queue per DMA engine; every other transfer (K/V, cache
+        # writes, norm weights, logits) goes on a second set of queues on the same engines where the chip
+        # has them, so it never waits in line behind the weight ring's prefetch (engines serve their
+        # queues round-robin). With one queue per engine both kinds share the queues.
+        e, nq = chip.dma.engines_per_core, chip.dma.queues_per_core
+        self.weight_queues = min(e, nq)
+        self.other_q0, self.other_queues = (e, e) if nq >= 2 * e else (0, nq)
         self.tp = wl.tp
         self.wdt = _dt(wl.weight_dtype)
         self.int8 = self.wdt in (DType.int8, DType.uint8)
@@ -441,7 +449,9 @@ class _Lowering:
             Role("rt0", tc * 4, PH_QKV, PH_QKV),
             Role("const", 4 * P + 16, 0, last),
             Role("rot", P * kb, 0, last),
-            Role("lo", 2 * self.wl.batch * ab + 2 * self.s_block * ab, PH_HEAD, PH_HEAD),
+            # LM head: evicted [features, b] logit tiles (2) and [b, block] row blocks on their way to HBM
+            *[Role(f"locol{i}", self.wl.batch * ab, PH_HEAD, PH_HEAD) for i in range(2)],
+            *[Role(f"lorow{i}", self.s_block * ab, PH_HEAD, PH_HEAD) for i in range(LOGIT_ROW_SLOTS)],
         ]
         roles += [Role(f"wslot{i}", slab_free * self.wdt.itemsize, 0, last) for i in range(self.wring)]
         if self.int8:
@@ -847,11 +857,11 @@ class _Lowering:
     # ---- a transformer layer ------------------------------------------------------------------
     def layer(self, rk: _Rank, L: int, segs: list[Segment], ncol: int) -> None:
         spec, P = self.spec, self.P
-        # every layer starts from the same ring positions; "other" DMAs start half-way round the queues so
-        # they do not pile up on the queue that carries the first weight slab of the layer
+        # every layer starts from the same ring positions; where "other" DMAs share the weight queues they
+        # start half-way round so they do not pile up on the queue that carries the layer's first slab
         rk._bank = rk._dq = rk._kv_slot = rk._vec = 0
         rk._vec_cache = {}
-        rk._q_other = self.queues // 2
+        rk._q_other = 0 if self.other_q0 else self.other_queues // 2
         ht = math.ceil(spec.hidden / P)
         x = rk.tiles("x", ht, self.tc * self.adt.itemsize)
         post = spec.family in ("bert", "roberta")
@@ -980,8 +990,9 @@ class _Lowering:
         self.linear(rk, f"L{L}.wk", xn, xdt, ncol, ev_to(k, self.kvh_r * hd, f"L{L}.wk", 1))
         self.linear(rk, f"L{L}.wv", xn, xdt, ncol, ev_to(v, self.kvh_r * hd, f"L{L}.wv", 2))
         if spec.rotary:
-            self.rope(rk, segs, ncol, q, qt, self.heads_r)
-            self.rope(rk, segs, ncol, k, kt, self.kvh_r)
+            self.load_rope(rk, segs)  # once for q and k (a reload would wait for q's rotation to finish)
+            self.rope(rk, ncol, q, qt, self.heads_r)
+            self.rope(rk, ncol, k, kt, self.kvh_r)
         attn = rk.tiles("attn", qt, self.tc * self.mdt.itemsize)
         if spec.kind == "decoder":
             self.kv_write(rk, L, segs, k, v)
@@ -996,17 +1007,22 @@ class _Lowering:
         hpt = self.P // self.hd
         return h // hpt, (h % hpt) * self.hd
 
-    def rope(self, rk: _Rank, segs: list[Segment], ncol: int, tiles: list[Buf], nt: int, nheads: int) -> None:
+    def load_rope(self, rk: _Rank, segs: list[Segment]) -> None:
+        """The cos/sin columns of the chunk's token positions (``cos``/``sin`` roles)."""
         P, kb = self.P, self.kdt
-        cos = rk.buf_single("cos")
-        sin = rk.buf_single("sin")
         tab = rk.hbm(self.wname("rope", rk.r))
-        for seg in segs:
-            for which, buf in ((0, cos), (1, sin)):
+        for which, buf in ((0, rk.buf_single("cos")), (1, rk.buf_single("sin"))):
+            rk.em.new_write_epoch(buf)
+            for seg in segs:
                 src = tab.hbm(
                     kb, P, self.max_ctx, ((1, seg.n),), byte=(which * P * self.max_ctx + seg.t0) * kb.itemsize
                 )
                 rk.dma(buf.tile(kb, seg.n, byte=seg.c0 * kb.itemsize), src, partial=True)
+
+    def rope(self, rk: _Rank, ncol: int, tiles: list[Buf], nt: int, nheads: int) -> None:
+        P, kb = self.P, self.kdt
+        cos = rk.buf_single("cos")
+        sin = rk.buf_single("sin")
         rt = rk.buf_single("rt0")
         for t in range(nt):
             rows = min(P, nheads * self.hd - t * P)
@@ -1017,8 +1033,6 @@ class _Lowering:
             rk.vec(Op.tensor_tensor, dst=tmp, in0=rot, in1=sin.tile(kb, ncol, pcount=rows), op=AluOp.mul)
             rk.vec(Op.tensor_tensor, dst=x, in0=x, in1=cos.tile(kb, ncol, pcount=rows), op=AluOp.mul)
             rk.vec(Op.tensor_tensor, dst=x, in0=x, in1=tmp, op=AluOp.add)
-        for b in (cos, sin):
-            rk.em.new_write_epoch(b)
 
     def kv_write(self, rk: _Rank, L: int, segs: list[Segment], k: list[Buf], v: list[Buf]) -> None:
         P, hd, kb = self.P, self.hd, self.kdt
@@ -1095,7 +1109,7 @@ class _Lowering:
         """Load ``rows`` x ``cols`` elements (HBM rows ``row_stride`` apart) into partitions ``p0..`` of
         ``dst``, as several DMAs over partition groups on different queues."""
         kb = self.kdt
-        parts = max(1, min(rows // 16, self.queues // 2))
+        parts = max(1, min(rows // 16, self.other_queues // 2))
         per = math.ceil(rows / parts)
         if epoch:
             rk.em.new_write_epoch(dst)
@@ -1382,13 +1396,13 @@ class _Lowering:
         self.tc = saved
         name = "lm_head" if spec.kind == "decoder" else "classifier"
         out = self.wname("logits", rk.r)
-        lo = rk.buf_single("lo")
+        cols = [rk.buf_single(f"locol{i}") for i in range(2)]  # separate buffers: dependencies per buffer
+        rows = [rk.buf_single(f"lorow{i}") for i in range(LOGIT_ROW_SLOTS)]
         ab = self.adt.itemsize
         tpb = self.s_block // self.cols  # output tiles per column block
         n = self.plans[name].n
         last_j = (n - 1) // P
         vpad = self.program.tensors[out].shape[1]
-        rows_base = 2 * b * ab  # lo = [2 column tiles of b] + [2 row blocks of s_block], alternating
         blk: list[Buf] = []
 
         # logits are written as rows [sequence, vocab] (one contiguous run per sequence and column block):
@@ -1397,7 +1411,7 @@ class _Lowering:
         # writes would cost one DMA element per partition and queue behind the weight stream.
         def ev(j: int, pt: Tile, msz: int) -> None:
             scale = self.scale_tile(rk, name, j, msz)
-            col = lo.tile(self.adt, b, pcount=msz, byte=(j % 2) * b * ab)
+            col = cols[j % 2].tile(self.adt, b, pcount=msz)
             self.evict_copy(rk, col, pt, scale)
             jj = j % tpb
             if jj == 0:
@@ -1408,8 +1422,7 @@ class _Lowering:
                 return
             j0 = j - jj
             width = min(n, (j + 1) * P) - j0 * P
-            half = (j // tpb) % 2
-            row = lo.tile(self.adt, width, pcount=b, byte=rows_base + half * self.s_block * ab)
+            row = rows[(j // tpb) % LOGIT_ROW_SLOTS].tile(self.adt, width, pcount=b)
             rk.vec(Op.tensor_copy, dst=row, src=blk[0].tile(DType.fp32, width, pcount=b))
             rk.dma(rk.hbm(out).hbm(self.adt, b, vpad, ((1, width),), byte=j0 * P * ab), row, partial=True)
 
