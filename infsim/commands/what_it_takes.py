@@ -16,6 +16,8 @@ def register(sub: Any) -> None:
     p.add_argument("--phase", choices=["decode", "prefill"], default="decode")
     p.add_argument("--levels", default="1,1.5,2,4,8", help="scaling levels per resource (default: %(default)s)")
     p.add_argument("--chips", type=int, default=None)
+    p.add_argument("--method", choices=["branch-and-bound", "exhaustive"], default="branch-and-bound",
+                   help="search (default: %(default)s; exhaustive is the slow reference)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_run)
 
@@ -29,17 +31,17 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError:
         raise InfsimError(f"--levels '{args.levels}': expected comma-separated numbers") from None
     r = what_it_takes(args.baseline, args.speedup, args.model, args.phase, levels, args.chips,
-                      progress=not args.json)
+                      progress=not args.json, method=args.method)
     if args.json:
         print_json(r.to_dict())
         return 0
     if not r.reachable:
         b = r.best_within_bounds
         print(f"{args.speedup}x {args.phase} on {args.model} is unreachable within levels {args.levels}: the best is "
-              f"{b['speedup']:.2f}x with " + ", ".join(f"{k} x{v:g}" for k, v in b["scalings"].items() if v != 1))
+              f"{b['speedup']:.3f}x with " + ", ".join(f"{k} x{v:g}" for k, v in b["scalings"].items() if v != 1))
         return 0
     print(f"{args.speedup}x {args.phase} on {args.model} over {r.baseline}: cost proxy {r.cost:.2f}, achieved "
-          f"{r.achieved_speedup:.2f}x, perf/W {r.perf_per_watt_ratio:.2f}x ({r.evaluated} combinations)")
+          f"{r.achieved_speedup:.2f}x, perf/W {r.perf_per_watt_ratio:.2f}x ({r.evaluated} configurations evaluated)")
     for k, v in r.scalings.items():
         if v != 1:
             print(f"  {k:8s} x{v:g}")
