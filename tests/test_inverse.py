@@ -52,14 +52,18 @@ def test_unreachable_is_reported() -> None:
 
 def test_branch_and_bound_matches_exhaustive() -> None:
     # same cheapest cost and speedup as the reference that tries every combination in cost order, on a
-    # space small enough to enumerate, for a reachable and an out-of-reach target, decode and prefill
-    kw = {"levels": (1, 2, 4), "chips": 2, "resources": ("tensor", "hbm", "dma", "overheads")}
-    for phase, target in (("decode", 1.8), ("decode", 2.6), ("prefill", 2.0), ("prefill", 40.0)):
+    # space small enough to enumerate (5 resources x 3 levels): reachable targets near the bottom and the
+    # top of the space for decode and prefill, and an out-of-reach one
+    kw = {"levels": (1, 2, 4), "chips": 2, "resources": ("tensor", "hbm", "vector", "links", "overheads")}
+    cases = (("decode", 1.6, True), ("decode", 1.9, True), ("prefill", 1.6, True), ("prefill", 2.3, True),
+             ("decode", 9.0, False))
+    for phase, target, reachable in cases:
         fast = what_it_takes("inf2", target, "llama-2-7b", phase, method="branch-and-bound", **kw)
         ref = what_it_takes("inf2", target, "llama-2-7b", phase, method="exhaustive", **kw)
-        assert fast.reachable == ref.reachable, (phase, target)
-        if ref.reachable:
+        assert ref.reachable == reachable and fast.reachable == reachable, (phase, target)
+        if reachable:
             assert fast.cost == ref.cost and fast.achieved_speedup == ref.achieved_speedup, (phase, target)
             assert fast.achieved_speedup >= target
+            assert fast.evaluated <= ref.evaluated
         else:
             assert fast.best_within_bounds == ref.best_within_bounds
