@@ -19,6 +19,8 @@ CHIPS = {
     "inf2": load_chip("inf2"),
     # a slow HBM makes DMA contention (and ties in the memory model) matter
     "slowhbm": load_chip("inf2", {"hbm.bandwidth_gbps": 40.0, "dma.engines_per_core": 2}),
+    # small arbitration chunks: transfers of queues sharing an engine interleave chunk by chunk
+    "chunked": load_chip("inf2", {"dma.engines_per_core": 2, "dma.arbitration_bytes": 512}),
     # zero latencies and overheads: many events fall on the same instant (ties)
     "zerolat": load_chip("inf2", {"dma.fixed_latency_ns": 0, "hbm.latency_ns": 0, "dma.descriptor_overhead_ns": 0,
                                   "vector_engine.fixed_overhead_cycles": 0, "gpsimd_engine.fixed_overhead_cycles": 0,
