@@ -1244,7 +1244,9 @@ class _Lowering:
                 po = rk.bank().tile(DType.fp32, rows, pcount=hd, pstart=p0)  # lane-aligned with the head
                 pts = [rk.buf_single("pt0"), rk.buf_single("pt1")]
                 nkb = math.ceil(n_keys / P)
-                for bi in range(nkb):
+
+                def stage(bi: int, n_keys: int = n_keys, rows: int = rows, pts: list[Buf] = pts) -> tuple[Tile, Tile]:
+                    """P^T (and, encoder, V) of key block ``bi``, ready for its P x V matmul."""
                     k0 = bi * P
                     nk = min(P, n_keys - k0)
                     ptile = pts[bi % 2].tile(kb, rows, pcount=nk)
@@ -1255,17 +1257,23 @@ class _Lowering:
                         # blocks aligned: lo and k0 are multiples of P except with a sliding window
                         if kpos % P:
                             raise LoweringError("sliding-window start not aligned to the partition count")
-                        vs = vbuf.tile(kb, hd, pcount=nk, byte=(kpos // P) * hd * kb.itemsize)
-                    else:
-                        vti, vp0 = self.head_loc(g)
-                        # encoder: V^T tile [hd, tokens] -> need [keys, hd]: transpose the block
-                        vs = vbuf.tile(kb, hd, pcount=nk, byte=(bi % 2) * hd * kb.itemsize)
-                        self.transpose_into(
-                            rk,
-                            vs,
-                            v[vti].tile(kb, nk, pcount=hd, pstart=vp0, byte=(seg.c0 - seg.t0 + k0) * kb.itemsize),
-                        )
-                    rk.mm(po, vs, ptile, acc=bi > 0)
+                        return ptile, vbuf.tile(kb, hd, pcount=nk, byte=(kpos // P) * hd * kb.itemsize)
+                    vti, vp0 = self.head_loc(g)
+                    # encoder: V^T tile [hd, tokens] -> need [keys, hd]: transpose the block
+                    vs = vbuf.tile(kb, hd, pcount=nk, byte=(bi % 2) * hd * kb.itemsize)
+                    self.transpose_into(
+                        rk, vs, v[vti].tile(kb, nk, pcount=hd, pstart=vp0, byte=(seg.c0 - seg.t0 + k0) * kb.itemsize)
+                    )
+                    return ptile, vs
+
+                # software-pipelined: block bi+1's transposes are issued before block bi's matmul, so the
+                # TensorE transposes the next block while the VectorE copies this one out of PSUM
+                staged = stage(0)
+                for bi in range(nkb):
+                    nxt = stage(bi + 1) if bi + 1 < nkb else None
+                    rk.mm(po, staged[1], staged[0], acc=bi > 0)
+                    if nxt is not None:
+                        staged = nxt
                 # evict into the attention output tiles
                 if stack:
                     dst = attn[ti].tile(
@@ -1371,18 +1379,24 @@ class _Lowering:
             if spec.kind == "decoder"
             else ((spec.image_size // spec.patch_size) ** 2 + 1)
         )
-        for seg in segs:
-            want = 0 if spec.family == "vit" else seqlen - 1
-            if seg.t0 <= want < seg.t1:
-                col = seg.c0 + want - seg.t0
-                for t in range(ht):
-                    rows = self.fsize(spec.hidden, t)
-                    rk.vec(
-                        Op.tensor_copy,
-                        dst=xl[t].tile(self.adt, 1, pcount=rows, byte=seg.b * self.adt.itemsize),
-                        src=x[t].tile(self.adt, 1, pcount=rows, byte=col * self.adt.itemsize),
-                        partial=True,
-                    )
+        want = 0 if spec.family == "vit" else seqlen - 1
+        picks = [(seg.b, seg.c0 + want - seg.t0) for seg in segs if seg.t0 <= want < seg.t1]
+        # runs of consecutive sequences in consecutive columns (decode: the whole chunk) move in one copy
+        runs: list[list[int]] = []  # [first sequence, first column, count]
+        for sb, col in picks:
+            if runs and runs[-1][0] + runs[-1][2] == sb and runs[-1][1] + runs[-1][2] == col:
+                runs[-1][2] += 1
+            else:
+                runs.append([sb, col, 1])
+        for sb, col, n in runs:
+            for t in range(ht):
+                rows = self.fsize(spec.hidden, t)
+                rk.vec(
+                    Op.tensor_copy,
+                    dst=xl[t].tile(self.adt, n, pcount=rows, byte=sb * self.adt.itemsize),
+                    src=x[t].tile(self.adt, n, pcount=rows, byte=col * self.adt.itemsize),
+                    partial=True,
+                )
 
     def head(self, rk: _Rank) -> None:
         spec, P = self.spec, self.P
