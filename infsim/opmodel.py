@@ -336,6 +336,17 @@ class _Pipe:
     def serial(self, t_ns: float) -> None:
         self.comp += t_ns
 
+    def load_input(self, engine_ns: float, lat_ns: float) -> None:
+        """Activations read at the start of a chunk: they take engine time from the weight stream, and
+        the first norm needs all of them."""
+        self.dma = max(self.dma, self.comp) + engine_ns / self.q
+        self.comp = max(self.comp, self.dma + lat_ns)
+
+    def store_output(self, engine_ns: float, lat_ns: float) -> None:
+        """Activations written at the end of the step (encoder hidden states)."""
+        self.dma = max(self.dma, self.comp) + engine_ns / self.q
+        self.comp = self.dma + lat_ns
+
     def group_boundary(self, pad_fraction: float) -> None:
         if self.prev_d > 0:  # a previous group holds the ring (at the start of the step it is empty)
             self.reach = self.ring_ns * (1.0 - pad_fraction)
@@ -418,15 +429,18 @@ def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: objec
     phases: list[tuple[str, float]] = []
     hbm_total = 0.0
     decode = wl.phase == "decode"
-    no_norm = spec.family in ("bert", "roberta")
+    no_norm = spec.family in ("bert", "roberta")  # post-norm: no norm before the q/k/v projections
 
     def weights(c: PhaseCost) -> None:
         nonlocal hbm_total
         pipe.weights(c)
         hbm_total += c.hbm_bytes
 
+    ht = math.ceil(h / P)
     for ci in range(chunks):
         t = min(tc, tokens - ci * tc)
+        if spec.family != "vit":  # the chunk's hidden states, one [P, t] tile per descriptor row
+            pipe.load_input(ht * cc.dma_ns(P * t * ab, P), cc.dma_lat_ns)
         if spec.family == "vit":
             weights(cc.linear(spec.num_channels * spec.patch_size**2, h, t, 2))
         for _L in range(spec.layers):
@@ -463,7 +477,7 @@ def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: objec
                     b.add(cc.attention(kv_len, n_q, heads_r, kvh_r, False))
             # (C) o_proj, all-reduce, norm, MLP, all-reduce
             o = cc.linear(heads_r * hd, h, t, 2)
-            m = cc.norm(t) if not no_norm else PhaseCost()
+            m = cc.norm(t)  # pre-norm: before the MLP; post-norm (BERT): after attention, the same place
             if spec.is_moe:
                 m.add(cc.linear(h, spec.num_experts, t, 1, "scalar"))
                 touched = min(spec.num_experts, t * spec.experts_per_token)
@@ -484,6 +498,10 @@ def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: objec
             pipe.serial(allreduce(t))
             weights(m)
             pipe.serial(allreduce(t))
+            if no_norm:  # post-norm: the second LayerNorm closes the layer
+                pipe.serial(cc.norm(t).serial)
+        if spec.kind == "encoder" and spec.family != "vit":  # hidden states out
+            pipe.store_output(ht * cc.dma_ns(P * t * ab, P), cc.dma_lat_ns)
         phases.append((f"chunk{ci}", pipe.comp))
     if spec.kind == "decoder" or spec.family == "vit":
         pipe.group_boundary(boundary)
