@@ -16,14 +16,19 @@ lowering (:mod:`infsim.models.lower`) generates, counted in closed form instead 
 * norms, rotary embedding, residual adds: the vector/scalar/tensor instructions the lowering emits per
   feature tile; tensor-parallel all-reduces from the collective model.
 
-Schedule. Each layer is three phases separated by true data dependencies — (A) norm + q/k/v projections,
-(B) attention, (C) o_proj + all-reduce + norm + MLP + all-reduce. Within a phase DMA and compute overlap
-(the weight ring streams), so a phase takes ``max(DMA, tensor, vector, scalar work)`` plus the latency
-of its first transfer; across phases the DMA queues run ahead by at most the weight ring's depth
-(prefetch credit). HBM bandwidth is shared by the active cores of a chip. Ranks are symmetric.
+Schedule (:class:`_Pipe`). A weight stream (DMA) feeds a compute chain through the weight ring. Each
+layer is: (A) norm + q/k/v projections (+ rotary, K/V cache writes), (B) attention, (C) o_proj,
+all-reduce, norm, MLP, all-reduce. A weight segment (A, o_proj, MLP, the LM head) loads as early as the
+ring allows (at most the ring's depth ahead of consumption; less across a layer boundary, where the ring
+restarts at an aligned slot), computes once its first slab has arrived, and ends at the later of its
+compute and its last slab; serial work (norms, collectives, a head's dependency chain) advances only the
+compute chain while the DMA keeps prefetching. Attention's K/V loads share the DMA engines with the
+weight prefetch pending when it starts; within a (sequence, kv head) the key-block loops pipeline across
+engines and heads are double-buffered (load of the next under compute of this one). HBM bandwidth is
+shared by the active cores of a chip. Ranks are symmetric.
 
-Left out (the cycle engine has them): queue head-of-line blocking, semaphore latencies between
-instructions, PSUM-bank and SBUF-slot back-pressure beyond the ring depth, contention between
+Left out (the cycle engine has them): semaphore latencies between instructions, PSUM-bank and SBUF-slot
+back-pressure beyond the ring depth, the lowering's SBUF aliasing between phases, contention between
 collectives. The agreement with the cycle engine is a test (``tests/test_opmodel.py``).
 """
 
