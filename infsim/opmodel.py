@@ -177,18 +177,21 @@ class _Costs:
         ht = math.ceil(s.hidden / self.P)
         c = PhaseCost()
         layer = s.norm == "layer"
-        c.scalar += self.vec_ns(self.P, t, 1, ht, "scalar") + self.vec_ns(1, t, 1, 1, "scalar")
-        c.tensor += self.mm_ns(self.P, 1, t, ht * (2 if layer else 1)) + self.mm_ns(1, self.P, t, 2 if layer else 1)
-        c.vector += self.vec_ns(1, t, 1, 2 + (2 if layer else 0)) + self.vec_ns(self.P, t, 1, 2 if layer else 1)
+        P = self.P
+        # per tile: squares (ScalarE, fused reduce) feeding the partition-sum matmuls (TensorE), pipelined
+        stats = _pipelined((self.vec_ns(P, t, 1, ht, "scalar"), self.mm_ns(P, 1, t, ht * (2 if layer else 1))), ht)
+        # the statistic on one partition, broadcast back by a matmul
+        mid = (self.vec_ns(1, t, 1, 1, "scalar") + self.mm_ns(1, P, t, 2 if layer else 1)
+               + self.vec_ns(1, t, 1, 2 + (2 if layer else 0)) + self.vec_ns(P, t, 1, 2 if layer else 1))
+        # per tile: scale (and shift) into the output, VectorE and ScalarE pipelined
         if layer:
-            c.vector += self.vec_ns(self.P, t, 2, 2 * ht) + self.vec_ns(self.P, t, 1, ht)
+            apply = _pipelined((self.vec_ns(P, t, 2, 2 * ht) + self.vec_ns(P, t, 1, ht), 0.0), ht)
         else:
-            c.vector += self.vec_ns(self.P, t, 2, ht)
-            c.scalar += self.vec_ns(self.P, t, 1, ht, "scalar")
-        c.dma += self.dma_ns(self.P * ht * 4 * (2 if layer else 1), self.P)
+            apply = _pipelined((self.vec_ns(P, t, 2, ht), self.vec_ns(P, t, 1, ht, "scalar")), ht)
+        c.dma += self.dma_ns(P * ht * 4 * (2 if layer else 1), P)
         # a norm is a dependency chain (sums -> statistic -> broadcast -> per-tile scale) that the next
         # projection waits for (its first column block needs every normalised tile): serial work
-        c.serial += self.dma_lat_ns + c.tensor + c.vector + c.scalar
+        c.serial += self.dma_lat_ns + stats + mid + apply
         c.tensor = c.vector = c.scalar = 0.0
         return c
 

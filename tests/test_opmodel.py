@@ -5,7 +5,7 @@
   1/8/32 at context 2048, prefill 512/2048, bf16 and fp8) on each chip of the study with the study's
   two chips per side, on a 2-layer Llama-2-7B (full-width layers, LM head and collectives; the layer
   count only repeats the same per-layer schedule, and 32 layers of prefill 2048 take minutes per run).
-  Observed: analytical/cycle 0.92-1.08 over the 30 cases.
+  Observed: analytical/cycle 0.91-1.05 over the 30 cases.
 """
 
 from __future__ import annotations
