@@ -153,10 +153,12 @@ def what_it_takes(baseline: str | ChipConfig, speedup: float, model: str = "llam
 
     base_lat, base_e = evaluate(base)
     memo: dict[tuple[float, ...], tuple[float, float]] = {}
+    bar = tqdm(desc=f"what-it-takes {speedup}x {phase}", unit=" evaluations", disable=not progress)
 
     def score(sc: dict[str, float]) -> tuple[float, float]:
         key = tuple(sc.get(r, 1.0) for r in names)
         if key not in memo:
+            bar.update(1)
             lat, en = evaluate(scaled(base, sc))
             sp = math.exp(sum(math.log(b / x) for b, x in zip(base_lat, lat)) / len(lat))
             ppw = math.exp(sum(math.log(b / x) for b, x in zip(base_e, en)) / len(en))
@@ -172,17 +174,14 @@ def what_it_takes(baseline: str | ChipConfig, speedup: float, model: str = "llam
     top_sp, top_ppw = score(top_sc)
     top = {"scalings": top_sc, "speedup": top_sp, "cost": cost_of(top_sc), "perf_per_watt_ratio": top_ppw}
     best: tuple[float, float, dict[str, float], float] | None = None  # cost, speedup, scalings, perf/W
-    bar = tqdm(desc=f"what-it-takes {speedup}x {phase}", unit=" evaluations", disable=not progress)
 
-    def consider(sc: dict[str, float]) -> bool:
+    def consider(sc: dict[str, float]) -> None:
         nonlocal best
         sp, ppw = score(sc)
-        bar.update(1)
         cost = cost_of(sc)
         if sp >= speedup and (best is None or cost < best[0] - 1e-12
                               or (abs(cost - best[0]) <= 1e-12 and sp > best[1])):
             best = (cost, sp, dict(sc), ppw)
-        return sp >= speedup
 
     if top_sp >= speedup and method == "exhaustive":
         combos = sorted((dict(zip(names, c)) for c in itertools.product(*(per[r] for r in names))),
@@ -203,9 +202,7 @@ def what_it_takes(baseline: str | ChipConfig, speedup: float, model: str = "llam
                 trial = {**sc, r: s}
                 if best is not None and cost_of(trial) > best[0] + 1e-12:
                     break  # levels ascend, so every later level costs more too
-                rest = {**trial, **{q: per[q][-1] for q in order[i + 1:]}}
-                sp, _ = score(rest)
-                bar.update(1)
+                sp, _ = score({**trial, **{q: per[q][-1] for q in order[i + 1:]}})
                 if sp < speedup:
                     continue  # even the best completion misses: prune this level (try a higher one)
                 dfs(i + 1, trial)

@@ -45,6 +45,7 @@ from infsim.hw import systolic
 from infsim.hw.elementwise import elementwise_cycles
 from infsim.isa.dtypes import DType
 from infsim.models.graph import Graph, Workload, build_graph, split
+from infsim.models.lower.transformer import dma_queue_split, plan_step
 from infsim.models.lower.weights import plan_linear
 from infsim.models.spec import ModelSpec
 
@@ -102,10 +103,9 @@ class _Costs:
         self.P = chip.sbuf.partitions
         self.cols = chip.tensor_engine.cols
         # DMA parallelism: one transfer at a time per engine; K/V loads split over the lowering's
-        # "other" queues (one per engine where the chip has two or more queues per engine)
+        # "other" queues
         self.q = chip.dma.engines_per_core
-        nq = chip.dma.queues_per_core
-        self.kv_queues = self.q if nq >= 2 * self.q else nq
+        _, self.other_q0, self.kv_queues = dma_queue_split(chip)
         wdt = DType.parse(wl.weight_dtype)
         self.int8 = wdt in (DType.int8, DType.uint8)
         self.wdt = wdt
@@ -185,7 +185,7 @@ class _Costs:
                + self.vec_ns(1, t, 1, 2 + (2 if layer else 0)) + self.vec_ns(P, t, 1, 2 if layer else 1))
         # per tile: scale (and shift) into the output, VectorE and ScalarE pipelined
         if layer:
-            apply = _pipelined((self.vec_ns(P, t, 2, 2 * ht) + self.vec_ns(P, t, 1, ht), 0.0), ht)
+            apply = self.vec_ns(P, t, 2, 2 * ht) + self.vec_ns(P, t, 1, ht)  # VectorE only
         else:
             apply = _pipelined((self.vec_ns(P, t, 2, ht), self.vec_ns(P, t, 1, ht, "scalar")), ht)
         c.dma += self.dma_ns(P * ht * 4 * (2 if layer else 1), P)
@@ -344,22 +344,22 @@ class _Pipe:
     def serial(self, t_ns: float) -> None:
         self.comp += t_ns
 
-    def load_input(self, engine_ns: float, lat_ns: float) -> None:
+    def load_input(self, engine_ns: float) -> None:
         """Activations read at the start of a chunk: they take engine time from the weight stream, and
         the first norm needs all of them."""
         self.dma = max(self.dma, self.comp) + engine_ns / self.q
-        self.comp = max(self.comp, self.dma + lat_ns)
+        self.comp = max(self.comp, self.dma + self.last_lat)
 
-    def store_output(self, engine_ns: float, lat_ns: float) -> None:
+    def store_output(self, engine_ns: float) -> None:
         """Activations written at the end of the step (encoder hidden states)."""
         self.dma = max(self.dma, self.comp) + engine_ns / self.q
-        self.comp = self.dma + lat_ns
+        self.comp = self.dma + self.last_lat
 
     def group_boundary(self, pad_fraction: float) -> None:
         if self.prev_d > 0:  # a previous group holds the ring (at the start of the step it is empty)
             self.reach = self.ring_ns * (1.0 - pad_fraction)
 
-    def attention(self, c: PhaseCost, next_dma_ns: float, lat_ns: float) -> None:
+    def attention(self, c: PhaseCost, next_dma_ns: float) -> None:
         """K/V loads share the DMA engines with the weight transfers pending when attention starts: what
         is still in flight plus the ring's refill with the next weights (queued as the projections
         consumed their last slab). From their own queues they get every other chunk (round-robin), so
@@ -372,7 +372,7 @@ class _Pipe:
         if self.shared:  # the K/V loads wait in line behind the pending prefetch
             self.comp = t0 + pending + max(c.first_dma + c.serial, d)
         else:
-            first = c.first_dma + min(max(0.0, c.first_dma - lat_ns), pending)
+            first = c.first_dma + min(max(0.0, c.first_dma - self.last_lat), pending)
             self.comp = max(t0 + first + c.serial, t0 + d + min(d, pending))
         self.dma = max(self.dma, t0) + d
 
@@ -392,26 +392,22 @@ def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: objec
     h = spec.hidden
     seq = (spec.image_size // spec.patch_size) ** 2 + 1 if spec.family == "vit" else wl.seq
     tokens = wl.batch * seq
-    from infsim.models.lower import LoweringError
-    from infsim.models.lower.transformer import plan_step
-
     notes: list[str] = []
-    try:
-        tc, ring_depth = plan_step(spec, wl, chip)  # the lowering's own token chunk and weight-ring depth
-    except LoweringError as e:  # e.g. a context too long for the lowering's SBUF plan: estimate anyway
+    plan = plan_step(spec, wl, chip)  # the lowering's own token chunk, weight ring and slab layout
+    tc, ring_depth = plan.token_chunk, plan.ring_depth
+    if tc is None or ring_depth is None:  # e.g. a context too long for the lowering's SBUF plan: estimate anyway
         tc = min(chip.tensor_engine.moving_free_max, chip.psum.bytes_per_partition // chip.psum.banks // 4, tokens)
         ring_depth = 16
-        notes.append(f"the lowering cannot plan this step ({e}); nominal chunk {tc} and ring depth 16 assumed")
+        notes.append(f"the lowering cannot plan this step ({plan.error}); nominal chunk {tc} and ring depth 16 "
+                     "assumed")
     chunks = math.ceil(tokens / tc)
     active = min(tp, chip.cores_per_chip)
     from infsim.engine.dram_memory import effective_hbm_gbps
 
     hbm_share = effective_hbm_gbps(chip) / active  # DRAM-level streaming efficiency, as the cycle engine
     q = chip.dma.engines_per_core
-    # prefetch depth in time: the weight ring's slots hold the largest slab of the step's linear layers
-    slab_free = max(plan_linear(k, n, P, cc.s_block, chip.dma.min_efficient_chunk_bytes, cc.wdt.itemsize)
-                    .max_slab_free for k, n in ((h, heads_r * hd), (heads_r * hd, h), (h, inter_r), (inter_r, h)))
-    slab_bytes = P * slab_free * cc.wdt.itemsize
+    # prefetch depth in time: the weight ring holds ring_depth slabs of the layers (the largest one's size)
+    slab_bytes = P * plan.max_slab_free * cc.wdt.itemsize
     ring_ns = ring_depth * max(cc.dma_ns(slab_bytes, P) / q, slab_bytes / hbm_share)
     members = tuple(range(tp))
     ab = DType.parse(wl.act_dtype).itemsize
@@ -422,18 +418,10 @@ def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: objec
         ps, _ = coll.duration_ps(Op.all_reduce, members, h * t * ab, h * t * ab, chip.cores_per_chip)
         return ps / 1000.0
 
-    mmin, wsz = chip.dma.min_efficient_chunk_bytes, cc.wdt.itemsize
-    layer_linears = [(h, heads_r * hd), (h, kvh_r * hd), (h, kvh_r * hd), (heads_r * hd, h)]
-    if spec.is_moe:
-        layer_linears += [(h, spec.num_experts)] + [(h, inter_r), (h, inter_r), (inter_r, h)] * min(
-            spec.num_experts, tokens * spec.experts_per_token)
-    else:
-        layer_linears += [(h, inter_r)] * (2 if spec.gated_mlp else 1) + [(inter_r, h)]
-    n_layer = sum(len(plan_linear(k, n, P, cc.s_block, mmin, wsz).slabs) for k, n in layer_linears)
-    pad = (-n_layer) % ring_depth  # slots skipped to align the next group (layer, head) to the ring
+    pad = (-plan.layer_slabs) % ring_depth  # slots skipped to align the next group (layer, head) to the ring
     boundary = min(1.0, (pad + 1) / ring_depth)
-    shared = chip.dma.queues_per_core < 2 * q  # K/V loads queue behind the weight prefetch
-    pipe = _Pipe(q, hbm_share, ring_ns, ring_depth, cc.dma_lat_ns, shared)
+    # without queues of their own the K/V loads queue behind the weight prefetch
+    pipe = _Pipe(q, hbm_share, ring_ns, ring_depth, cc.dma_lat_ns, shared_queues=cc.other_q0 == 0)
     phases: list[tuple[str, float]] = []
     hbm_total = 0.0
     decode = wl.phase == "decode"
@@ -448,7 +436,7 @@ def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: objec
     for ci in range(chunks):
         t = min(tc, tokens - ci * tc)
         if spec.family != "vit":  # the chunk's hidden states, one [P, t] tile per descriptor row
-            pipe.load_input(ht * cc.dma_ns(P * t * ab, P), cc.dma_lat_ns)
+            pipe.load_input(ht * cc.dma_ns(P * t * ab, P))
         if spec.family == "vit":
             weights(cc.linear(spec.num_channels * spec.patch_size**2, h, t, 2))
         for _L in range(spec.layers):
@@ -500,7 +488,7 @@ def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: objec
             else:
                 m.add(cc.linear(h, inter_r, t, 1, "scalar"))
                 m.add(cc.linear(inter_r, h, t, 2))
-            pipe.attention(b, pipe.dma_time(o) + pipe.dma_time(m), cc.dma_lat_ns)
+            pipe.attention(b, pipe.dma_time(o) + pipe.dma_time(m))
             hbm_total += b.hbm_bytes
             weights(o)
             pipe.serial(allreduce(t))
@@ -509,7 +497,7 @@ def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: objec
             if no_norm:  # post-norm: the second LayerNorm closes the layer
                 pipe.serial(cc.norm(t).serial)
         if spec.kind == "encoder" and spec.family != "vit":  # hidden states out
-            pipe.store_output(ht * cc.dma_ns(P * t * ab, P), cc.dma_lat_ns)
+            pipe.store_output(ht * cc.dma_ns(P * t * ab, P))
         phases.append((f"chunk{ci}", pipe.comp))
     if spec.kind == "decoder" or spec.family == "vit":
         pipe.group_boundary(boundary)

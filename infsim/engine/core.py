@@ -658,7 +658,6 @@ class Simulator:
                 self._queues[k].engine = n
         self._fixed_ps = int(round(self.chip.dma.fixed_latency_ns * 1000))
         self._chunk_bytes = self.chip.dma.arbitration_bytes or 0
-        self._mem_lat_ps = int(getattr(self.memory, "latency_ps", 0))
         self._flush_at: dict[int, list[int]] = {}
         for e in self._engines:
             self._schedule_flush(0, e.index)
@@ -763,7 +762,7 @@ class Simulator:
             q.rem_rb -= crb
             q.rem_wb -= cwb
             occ = now + cd
-            lat = self._mem_lat_ps
+            lat = self.memory.latency_ps
             if crb:
                 end = self.memory.transfer(q.rc[p], now, crb, False, q.ra[p], rb / max(d, 1) * 1000.0)
                 occ = max(occ, end - lat)
@@ -785,8 +784,6 @@ class Simulator:
         e.free = data_end
         q.free = data_end
         q.pos = p + 1
-        if q.nop[p]:
-            st.busy_ps += data_end - now
         self.end[i] = comp
         self.occ_end[i] = data_end
         self.t_local[q.sid] = data_end

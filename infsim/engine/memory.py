@@ -14,7 +14,8 @@ Interface (what a DRAM-level model plugs in behind)
 * ``max_gbps``: the fastest the requesting DMA engine can consume or produce the data (its own
   bandwidth after descriptor overheads); a model may use it to spread the transfer out in time.
 * returns the time the last byte has been read (delivered to the engine) or written, HBM latency
-  included. It must be ``>= start_ps``.
+  included. It must be ``>= start_ps``. ``latency_ps`` says how much of it is that latency: the engine
+  does not hold a DMA engine for it (requests pipeline), only the transfer's completion waits.
 
 Models also count ``bytes_read`` / ``bytes_written`` per chip and, when ``log`` is on, keep
 ``(chip, start_ps, end_ps, nbytes, is_write)`` of every transfer for bandwidth counter tracks.
@@ -46,6 +47,7 @@ class MemoryModel(Protocol):
     bytes_read: list[int]
     bytes_written: list[int]
     log: list[tuple[int, int, int, int, bool]] | None
+    latency_ps: int  # the part of transfer()'s end that is latency (does not occupy a DMA engine)
 
     def reset(self, num_chips: int, log: bool = False) -> None: ...
 

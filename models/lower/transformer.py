@@ -59,6 +59,17 @@ LOGIT_ROW_SLOTS = 4
 PH_NORM1, PH_QKV, PH_ATTN, PH_OPROJ, PH_NORM2, PH_UP, PH_DOWN, PH_HEAD = range(8)
 
 
+def dma_queue_split(chip: ChipConfig) -> tuple[int, int, int]:
+    """(weight queues, first other queue, other queues) of a core.
+
+    Weight slabs stream on one queue per DMA engine; every other transfer (K/V, cache writes, norm
+    weights, logits) goes on a second set of queues on the same engines where the chip has them, so it
+    never waits in line behind the weight ring's prefetch (engines serve their queues round-robin). With
+    one queue per engine both kinds share the queues (first other queue 0)."""
+    e, nq = chip.dma.engines_per_core, chip.dma.queues_per_core
+    return (min(e, nq), *((e, e) if nq >= 2 * e else (0, nq)))
+
+
 @dataclass
 class Segment:
     """Tokens ``t0..t1`` (positions) of sequence ``b`` occupying chunk columns ``c0..c0+(t1-t0)``."""
@@ -248,13 +259,7 @@ class _Lowering:
         self.cols = te.cols
         self.banks = chip.psum.banks
         self.bank_bytes = chip.psum.bytes_per_partition // chip.psum.banks
-        # DMA queues: weight slabs stream on one queue per DMA engine; every other transfer (K/V, cache
-        # writes, norm weights, logits) goes on a second set of queues on the same engines where the chip
-        # has them, so it never waits in line behind the weight ring's prefetch (engines serve their
-        # queues round-robin). With one queue per engine both kinds share the queues.
-        e, nq = chip.dma.engines_per_core, chip.dma.queues_per_core
-        self.weight_queues = min(e, nq)
-        self.other_q0, self.other_queues = (e, e) if nq >= 2 * e else (0, nq)
+        self.weight_queues, self.other_q0, self.other_queues = dma_queue_split(chip)
         self.tp = wl.tp
         self.wdt = _dt(wl.weight_dtype)
         self.int8 = self.wdt in (DType.int8, DType.uint8)
@@ -1504,11 +1509,27 @@ def _classify_flops(lw: Lowered) -> dict[str, int]:
     return {"linear": int(fl[lin].sum()), "attention": int(fl[att].sum()), "aux": int(fl[~lin & ~att].sum())}
 
 
-def plan_step(spec: ModelSpec, workload: Workload, chip: ChipConfig) -> tuple[int, int]:
-    """(token chunk, weight-ring depth) the lowering would choose, computed without emitting a program."""
+@dataclass(frozen=True)
+class StepPlan:
+    """What the lowering would choose for a step, computed without emitting a program."""
+
+    token_chunk: int | None  # None (and ``error`` set) when the step does not fit the SBUF
+    ring_depth: int | None  # weight-ring slots
+    layer_slabs: int  # weight slabs of one layer (one rank)
+    max_slab_free: int  # elements per partition of the largest slab of a layer
+    error: str | None = None
+
+
+def plan_step(spec: ModelSpec, workload: Workload, chip: ChipConfig) -> StepPlan:
+    """Token chunk, weight-ring depth and weight-slab layout of a step (see :class:`StepPlan`)."""
     lw = _Lowering(spec, workload, chip, None)
-    lw.plan()
-    return lw.tc, lw.wring
+    try:
+        lw.plan()
+        tc, ring, err = lw.tc, lw.wring, None
+    except LoweringError as e:  # the weight plans are made before the SBUF allocation that failed
+        tc, ring, err = None, None, str(e)
+    layer = [p for n, p in lw.plans.items() if n.startswith("L0.")]
+    return StepPlan(tc, ring, sum(len(p.slabs) for p in layer), max(p.max_slab_free for p in layer), err)
 
 
 def lower(
