@@ -84,19 +84,25 @@ def load_spec(spec: str | Path | dict[str, Any]) -> SweepSpec:
         err = e.errors()[0]
         loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
         raise SweepError(f"{src}: {loc}: {err['msg']}") from None
-    from infsim.config import load_chip
+    from infsim.config import CHIP_PATHS, load_chip
+    from infsim.config.paths import UnknownFieldError
 
     base = load_chip(s.base)
-    for name, vals in s.axes.items():  # every axis must name a real field: fail before running anything
-        probe = vals[0] if isinstance(vals, list) and vals else (vals.get("min") if isinstance(vals, dict) else None)
-        if probe is None:
+    for name, vals in s.axes.items():  # every axis names a real field, every value is valid: fail before running
+        try:
+            CHIP_PATHS.check(name)
+        except UnknownFieldError as e:
+            raise SweepError(f"{src}: axes.{name}: {e.reason}") from None
+        probes = vals if isinstance(vals, list) else [vals.get("min"), vals.get("max")]
+        if not probes or any(p is None for p in probes):
             raise SweepError(f"{src}: axes.{name}: expected a non-empty list or {{min, max}}")
         if isinstance(vals, dict) and (set(vals) != {"min", "max"} or s.random is None):
             raise SweepError(f"{src}: axes.{name}: a {{min, max}} range needs 'random:' sampling")
-        try:
-            load_chip(base, [f"{name}={probe}"])
-        except InfsimError as e:
-            raise SweepError(f"{src}: axes.{name}: {e}") from None
+        for probe in probes:
+            try:
+                load_chip(base, {name: probe}, labels={name: f"{src}: axes.{name} value {probe!r}"})
+            except InfsimError as e:
+                raise SweepError(str(e)) from None
     return s
 
 

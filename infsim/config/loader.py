@@ -1,105 +1,76 @@
-"""Loading chip configurations: preset names or YAML paths, dotted ``--set`` overrides, and errors
-that name ``file: field: message``."""
+"""Loading configurations: preset names or YAML paths (chip presets here, HBM presets through the same
+functions), dotted ``--set`` overrides (checked by :mod:`infsim.config.paths`), and errors that name
+``file: field: message``, or ``--set FIELD=VALUE: message`` for an override."""
 
 from __future__ import annotations
 
-import copy
-import types
-import typing
+import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from infsim.errors import ConfigError
 
+from .paths import CHIP_PATHS, closest
 from .schema import ChipConfig
+
+M = TypeVar("M", bound=BaseModel)
 
 PRESET_DIR = Path(__file__).parent / "presets"
 
 
-def preset_names() -> list[str]:
-    """Names of the chip presets shipped in the package, sorted."""
-    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+def preset_names(directory: Path = PRESET_DIR) -> list[str]:
+    """Names of the presets (``*.yaml``) in ``directory`` (default: the chip presets), sorted."""
+    return sorted(p.stem for p in directory.glob("*.yaml"))
 
 
-def _resolve(name_or_path: str | Path) -> Path:
+def resolve_preset(name_or_path: str | Path, directory: Path = PRESET_DIR, what: str = "chip") -> Path:
+    """The file of a preset name (``directory/NAME.yaml``) or of a YAML path; ``what`` names the kind of
+    preset in the error (``unknown chip 'inf9' (did you mean inf1?; presets: ...; or a YAML path)``)."""
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") or p.is_file():
-        if not p.exists():
+        if not p.is_file():
             raise ConfigError(f"{p}: no such file")
         return p
-    cand = PRESET_DIR / f"{name_or_path}.yaml"
-    if not cand.exists():
-        raise ConfigError(f"unknown chip '{name_or_path}' (presets: {', '.join(preset_names())}; or a YAML path)")
+    cand = directory / f"{name_or_path}.yaml"
+    if not cand.is_file():
+        names = preset_names(directory)
+        near = closest(str(name_or_path), names)
+        hint = f"did you mean {near}?; " if near else ""
+        raise ConfigError(f"unknown {what} '{name_or_path}' ({hint}presets: {', '.join(names)}; or a YAML path)")
     return cand
 
 
 def parse_override(text: str) -> tuple[str, Any]:
     """``'hbm.bandwidth_gbps=1600'`` -> ``('hbm.bandwidth_gbps', 1600)`` (value parsed as YAML)."""
     if "=" not in text:
-        raise ConfigError(f"override '{text}': expected FIELD=VALUE (e.g. hbm.bandwidth_gbps=1600)")
+        raise ConfigError(f"--set {text}: expected FIELD=VALUE (e.g. hbm.bandwidth_gbps=1600)")
     key, val = text.split("=", 1)
     key = key.strip()
     if not key:
-        raise ConfigError(f"override '{text}': empty field name")
+        raise ConfigError(f"--set {text}: empty field name")
     try:
         return key, yaml.safe_load(val)
     except yaml.YAMLError as e:
-        raise ConfigError(f"override '{text}': cannot parse value: {e}") from None
+        raise ConfigError(f"--set {text}: cannot parse value: {e}") from None
 
 
-def _unwrap(ann: Any) -> Any:
-    """``X | None`` -> ``X`` (the one non-None member of an optional annotation)."""
-    if typing.get_origin(ann) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(ann) if a is not type(None)]
-        if len(args) == 1:
-            return args[0]
-    return ann
+def override_labels(overrides: Mapping[str, Any], flag: str = "override") -> dict[str, str]:
+    """How errors name each override: ``{'hbm.x': 'override hbm.x=1'}`` (``flag`` e.g. ``--set``)."""
+    return {k: f"{flag} {k}={v}" for k, v in overrides.items()}
 
 
-def _bad_prefix(parts: list[str]) -> str | None:
-    """Walk the dotted field path through the :class:`ChipConfig` schema (not through the YAML, so a field
-    that a file leaves at its default can be overridden too). Returns ``None`` if the path names a field or a
-    key of a free-form mapping field (``energy.mac_pj.bf16``; pydantic judges the key), else the first
-    prefix that names nothing."""
-    ann: Any = ChipConfig
-    for i, part in enumerate(parts):
-        ann = _unwrap(ann)
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            field = ann.model_fields.get(part)
-            if field is None:
-                return ".".join(parts[: i + 1])
-            ann = field.annotation
-        elif typing.get_origin(ann) is dict:
-            ann = typing.get_args(ann)[1] if typing.get_args(ann) else Any
-        else:
-            return ".".join(parts[: i + 1])
-    return None
+def apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any],
+                    labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Return a copy of chip ``data`` with each dotted ``FIELD: value`` of ``overrides`` set.
 
-
-def apply_overrides(data: dict[str, Any], overrides: dict[str, Any], source: str = "<overrides>") -> dict[str, Any]:
-    """Return a copy of ``data`` with each dotted ``FIELD: value`` of ``overrides`` set.
-
-    A field name that the schema does not know raises ``ConfigError('source: field: no such field')``; the
-    values themselves are checked later, by :func:`validate`.
+    A field the schema does not know raises ``ConfigError('override FIELD=VALUE: no such field (did you
+    mean ...)')`` (``labels`` may name each override otherwise); the values are checked by :func:`validate`.
     """
-    out = copy.deepcopy(data)
-    for key, val in overrides.items():
-        parts = key.split(".")
-        if any(not p for p in parts):
-            raise ConfigError(f"{source}: {key}: no such field")
-        bad = _bad_prefix(parts)
-        if bad is not None:
-            raise ConfigError(f"{source}: {bad}: no such field")
-        node = out
-        for part in parts[:-1]:
-            if not isinstance(node.get(part), dict):
-                node[part] = {}  # a section the file leaves out (or sets to null)
-            node = node[part]
-        node[parts[-1]] = val
-    return out
+    return CHIP_PATHS.apply(data, overrides, labels or override_labels(overrides))
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -125,9 +96,10 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def load_raw(name_or_path: str | Path) -> tuple[dict[str, Any], Path]:
-    """Read a preset or YAML file into a plain mapping (no validation); errors name ``file:line``."""
-    path = _resolve(name_or_path)
+def load_raw(name_or_path: str | Path, directory: Path = PRESET_DIR, what: str = "chip") -> tuple[dict[str, Any], Path]:
+    """Read a preset (by name, from ``directory``) or a YAML file into a plain mapping (no validation);
+    errors name ``file:line``, and a key given twice is an error."""
+    path = resolve_preset(name_or_path, directory, what)
     try:
         data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # a SafeLoader subclass
     except yaml.YAMLError as e:
@@ -139,36 +111,50 @@ def load_raw(name_or_path: str | Path) -> tuple[dict[str, Any], Path]:
     return data, path
 
 
-def _format_error(err: Any, source: str, overridden: set[str]) -> str:
+def _format_error(err: Any, source: str, labels: Mapping[str, str]) -> str:
     loc = ".".join(str(x) for x in err["loc"])
     msg = str(err["msg"])
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
+    for key, label in labels.items():  # an error in (or naming) an overridden field blames the override
+        if loc == key or loc.startswith(key + "."):
+            return f"{label}: {msg}" if loc == key else f"{label}: {loc}: {msg}"
+        if not loc or key.startswith(loc + "."):  # a check across fields of ``loc``: does it name ``key``?
+            rel = key[len(loc) + 1:] if loc else key
+            if re.search(rf"(?<![\w.]){re.escape(rel)}(?!\w)", msg):
+                return f"{label}: {msg}" if not loc else f"{label}: {loc}: {msg}"
     inp = err.get("input")
     if err.get("type") not in ("missing", "extra_forbidden") and isinstance(inp, str | int | float | bool):
         shown = repr(inp)
         msg += f" (got {shown if len(shown) <= 40 else shown[:37] + '...'})"
-    if loc and any(loc == k or loc.startswith(k + ".") for k in overridden):
-        msg += " [from --set]"
     return f"{source}: {loc}: {msg}" if loc else f"{source}: {msg}"
 
 
-def validate(data: dict[str, Any], source: str, overridden: set[str] | None = None) -> ChipConfig:
-    """Validate ``data`` as a :class:`ChipConfig`; errors are ``source: field: message`` joined by ``'; '``.
-
-    ``overridden`` (dotted field names set by ``--set``) marks errors in those fields ``[from --set]``.
+def validate_model(schema: type[M], data: Mapping[str, Any], source: str,
+                   labels: Mapping[str, str] | None = None) -> M:
+    """Validate ``data`` as a ``schema``; errors are ``source: field: message`` joined by ``'; '``. An error
+    in a field that ``labels`` names (dotted field -> how to name it, e.g. ``'--set hbm.bandwidth_gbps=-1'``),
+    or whose message names that field, reads ``LABEL: message`` instead.
     """
     try:
-        return ChipConfig.model_validate(data)
+        return schema.model_validate(data)
     except ValidationError as e:
-        msgs = [_format_error(err, source, overridden or set()) for err in e.errors()]
+        msgs = [_format_error(err, source, labels or {}) for err in e.errors()]
         raise ConfigError("; ".join(msgs)) from None
 
 
-def load_chip(name_or_path: str | Path | ChipConfig, overrides: dict[str, Any] | list[str] | None = None) -> ChipConfig:
+def validate(data: Mapping[str, Any], source: str, labels: Mapping[str, str] | None = None) -> ChipConfig:
+    """:func:`validate_model` for a :class:`ChipConfig`."""
+    return validate_model(ChipConfig, data, source, labels)
+
+
+def load_chip(name_or_path: str | Path | ChipConfig, overrides: Mapping[str, Any] | list[str] | None = None,
+              labels: Mapping[str, str] | None = None) -> ChipConfig:
     """Load a preset by name or a YAML file by path, apply ``overrides`` and validate.
 
-    ``overrides`` is a mapping of dotted field names to values, or a list of ``FIELD=VALUE`` strings.
+    ``overrides`` is a mapping of dotted field names to values (errors name them ``override FIELD=VALUE``,
+    or as ``labels`` says), or a list of ``FIELD=VALUE`` strings (errors name them ``--set FIELD=VALUE``, as
+    the CLI flag).
     """
     if isinstance(name_or_path, ChipConfig):
         if not overrides:
@@ -177,8 +163,14 @@ def load_chip(name_or_path: str | Path | ChipConfig, overrides: dict[str, Any] |
     else:
         data, path = load_raw(name_or_path)
         source = str(path)
-    if overrides:
+    if not overrides:
+        labels = {}
+    else:
         if isinstance(overrides, list):
-            overrides = dict(parse_override(o) for o in overrides)
-        data = apply_overrides(data, overrides, source)
-    return validate(data, source, set(overrides or ()))
+            pairs = [(text, *parse_override(text)) for text in overrides]
+            overrides = {k: v for _, k, v in pairs}
+            labels = {k: f"--set {text.strip()}" for text, k, _ in pairs}
+        else:
+            labels = {**override_labels(overrides), **(labels or {})}
+        data = apply_overrides(data, overrides, labels)
+    return validate(data, source, labels)

@@ -172,6 +172,11 @@ class ChipConfig(_Model):
             raise ValueError(f"sbuf.partitions ({self.sbuf.partitions}) < tensor_engine.rows ({te.rows})")
         if self.psum.partitions < te.cols:
             raise ValueError(f"psum.partitions ({self.psum.partitions}) < tensor_engine.cols ({te.cols})")
+        if self.psum.bytes_per_partition // self.psum.banks < 4:  # 4 bytes: one fp32 accumulator
+            raise ValueError(
+                f"psum.bytes_per_partition ({self.psum.bytes_per_partition}) / psum.banks ({self.psum.banks}) "
+                "leaves a PSUM bank smaller than one fp32 accumulator (4 bytes per partition)"
+            )
         for dt in te.macs_per_pe_per_cycle:
             if dt not in self.energy.mac_pj:
                 raise ValueError(f"energy.mac_pj has no entry for {dt} (tensor_engine supports it)")

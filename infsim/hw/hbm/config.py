@@ -20,13 +20,14 @@ states, ECC, temperature-dependent refresh rate, the ACT command taking two row-
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from infsim.errors import ConfigError
+from infsim.config.loader import load_raw, override_labels, preset_names, validate_model
+from infsim.config.paths import FieldPaths
 
 PRESET_DIR = Path(__file__).resolve().parents[2] / "config" / "hbm"
 
@@ -192,49 +193,25 @@ def parse_mapping(text: str) -> tuple[str, ...]:
 
 
 def hbm_preset_names() -> list[str]:
-    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+    return preset_names(PRESET_DIR)
 
 
-def _resolve(name_or_path: str | Path) -> Path:
-    p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") or p.exists():
-        if not p.exists():
-            raise ConfigError(f"{p}: no such file")
-        return p
-    cand = PRESET_DIR / f"{name_or_path}.yaml"
-    if not cand.exists():
-        names = ", ".join(hbm_preset_names())
-        raise ConfigError(f"unknown HBM preset '{name_or_path}' (presets: {names}; or a YAML path)")
-    return cand
+#: paths into :class:`HbmPresetConfig` (for overrides such as ``organization.channels``)
+HBM_PATHS = FieldPaths(HbmPresetConfig)
 
 
-def load_hbm_preset(name_or_path: str | Path | HbmPresetConfig, overrides: dict | None = None) -> HbmPresetConfig:
+def load_hbm_preset(name_or_path: str | Path | HbmPresetConfig,
+                    overrides: Mapping[str, Any] | None = None) -> HbmPresetConfig:
     """Load and validate an HBM preset by name or path; ``overrides`` maps dotted fields to values
-    (e.g. ``{'organization.channels': 2, 'controller.page_policy': 'closed'}``)."""
+    (e.g. ``{'organization.channels': 2, 'controller.page_policy': 'closed'}``), checked against the schema
+    (so a field the preset leaves at its default can be overridden too)."""
     if isinstance(name_or_path, HbmPresetConfig):
+        if not overrides:
+            return name_or_path
         data, source = name_or_path.model_dump(), name_or_path.name
     else:
-        path = _resolve(name_or_path)
+        data, path = load_raw(name_or_path, PRESET_DIR, "HBM preset")
         source = str(path)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: invalid YAML: {getattr(e, 'problem', e)}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level")
-    for key, val in (overrides or {}).items():
-        node = data
-        parts = key.split(".")
-        for part in parts[:-1]:
-            if not isinstance(node, dict) or part not in node:
-                raise ConfigError(f"{source}: {key}: no such field")
-            node = node[part]
-        if not isinstance(node, dict) or parts[-1] not in node:
-            raise ConfigError(f"{source}: {key}: no such field")
-        node[parts[-1]] = val
-    try:
-        return HbmPresetConfig.model_validate(data)
-    except ValidationError as e:
-        msgs = [f"{source}: {'.'.join(str(x) for x in err['loc']) or '(top level)'}: {err['msg']}"
-                for err in e.errors()]
-        raise ConfigError("; ".join(msgs)) from None
+    labels = override_labels(overrides or {})
+    data = HBM_PATHS.apply(data, overrides or {}, labels)
+    return validate_model(HbmPresetConfig, data, source, labels)
