@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from infsim.compare import compare
-from infsim.config import load_chip
+from infsim.config import CHIP_PATHS, load_chip
 from infsim.runner import run
 
 #: assumed numbers of the next-generation presets and the ranges the study varies them over
@@ -37,20 +37,13 @@ SENSITIVITY = {
 }
 
 
-def _value(cfg: object, path: str) -> float:
-    node = cfg
-    for p in path.split("."):
-        node = getattr(node, p)
-    return float(node)  # type: ignore[arg-type]
-
-
 def sensitivity(baseline: str, target: str, model: str, chips: int) -> list[dict]:
     rows = []
     base_cfg = load_chip(target)
     for path, levels in SENSITIVITY.items():
         for lv in levels:
-            v = lv if path == "cores_per_chip" else _value(base_cfg, path) * lv
-            cfg = load_chip(target, [f"{path}={v}"])
+            v = lv if path == "cores_per_chip" else float(CHIP_PATHS.get(base_cfg, path)) * lv
+            cfg = load_chip(target, {path: v})
             r = compare(baseline, cfg, model, chips=chips, attribution=False)
             rows.append({"field": path, "value": v, "relative": lv, "geomean_speedup": r.geomean_speedup,
                          "geomean_perf_per_watt_ratio": r.geomean_perf_per_watt_ratio})

@@ -11,7 +11,7 @@ the groups in ``S`` taken from the target; its value ``v(S)`` is the mean over t
 ``log(latency_baseline / latency_hybrid)``. The Shapley value of a group is its average marginal
 contribution over all orders, computed exactly over the ``2^groups`` coalitions (analytical fidelity);
 the values sum to ``v(all) = `` the mean log speedup. Energy parameters, instance and price are not
-resources for the speedup and stay the baseline's in hybrids.
+resources for the speedup and stay the baseline's in hybrids (:data:`NOT_RESOURCES`).
 """
 
 from __future__ import annotations
@@ -21,31 +21,36 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from infsim.config import ChipConfig, load_chip
+from infsim.config import CHIP_PATHS, ChipConfig, load_chip
 from infsim.config.loader import validate
 from infsim.errors import InfsimError
 
-#: resource groups: dotted config fields swapped together from target into baseline
+_ELEMENTWISE_ENGINES = ("vector_engine", "scalar_engine", "gpsimd_engine")
+
+#: resource groups: dotted config fields swapped together from target into baseline (every field of the chip
+#: schema is in exactly one group or in :data:`NOT_RESOURCES`; tests/test_compare.py checks it)
 GROUPS: dict[str, list[str]] = {
     "compute": [
         "cores_per_chip", "tensor_engine.rows", "tensor_engine.cols", "tensor_engine.moving_free_max",
         "tensor_engine.macs_per_pe_per_cycle.bf16", "tensor_engine.macs_per_pe_per_cycle.fp16",
         "tensor_engine.macs_per_pe_per_cycle.fp32", "tensor_engine.macs_per_pe_per_cycle.int8",
+        "tensor_engine.macs_per_pe_per_cycle.uint8", "tensor_engine.macs_per_pe_per_cycle.int32",
         "tensor_engine.min_moving_cycles", "tensor_engine.stationary_load_speedup",
         "tensor_engine.pipeline_latency_cycles", "tensor_engine.issue_overhead_cycles",
-        "vector_engine.lanes", "vector_engine.elems_per_cycle_per_lane", "vector_engine.two_input_factor",
-        "vector_engine.fixed_overhead_cycles", "scalar_engine.lanes", "scalar_engine.elems_per_cycle_per_lane",
-        "scalar_engine.fixed_overhead_cycles", "gpsimd_engine.lanes", "gpsimd_engine.elems_per_cycle_per_lane",
-        "gpsimd_engine.fixed_overhead_cycles",
+        *(f"{e}.{f}" for e in _ELEMENTWISE_ENGINES
+          for f in ("lanes", "elems_per_cycle_per_lane", "two_input_factor", "fixed_overhead_cycles",
+                    "strided_penalty", "strided_threshold_bytes", "reduce_extra_cycles", "func_cost")),
     ],
     "precision": ["tensor_engine.macs_per_pe_per_cycle.fp8_e4m3", "tensor_engine.macs_per_pe_per_cycle.fp8_e5m2"],
-    "clock": ["tensor_engine.clock_ghz", "vector_engine.clock_ghz", "scalar_engine.clock_ghz",
-              "gpsimd_engine.clock_ghz"],
+    "clock": ["tensor_engine.clock_ghz", *(f"{e}.clock_ghz" for e in _ELEMENTWISE_ENGINES)],
     "hbm": ["hbm"],
     "sram": ["sbuf", "psum"],
     "dma": ["dma"],
     "links": ["links"],
 }
+
+#: fields that are not resources for the speedup: they stay the baseline's in every hybrid
+NOT_RESOURCES: tuple[str, ...] = ("name", "description", "generation", "energy", "instance")
 
 #: (phase, batch, context, weight dtype) of the default workload set
 DEFAULT_WORKLOADS: list[tuple[str, int, int, str]] = [
@@ -96,35 +101,19 @@ class CompareResult:
         return d
 
 
-def _get(d: dict[str, Any], path: str) -> Any:
-    for p in path.split("."):
-        d = d[p]
-    return d
-
-
-def _set(d: dict[str, Any], path: str, v: Any) -> None:
-    parts = path.split(".")
-    for p in parts[:-1]:
-        d = d[p]
-    d[parts[-1]] = v
-
-
 def hybrid(base: ChipConfig, target: ChipConfig, groups: tuple[str, ...] | list[str]) -> ChipConfig:
-    """The baseline with the listed resource groups taken from the target."""
+    """The baseline with the listed resource groups taken from the target (a mapping key the target lacks,
+    such as a dtype rate, is absent from the hybrid too)."""
     if not groups:
         return base
+    unknown = [g for g in groups if g not in GROUPS]
+    if unknown:
+        raise InfsimError(f"unknown resource group(s) {unknown}; known: {', '.join(GROUPS)}")
     b = base.model_dump()
     t = target.model_dump()
     for g in groups:
         for path in GROUPS[g]:
-            try:
-                v = _get(t, path)
-            except KeyError:
-                continue  # the target lacks this field (e.g. a dtype): keep the baseline's
-            try:
-                _set(b, path, v)
-            except KeyError:
-                continue
+            CHIP_PATHS.take(b, t, path)
     b["name"] = f"{base.name}+{'+'.join(groups)}"
     return validate(b, f"hybrid {base.name}<-{target.name}[{','.join(groups)}]")
 

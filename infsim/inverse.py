@@ -35,7 +35,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from infsim.config import ChipConfig, load_chip
+from infsim.config import CHIP_PATHS, ChipConfig, load_chip
 from infsim.config.loader import validate
 
 RESOURCES: dict[str, tuple[list[str], float]] = {
@@ -88,26 +88,14 @@ class WhatItTakes:
 
 
 def scaled(base: ChipConfig, scalings: dict[str, float]) -> ChipConfig:
+    """The baseline with each resource's fields scaled (:meth:`~infsim.config.paths.FieldPaths.scale`:
+    ``/field`` divides, ``field.*`` scales every value of a mapping, integer fields stay integers)."""
     d = base.model_dump()
     for r, s in scalings.items():
         if s == 1:
             continue
         for path in RESOURCES[r][0]:
-            divide = path.startswith("/")
-            parts = path.lstrip("/").split(".")
-            node = d
-            for p in parts[:-1]:
-                node = node[p]
-            last = parts[-1]
-            if last == "*":
-                for k in node:
-                    node[k] = node[k] * s
-            elif divide:
-                node[last] = type(node[last])(node[last] / s) if isinstance(node[last], int) else node[last] / s
-            elif last == "bytes_per_partition":
-                node[last] = int(node[last] * s)
-            else:
-                node[last] = node[last] * s
+            CHIP_PATHS.scale(d, path, s)
     d["name"] = base.name + "".join(f"+{r}x{s:g}" for r, s in scalings.items() if s != 1)
     return validate(d, d["name"])
 

@@ -8,8 +8,9 @@ import math
 import pytest
 
 from infsim.cli import main
-from infsim.compare import GROUPS, compare, hybrid
-from infsim.config import load_chip
+from infsim.compare import GROUPS, NOT_RESOURCES, compare, hybrid
+from infsim.config import CHIP_PATHS, load_chip
+from infsim.errors import ConfigError, InfsimError
 from infsim.runner import run
 
 WLS = [("decode", 1, 256, "bf16"), ("prefill", 1, 128, "fp8_e4m3")]
@@ -37,6 +38,34 @@ def test_all_groups_hybrid_runs_like_the_target() -> None:
     a = run(h, "gpt2", phase="decode", batch=1, context=256, tp=h.cores_per_chip, fidelity="analytical")
     b = run(targ, "gpt2", phase="decode", batch=1, context=256, tp=targ.cores_per_chip, fidelity="analytical")
     assert a.latency_ms == pytest.approx(b.latency_ms, rel=1e-12)
+
+
+def test_every_chip_field_is_in_exactly_one_group() -> None:
+    owners: dict[str, list[str]] = {}
+    for g, members in [*GROUPS.items(), ("(not a resource)", list(NOT_RESOURCES))]:
+        for m in members:
+            CHIP_PATHS.check(m)  # every member is a valid path
+            for leaf in CHIP_PATHS.leaves():
+                if leaf == m or leaf.startswith(m + "."):
+                    owners.setdefault(leaf, []).append(f"{g}:{m}")
+    assert [p for p in CHIP_PATHS.leaves() if p not in owners] == []
+    assert {p: o for p, o in owners.items() if len(o) > 1} == {}
+
+
+def test_hybrid_rejects_a_bad_group_member(monkeypatch: pytest.MonkeyPatch) -> None:
+    base, targ = load_chip("inf2"), load_chip("trn2")
+    monkeypatch.setitem(GROUPS, "hbm", ["hbm.bandwith_gbps"])  # a typo is an error, never silently skipped
+    with pytest.raises(ConfigError, match=r"hbm\.bandwith_gbps: no such field \(did you mean hbm\.bandwidth_gbps"):
+        hybrid(base, targ, ["hbm"])
+    with pytest.raises(InfsimError, match="unknown resource group"):
+        hybrid(base, targ, ["hmb"])
+
+
+def test_hybrid_takes_exactly_the_targets_values() -> None:
+    base, inf1 = load_chip("inf2"), load_chip("inf1")
+    h = hybrid(base, inf1, ["precision", "compute"])
+    assert h.tensor_engine.macs_per_pe_per_cycle == inf1.tensor_engine.macs_per_pe_per_cycle  # no fp8/fp32 left
+    assert h.energy == base.energy and h.hbm == base.hbm
 
 
 def test_no_group_hybrid_is_the_baseline() -> None:

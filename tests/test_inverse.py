@@ -12,6 +12,17 @@ def test_scaled_chip_multiplies_fields() -> None:
     assert c.hbm.bandwidth_gbps == 2 * base.hbm.bandwidth_gbps
     assert c.tensor_engine.macs_per_pe_per_cycle["bf16"] == 4 * base.tensor_engine.macs_per_pe_per_cycle["bf16"]
     assert c.dma == base.dma
+    o = scaled(base, {"overheads": 2.0})  # '/field': divided, integer fields stay integers
+    assert o.dma.fixed_latency_ns == base.dma.fixed_latency_ns / 2
+    assert o.vector_engine.fixed_overhead_cycles == base.vector_engine.fixed_overhead_cycles // 2
+
+
+def test_resource_fields_are_valid_paths() -> None:
+    from infsim.config import CHIP_PATHS
+
+    for fields, _ in RESOURCES.values():
+        for f in fields:
+            CHIP_PATHS.check(f.lstrip("/").removesuffix(".*"))
 
 
 def test_reachable_target_is_cheapest_that_reaches() -> None:
