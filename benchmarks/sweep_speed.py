@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from infsim.sweep import run_sweep
+from infsim.studies.sweep import run_sweep
 
 SPEC = {
     "base": "inf2",

@@ -22,9 +22,9 @@ import math
 import time
 from pathlib import Path
 
-from infsim.compare import compare
 from infsim.config import CHIP_PATHS, load_chip
 from infsim.runner import run
+from infsim.studies.compare import compare
 
 #: assumed numbers of the next-generation presets and the ranges the study varies them over
 SENSITIVITY = {
@@ -102,7 +102,7 @@ def main() -> None:
     chips = max(r.chips for r in results.values())
     sens = {t: sensitivity(args.baseline, t, args.model, results[t].chips) for t in targets} \
         if not args.no_sensitivity else {}
-    from infsim.inverse import what_it_takes
+    from infsim.studies.inverse import what_it_takes
 
     inverse = {ph: what_it_takes(args.baseline, args.speedup, args.model, ph, progress=True)
                for ph in ("decode", "prefill")}
@@ -158,7 +158,7 @@ def main() -> None:
                       f"{s['geomean_perf_per_watt_ratio']:.2f} |" for s in sens[t]]
             lines.append("")
     lines += [f"## What it takes: {args.speedup:g}x over {args.baseline}", "",
-              "Cheapest combination of resource scalings (cost proxy and levels: `infsim/inverse.py`) whose "
+              "Cheapest combination of resource scalings (cost proxy and levels: `infsim/studies/inverse.py`) whose "
               "geometric-mean speedup over the phase's workloads reaches the target.", "",
               "| phase | reachable | cost proxy | achieved | perf/W x | scalings |", "|---|---|---|---|---|---|"]
     for ph, r in inverse.items():

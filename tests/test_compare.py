@@ -8,10 +8,10 @@ import math
 import pytest
 
 from infsim.cli import main
-from infsim.compare import GROUPS, NOT_RESOURCES, compare, hybrid
 from infsim.config import CHIP_PATHS, load_chip
 from infsim.errors import ConfigError, InfsimError
 from infsim.runner import run
+from infsim.studies.compare import GROUPS, NOT_RESOURCES, compare, hybrid
 
 WLS = [("decode", 1, 256, "bf16"), ("prefill", 1, 128, "fp8_e4m3")]
 

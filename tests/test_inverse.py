@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from infsim.config import load_chip
-from infsim.inverse import MAX_SCALING, RESOURCES, scaled, what_it_takes
+from infsim.studies.inverse import MAX_SCALING, RESOURCES, scaled, what_it_takes
 
 
 def test_scaled_chip_multiplies_fields() -> None:
@@ -29,8 +29,8 @@ def test_reachable_target_is_cheapest_that_reaches() -> None:
     import itertools
     import math
 
-    from infsim.inverse import PHASE_WORKLOADS
     from infsim.runner import run
+    from infsim.studies.inverse import PHASE_WORKLOADS
 
     r = what_it_takes("inf2", 1.3, "llama-2-7b", "decode", levels=(1, 2), chips=3)
     assert r.reachable and r.achieved_speedup >= 1.3

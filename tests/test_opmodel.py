@@ -1,7 +1,7 @@
 """The analytical fidelity of ``infsim run`` (closed forms per op) against the cycle engine.
 
 * Full-size Llama-2-7B on one inf2 chip (TP 2), decode and prefill, bf16 and fp8.
-* Every workload of the flagship study's default set (``infsim.compare.DEFAULT_WORKLOADS``: decode batch
+* Every workload of the flagship study's default set (``infsim.studies.compare.DEFAULT_WORKLOADS``: decode batch
   1/8/32 at context 2048, prefill 512/2048, bf16 and fp8) on each chip of the study with the study's
   two chips per side, on a 2-layer Llama-2-7B (full-width layers, LM head and collectives; the layer
   count only repeats the same per-layer schedule, and 32 layers of prefill 2048 take minutes per run).
@@ -14,13 +14,13 @@ import dataclasses
 
 import pytest
 
-from infsim.compare import DEFAULT_WORKLOADS
 from infsim.config import load_chip
 from infsim.models.graph import Workload
 from infsim.models.lower import lower
 from infsim.models.spec import load_model
 from infsim.opmodel import estimate
 from infsim.sim import simulate
+from infsim.studies.compare import DEFAULT_WORKLOADS
 
 CHIP = load_chip("inf2")
 SPEC = load_model("llama-2-7b")

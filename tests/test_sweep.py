@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from infsim.sweep import SweepError, load_spec, run_search, run_sweep, tasks
+from infsim.studies.search import run_search
+from infsim.studies.sweep import SweepError, load_spec, run_sweep, tasks
 
 SPEC = {
     "base": "inf2",

@@ -22,12 +22,12 @@ def register(sub: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from infsim.compare import compare
+    from infsim.studies.compare import compare
 
     r = compare(args.baseline, args.target, args.model, chips=args.chips, fidelity=args.fidelity,
                 attribution=not args.no_attribution, progress=not args.json)
     if args.plot:
-        from infsim.plots import plot_compare
+        from infsim.studies.plots import plot_compare
 
         plot_compare(r, args.plot)
     if args.json:

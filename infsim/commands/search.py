@@ -20,7 +20,7 @@ def register(sub: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from infsim.sweep import run_search
+    from infsim.studies.search import run_search
 
     objs = []
     for item in args.objectives.split(","):

@@ -1,4 +1,4 @@
-"""``infsim sweep SPEC.yaml --out DIR``: resumable design-space sweep (see infsim/sweep.py)."""
+"""``infsim sweep SPEC.yaml --out DIR``: resumable design-space sweep (see infsim/studies/sweep.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ def register(sub: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from infsim.sweep import plot_sweep, run_sweep
+    from infsim.studies.plots import plot_sweep
+    from infsim.studies.sweep import run_sweep
 
     df = run_sweep(args.spec, args.out, workers=args.workers, scheduler=args.scheduler, batch_size=args.batch_size,
                    progress=True)

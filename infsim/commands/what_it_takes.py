@@ -24,7 +24,7 @@ def register(sub: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from infsim.errors import InfsimError
-    from infsim.inverse import what_it_takes
+    from infsim.studies.inverse import what_it_takes
 
     try:
         levels = tuple(float(x) for x in args.levels.split(","))

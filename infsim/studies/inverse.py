@@ -115,9 +115,9 @@ def what_it_takes(baseline: str | ChipConfig, speedup: float, model: str = "llam
     """
     from tqdm import tqdm
 
-    from infsim.compare import chips_needed
     from infsim.errors import InfsimError
     from infsim.runner import run
+    from infsim.studies.compare import chips_needed
 
     if method not in ("branch-and-bound", "exhaustive"):
         raise InfsimError(f"what-it-takes: method '{method}': expected 'branch-and-bound' or 'exhaustive'")
