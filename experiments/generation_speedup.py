@@ -20,10 +20,12 @@ import argparse
 import json
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from infsim.config import CHIP_PATHS, load_chip
-from infsim.runner import run
+from infsim.models.graph import Workload
+from infsim.runner import run_workload
 from infsim.studies.compare import compare
 
 #: assumed numbers of the next-generation presets and the ranges the study varies them over
@@ -35,6 +37,12 @@ SENSITIVITY = {
     "links.collective_step_overhead_ns": [0.5, 1.0, 2.0],
     "dma.fixed_latency_ns": [0.5, 1.0, 2.0],
 }
+
+
+#: the workloads placed on the roofline (``tp``: all cores of the chips compared)
+ROOFLINE_WORKLOADS = [*(Workload.make("decode", b, 2048) for b in (1, 8, 32)),
+                      *(Workload.make("prefill", 1, c) for c in (512, 2048)),
+                      Workload.make("decode", 8, 2048, dtype="fp8_e4m3")]
 
 
 def sensitivity(baseline: str, target: str, model: str, chips: int) -> list[dict]:
@@ -61,16 +69,14 @@ def roofline(ax: object, baseline: str, targets: list[str], model: str, chips: i
         xs = [0.1 * 1.25**i for i in range(60)]
         ax.plot(xs, [min(peak, bw * x) for x in xs], color=colors[ci], lw=1.5, label=f"{name} bf16 roof")  # type: ignore[attr-defined]
         ax.plot(xs, [min(peak8, bw * x) for x in xs], color=colors[ci], lw=0.8, ls="--")  # type: ignore[attr-defined]
-        for ph, b, c, dt in [("decode", 1, 2048, "bf16"), ("decode", 8, 2048, "bf16"), ("decode", 32, 2048, "bf16"),
-                             ("prefill", 1, 512, "bf16"), ("prefill", 1, 2048, "bf16"), ("decode", 8, 2048,
-                                                                                          "fp8_e4m3")]:
-            r = run(cfg, model, phase=ph, batch=b, context=c, tp=chips * cfg.cores_per_chip, dtype=dt,
-                    fidelity="analytical")
+        for wl in ROOFLINE_WORKLOADS:
+            ph = wl.phase
+            r = run_workload(cfg, model, replace(wl, tp=chips * cfg.cores_per_chip), fidelity="analytical")
             ai = r.flops / max(r.hbm_bytes, 1)
             tf = r.flops / (r.latency_ms * 1e-3) / 1e12
             ax.scatter([ai], [tf], color=colors[ci], marker="o" if ph == "decode" else "s", s=18)  # type: ignore[attr-defined]
-            pts.append({"chip": name, "phase": ph, "batch": b, "context": c, "dtype": dt,
-                        "flop_per_byte": ai, "achieved_tflops": tf})
+            pts.append({"chip": name, "phase": ph, "batch": wl.batch, "context": wl.prompt_or_context,
+                        "dtype": wl.weight_dtype, "flop_per_byte": ai, "achieved_tflops": tf})
     ax.set_xscale("log")  # type: ignore[attr-defined]
     ax.set_yscale("log")  # type: ignore[attr-defined]
     ax.set_xlabel("arithmetic intensity (FLOP / HBM byte)")  # type: ignore[attr-defined]

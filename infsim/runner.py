@@ -14,10 +14,13 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from infsim.config import ChipConfig, load_chip
 from infsim.errors import InfsimError
+
+if TYPE_CHECKING:
+    from infsim.models.graph import Workload
 
 
 @dataclass
@@ -62,6 +65,19 @@ def run(chip: ChipConfig | str | Path, model: Any, *, phase: str = "decode", bat
         progress: bool = False) -> RunResult:
     """Simulate one step. ``model``: zoo name, config.json path or a ModelSpec. ``context``: prompt length
     (prefill) or cached tokens (decode)."""
+    from infsim.models.graph import Workload
+
+    if tp < 1:
+        raise InfsimError(f"--tp must be >= 1, got {tp}")
+    cfg = load_chip(chip, overrides) if not isinstance(chip, ChipConfig) or overrides else chip
+    wl = Workload.make(phase, batch, context, tp=tp, dtype=dtype, kv_dtype=kv_dtype)
+    return run_workload(cfg, model, wl, fidelity=fidelity, memory=memory, progress=progress)
+
+
+def run_workload(chip: ChipConfig, model: Any, wl: Workload, *, fidelity: str = "cycle", memory: str = "dram",
+                 progress: bool = False) -> RunResult:
+    """Simulate one step given as a :class:`~infsim.models.graph.Workload` (what :func:`run` builds from its
+    arguments; the studies hold their workload sets as such)."""
     from tqdm import tqdm
 
     from infsim.sim import FIDELITIES
@@ -69,24 +85,19 @@ def run(chip: ChipConfig | str | Path, model: Any, *, phase: str = "decode", bat
     if fidelity not in FIDELITIES:
         raise InfsimError(f"unknown fidelity '{fidelity}' (expected one of {', '.join(FIDELITIES)})")
 
-    from infsim.models.graph import Workload
     from infsim.models.lower import lower
-    from infsim.models.spec import load_model
+    from infsim.models.spec import ModelSpec, load_model
     from infsim.sim import simulate
 
-    cfg = load_chip(chip, overrides) if not isinstance(chip, ChipConfig) or overrides else chip
-    from infsim.models.spec import ModelSpec
-
+    cfg = chip
     spec = model if isinstance(model, ModelSpec) else load_model(model)
-    if tp < 1:
-        raise InfsimError(f"--tp must be >= 1, got {tp}")
-    chips_needed = math.ceil(tp / cfg.cores_per_chip)
+    chips_needed = math.ceil(wl.tp / cfg.cores_per_chip)
     if chips_needed > cfg.instance.chips:
-        raise InfsimError(f"--tp {tp} needs {chips_needed} chips of '{cfg.name}' but its instance "
+        raise InfsimError(f"--tp {wl.tp} needs {chips_needed} chips of '{cfg.name}' but its instance "
                           f"'{cfg.instance.name}' has {cfg.instance.chips}")
-    wl = Workload.make(phase, batch, context, tp=tp, dtype=dtype, kv_dtype=kv_dtype)
     if fidelity == "analytical":
         return _run_analytical(cfg, spec, wl, fidelity)
+    phase, batch = wl.phase, wl.batch
     bar = tqdm(total=2, desc=f"{spec.name} {phase} on {cfg.name}", disable=not progress, leave=False)
     t0 = time.perf_counter()
     lw = lower(spec, wl, cfg)
@@ -104,8 +115,9 @@ def run(chip: ChipConfig | str | Path, model: Any, *, phase: str = "decode", bat
         util.setdefault(e.engine, []).append(e.busy_ps / total)
     fl = lw.matmul_flops()
     return RunResult(
-        chip=cfg.name, model=spec.name, phase=phase, batch=batch, context=context, tp=tp, dtype=dtype,
-        fidelity=fidelity, latency_ms=latency_s * 1e3, tokens_per_s=tokens / latency_s if latency_s else 0.0,
+        chip=cfg.name, model=spec.name, phase=phase, batch=batch, context=wl.prompt_or_context, tp=wl.tp,
+        dtype=wl.weight_dtype, fidelity=fidelity, latency_ms=latency_s * 1e3,
+        tokens_per_s=tokens / latency_s if latency_s else 0.0,
         flops=fl["linear"] + fl["attention"], hbm_bytes=int(res.hbm_bytes_read + res.hbm_bytes_written),
         hbm_gbps=(res.hbm_bytes_read + res.hbm_bytes_written) / max(res.total_ns, 1e-9),
         energy_j=res.energy_j, power_w=res.power_w, chips=lw.program.num_chips,
@@ -115,7 +127,7 @@ def run(chip: ChipConfig | str | Path, model: Any, *, phase: str = "decode", bat
     )
 
 
-def _run_analytical(cfg: ChipConfig, spec: Any, wl: Any, fidelity: str) -> RunResult:
+def _run_analytical(cfg: ChipConfig, spec: Any, wl: Workload, fidelity: str) -> RunResult:
     """Closed forms per op (:mod:`infsim.opmodel`): no lowering, no event loop."""
     from infsim.opmodel import estimate, estimate_energy
 
@@ -128,8 +140,8 @@ def _run_analytical(cfg: ChipConfig, spec: Any, wl: Any, fidelity: str) -> RunRe
     tokens = wl.batch if wl.phase == "decode" else wl.batch * wl.seq
     ej = sum(energy.values())
     return RunResult(
-        chip=cfg.name, model=spec.name, phase=wl.phase, batch=wl.batch, context=wl.context if wl.phase == "decode"
-        else wl.seq, tp=wl.tp, dtype=wl.weight_dtype, fidelity=fidelity, latency_ms=latency_s * 1e3,
+        chip=cfg.name, model=spec.name, phase=wl.phase, batch=wl.batch, context=wl.prompt_or_context, tp=wl.tp,
+        dtype=wl.weight_dtype, fidelity=fidelity, latency_ms=latency_s * 1e3,
         tokens_per_s=tokens / latency_s if latency_s else 0.0, flops=g.flops(), hbm_bytes=int(est.hbm_bytes),
         hbm_gbps=est.hbm_bytes / max(est.total_ns, 1e-9), energy_j=ej, power_w=ej / latency_s if latency_s else 0.0,
         chips=chips, utilization={}, min_hbm_bytes=g.hbm_bytes(), instructions=0, lower_s=0.0,

@@ -75,6 +75,12 @@ class Workload:
         return cls("decode", batch, 1, context, tp, dtype, kv_dtype or "bf16")
 
     @property
+    def prompt_or_context(self) -> int:
+        """The ``context`` of :meth:`make` (``infsim run --context``): prompt tokens of a prefill, cached
+        tokens of a decode."""
+        return self.seq if self.phase == "prefill" else self.context
+
+    @property
     def tokens(self) -> int:
         return self.batch * self.seq
 

@@ -10,10 +10,11 @@ import pytest
 from infsim.cli import main
 from infsim.config import CHIP_PATHS, load_chip
 from infsim.errors import ConfigError, InfsimError
+from infsim.models.graph import Workload
 from infsim.runner import run
 from infsim.studies.compare import GROUPS, NOT_RESOURCES, compare, hybrid
 
-WLS = [("decode", 1, 256, "bf16"), ("prefill", 1, 128, "fp8_e4m3")]
+WLS = [Workload.make("decode", 1, 256), Workload.make("prefill", 1, 128, dtype="fp8_e4m3")]
 
 
 @pytest.fixture(scope="module")

@@ -38,7 +38,8 @@ def test_reachable_target_is_cheapest_that_reaches() -> None:
 
     def speedup(sc: dict[str, float]) -> float:
         out = []
-        for p, b, c, dt in PHASE_WORKLOADS["decode"]:
+        for w in PHASE_WORKLOADS["decode"]:
+            p, b, c, dt = w.phase, w.batch, w.prompt_or_context, w.weight_dtype
             x = run(scaled(base, sc), "llama-2-7b", phase=p, batch=b, context=c, tp=6, dtype=dt, fidelity="analytical")
             y = run(base, "llama-2-7b", phase=p, batch=b, context=c, tp=6, dtype=dt, fidelity="analytical")
             out.append(math.log(y.latency_ms / x.latency_ms))

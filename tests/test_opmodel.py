@@ -57,18 +57,17 @@ def test_analytical_scales_with_hbm_bandwidth() -> None:
 
 
 _CASES = [
-    pytest.param(chip, ph, b, c, dt, id=f"{chip}-{ph}-b{b}-c{c}-{dt}")
+    pytest.param(chip, w, id=f"{chip}-{w.phase}-b{w.batch}-c{w.prompt_or_context}-{w.weight_dtype}")
     for chip in ("inf2", "nextgen-hbm3e", "nextgen-decode")
-    for ph, b, c, dt in DEFAULT_WORKLOADS
+    for w in DEFAULT_WORKLOADS
 ]
 
 
-@pytest.mark.parametrize("chip_name,phase,batch,context,dtype", _CASES)
-def test_default_set_analytical_within_10_percent(chip_name: str, phase: str, batch: int, context: int,
-                                                  dtype: str) -> None:
+@pytest.mark.parametrize("chip_name,workload", _CASES)
+def test_default_set_analytical_within_10_percent(chip_name: str, workload: Workload) -> None:
     chip = load_chip(chip_name)
     spec = dataclasses.replace(SPEC, layers=2)
-    wl = Workload.make(phase, batch, context, tp=2 * chip.cores_per_chip, dtype=dtype)
+    wl = dataclasses.replace(workload, tp=2 * chip.cores_per_chip)
     est = estimate(spec, wl, chip)
     cyc = simulate(lower(spec, wl, chip).program, chip)
     assert est.total_ns == pytest.approx(cyc.total_ns, rel=0.10)

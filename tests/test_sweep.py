@@ -31,7 +31,11 @@ def _canon(df: pd.DataFrame) -> pd.DataFrame:
 
 
 @pytest.mark.parametrize("bad,match", [
-    ({**SPEC, "axes": {"hbm.no_such": [1]}}, "axes.hbm.no_such"),
+    ({**SPEC, "axes": {"hbm.no_such": [1]}}, "axes.hbm.no_such: no such field"),
+    ({**SPEC, "axes": {"hbm.bandwith_gbps": [1]}}, r"axes\.hbm\.bandwith_gbps: .*did you mean hbm\.bandwidth_gbps"),
+    ({**SPEC, "axes": {"hbm.bandwidth_gbps": [800, -1]}}, r"axes\.hbm\.bandwidth_gbps value -1: .*greater than 0"),
+    ({**SPEC, "workloads": [{"model": "gpt2", "dtype": "bf17"}]}, r"workloads\.0: unknown dtype 'bf17'"),
+    ({**SPEC, "workloads": [{"model": "gpt3"}]}, r"workloads\.0: .*gpt3"),
     ({**SPEC, "workloads": []}, "workloads"),
     ({**SPEC, "fidelity": "exact"}, "fidelity"),
     ({**SPEC, "axes": {"hbm.bandwidth_gbps": {"min": 1, "max": 2}}}, "needs 'random:'"),

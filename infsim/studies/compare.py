@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from infsim.config import CHIP_PATHS, ChipConfig, load_chip
 from infsim.config.loader import validate
 from infsim.errors import InfsimError
+from infsim.models.graph import Workload
 
 _ELEMENTWISE_ENGINES = ("vector_engine", "scalar_engine", "gpsimd_engine")
 
@@ -52,9 +53,9 @@ GROUPS: dict[str, list[str]] = {
 #: fields that are not resources for the speedup: they stay the baseline's in every hybrid
 NOT_RESOURCES: tuple[str, ...] = ("name", "description", "generation", "energy", "instance")
 
-#: (phase, batch, context, weight dtype) of the default workload set
-DEFAULT_WORKLOADS: list[tuple[str, int, int, str]] = [
-    (ph, b, c, dt)
+#: the default workload set (``tp`` is set per chip by :func:`compare`: all cores of the chips compared)
+DEFAULT_WORKLOADS: list[Workload] = [
+    Workload.make(ph, b, c, dtype=dt)
     for dt in ("bf16", "fp8_e4m3")
     for ph, b, c in (("decode", 1, 2048), ("decode", 8, 2048), ("decode", 32, 2048), ("prefill", 1, 512),
                      ("prefill", 1, 2048))
@@ -118,31 +119,31 @@ def hybrid(base: ChipConfig, target: ChipConfig, groups: tuple[str, ...] | list[
     return validate(b, f"hybrid {base.name}<-{target.name}[{','.join(groups)}]")
 
 
-def chips_needed(chip: ChipConfig, model: str, workloads: list[tuple[str, int, int, str]]) -> int:
+def chips_needed(chip: ChipConfig, model: str, workloads: list[Workload]) -> int:
     """Smallest chip count whose HBM holds weights + KV cache of every workload (90% fill)."""
-    from infsim.models.graph import Workload, build_graph
+    from infsim.models.graph import build_graph
     from infsim.models.spec import load_model
 
     spec = load_model(model)
     worst = 0
-    for ph, b, c, dt in workloads:
-        g = build_graph(spec, Workload.make(ph, b, c, dtype=dt))
-        kv = 2 * spec.layers * b * (c + 1) * spec.kv_dim * 2
+    for wl in workloads:
+        g = build_graph(spec, replace(wl, tp=1))
+        kv = 2 * spec.layers * wl.batch * (wl.prompt_or_context + 1) * spec.kv_dim * 2
         worst = max(worst, g.weight_bytes() + kv)
     return max(1, math.ceil(worst / (0.9 * chip.hbm_bytes)))
 
 
-def _step(chip: ChipConfig, model: str, wl: tuple[str, int, int, str], tp: int, fidelity: str) -> Any:
-    from infsim.runner import run
+def _step(chip: ChipConfig, model: str, wl: Workload, tp: int, fidelity: str) -> Any:
+    from infsim.runner import run_workload
 
-    ph, b, c, dt = wl
+    dt = wl.weight_dtype
     if dt.startswith("fp8") and dt not in chip.tensor_engine.macs_per_pe_per_cycle:
         raise InfsimError(f"chip '{chip.name}' has no {dt} tensor-engine rate")
-    return run(chip, model, phase=ph, batch=b, context=c, tp=tp, dtype=dt, fidelity=fidelity)
+    return run_workload(chip, model, replace(wl, tp=tp), fidelity=fidelity)
 
 
 def compare(baseline: str | ChipConfig, target: str | ChipConfig, model: str = "llama-2-7b", *,
-            workloads: list[tuple[str, int, int, str]] | None = None, chips: int | None = None,
+            workloads: list[Workload] | None = None, chips: int | None = None,
             fidelity: str = "analytical", attribution: bool = True, progress: bool = False) -> CompareResult:
     from tqdm import tqdm
 
@@ -163,7 +164,8 @@ def compare(baseline: str | ChipConfig, target: str | ChipConfig, model: str = "
         price_b = base.instance.price_per_hour_usd / base.instance.chips * n_chips
         price_t = targ.instance.price_per_hour_usd / targ.instance.chips * n_chips
         rows.append(CompareRow(
-            wl[0], wl[1], wl[2], wl[3], rb.latency_ms, rt.latency_ms, rb.latency_ms / rt.latency_ms,
+            wl.phase, wl.batch, wl.prompt_or_context, wl.weight_dtype, rb.latency_ms, rt.latency_ms,
+            rb.latency_ms / rt.latency_ms,
             rb.tokens_per_s, rt.tokens_per_s, rb.energy_per_token_j, rt.energy_per_token_j,
             rb.energy_per_token_j / rt.energy_per_token_j,
             price_b / 3600 / rb.tokens_per_s * 1e6, price_t / 3600 / rt.tokens_per_s * 1e6,

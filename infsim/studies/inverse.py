@@ -32,11 +32,12 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from infsim.config import CHIP_PATHS, ChipConfig, load_chip
 from infsim.config.loader import validate
+from infsim.models.graph import Workload
 
 RESOURCES: dict[str, tuple[list[str], float]] = {
     "tensor": (["tensor_engine.macs_per_pe_per_cycle.*"], 0.30),
@@ -61,9 +62,10 @@ RESOURCES: dict[str, tuple[list[str], float]] = {
 #: the same power density), everything else may grow by adding units, stacks or links
 MAX_SCALING = {"clock": 1.5}
 
-PHASE_WORKLOADS = {
-    "decode": [("decode", 1, 2048, "bf16"), ("decode", 8, 2048, "bf16"), ("decode", 32, 2048, "bf16")],
-    "prefill": [("prefill", 1, 512, "bf16"), ("prefill", 1, 2048, "bf16")],
+#: the workloads of each phase (``tp`` is set by :func:`what_it_takes`: all cores of the chips needed)
+PHASE_WORKLOADS: dict[str, list[Workload]] = {
+    "decode": [Workload.make("decode", b, 2048) for b in (1, 8, 32)],
+    "prefill": [Workload.make("prefill", 1, c) for c in (512, 2048)],
 }
 
 
@@ -116,7 +118,7 @@ def what_it_takes(baseline: str | ChipConfig, speedup: float, model: str = "llam
     from tqdm import tqdm
 
     from infsim.errors import InfsimError
-    from infsim.runner import run
+    from infsim.runner import run_workload
     from infsim.studies.compare import chips_needed
 
     if method not in ("branch-and-bound", "exhaustive"):
@@ -135,8 +137,7 @@ def what_it_takes(baseline: str | ChipConfig, speedup: float, model: str = "llam
     tp = n * base.cores_per_chip
 
     def evaluate(cfg: ChipConfig) -> tuple[list[float], list[float]]:
-        out = [run(cfg, model, phase=p, batch=b, context=c, tp=tp, dtype=dt, fidelity="analytical")
-               for p, b, c, dt in wls]
+        out = [run_workload(cfg, model, replace(wl, tp=tp), fidelity="analytical") for wl in wls]
         return [r.latency_ms for r in out], [r.energy_per_token_j for r in out]
 
     base_lat, base_e = evaluate(base)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .sweep import RESULT_FIELDS, SweepError, evaluate, load_spec
+from .sweep import RESULT_FIELDS, SweepError, evaluate, load_spec, make_task
 
 
 def run_search(spec: str | Path | dict[str, Any], out: str | Path, trials: int,
@@ -43,13 +43,8 @@ def run_search(spec: str | Path | dict[str, Any], out: str | Path, trials: int,
         for n, v in sorted(s.axes.items()):
             pt[n] = trial.suggest_categorical(n, v) if isinstance(v, list) else trial.suggest_float(
                 n, float(v["min"]), float(v["max"]))
-        cfg = load_chip(base, [f"{k}={val}" for k, val in pt.items()])
-        rows = []
-        for w in s.workloads:
-            wl = w.model_dump()
-            wl["tp"] = wl["tp"] or cfg.cores_per_chip
-            rows.append(evaluate({"key": "", "base": s.base, "overrides": pt, "chip": cfg.model_dump(),
-                                  "workload": wl, "fidelity": s.fidelity}))
+        cfg = load_chip(base, pt)
+        rows = [evaluate(make_task(s, pt, cfg, w)) for w in s.workloads]
         vals = []
         for name, _ in objectives:
             xs = [r[name] for r in rows]

@@ -2,7 +2,8 @@
 
 A sweep spec (YAML, validated with field-named errors) names a base chip, axes over any config field
 (grid: the cartesian product of value lists; random: ``samples`` draws from value lists or ``{min, max}``
-ranges with a seed), a list of workloads and the fidelity. Every (design point, workload) pair is keyed
+ranges with a seed), a list of workloads (each a model name and a :class:`~infsim.models.graph.Workload`)
+and the fidelity. Every (design point, workload) pair is keyed
 by the SHA-256 of its full inputs (the resolved chip config, the workload, the fidelity), so re-running
 skips finished pairs.
 
@@ -10,7 +11,7 @@ Durability. Results go to ``DIR/parts/part-*.parquet``, one file per finished ba
 temporary name and renamed into place (atomic on POSIX), and ``DIR/results.parquet`` is rebuilt from the
 parts the same way; a SIGKILL at any moment loses at most the batches in flight and never leaves a
 half-written file visible or a pair twice. Execution: local processes (``workers``, default all cores) or
-``scheduler=ADDRESS`` for a dask.distributed cluster (inputs and outputs are plain dicts).
+``scheduler=ADDRESS`` for a dask.distributed cluster (inputs and outputs are dicts of picklable values).
 
 Left out: per-point time limits, retries of failing points (a failing point is recorded with its error).
 """
@@ -31,7 +32,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from infsim.config import ChipConfig
 from infsim.errors import InfsimError
+from infsim.models.graph import Workload
 
 RESULT_FIELDS = ("latency_ms", "tokens_per_s", "flops", "hbm_bytes", "hbm_gbps", "energy_j", "power_w",
                  "energy_per_token_j", "chips", "instructions")
@@ -41,14 +44,26 @@ class SweepError(InfsimError):
     """A sweep spec or output folder is invalid."""
 
 
-class WorkloadSpec(BaseModel):
+class WorkloadEntry(BaseModel):
+    """One ``workloads:`` entry of a spec: a model name and a :class:`~infsim.models.graph.Workload`."""
+
     model_config = ConfigDict(extra="forbid")
     model: str
     phase: Literal["prefill", "decode"] = "decode"
     batch: int = Field(1, ge=1)
-    context: int = Field(2048, ge=1)
+    context: int = Field(2048, ge=1, description="prompt tokens (prefill) or cached tokens (decode)")
     dtype: str = "bf16"
     tp: int | None = Field(None, ge=1, description="default: all cores of one chip")
+
+    def workload(self, cores_per_chip: int) -> Workload:
+        """The step this entry names, on a chip of ``cores_per_chip`` cores (the default ``tp``)."""
+        return Workload.make(self.phase, self.batch, self.context, tp=self.tp or cores_per_chip, dtype=self.dtype)
+
+
+def workload_fields(model: str, wl: Workload) -> dict[str, Any]:
+    """A workload as a sweep records it (the ``wl.*`` columns, part of the key): the spec entry's fields."""
+    return {"model": model, "phase": wl.phase, "batch": wl.batch, "context": wl.prompt_or_context,
+            "dtype": wl.weight_dtype, "tp": wl.tp}
 
 
 class RandomSpec(BaseModel):
@@ -63,7 +78,7 @@ class SweepSpec(BaseModel):
     fidelity: Literal["analytical", "cycle"] = "analytical"
     axes: dict[str, list[Any] | dict[str, float]] = Field(default_factory=dict)
     random: RandomSpec | None = None
-    workloads: list[WorkloadSpec] = Field(min_length=1)
+    workloads: list[WorkloadEntry] = Field(min_length=1)
 
 
 def load_spec(spec: str | Path | dict[str, Any]) -> SweepSpec:
@@ -103,6 +118,14 @@ def load_spec(spec: str | Path | dict[str, Any]) -> SweepSpec:
                 load_chip(base, {name: probe}, labels={name: f"{src}: axes.{name} value {probe!r}"})
             except InfsimError as e:
                 raise SweepError(str(e)) from None
+    from infsim.models.spec import load_model
+
+    for i, w in enumerate(s.workloads):  # every workload is valid, every model loads
+        try:
+            w.workload(base.cores_per_chip)
+            load_model(w.model)
+        except InfsimError as e:
+            raise SweepError(f"{src}: workloads.{i}: {e}") from None
     return s
 
 
@@ -128,39 +151,39 @@ def _key(chip_dump: dict[str, Any], wl: dict[str, Any], fidelity: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
+def make_task(spec: SweepSpec, point: dict[str, Any], cfg: ChipConfig, entry: WorkloadEntry) -> dict[str, Any]:
+    """One (design point, workload) pair with its key, as a dict of picklable values (for any executor)."""
+    dump = cfg.model_dump()
+    wl = entry.workload(cfg.cores_per_chip)
+    return {"key": _key(dump, workload_fields(entry.model, wl), spec.fidelity), "base": spec.base,
+            "overrides": point, "chip": dump, "model": entry.model, "workload": wl, "fidelity": spec.fidelity}
+
+
 def tasks(spec: SweepSpec) -> list[dict[str, Any]]:
-    """Every (design point, workload) with its key: plain dicts (serializable for any executor)."""
+    """Every (design point, workload) pair of the spec (:func:`make_task`)."""
     from infsim.config import load_chip
 
     base = load_chip(spec.base)
     out = []
     for pt in design_points(spec):
-        cfg = load_chip(base, [f"{k}={v}" for k, v in pt.items()]) if pt else base
-        dump = cfg.model_dump()
-        for w in spec.workloads:
-            wl = w.model_dump()
-            if wl["tp"] is None:
-                wl["tp"] = cfg.cores_per_chip
-            out.append({"key": _key(dump, wl, spec.fidelity), "base": spec.base, "overrides": pt, "chip": dump,
-                        "workload": wl, "fidelity": spec.fidelity})
+        cfg = load_chip(base, pt) if pt else base
+        out.extend(make_task(spec, pt, cfg, w) for w in spec.workloads)
     return out
 
 
 def evaluate(task: dict[str, Any]) -> dict[str, Any]:
     """One row: every input field and every result field (or the error)."""
     from infsim.config.loader import validate
-    from infsim.runner import run
+    from infsim.runner import run_workload
 
     wl = task["workload"]
     row: dict[str, Any] = {"key": task["key"], "base": task["base"], "fidelity": task["fidelity"]}
     row.update({f"axis.{k}": v for k, v in task["overrides"].items()})
-    row.update({f"wl.{k}": v for k, v in wl.items()})
+    row.update({f"wl.{k}": v for k, v in workload_fields(task["model"], wl).items()})
     t0 = time.perf_counter()
     try:
         cfg = validate(task["chip"], "sweep point")
-        r = run(cfg, wl["model"], phase=wl["phase"], batch=wl["batch"], context=wl["context"], tp=wl["tp"],
-                dtype=wl["dtype"], fidelity=task["fidelity"])
-        d = r.to_dict()
+        d = run_workload(cfg, task["model"], wl, fidelity=task["fidelity"]).to_dict()
         row.update({k: d[k] for k in RESULT_FIELDS})
         row["error"] = ""
     except InfsimError as e:
