@@ -2,8 +2,8 @@
 
 The spec is a sweep spec (:mod:`infsim.studies.sweep`); each trial picks one value per axis (categorical for
 a value list, uniform for a ``{min, max}`` range), evaluates every workload of the spec like a sweep point
-and scores the mean of each objective over them. A trial with a failed workload is pruned. Left out:
-constraints, multi-fidelity trials.
+and scores the mean of each objective over them. A trial with a failed workload is pruned. Needs the
+``search`` extra (``pip install -e ".[search]"``: optuna). Left out: constraints, multi-fidelity trials.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .extras import require
 from .sweep import RESULT_FIELDS, SweepError, evaluate, load_spec, make_task
 
 
@@ -19,8 +20,9 @@ def run_search(spec: str | Path | dict[str, Any], out: str | Path, trials: int,
     """Optuna (NSGA-II) search over the spec's axes; the study lives in ``out/study.db`` (SQLite), so a
     second call resumes it. Each trial evaluates every workload of the spec and scores the mean of each
     objective. Returns the Pareto set as a DataFrame (also ``out/pareto.csv``)."""
-    import optuna
     import pandas as pd
+
+    optuna = require("optuna", "infsim search")
 
     s = load_spec(spec)
     outp = Path(out)

@@ -13,6 +13,8 @@ parts the same way; a SIGKILL at any moment loses at most the batches in flight 
 half-written file visible or a pair twice. Execution: local processes (``workers``, default all cores) or
 ``scheduler=ADDRESS`` for a dask.distributed cluster (inputs and outputs are dicts of picklable values).
 
+Needs the ``sweep`` extra (``pip install -e ".[sweep]"``: pyarrow, and dask ``distributed`` for a cluster).
+
 Left out: per-point time limits, retries of failing points (a failing point is recorded with its error).
 """
 
@@ -35,6 +37,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from infsim.config import ChipConfig
 from infsim.errors import InfsimError
 from infsim.models.graph import Workload
+
+from .extras import require
 
 RESULT_FIELDS = ("latency_ms", "tokens_per_s", "flops", "hbm_bytes", "hbm_gbps", "energy_j", "power_w",
                  "energy_per_token_j", "chips", "instructions")
@@ -210,6 +214,8 @@ def load_results(out: str | Path) -> Any:
     """All finished rows of a sweep folder as a DataFrame (from the parts: always complete)."""
     import pandas as pd
 
+    require("pyarrow", "reading sweep results (parquet)")
+
     parts = sorted((Path(out) / "parts").glob("part-*.parquet"))
     if not parts:
         return pd.DataFrame()
@@ -241,6 +247,9 @@ def run_sweep(spec: str | Path | dict[str, Any], out: str | Path, *, workers: in
     """Run (or resume) a sweep; returns the DataFrame of all finished rows (also ``out/results.parquet``)."""
     from tqdm import tqdm
 
+    require("pyarrow", "infsim sweep")
+    if scheduler is not None:
+        require("distributed", "infsim sweep --scheduler")
     s = load_spec(spec)
     outp = Path(out)
     outp.mkdir(parents=True, exist_ok=True)
