@@ -168,7 +168,7 @@ def tasks(spec: SweepSpec) -> list[dict[str, Any]]:
     from infsim.config import load_chip
 
     base = load_chip(spec.base)
-    out = []
+    out: list[dict[str, Any]] = []
     for pt in design_points(spec):
         cfg = load_chip(base, pt) if pt else base
         out.extend(make_task(spec, pt, cfg, w) for w in spec.workloads)
@@ -265,14 +265,14 @@ def run_sweep(spec: str | Path | dict[str, Any], out: str | Path, *, workers: in
             from distributed import Client
             from distributed import as_completed as d_completed
 
-            client = scheduler if hasattr(scheduler, "map") else Client(scheduler)
-            futs = client.map(evaluate_batch, batches, pure=False)
-            for fut in d_completed(futs):
-                rows = fut.result()
+            own = not hasattr(scheduler, "map")  # an address (ours to close) or a Client (the caller's)
+            client: Any = Client(scheduler) if own else scheduler
+            for dfut in d_completed(client.map(evaluate_batch, batches, pure=False)):
+                rows = dfut.result()
                 _write_part(outp, rows, seq)
                 seq += 1
                 bar.update(len(rows))
-            if client is not scheduler:
+            if own:
                 client.close()
         else:
             n = workers or os.cpu_count() or 1
