@@ -46,42 +46,11 @@ from infsim.isa import ActFunc, AluOp, DType, Engine, Op, Program, ReduceOp, Spa
 
 from ..graph import Graph, Workload, build_graph, split
 from ..spec import ModelSpec
-from .alloc import LoweringError, Role, allocate
+from .alloc import LoweringError
 from .emit import Buf, Emitter, Tile, link_aliases
+from .plan import LOGIT_ROW_SLOTS, V_ROW_SLOTS, LoweringPlan, Segment, rank_tensor
 from .repeat import snapshot, try_replicate
-from .weights import LinearPlan, plan_linear
-
-#: V row blocks in flight to the HBM cache during prefill (a lowering choice: 8 x hd elements per partition)
-V_ROW_SLOTS = 8
-#: LM-head logit row blocks in flight to HBM (a lowering choice: 4 x 512 elements per partition)
-LOGIT_ROW_SLOTS = 4
-
-PH_NORM1, PH_QKV, PH_ATTN, PH_OPROJ, PH_NORM2, PH_UP, PH_DOWN, PH_HEAD = range(8)
-
-
-def dma_queue_split(chip: ChipConfig) -> tuple[int, int, int]:
-    """(weight queues, first other queue, other queues) of a core.
-
-    Weight slabs stream on one queue per DMA engine; every other transfer (K/V, cache writes, norm
-    weights, logits) goes on a second set of queues on the same engines where the chip has them, so it
-    never waits in line behind the weight ring's prefetch (engines serve their queues round-robin). With
-    one queue per engine both kinds share the queues (first other queue 0)."""
-    e, nq = chip.dma.engines_per_core, chip.dma.queues_per_core
-    return (min(e, nq), *((e, e) if nq >= 2 * e else (0, nq)))
-
-
-@dataclass
-class Segment:
-    """Tokens ``t0..t1`` (positions) of sequence ``b`` occupying chunk columns ``c0..c0+(t1-t0)``."""
-
-    b: int
-    t0: int
-    t1: int
-    c0: int
-
-    @property
-    def n(self) -> int:
-        return self.t1 - self.t0
+from .weights import LinearPlan
 
 
 @dataclass
@@ -106,10 +75,6 @@ class Lowered:
         """Tensor-engine FLOPs of the program by purpose: ``linear`` (weights stationary), ``attention``
         (scores and probability x V), ``aux`` (norm reductions/broadcasts, rotary, transposes)."""
         return _classify_flops(self)
-
-
-def _dt(name: str) -> DType:
-    return DType.parse(name)
 
 
 class _Rank:
@@ -220,7 +185,7 @@ class _Rank:
         sl = plan.slabs[si]
         slot = self.wslots[slot_i]
         wdt = self.lw.wdt
-        src = self.hbm(self.lw.wname(name, self.r)).hbm(
+        src = self.hbm(rank_tensor(name, self.r)).hbm(
             wdt, sl.rows, sl.nk * sl.csz, ((1, sl.nk * sl.csz),), byte=sl.offset_elems * wdt.itemsize
         )
         self.dma(slot.tile(wdt, sl.nk * sl.csz, pcount=sl.rows), src, queue=q)
@@ -247,52 +212,18 @@ class _Rank:
         self._fill_window()
 
 
-class _Lowering:
+class _Lowering(LoweringPlan):
     def __init__(
         self, spec: ModelSpec, wl: Workload, chip: ChipConfig, token_chunk: int | None, replicate: bool = True
     ):
-        self.spec, self.wl, self.chip = spec, wl, chip
-        self.P = chip.sbuf.partitions
-        te = chip.tensor_engine
-        if te.rows != self.P:
-            raise LoweringError(f"tensor_engine.rows ({te.rows}) != sbuf.partitions ({self.P}) is not supported")
-        self.cols = te.cols
-        self.banks = chip.psum.banks
-        self.bank_bytes = chip.psum.bytes_per_partition // chip.psum.banks
-        self.weight_queues, self.other_q0, self.other_queues = dma_queue_split(chip)
-        self.tp = wl.tp
-        self.wdt = _dt(wl.weight_dtype)
-        self.int8 = self.wdt in (DType.int8, DType.uint8)
-        if self.wdt == DType.fp32 or self.wdt == DType.int32:
-            raise LoweringError(f"weight dtype {self.wdt.name} is not supported (use bf16, fp16, fp8_*, int8)")
-        self.mdt = DType.bf16 if self.int8 else self.wdt  # tensor-engine input dtype
-        if self.mdt.name not in te.macs_per_pe_per_cycle:
-            raise LoweringError(f"chip '{chip.name}' tensor engine does not support {self.mdt.name} matmuls")
-        self.kdt = _dt(wl.kv_dtype)
-        self.adt = _dt(wl.act_dtype)
-        hd = spec.head_dim
-        if hd > self.P or self.P % hd or hd < 32:
-            raise LoweringError(f"head_dim {hd} unsupported: must divide {self.P} and be >= 32")
-        self.hd = hd
-        self.heads_r = split(spec.heads, wl.tp)
-        self.kvh_r = split(spec.kv_heads, wl.tp)
-        self.group = math.ceil(self.heads_r / self.kvh_r)
-        self.inter_r = split(spec.intermediate, wl.tp)
+        super().__init__(spec, wl, chip, token_chunk)
         self.program = Program(num_cores=wl.tp, cores_per_chip=chip.cores_per_chip)
         self.em = Emitter(self.program)
         self._hbm: dict[str, Buf] = {}
-        self.plans: dict[str, LinearPlan] = {}
-        self.s_block = min(4 * self.cols, (self.banks // 2) * self.cols)
-        self.wring = 16
-        self.token_chunk = token_chunk
         self.replicate = replicate
         self.replicated_layers = 0
 
     # ---- naming ---------------------------------------------------------------------------------
-    @staticmethod
-    def wname(name: str, r: int) -> str:
-        return f"{name}.r{r}"
-
     def hbm_region(self, name: str, tag: str) -> Buf:
         """A separately tracked region of an HBM tensor (``tag`` names it). Used by decode, where the
         cache positions written this step and the positions read are disjoint: reads of old positions
@@ -308,40 +239,6 @@ class _Lowering:
             t = self.program.tensors[name]
             self._hbm[name] = Buf(name, Space.hbm, 0, 0, 0, 0, t.num_bytes, tensor=name)
         return self._hbm[name]
-
-    # ---- planning -------------------------------------------------------------------------------
-    def linear_shapes(self) -> dict[str, tuple[int, int]]:
-        s, h, hd = self.spec, self.spec.hidden, self.hd
-        shapes: dict[str, tuple[int, int]] = {}
-        for L in range(s.layers):
-            shapes[f"L{L}.wq"] = (h, self.heads_r * hd)
-            shapes[f"L{L}.wk"] = (h, self.kvh_r * hd)
-            shapes[f"L{L}.wv"] = (h, self.kvh_r * hd)
-            shapes[f"L{L}.wo"] = (self.heads_r * hd, h)
-            if s.is_moe:
-                shapes[f"L{L}.router"] = (h, s.num_experts)
-                for e in self.experts_touched():
-                    shapes[f"L{L}.e{e}.w_gate"] = (h, self.inter_r)
-                    shapes[f"L{L}.e{e}.w_up"] = (h, self.inter_r)
-                    shapes[f"L{L}.e{e}.w_down"] = (self.inter_r, h)
-            elif s.gated_mlp:
-                shapes[f"L{L}.w_gate"] = (h, self.inter_r)
-                shapes[f"L{L}.w_up"] = (h, self.inter_r)
-                shapes[f"L{L}.w_down"] = (self.inter_r, h)
-            else:
-                shapes[f"L{L}.w_up"] = (h, self.inter_r)
-                shapes[f"L{L}.w_down"] = (self.inter_r, h)
-        if s.kind == "decoder":
-            shapes["lm_head"] = (h, split(s.vocab, self.tp))
-        elif s.family == "vit":
-            shapes["patch_embed"] = (s.num_channels * s.patch_size**2, h)
-            shapes["classifier"] = (h, split(s.vocab, self.tp))
-        return shapes
-
-    def vec_tiles(self) -> int:
-        """Feature tiles of the longest per-channel vector (bias or int8 scale) of any op."""
-        longest = max([self.spec.hidden] + [p.n for p in self.plans.values()])
-        return math.ceil(longest / self.P)
 
     def load_vec(self, rk: _Rank, tensor: str, which: int = 0) -> Buf:
         """DMA a whole per-channel vector (``[nvec, P, nt]`` fp32 tensor, entry ``which``) into the next
@@ -362,166 +259,15 @@ class _Lowering:
         rk._vec_cache[key] = slot
         return slot
 
-    def ring_options(self) -> list[int]:
-        """Weight-ring depths to try, deepest first."""
-        # deep enough to cover the DMA bandwidth-delay product when SBUF allows (decode), shallower else
-        return [64, 48, 32, 24, 16, 8, 4]
-
-    def experts_touched(self) -> list[int]:
-        s = self.spec
-        t = self.wl.batch * self.wl.seq
-        return list(range(min(s.num_experts, t * s.experts_per_token)))
-
-    def segments(self) -> list[list[Segment]]:
-        """Token chunks: lists of segments, each at most ``token_chunk`` columns."""
-        wl, s = self.wl, self.spec
-        tc = self.tc
-        if s.family == "vit":
-            seq = (s.image_size // s.patch_size) ** 2 + 1
-        else:
-            seq = wl.seq
-        pos0 = wl.context if wl.phase == "decode" else 0
-        chunks: list[list[Segment]] = []
-        cur: list[Segment] = []
-        used = 0
-        for b in range(wl.batch):
-            t = 0
-            while t < seq:
-                n = min(seq - t, tc - used)
-                cur.append(Segment(b, pos0 + t, pos0 + t + n, used))
-                used += n
-                t += n
-                if used == tc:
-                    chunks.append(cur)
-                    cur, used = [], 0
-        if cur:
-            chunks.append(cur)
-        return chunks
-
-    def roles(self, tc: int) -> list[Role]:
-        s, P = self.spec, self.P
-        ab, mb, kb = self.adt.itemsize, self.mdt.itemsize, self.kdt.itemsize
-        ht = math.ceil(s.hidden / P)
-        qt = math.ceil(self.heads_r * self.hd / P)
-        kt = math.ceil(self.kvh_r * self.hd / P)
-        it = math.ceil(self.inter_r / P)
-        kvmax = self.kvmax
-        nblk = math.ceil(kvmax / P)
-        slab_free = max(p.max_slab_free for p in self.plans.values())
-        last = PH_HEAD
-        roles = [
-            Role("x", ht * tc * ab, 0, last),
-            Role("xlast", ht * self.wl.batch * ab, 0, last),
-            Role("xn", ht * tc * mb, PH_NORM1, PH_QKV),
-            Role("xn2", ht * tc * mb, PH_NORM2, PH_UP),
-            Role("xnh", ht * self.wl.batch * mb, PH_HEAD, PH_HEAD),
-            Role("q", qt * tc * kb, PH_QKV, PH_ATTN),
-            # decoders copy k/v to the HBM cache right after the projections (attention reads the cache)
-            Role("k", kt * tc * kb, PH_QKV, PH_QKV if self.wl.phase == "prefill" and self.spec.causal else PH_ATTN),
-            Role("v", kt * tc * kb, PH_QKV, PH_QKV if self.wl.phase == "prefill" and self.spec.causal else PH_ATTN),
-            # decode: the new tokens' V rows, [sequence on partitions, kv head x hd], staged by one transpose
-            # per kv head during the cache write and moved into the attention V buffer by one-descriptor DMAs
-            Role("vstage", self.kvh_r * self.hd * kb if self.wl.phase == "decode" else 0, PH_QKV, PH_ATTN),
-            # prefill: V rows on their way to the cache, a ring of V_ROW_SLOTS so that the transposes and
-            # copies run ahead of the row DMAs' completion latency
-            *[Role(f"vrow{i}", self.hd * kb, PH_QKV, PH_ATTN) for i in range(V_ROW_SLOTS)],
-            Role("attn", qt * tc * mb, PH_ATTN, PH_OPROJ),
-            Role("ao", ht * tc * ab if (self.tp > 1 or self.spec.qkv_bias or self.int8) else 0, PH_OPROJ, PH_DOWN),
-            Role("h", it * tc * mb, PH_UP, PH_DOWN),
-            Role("gact", tc * 4, PH_UP, PH_UP),
-            Role("sc", kvmax * 4, PH_ATTN, PH_ATTN),
-            Role("pr", kvmax * kb, PH_ATTN, PH_ATTN),
-            Role("mask", kvmax * 4, PH_ATTN, PH_ATTN),
-            Role("pt0", P * kb, PH_ATTN, PH_ATTN),
-            Role("pt1", P * kb, PH_ATTN, PH_ATTN),
-            # K^T and V of one (sequence, kv head), double-buffered: the next head's loads overlap compute
-            Role("kbuf0", kvmax * kb, PH_ATTN, PH_ATTN),
-            Role("kbuf1", kvmax * kb, PH_ATTN, PH_ATTN),
-            Role("vbuf0", nblk * self.hd * kb, PH_ATTN, PH_ATTN),
-            Role("vbuf1", nblk * self.hd * kb, PH_ATTN, PH_ATTN),
-            Role("stats", 64, PH_ATTN, PH_ATTN),
-            Role("sq0", tc * 2, 0, last),
-            Role("sq1", tc * 2, 0, last),
-            Role("rrow", tc * 2, 0, last),
-            Role("nstat", tc * 4 * 2, 0, last),
-            Role("rbc", tc * 4, 0, last),
-            Role("mbc", tc * 4, 0, last),
-            Role("gamma", ht * 4 * 2, 0, last),
-            # per-output-channel vectors (biases, int8 scales) of the current ops: a ring of 4 whole vectors
-            *[Role(f"vec{i}", self.vec_tiles() * 4, 0, last) for i in range(4)],
-            Role("cos", tc * kb, PH_QKV, PH_QKV),
-            Role("sin", tc * kb, PH_QKV, PH_QKV),
-            Role("rt0", tc * 4, PH_QKV, PH_QKV),
-            Role("const", 4 * P + 16, 0, last),
-            Role("rot", P * kb, 0, last),
-            # LM head: evicted [features, b] logit tiles (2) and [b, block] row blocks on their way to HBM
-            *[Role(f"locol{i}", self.wl.batch * ab, PH_HEAD, PH_HEAD) for i in range(2)],
-            *[Role(f"lorow{i}", self.s_block * ab, PH_HEAD, PH_HEAD) for i in range(LOGIT_ROW_SLOTS)],
-        ]
-        roles += [Role(f"wslot{i}", slab_free * self.wdt.itemsize, 0, last) for i in range(self.wring)]
-        if self.int8:
-            roles += [Role(f"dq{i}", slab_free * 2, 0, last) for i in range(2)]
-        if self.spec.is_moe:
-            roles += [
-                Role("route", self.spec.num_experts * tc * 4, PH_UP, PH_DOWN),
-                Role("xe", ht * tc * mb, PH_UP, PH_DOWN),
-                Role("moe_acc", ht * tc * 4, PH_UP, PH_DOWN),
-            ]
-        return roles
-
     # ---- the driver -----------------------------------------------------------------------------
-    def plan(self) -> int:
-        """Weight plans, token chunk, weight-ring depth and SBUF allocation, without emitting anything.
-        Returns the peak SBUF bytes per partition (``self.tc`` is the token chunk)."""
-        spec, wl = self.spec, self.wl
-        mmin = self.chip.dma.min_efficient_chunk_bytes
-        for name, (k, n) in self.linear_shapes().items():
-            self.plans[name] = plan_linear(k, n, self.P, self.s_block, mmin, self.wdt.itemsize)
-        seq = (spec.image_size // spec.patch_size) ** 2 + 1 if spec.family == "vit" else wl.seq
-        total_ctx = (wl.context + wl.seq) if spec.kind == "decoder" else seq
-        self.max_ctx = math.ceil(total_ctx / self.P) * self.P
-        self.kvmax = min(total_ctx, spec.sliding_window or total_ctx)
-        cap = self.chip.sbuf.bytes_per_partition
-        te_max = self.chip.tensor_engine.moving_free_max
-        tokens = wl.batch * seq
-        tc = min(te_max, self.bank_bytes // 4, tokens) if self.token_chunk is None else self.token_chunk
-        last_err: LoweringError | None = None
-        while tc >= 1:
-            placed = False
-            for ring in self.ring_options():  # a shallower weight ring before a smaller token chunk
-                self.wring = ring
-                try:
-                    self.role_off, peak = allocate(self.roles(tc), cap)
-                    placed = True
-                    break
-                except LoweringError as e:
-                    last_err = e
-            if placed:
-                break
-            if self.token_chunk is not None:
-                raise LoweringError(f"model '{spec.name}' on '{self.chip.name}': {last_err}")
-            tc //= 2
-        else:
-            raise LoweringError(f"model '{spec.name}' on '{self.chip.name}': {last_err}")
-        self.tc = tc
-        self.role_bytes = {r.name: r.nbytes for r in self.roles(tc)}
-        return peak
-
     def run(self) -> Lowered:
         spec, wl = self.spec, self.wl
-        peak = self.plan()
+        peak = self.fit()
         self.declare_tensors()
         ranks = [_Rank(self, r) for r in range(self.tp)]
         chunks = self.segments()
         for rk in ranks:
-            groups: list[list[str]] = []
-            for _ in chunks:
-                if spec.family == "vit":
-                    groups.append(["patch_embed"])
-                for L in range(spec.layers):
-                    groups.append([n for n in self.plans if n.startswith(f"L{L}.")])
-            groups.append([n for n in self.plans if n in ("lm_head", "classifier")])
-            rk.plan_weights(groups)
+            rk.plan_weights(self.weight_groups(len(chunks)))
             self.lower_rank(rk, chunks)
         graph = build_graph(spec, wl)
         return Lowered(
@@ -544,15 +290,14 @@ class _Lowering:
         p, spec, wl = self.program, self.spec, self.wl
         cpc = self.chip.cores_per_chip
         ht = math.ceil(spec.hidden / self.P)
-        seq = (spec.image_size // spec.patch_size) ** 2 + 1 if spec.family == "vit" else wl.seq
-        tokens = wl.batch * seq
+        tokens = wl.batch * self.seq
         for r in range(self.tp):
             chip = r // cpc
             for name, plan in self.plans.items():
-                p.add_tensor(self.wname(name, r), self.wdt, (plan.total_elems,), TensorKind.weight, chip)
+                p.add_tensor(rank_tensor(name, r), self.wdt, (plan.total_elems,), TensorKind.weight, chip)
                 if self.int8:
                     p.add_tensor(
-                        self.wname(name + ".scale", r),
+                        rank_tensor(name + ".scale", r),
                         DType.fp32,
                         (self.P, math.ceil(plan.n / self.P)),
                         TensorKind.weight,
@@ -560,41 +305,41 @@ class _Lowering:
                     )
             nvec = 2 if spec.norm == "layer" else 1
             for L in range(spec.layers):
-                p.add_tensor(self.wname(f"L{L}.attn_norm", r), DType.fp32, (nvec, self.P, ht), TensorKind.weight, chip)
-                p.add_tensor(self.wname(f"L{L}.mlp_norm", r), DType.fp32, (nvec, self.P, ht), TensorKind.weight, chip)
+                p.add_tensor(rank_tensor(f"L{L}.attn_norm", r), DType.fp32, (nvec, self.P, ht), TensorKind.weight, chip)
+                p.add_tensor(rank_tensor(f"L{L}.mlp_norm", r), DType.fp32, (nvec, self.P, ht), TensorKind.weight, chip)
                 if spec.qkv_bias:
                     qt = math.ceil(self.heads_r * self.hd / self.P)
                     kt = math.ceil(self.kvh_r * self.hd / self.P)
                     it = math.ceil(self.inter_r / self.P)
                     p.add_tensor(
-                        self.wname(f"L{L}.bqkv", r), DType.fp32, (3, self.P, max(qt, kt)), TensorKind.weight, chip
+                        rank_tensor(f"L{L}.bqkv", r), DType.fp32, (3, self.P, max(qt, kt)), TensorKind.weight, chip
                     )
-                    p.add_tensor(self.wname(f"L{L}.bo_down", r), DType.fp32, (2, self.P, ht), TensorKind.weight, chip)
-                    p.add_tensor(self.wname(f"L{L}.b_up", r), DType.fp32, (self.P, it), TensorKind.weight, chip)
+                    p.add_tensor(rank_tensor(f"L{L}.bo_down", r), DType.fp32, (2, self.P, ht), TensorKind.weight, chip)
+                    p.add_tensor(rank_tensor(f"L{L}.b_up", r), DType.fp32, (self.P, it), TensorKind.weight, chip)
                 if spec.kind == "decoder":
                     p.add_tensor(
-                        self.wname(f"L{L}.k_cache", r),
+                        rank_tensor(f"L{L}.k_cache", r),
                         self.kdt,
                         (wl.batch, self.kvh_r, self.hd, self.max_ctx),
                         TensorKind.input,
                         chip,
                     )
                     p.add_tensor(
-                        self.wname(f"L{L}.v_cache", r),
+                        rank_tensor(f"L{L}.v_cache", r),
                         self.kdt,
                         (wl.batch, self.kvh_r, self.P, self.max_ctx // self.P, self.hd),
                         TensorKind.input,
                         chip,
                     )
-            p.add_tensor(self.wname("final_norm", r), DType.fp32, (nvec, self.P, ht), TensorKind.weight, chip)
-            p.add_tensor(self.wname("x", r), self.adt, (ht * self.P, tokens), TensorKind.input, chip)
+            p.add_tensor(rank_tensor("final_norm", r), DType.fp32, (nvec, self.P, ht), TensorKind.weight, chip)
+            p.add_tensor(rank_tensor("x", r), self.adt, (ht * self.P, tokens), TensorKind.input, chip)
             if spec.rotary:
-                p.add_tensor(self.wname("rope", r), self.kdt, (2, self.P, self.max_ctx), TensorKind.input, chip)
-                p.add_tensor(self.wname("rot", r), self.kdt, (self.P, self.P), TensorKind.input, chip)
+                p.add_tensor(rank_tensor("rope", r), self.kdt, (2, self.P, self.max_ctx), TensorKind.input, chip)
+                p.add_tensor(rank_tensor("rot", r), self.kdt, (self.P, self.P), TensorKind.input, chip)
             if spec.family == "vit":
                 pk = spec.num_channels * spec.patch_size**2
                 p.add_tensor(
-                    self.wname("patches", r),
+                    rank_tensor("patches", r),
                     self.mdt,
                     (math.ceil(pk / self.P) * self.P, tokens),
                     TensorKind.input,
@@ -603,14 +348,14 @@ class _Lowering:
             if spec.kind == "decoder" or spec.family == "vit":
                 vr = split(spec.vocab, self.tp)
                 p.add_tensor(
-                    self.wname("logits", r),
+                    rank_tensor("logits", r),
                     self.adt,
                     (wl.batch, math.ceil(vr / self.P) * self.P),
                     TensorKind.output,
                     chip,
                 )
             else:
-                p.add_tensor(self.wname("hidden_out", r), self.adt, (ht * self.P, tokens), TensorKind.output, chip)
+                p.add_tensor(rank_tensor("hidden_out", r), self.adt, (ht * self.P, tokens), TensorKind.output, chip)
         if self.tp > 1:
             p.add_group("tp", list(range(self.tp)))
         per_chip: dict[int, int] = {}
@@ -688,7 +433,7 @@ class _Lowering:
         if self.spec.rotary:
             rot = rk.buf_single("rot")
             rk.rot = rot.tile(self.kdt, P)
-            src = rk.hbm(self.wname("rot", rk.r)).hbm(self.kdt, P, P, ((1, P),))
+            src = rk.hbm(rank_tensor("rot", rk.r)).hbm(self.kdt, P, P, ((1, P),))
             rk.dma(rk.rot, src)
 
     def load_input(self, rk: _Rank, segs: list[Segment], ncol: int) -> None:
@@ -696,7 +441,7 @@ class _Lowering:
             return
         ht = math.ceil(self.spec.hidden / self.P)
         tiles = rk.tiles("x", ht, self.tc * self.adt.itemsize)
-        name = self.wname("x", rk.r)
+        name = rank_tensor("x", rk.r)
         tokens = self.program.tensors[name].shape[1]
         col0 = self.global_col(segs[0])
         for t in range(ht):
@@ -706,24 +451,12 @@ class _Lowering:
             )
             rk.dma(tiles[t].tile(self.adt, ncol, pcount=rows), src)
 
-    def global_col(self, seg: Segment) -> int:
-        seq = (
-            self.program.tensors[self.wname("x", 0)].shape[1] // self.wl.batch
-            if self.spec.family != "vit"
-            else (self.spec.image_size // self.spec.patch_size) ** 2 + 1
-        )
-        t0 = seg.t0 - (self.wl.context if self.wl.phase == "decode" else 0)
-        return seg.b * seq + t0
-
-    def fsize(self, n: int, t: int) -> int:
-        return min(self.P, n - t * self.P)
-
     # ---- linear layers ------------------------------------------------------------------------
     def linear(self, rk: _Rank, wname: str, xin: list[Buf], xdt: DType, ncol: int, evict) -> None:  # noqa: ANN001
         """``y^T = W^T x^T`` tile by tile; ``evict(j, psum_tile, msz)`` consumes output tile ``j``."""
         plan = self.plans[wname]
         if self.int8:
-            self.load_vec(rk, self.wname(wname + ".scale", rk.r))
+            self.load_vec(rk, rank_tensor(wname + ".scale", rk.r))
         cur_cb = -1
         outs: list[tuple[int, Tile, int]] = []
         for sl in plan.slabs:
@@ -753,7 +486,7 @@ class _Lowering:
         """Per-output-channel int8 scale of output tile j (the op's whole scale vector is loaded once)."""
         if not self.int8:
             return None
-        slot = self.load_vec(rk, self.wname(wname + ".scale", rk.r))
+        slot = self.load_vec(rk, rank_tensor(wname + ".scale", rk.r))
         return slot.tile(DType.fp32, 1, pcount=msz, byte=j * 4)
 
     def evict_copy(
@@ -786,7 +519,7 @@ class _Lowering:
         nvec = 2 if layer else 1
         rk.dma(
             gt,
-            rk.hbm(self.wname(wname, rk.r)).hbm(DType.fp32, P, ht, ((P * ht, nvec), (1, ht)) if layer else ((1, ht),)),
+            rk.hbm(rank_tensor(wname, rk.r)).hbm(DType.fp32, P, ht, ((P * ht, nvec), (1, ht)) if layer else ((1, ht),)),
         )
         # partition sums: sum x^2 (and sum x) into PSUM rows via ones-vector matmuls
         ss = rk.bank().tile(DType.fp32, ncol, pcount=1)
@@ -910,7 +643,7 @@ class _Lowering:
             self.norm(rk, f"L{L}.mlp_norm", x, ncol, x, self.adt)
 
     def bias_tile(self, rk: _Rank, name: str, which: int, n_vec: int, j: int, msz: int, ncols: int) -> Tile:
-        slot = self.load_vec(rk, self.wname(name, rk.r), which if n_vec > 1 else 0)
+        slot = self.load_vec(rk, rank_tensor(name, rk.r), which if n_vec > 1 else 0)
         return slot.tile(DType.fp32, 1, pcount=msz, byte=j * 4)
 
     def residual_evict(self, rk: _Rank, L: int, name: str, which_bias: int, ncol: int) -> object:
@@ -920,7 +653,7 @@ class _Lowering:
         x = rk.tiles("x", ht, self.tc * self.adt.itemsize)
         ao = rk.tiles("ao", ht, self.tc * self.adt.itemsize)
         if spec.qkv_bias:
-            self.load_vec(rk, self.wname(f"L{L}.bo_down", rk.r), which_bias)
+            self.load_vec(rk, rank_tensor(f"L{L}.bo_down", rk.r), which_bias)
 
         def ev(j: int, pt: Tile, msz: int) -> None:
             scale = self.scale_tile(rk, name, j, msz)
@@ -990,7 +723,7 @@ class _Lowering:
 
         if bias:  # the whole bias vectors, loaded once before the projections (off the eviction path)
             for which in range(3):
-                self.load_vec(rk, self.wname(f"L{L}.bqkv", rk.r), which)
+                self.load_vec(rk, rank_tensor(f"L{L}.bqkv", rk.r), which)
         self.linear(rk, f"L{L}.wq", xn, xdt, ncol, ev_to(q, self.heads_r * hd, f"L{L}.wq", 0))
         self.linear(rk, f"L{L}.wk", xn, xdt, ncol, ev_to(k, self.kvh_r * hd, f"L{L}.wk", 1))
         self.linear(rk, f"L{L}.wv", xn, xdt, ncol, ev_to(v, self.kvh_r * hd, f"L{L}.wv", 2))
@@ -1007,15 +740,10 @@ class _Lowering:
         self.linear(rk, f"L{L}.wo", attn, self.mdt, ncol, self.residual_evict(rk, L, f"L{L}.wo", 0, ncol))
         self.all_reduce_residual(rk, ncol)
 
-    def head_loc(self, h: int) -> tuple[int, int]:
-        """(tile, partition start) of head ``h`` in a feature-major q/k/v/attn role."""
-        hpt = self.P // self.hd
-        return h // hpt, (h % hpt) * self.hd
-
     def load_rope(self, rk: _Rank, segs: list[Segment]) -> None:
         """The cos/sin columns of the chunk's token positions (``cos``/``sin`` roles)."""
         P, kb = self.P, self.kdt
-        tab = rk.hbm(self.wname("rope", rk.r))
+        tab = rk.hbm(rank_tensor("rope", rk.r))
         for which, buf in ((0, rk.buf_single("cos")), (1, rk.buf_single("sin"))):
             rk.em.new_write_epoch(buf)
             for seg in segs:
@@ -1042,7 +770,7 @@ class _Lowering:
     def kv_write(self, rk: _Rank, L: int, segs: list[Segment], k: list[Buf], v: list[Buf]) -> None:
         P, hd, kb = self.P, self.hd, self.kdt
         decode = self.wl.phase == "decode"
-        kname, vname = self.wname(f"L{L}.k_cache", rk.r), self.wname(f"L{L}.v_cache", rk.r)
+        kname, vname = rank_tensor(f"L{L}.k_cache", rk.r), rank_tensor(f"L{L}.v_cache", rk.r)
         kc = self.hbm_region(kname, "new") if decode else rk.hbm(kname)
         vc = self.hbm_region(vname, "new") if decode else rk.hbm(vname)
         nblk = self.max_ctx // P
@@ -1146,7 +874,7 @@ class _Lowering:
         vbuf = rk.buf_single(f"vbuf{slot}")
         ti_k, p0_k = self.head_loc(g)
         if spec.kind == "decoder":
-            kname, vname = self.wname(f"L{L}.k_cache", rk.r), self.wname(f"L{L}.v_cache", rk.r)
+            kname, vname = rank_tensor(f"L{L}.k_cache", rk.r), rank_tensor(f"L{L}.v_cache", rk.r)
             decode = self.wl.phase == "decode" and seg.n == 1
             kc = self.hbm_region(kname, "old") if decode else rk.hbm(kname)
             vc = self.hbm_region(vname, "old") if decode else rk.hbm(vname)
@@ -1327,7 +1055,7 @@ class _Lowering:
                 self.evict_copy(rk, h[j].tile(self.mdt, ncol, pcount=msz), pt, scale, b, func)
 
             if spec.qkv_bias:
-                self.load_vec(rk, self.wname(f"L{L}.b_up", rk.r), 0)
+                self.load_vec(rk, rank_tensor(f"L{L}.b_up", rk.r), 0)
             self.linear(rk, pre + "w_up", xn2, self.mdt, ncol, ev_up1)
         if prefix:
             return
@@ -1364,7 +1092,7 @@ class _Lowering:
         ht = math.ceil(spec.hidden / self.P)
         x = rk.tiles("x", ht, self.tc * self.adt.itemsize)
         if spec.kind == "encoder" and spec.family != "vit":
-            name = self.wname("hidden_out", rk.r)
+            name = rank_tensor("hidden_out", rk.r)
             tokens = self.program.tensors[name].shape[1]
             col0 = self.global_col(segs[0])
             for t in range(ht):
@@ -1380,9 +1108,7 @@ class _Lowering:
         # keep the last token of every sequence that ends in this chunk (the head's input)
         xl = rk.tiles("xlast", ht, self.wl.batch * self.adt.itemsize)
         seqlen = (
-            (self.wl.context + self.wl.seq)
-            if spec.kind == "decoder"
-            else ((spec.image_size // spec.patch_size) ** 2 + 1)
+            (self.wl.context + self.wl.seq) if spec.kind == "decoder" else self.seq
         )
         want = 0 if spec.family == "vit" else seqlen - 1
         picks = [(seg.b, seg.c0 + want - seg.t0) for seg in segs if seg.t0 <= want < seg.t1]
@@ -1414,7 +1140,7 @@ class _Lowering:
         self.norm(rk, "final_norm", xl, b, xn, self.mdt)
         self.tc = saved
         name = "lm_head" if spec.kind == "decoder" else "classifier"
-        out = self.wname("logits", rk.r)
+        out = rank_tensor("logits", rk.r)
         cols = [rk.buf_single(f"locol{i}") for i in range(2)]  # separate buffers: dependencies per buffer
         rows = [rk.buf_single(f"lorow{i}") for i in range(LOGIT_ROW_SLOTS)]
         ab = self.adt.itemsize
@@ -1452,7 +1178,7 @@ class _Lowering:
         pk = spec.num_channels * spec.patch_size**2
         kt = math.ceil(pk / P)
         ht = math.ceil(spec.hidden / P)
-        name = self.wname("patches", rk.r)
+        name = rank_tensor("patches", rk.r)
         tokens = self.program.tensors[name].shape[1]
         xin = rk.tiles("xn", kt, self.tc * self.mdt.itemsize) if kt <= ht else None
         if xin is None:
@@ -1467,7 +1193,7 @@ class _Lowering:
                 ),
             )
         x = rk.tiles("x", ht, self.tc * self.adt.itemsize)
-        xin_pos = self.wname("x", rk.r)  # position + class embeddings, feature-major
+        xin_pos = rank_tensor("x", rk.r)  # position + class embeddings, feature-major
         for t in range(ht):
             rows = self.fsize(spec.hidden, t)
             rk.dma(
@@ -1507,29 +1233,6 @@ def _classify_flops(lw: Lowered) -> dict[str, int]:
         att |= (off >= ro[r]) & (off < ro[r] + lw.role_bytes[r])
     att &= ~lin
     return {"linear": int(fl[lin].sum()), "attention": int(fl[att].sum()), "aux": int(fl[~lin & ~att].sum())}
-
-
-@dataclass(frozen=True)
-class StepPlan:
-    """What the lowering would choose for a step, computed without emitting a program."""
-
-    token_chunk: int | None  # None (and ``error`` set) when the step does not fit the SBUF
-    ring_depth: int | None  # weight-ring slots
-    layer_slabs: int  # weight slabs of one layer (one rank)
-    max_slab_free: int  # elements per partition of the largest slab of a layer
-    error: str | None = None
-
-
-def plan_step(spec: ModelSpec, workload: Workload, chip: ChipConfig) -> StepPlan:
-    """Token chunk, weight-ring depth and weight-slab layout of a step (see :class:`StepPlan`)."""
-    lw = _Lowering(spec, workload, chip, None)
-    try:
-        lw.plan()
-        tc, ring, err = lw.tc, lw.wring, None
-    except LoweringError as e:  # the weight plans are made before the SBUF allocation that failed
-        tc, ring, err = None, None, str(e)
-    layer = [p for n, p in lw.plans.items() if n.startswith("L0.")]
-    return StepPlan(tc, ring, sum(len(p.slabs) for p in layer), max(p.max_slab_free for p in layer), err)
 
 
 def lower(
