@@ -50,6 +50,7 @@ from .alloc import LoweringError
 from .emit import Buf, Emitter, Tile, link_aliases
 from .plan import LOGIT_ROW_SLOTS, V_ROW_SLOTS, LoweringPlan, Segment, rank_tensor
 from .repeat import snapshot, try_replicate
+from .tags import ATTENTION_CLASSES, LINEAR_CLASSES, OP_CLASS_NAMES, OpClass, layer_of
 from .weights import LinearPlan
 
 
@@ -70,11 +71,51 @@ class Lowered:
     nops: int = 0
     role_off: dict[str, int] = field(default_factory=dict)  # SBUF byte offset of every role
     role_bytes: dict[str, int] = field(default_factory=dict)  # bytes per partition of every role
+    #: op class (:class:`~.tags.OpClass` code) of every instruction, aligned with ``program.instr``
+    op_class: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint8))
+    #: transformer layer of every instruction, -1 outside the layers (see :mod:`.tags`)
+    layer: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int16))
+    replicated_layers: int = 0  # layers stamped out from a verified periodic block (see :mod:`.repeat`)
+
+    def select(self, op_class: str | OpClass | None = None, layer: int | None = None) -> np.ndarray:
+        """Indices of the instructions of ``op_class`` (a name of :data:`~.tags.OP_CLASS_NAMES` or an
+        :class:`~.tags.OpClass`) and/or ``layer``."""
+        keep = np.ones(len(self.op_class), bool)
+        if op_class is not None:
+            if isinstance(op_class, str) and op_class not in OP_CLASS_NAMES:
+                raise ValueError(f"unknown op class '{op_class}' (expected one of {', '.join(OP_CLASS_NAMES)})")
+            keep &= self.op_class == int(OpClass[op_class] if isinstance(op_class, str) else op_class)
+        if layer is not None:
+            keep &= self.layer == layer
+        return np.flatnonzero(keep)
+
+    def matmul_flops_by_class(self) -> dict[str, int]:
+        """Tensor-engine FLOPs of the program by op class (the classes that have matmuls)."""
+        idx, fl = _matmul_flops(self.program)
+        out = np.zeros(len(OP_CLASS_NAMES), np.int64)
+        np.add.at(out, self.op_class[idx], fl)
+        return {OP_CLASS_NAMES[c]: int(out[c]) for c in np.flatnonzero(out)}
 
     def matmul_flops(self) -> dict[str, int]:
         """Tensor-engine FLOPs of the program by purpose: ``linear`` (weights stationary), ``attention``
-        (scores and probability x V), ``aux`` (norm reductions/broadcasts, rotary, transposes)."""
-        return _classify_flops(self)
+        (scores and probability x V), ``aux`` (norm reductions/broadcasts, rotary)."""
+        out = {"linear": 0, "attention": 0, "aux": 0}
+        for name, fl in self.matmul_flops_by_class().items():
+            c = OpClass[name]
+            out["linear" if c in LINEAR_CLASSES else "attention" if c in ATTENTION_CLASSES else "aux"] += fl
+        return out
+
+
+def _matmul_flops(program: Program) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, FLOPs = 2 K M N) of the matmul instructions of ``program``."""
+    ins, aps = program.instr, program.aps
+    idx = np.flatnonzero(ins["op"] == int(Op.matmul))
+    st = aps[ins["opnd"][idx, 1]]
+    mv = aps[ins["opnd"][idx, 2]]
+    k = st["pcount"].astype(np.int64)
+    m = np.prod(np.where(np.arange(4)[None, :] < st["ndims"][:, None], st["sizes"], 1), axis=1).astype(np.int64)
+    n = np.prod(np.where(np.arange(4)[None, :] < mv["ndims"][:, None], mv["sizes"], 1), axis=1).astype(np.int64)
+    return idx, 2 * k * m * n
 
 
 class _Rank:
@@ -166,7 +207,7 @@ class _Rank:
             pos = 0
             for n in names:
                 for s in self.lw.plans[n].slabs:
-                    self._wseq.append((n, s.index, v % d, pos % self.lw.weight_queues, v))
+                    self._wseq.append((n, s.index, v % d, pos % self.lw.weight_queues, v, layer_of(n)))
                     v += 1
                     pos += 1
 
@@ -180,7 +221,7 @@ class _Rank:
             self._wemitted += 1
 
     def _emit_slab_load(self, i: int) -> None:
-        name, si, slot_i, q, _v = self._wseq[i]
+        name, si, slot_i, q, _v, layer = self._wseq[i]
         plan = self.lw.plans[name]
         sl = plan.slabs[si]
         slot = self.wslots[slot_i]
@@ -188,7 +229,8 @@ class _Rank:
         src = self.hbm(rank_tensor(name, self.r)).hbm(
             wdt, sl.rows, sl.nk * sl.csz, ((1, sl.nk * sl.csz),), byte=sl.offset_elems * wdt.itemsize
         )
-        self.dma(slot.tile(wdt, sl.nk * sl.csz, pcount=sl.rows), src, queue=q)
+        with self.em.tagged(OpClass.weight_stream, layer):
+            self.dma(slot.tile(wdt, sl.nk * sl.csz, pcount=sl.rows), src, queue=q)
 
     def next_slab(self, name: str) -> tuple[Tile, int]:
         """The SBUF slot holding the next slab of weight ``name`` (loads ahead as slots free up)."""
@@ -203,7 +245,8 @@ class _Rank:
             dq = self.dq[self._dq % len(self.dq)]
             self._dq += 1
             out = dq.tile(DType.bf16, sl.nk * sl.csz, pcount=sl.rows)
-            self.vec(Op.tensor_copy, dst=out, src=t)
+            with self.em.tagged(OpClass.dequant):
+                self.vec(Op.tensor_copy, dst=out, src=t)
             t = out
         return t, self._wseq[i][1]
 
@@ -270,6 +313,8 @@ class _Lowering(LoweringPlan):
             rk.plan_weights(self.weight_groups(len(chunks)))
             self.lower_rank(rk, chunks)
         graph = build_graph(spec, wl)
+        if len(self.em.tags) != len(self.program):
+            raise AssertionError(f"{len(self.em.tags)} instruction tags for {len(self.program)} instructions")
         return Lowered(
             self.program,
             graph,
@@ -284,6 +329,8 @@ class _Lowering(LoweringPlan):
             self.em.nops,
             dict(self.role_off),
             dict(self.role_bytes),
+            *self.em.tags.arrays(),
+            self.replicated_layers,
         )
 
     def declare_tensors(self) -> None:
@@ -371,11 +418,13 @@ class _Lowering(LoweringPlan):
 
     # ---- per-rank program ---------------------------------------------------------------------
     def lower_rank(self, rk: _Rank, chunks: list[list[Segment]]) -> None:
-        spec = self.spec
-        self.setup_constants(rk)
+        spec, em = self.spec, self.em
+        with em.tagged(OpClass.setup, -1):
+            self.setup_constants(rk)
         for segs in chunks:
             ncol = sum(s.n for s in segs)
-            self.load_input(rk, segs, ncol)
+            with em.tagged(OpClass.input_dma):
+                self.load_input(rk, segs, ncol)
             if spec.family == "vit":
                 self.patch_embed(rk, segs, ncol)
             # (BERT: the embeddings LayerNorm is folded into the input, the summed embeddings)
@@ -594,6 +643,10 @@ class _Lowering(LoweringPlan):
 
     # ---- a transformer layer ------------------------------------------------------------------
     def layer(self, rk: _Rank, L: int, segs: list[Segment], ncol: int) -> None:
+        with self.em.tagged(OpClass.norm, L):
+            self._layer(rk, L, segs, ncol)
+
+    def _layer(self, rk: _Rank, L: int, segs: list[Segment], ncol: int) -> None:
         spec, P = self.spec, self.P
         # every layer starts from the same ring positions; where "other" DMAs share the weight queues they
         # start half-way round so they do not pile up on the queue that carries the layer's first slab
@@ -621,6 +674,7 @@ class _Lowering(LoweringPlan):
             self.norm(rk, f"L{L}.attn_norm", x, ncol, xn, self.mdt)
             xdt = self.mdt
         self.attention_block(rk, L, segs, ncol, xn, xdt)
+        self.em.op_class = OpClass.norm
         if post:
             self.norm(rk, f"L{L}.attn_norm", x, ncol, x, self.adt)
             xn2 = x if self.mdt == self.adt else rk.tiles("xn2", ht, self.tc * self.mdt.itemsize)
@@ -640,6 +694,7 @@ class _Lowering(LoweringPlan):
         else:
             self.mlp_block(rk, L, ncol, xn2)
         if post:
+            self.em.op_class = OpClass.norm
             self.norm(rk, f"L{L}.mlp_norm", x, ncol, x, self.adt)
 
     def bias_tile(self, rk: _Rank, name: str, which: int, n_vec: int, j: int, msz: int, ncols: int) -> Tile:
@@ -670,7 +725,8 @@ class _Lowering(LoweringPlan):
                 return
             a = ao[j].tile(self.adt, ncol, pcount=msz)
             self.evict_copy(rk, a, pt, scale, bias)
-            rk.vec(Op.tensor_tensor, dst=xt, in0=a, in1=xt, op=AluOp.add)
+            with self.em.tagged(OpClass.residual):
+                rk.vec(Op.tensor_tensor, dst=xt, in0=a, in1=xt, op=AluOp.add)
 
         return ev
 
@@ -697,7 +753,9 @@ class _Lowering(LoweringPlan):
             rk.single["ao_all"] = whole
         rows = min(self.P, spec.hidden)
         t = whole.tile(self.adt, dims=((self.tc, ht), (1, ncol)), pcount=rows)
-        self.em.emit(Op.all_reduce, rk.core, Engine.cc, 0, dst=t, src=t, group="tp", op=ReduceOp.add)
+        with self.em.tagged(OpClass.collective):
+            self.em.emit(Op.all_reduce, rk.core, Engine.cc, 0, dst=t, src=t, group="tp", op=ReduceOp.add)
+        self.em.op_class = OpClass.residual
         for j in range(ht):
             msz = self.fsize(spec.hidden, j)
             xt = x[j].tile(self.adt, ncol, pcount=msz)
@@ -721,6 +779,8 @@ class _Lowering(LoweringPlan):
 
             return ev
 
+        em = self.em
+        em.op_class = OpClass.qkv
         if bias:  # the whole bias vectors, loaded once before the projections (off the eviction path)
             for which in range(3):
                 self.load_vec(rk, rank_tensor(f"L{L}.bqkv", rk.r), which)
@@ -728,15 +788,18 @@ class _Lowering(LoweringPlan):
         self.linear(rk, f"L{L}.wk", xn, xdt, ncol, ev_to(k, self.kvh_r * hd, f"L{L}.wk", 1))
         self.linear(rk, f"L{L}.wv", xn, xdt, ncol, ev_to(v, self.kvh_r * hd, f"L{L}.wv", 2))
         if spec.rotary:
+            em.op_class = OpClass.rope
             self.load_rope(rk, segs)  # once for q and k (a reload would wait for q's rotation to finish)
             self.rope(rk, ncol, q, qt, self.heads_r)
             self.rope(rk, ncol, k, kt, self.kvh_r)
         attn = rk.tiles("attn", qt, self.tc * self.mdt.itemsize)
         if spec.kind == "decoder":
+            em.op_class = OpClass.kv_write
             self.kv_write(rk, L, segs, k, v)
         for seg in segs:
             for g in range(self.kvh_r):
                 self.attend(rk, L, seg, g, q, k, v, attn)
+        em.op_class = OpClass.o_proj
         self.linear(rk, f"L{L}.wo", attn, self.mdt, ncol, self.residual_evict(rk, L, f"L{L}.wo", 0, ncol))
         self.all_reduce_residual(rk, ncol)
 
@@ -868,6 +931,8 @@ class _Lowering(LoweringPlan):
         nblk = self.max_ctx // P
         heads = [h for h in range(g * self.group, min((g + 1) * self.group, self.heads_r))]
         stack = (not causal_prefill) and seg.n == 1 and hd == P
+        em = self.em
+        em.op_class = OpClass.kv_load
         slot = rk._kv_slot
         rk._kv_slot ^= 1
         kbuf = rk.buf_single(f"kbuf{slot}")
@@ -930,6 +995,7 @@ class _Lowering(LoweringPlan):
                 qpos0 = seg.t0 + tq0
                 n_keys = min(kv_len, qpos0 + nq - lo) if causal_prefill else kv_len
                 scores = sc.tile(DType.fp32, n_keys, pcount=rows)
+                em.op_class = OpClass.attn_scores
                 for k0 in range(0, n_keys, blk_n):
                     nk = min(blk_n, n_keys - k0)
                     ps = rk.bank().tile(DType.fp32, nk, pcount=rows)
@@ -967,6 +1033,7 @@ class _Lowering(LoweringPlan):
                 nb = st.tile(DType.fp32, 1, pcount=rows, byte=4)
                 ssum = st.tile(DType.fp32, 1, pcount=rows, byte=8)
                 scale = 1.0 / math.sqrt(hd)
+                em.op_class = OpClass.softmax
                 rk.vec(Op.tensor_reduce, dst=m, src=scores, op=ReduceOp.max, axes=1)
                 rk.vec(Op.tensor_scalar, dst=nb, src=m, op0=AluOp.mul, imm0=-scale)
                 probs = pr.tile(kb, n_keys, pcount=rows)
@@ -974,6 +1041,7 @@ class _Lowering(LoweringPlan):
                 rk.act(ActFunc.reciprocal, ssum, ssum)
                 rk.vec(Op.tensor_scalar, dst=probs, src=probs, scalar0=ssum, op0=AluOp.mul)
                 # out^T [hd, rows] = sum over key blocks V_blk^T . P^T
+                em.op_class = OpClass.attn_pv
                 po = rk.bank().tile(DType.fp32, rows, pcount=hd, pstart=p0)  # lane-aligned with the head
                 pts = [rk.buf_single("pt0"), rk.buf_single("pt1")]
                 nkb = math.ceil(n_keys / P)
@@ -1025,6 +1093,7 @@ class _Lowering(LoweringPlan):
             spec.activation
         ]
         pre = f"L{L}.{prefix}"
+        self.em.op_class = OpClass.mlp_up
         if spec.gated_mlp:
             gact = rk.buf_single("gact")
             gates: dict[int, Tile] = {}
@@ -1059,6 +1128,7 @@ class _Lowering(LoweringPlan):
             self.linear(rk, pre + "w_up", xn2, self.mdt, ncol, ev_up1)
         if prefix:
             return
+        self.em.op_class = OpClass.mlp_down
         self.linear(rk, pre + "w_down", h, self.mdt, ncol, self.residual_evict(rk, L, pre + "w_down", 1, ncol))
         self.all_reduce_residual(rk, ncol)
 
@@ -1072,6 +1142,7 @@ class _Lowering(LoweringPlan):
         def ev_r(j: int, pt: Tile, msz: int) -> None:
             rk.act(ActFunc.exp, rl, pt)
 
+        self.em.op_class = OpClass.moe_router
         self.linear(rk, f"L{L}.router", xn2, self.mdt, ncol, ev_r)
         ht = math.ceil(spec.hidden / P)
         x = rk.tiles("x", ht, self.tc * self.adt.itemsize)
@@ -1084,10 +1155,16 @@ class _Lowering(LoweringPlan):
                 xt = x[j].tile(self.adt, ncol, pcount=msz)
                 rk.vec(Op.tensor_tensor, dst=xt, in0=pt, in1=xt, op=AluOp.add)
 
+            self.em.op_class = OpClass.mlp_down
             self.linear(rk, f"L{L}.e{ex}.w_down", h, self.mdt, ncol, ev_d)
 
     # ---- chunk end and head -------------------------------------------------------------------
     def chunk_end(self, rk: _Rank, segs: list[Segment], ncol: int) -> None:
+        with self.em.tagged(OpClass.output_dma if self.spec.kind == "encoder" and self.spec.family != "vit"
+                            else OpClass.head):
+            self._chunk_end(rk, segs, ncol)
+
+    def _chunk_end(self, rk: _Rank, segs: list[Segment], ncol: int) -> None:
         spec = self.spec
         ht = math.ceil(spec.hidden / self.P)
         x = rk.tiles("x", ht, self.tc * self.adt.itemsize)
@@ -1130,6 +1207,10 @@ class _Lowering(LoweringPlan):
                 )
 
     def head(self, rk: _Rank) -> None:
+        with self.em.tagged(OpClass.norm):
+            self._head(rk)
+
+    def _head(self, rk: _Rank) -> None:
         spec, P = self.spec, self.P
         ht = math.ceil(spec.hidden / P)
         b = self.wl.batch
@@ -1139,6 +1220,7 @@ class _Lowering(LoweringPlan):
         self.tc = b  # norm temporaries are sized for tc >= b (b <= tc always holds here)
         self.norm(rk, "final_norm", xl, b, xn, self.mdt)
         self.tc = saved
+        self.em.op_class = OpClass.head
         name = "lm_head" if spec.kind == "decoder" else "classifier"
         out = rank_tensor("logits", rk.r)
         cols = [rk.buf_single(f"locol{i}") for i in range(2)]  # separate buffers: dependencies per buffer
@@ -1169,11 +1251,16 @@ class _Lowering(LoweringPlan):
             width = min(n, (j + 1) * P) - j0 * P
             row = rows[(j // tpb) % LOGIT_ROW_SLOTS].tile(self.adt, width, pcount=b)
             rk.vec(Op.tensor_copy, dst=row, src=blk[0].tile(DType.fp32, width, pcount=b))
-            rk.dma(rk.hbm(out).hbm(self.adt, b, vpad, ((1, width),), byte=j0 * P * ab), row, partial=True)
+            with self.em.tagged(OpClass.output_dma):
+                rk.dma(rk.hbm(out).hbm(self.adt, b, vpad, ((1, width),), byte=j0 * P * ab), row, partial=True)
 
         self.linear(rk, name, xn, self.mdt, b, ev)
 
     def patch_embed(self, rk: _Rank, segs: list[Segment], ncol: int) -> None:
+        with self.em.tagged(OpClass.input_dma):
+            self._patch_embed(rk, segs, ncol)
+
+    def _patch_embed(self, rk: _Rank, segs: list[Segment], ncol: int) -> None:
         spec, P = self.spec, self.P
         pk = spec.num_channels * spec.patch_size**2
         kt = math.ceil(pk / P)
@@ -1207,32 +1294,8 @@ class _Lowering(LoweringPlan):
             xt = x[j].tile(self.adt, ncol, pcount=msz)
             rk.vec(Op.tensor_tensor, dst=xt, in0=pt, in1=xt, op=AluOp.add)
 
+        self.em.op_class = OpClass.patch_embed
         self.linear(rk, "patch_embed", xin, self.mdt, ncol, ev)
-
-
-def _classify_flops(lw: Lowered) -> dict[str, int]:
-    prog = lw.program
-    ins = prog.instr
-    aps = prog.aps
-    mm = ins[ins["op"] == int(Op.matmul)]
-    st = aps[mm["opnd"][:, 1]]
-    mv = aps[mm["opnd"][:, 2]]
-    k = st["pcount"].astype(np.int64)
-    m = np.prod(np.where(np.arange(4)[None, :] < st["ndims"][:, None], st["sizes"], 1), axis=1).astype(np.int64)
-    n = np.prod(np.where(np.arange(4)[None, :] < mv["ndims"][:, None], mv["sizes"], 1), axis=1).astype(np.int64)
-    fl = 2 * k * m * n
-    off = st["offset"]
-    ro = lw.role_off
-    lin = np.zeros(len(mm), bool)
-    for name, o in ro.items():
-        if name.startswith("wslot") or name.startswith("dq"):
-            lin |= (off >= o) & (off < o + lw.role_bytes[name])
-    q_lo = ro["q"]
-    att = (off >= q_lo) & (off < q_lo + lw.role_bytes["q"])
-    for r in ("vbuf0", "vbuf1"):
-        att |= (off >= ro[r]) & (off < ro[r] + lw.role_bytes[r])
-    att &= ~lin
-    return {"linear": int(fl[lin].sum()), "attention": int(fl[att].sum()), "aux": int(fl[~lin & ~att].sum())}
 
 
 def lower(
