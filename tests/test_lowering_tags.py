@@ -29,7 +29,8 @@ LLAMA = {
 GPT2 = {"model_type": "gpt2", "n_embd": 128, "n_head": 2, "n_layer": 2, "n_positions": 512, "vocab_size": 384}
 BERT = {"model_type": "bert", "hidden_size": 128, "num_attention_heads": 2, "num_hidden_layers": 2,
         "intermediate_size": 256, "vocab_size": 100, "max_position_embeddings": 512}
-VIT = {"model_type": "vit", "hidden_size": 128, "num_attention_heads": 2, "num_hidden_layers": 2,
+# patches of 48 features, a hidden state of two feature tiles
+VIT = {"model_type": "vit", "hidden_size": 256, "num_attention_heads": 2, "num_hidden_layers": 2,
        "intermediate_size": 256, "image_size": 16, "patch_size": 4, "num_labels": 10}
 MIXTRAL = {**LLAMA, "model_type": "mixtral", "num_local_experts": 4, "num_experts_per_tok": 2}
 
