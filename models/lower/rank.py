@@ -12,6 +12,8 @@ Left out: the instructions of the blocks themselves (:mod:`.norm`, :mod:`.attent
 
 from __future__ import annotations
 
+from typing import Any
+
 from infsim.isa import ActFunc, DType, Engine, Op, Program, Space
 
 from .emit import Buf, Emitter, Tile, link_aliases
@@ -155,12 +157,12 @@ class Rank:
             else:
                 self.dma(s, h, partial=partial)
 
-    def vec(self, opcode: Op, /, **kw: object) -> None:
+    def vec(self, opcode: Op, /, **kw: Any) -> None:
         """An instruction on the vector engine (or ``engine=``)."""
         engine = kw.pop("engine", Engine.vector)
-        self.em.emit(opcode, self.core, engine, **kw)  # type: ignore[arg-type]
+        self.em.emit(opcode, self.core, engine, **kw)
 
-    def act(self, func: ActFunc, dst: Tile, src: Tile, **kw: object) -> None:
+    def act(self, func: ActFunc, dst: Tile, src: Tile, **kw: Any) -> None:
         self.em.emit(Op.activate, self.core, Engine.scalar, dst=dst, src=src, func=func, **kw)
 
     def mm(self, dst: Tile, stat: Tile, mov: Tile, acc: bool) -> None:

@@ -47,7 +47,7 @@ def _sem_vec(program: Program, counts: dict[str, int]) -> np.ndarray:
     return v
 
 
-def _tensor_map(program: Program, k: int) -> np.ndarray | None:
+def _tensor_map(program: Program, k: int) -> np.ndarray:
     """tensor id -> id of the same tensor k layers later (identity for non-layer tensors)."""
     names = list(program.tensors)
     out = np.arange(len(names), dtype=np.int64)
