@@ -28,14 +28,14 @@ def test_plan_imports_no_emitter() -> None:
     "model,phase,batch,context,tp,chip",
     [
         ("llama-2-7b", "decode", 1, 2048, 2, "inf2"),
-        ("llama-2-7b", "prefill", 1, 2048, 2, "inf2"),
+        ("llama-2-7b", "prefill", 1, 1024, 2, "inf2"),
         ("gpt2", "prefill", 4, 512, 1, "trn2"),
         ("llama-3-8b", "decode", 8, 1024, 4, "trn2"),
     ],
 )
 def test_plan_step_is_the_lowerings_choice(model: str, phase: str, batch: int, context: int, tp: int,
                                            chip: str) -> None:
-    spec = dataclasses.replace(load_model(model), layers=2)
+    spec = dataclasses.replace(load_model(model), layers=1)
     wl = Workload.make(phase, batch, context, tp=tp)
     cfg = load_chip(chip)
     plan = plan_step(spec, wl, cfg)

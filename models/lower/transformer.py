@@ -145,22 +145,22 @@ class _Lowering:
             raise AssertionError(f"{len(self.em.tags)} instruction tags for {len(self.program)} instructions")
         op_class, layer = self.em.tags.arrays()
         return Lowered(
-            self.program,
-            build_graph(pl.spec, pl.wl),
-            pl.spec,
-            pl.wl,
-            pl.chip,
-            pl.tc,
-            peak,
-            pl.plans,
-            pl.tp,
-            pl.max_ctx,
-            self.em.nops,
-            dict(pl.role_off),
-            dict(pl.role_bytes),
-            op_class,
-            layer,
-            self.replicated_layers,
+            program=self.program,
+            graph=build_graph(pl.spec, pl.wl),
+            spec=pl.spec,
+            workload=pl.wl,
+            chip=pl.chip,
+            token_chunk=pl.tc,
+            sbuf_peak_bytes=peak,
+            plans=pl.plans,
+            ranks=pl.tp,
+            max_ctx=pl.max_ctx,
+            nops=self.em.nops,
+            role_off=dict(pl.role_off),
+            role_bytes=dict(pl.role_bytes),
+            op_class=op_class,
+            layer=layer,
+            replicated_layers=self.replicated_layers,
         )
 
     def declare_tensors(self) -> None:
