@@ -34,7 +34,7 @@ from infsim.isa import AccessPattern, DType, Engine, Op, Program, Space, make
 from infsim.isa.opcodes import MAX_WAITS, OPSPECS
 from infsim.isa.operand import row_major_dims
 
-from .tags import OpClass, TagLog
+from .tags import UNTAGGED, OpClass, TagLog
 
 
 @dataclass(eq=False)
@@ -121,7 +121,7 @@ class Emitter:
         self._streams: dict[tuple[int, int, int], _Stream] = {}
         self.nops = 0
         self.tags = TagLog()  # op class and layer of every instruction, aligned with the program
-        self.op_class: int = OpClass.setup  # tag of the instructions emitted next
+        self.op_class: int = UNTAGGED  # tag of the instructions emitted next
         self.layer = -1
 
     @contextmanager

@@ -51,6 +51,10 @@ class OpClass(IntEnum):
     patch_embed = 21  # ViT patch embedding projection
 
 
+#: the tag of instructions emitted outside any tagged block (a lowering bug: :func:`~.transformer.lower`
+#: refuses to return a program with one)
+UNTAGGED = 255
+
 #: names of the op classes, indexed by code
 OP_CLASS_NAMES: tuple[str, ...] = tuple(c.name for c in OpClass)
 

@@ -51,7 +51,7 @@ from .norm import cast, norm
 from .plan import LoweringPlan, Segment, rank_tensor
 from .rank import HbmBufs, Rank
 from .repeat import snapshot, try_replicate
-from .tags import ATTENTION_CLASSES, LINEAR_CLASSES, OP_CLASS_NAMES, OpClass
+from .tags import ATTENTION_CLASSES, LINEAR_CLASSES, OP_CLASS_NAMES, UNTAGGED, OpClass
 from .weights import LinearPlan
 
 
@@ -144,6 +144,9 @@ class _Lowering:
         if len(self.em.tags) != len(self.program):
             raise AssertionError(f"{len(self.em.tags)} instruction tags for {len(self.program)} instructions")
         op_class, layer = self.em.tags.arrays()
+        if (op_class == UNTAGGED).any():
+            i = int(np.argmax(op_class == UNTAGGED))
+            raise AssertionError(f"instruction {i} ({self.program[i].op.name}) was emitted without an op-class tag")
         return Lowered(
             program=self.program,
             graph=build_graph(pl.spec, pl.wl),
