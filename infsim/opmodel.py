@@ -45,7 +45,7 @@ from infsim.hw import systolic
 from infsim.hw.elementwise import elementwise_cycles
 from infsim.isa.dtypes import DType
 from infsim.models.graph import Graph, Workload, build_graph, split
-from infsim.models.lower.transformer import dma_queue_split, plan_step
+from infsim.models.lower.plan import dma_queue_split, plan_step
 from infsim.models.lower.weights import plan_linear
 from infsim.models.spec import ModelSpec
 

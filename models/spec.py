@@ -117,6 +117,25 @@ _ACT = {
 }
 
 
+def _activation(cfg: dict[str, Any], src: str, field: str, default: str) -> str:
+    """The activation function named by ``field`` (default ``default``), in ModelSpec's names."""
+    act = cfg.get(field, default)
+    if act not in _ACT:
+        raise ModelError(f"{src}: field '{field}': unsupported activation {act!r}")
+    return _ACT[act]
+
+
+def _heads(
+    cfg: dict[str, Any], src: str, hidden_fields: tuple[str, ...], heads_fields: tuple[str, ...]
+) -> tuple[int, int]:
+    """(hidden size, attention heads), the hidden size a multiple of the heads."""
+    hidden = _need(cfg, src, *hidden_fields)
+    heads = _need(cfg, src, *heads_fields)
+    if hidden % heads:
+        raise ModelError(f"{src}: field '{hidden_fields[0]}': {hidden} not divisible by {heads_fields[0]} {heads}")
+    return hidden, heads
+
+
 def spec_from_config(cfg: dict[str, Any], name: str = "model", source: str | None = None) -> ModelSpec:
     """Build a ModelSpec from a parsed config.json dict; errors name the source and field."""
     src = source or name
@@ -126,16 +145,11 @@ def spec_from_config(cfg: dict[str, Any], name: str = "model", source: str | Non
     if mt is None:
         raise ModelError(f"{src}: missing field 'model_type'")
     if mt in ("llama", "mistral", "mixtral"):
-        hidden = _need(cfg, src, "hidden_size")
-        heads = _need(cfg, src, "num_attention_heads")
+        hidden, heads = _heads(cfg, src, ("hidden_size",), ("num_attention_heads",))
         kv = _need(cfg, src, "num_key_value_heads", default=heads)
-        if hidden % heads:
-            raise ModelError(f"{src}: field 'hidden_size': {hidden} not divisible by num_attention_heads {heads}")
         if heads % kv:
             raise ModelError(f"{src}: field 'num_key_value_heads': {kv} does not divide num_attention_heads {heads}")
-        act = cfg.get("hidden_act", "silu")
-        if act not in _ACT:
-            raise ModelError(f"{src}: field 'hidden_act': unsupported activation {act!r}")
+        act = _activation(cfg, src, "hidden_act", "silu")
         experts = _need(cfg, src, "num_local_experts", default=1)
         return ModelSpec(
             name=name,
@@ -151,7 +165,7 @@ def spec_from_config(cfg: dict[str, Any], name: str = "model", source: str | Non
             max_positions=_need(cfg, src, "max_position_embeddings"),
             norm="rms",
             norm_eps=_need(cfg, src, "rms_norm_eps", default=1e-6, kind=float),
-            activation=_ACT[act],
+            activation=act,
             gated_mlp=True,
             rotary=True,
             rope_theta=_need(cfg, src, "rope_theta", default=10000.0, kind=float),
@@ -162,13 +176,8 @@ def spec_from_config(cfg: dict[str, Any], name: str = "model", source: str | Non
             sliding_window=cfg.get("sliding_window"),
         )
     if mt == "gpt2":
-        hidden = _need(cfg, src, "n_embd", "hidden_size")
-        heads = _need(cfg, src, "n_head", "num_attention_heads")
-        if hidden % heads:
-            raise ModelError(f"{src}: field 'n_embd': {hidden} not divisible by n_head {heads}")
-        act = cfg.get("activation_function", "gelu_new")
-        if act not in _ACT:
-            raise ModelError(f"{src}: field 'activation_function': unsupported activation {act!r}")
+        hidden, heads = _heads(cfg, src, ("n_embd", "hidden_size"), ("n_head", "num_attention_heads"))
+        act = _activation(cfg, src, "activation_function", "gelu_new")
         return ModelSpec(
             name=name,
             family="gpt2",
@@ -183,7 +192,7 @@ def spec_from_config(cfg: dict[str, Any], name: str = "model", source: str | Non
             max_positions=_need(cfg, src, "n_positions", "n_ctx"),
             norm="layer",
             norm_eps=_need(cfg, src, "layer_norm_epsilon", default=1e-5, kind=float),
-            activation=_ACT[act],
+            activation=act,
             gated_mlp=False,
             rotary=False,
             rope_theta=0.0,
@@ -191,13 +200,8 @@ def spec_from_config(cfg: dict[str, Any], name: str = "model", source: str | Non
             qkv_bias=True,
         )
     if mt in ("bert", "roberta", "vit"):
-        hidden = _need(cfg, src, "hidden_size")
-        heads = _need(cfg, src, "num_attention_heads")
-        if hidden % heads:
-            raise ModelError(f"{src}: field 'hidden_size': {hidden} not divisible by num_attention_heads {heads}")
-        act = cfg.get("hidden_act", "gelu")
-        if act not in _ACT:
-            raise ModelError(f"{src}: field 'hidden_act': unsupported activation {act!r}")
+        hidden, heads = _heads(cfg, src, ("hidden_size",), ("num_attention_heads",))
+        act = _activation(cfg, src, "hidden_act", "gelu")
         vit = mt == "vit"
         image = _need(cfg, src, "image_size") if vit else 0
         patch = _need(cfg, src, "patch_size") if vit else 0
@@ -215,7 +219,7 @@ def spec_from_config(cfg: dict[str, Any], name: str = "model", source: str | Non
             max_positions=(image // patch) ** 2 + 1 if vit else _need(cfg, src, "max_position_embeddings"),
             norm="layer",
             norm_eps=_need(cfg, src, "layer_norm_eps", default=1e-12, kind=float),
-            activation=_ACT[act],
+            activation=act,
             gated_mlp=False,
             rotary=False,
             rope_theta=0.0,

@@ -1,6 +1,7 @@
 """Lowering: op graphs -> ISA programs (tiling, SBUF/PSUM allocation, DMA streaming, semaphores)."""
 
 from .alloc import LoweringError
-from .transformer import Lowered, lower, rope_tables
+from .attention import rope_tables
+from .transformer import Lowered, lower
 
 __all__ = ["Lowered", "LoweringError", "lower", "rope_tables"]

@@ -14,6 +14,10 @@ order). That is exactly the set of dependencies the data requires — no global 
 carries at most two waits (ISA limit); extra waits go on ``nop`` instructions placed just before it on
 the same stream.
 
+The emitter also records what every instruction is for (:mod:`.tags`): the current ``op_class`` and
+``layer``, set by the block emitters (:meth:`Emitter.tagged`), go into :attr:`Emitter.tags` for each
+instruction appended; ``nop`` carriers are tagged ``sync``.
+
 Left out: dependency tracking at finer than buffer granularity (two writes to disjoint parts of one
 ``Buf`` are ordered); lowerings allocate separate ``Buf`` objects where parallelism matters, or mark a
 group of writes as *partial* (``partial=True``: they do not order each other, e.g. K tiles of one
@@ -22,11 +26,15 @@ weight slab loaded by different DMA queues).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from infsim.isa import AccessPattern, DType, Engine, Op, Program, Space, make
 from infsim.isa.opcodes import MAX_WAITS, OPSPECS
 from infsim.isa.operand import row_major_dims
+
+from .tags import UNTAGGED, OpClass, TagLog
 
 
 @dataclass(eq=False)
@@ -112,6 +120,22 @@ class Emitter:
         self.p = program
         self._streams: dict[tuple[int, int, int], _Stream] = {}
         self.nops = 0
+        self.tags = TagLog()  # op class and layer of every instruction, aligned with the program
+        self.op_class: int = UNTAGGED  # tag of the instructions emitted next
+        self.layer = -1
+
+    @contextmanager
+    def tagged(self, op_class: OpClass, layer: int | None = None) -> Iterator[None]:
+        """Tag the instructions emitted in the ``with`` block ``op_class`` (and ``layer``, if given);
+        the previous tag is restored afterwards."""
+        saved = self.op_class, self.layer
+        self.op_class = op_class
+        if layer is not None:
+            self.layer = layer
+        try:
+            yield
+        finally:
+            self.op_class, self.layer = saved
 
     def stream(self, core: int, engine: Engine, queue: int = 0) -> _Stream:
         key = (core, int(engine), queue)
@@ -177,11 +201,13 @@ class Emitter:
         while len(waits) > MAX_WAITS:
             chunk, waits = waits[:MAX_WAITS], waits[MAX_WAITS:]
             self.p.append(make(Op.nop, engine=eng, core=core, queue=queue, waits=chunk, signals=[(st.sem, 1)]))
+            self.tags.append(OpClass.sync, self.layer)
             st.count += 1
             self.nops += 1
         st.count += 1
         signals = [(st.sem, 1)] + sorted((extra_signals or {}).items())
         idx = self.p.append(make(op, *operands, engine=eng, core=core, queue=queue, waits=waits, signals=signals, **kw))
+        self.tags.append(self.op_class, self.layer)
         done = st.count
         for b in reads:
             if done > b.reads.get(st.sem, 0):

@@ -13,7 +13,8 @@ import numpy as np
 
 from infsim.isa import DType, cast
 
-from .transformer import Lowered, rope_tables
+from .attention import rope_tables
+from .transformer import Lowered
 from .weights import pack
 
 

@@ -9,7 +9,9 @@ history yet means fewer dependencies, hence fewer ``nop`` carriers); if so, laye
 stamped out with numpy (records copied, waits shifted, HBM access patterns re-pointed) instead of being
 emitted one instruction at a time, and the emitter/buffer state is advanced as if they had been. If
 the check fails the caller simply emits every layer (slower, same program). Layer ``n-1`` is always
-emitted explicitly (its prefetch reaches into the LM head, so it is not periodic).
+emitted explicitly (its prefetch reaches into the LM head, so it is not periodic). The instruction tags
+(:mod:`.tags`) are part of the check (same op classes, layers one apart) and are stamped out with the
+instructions, the layers counted on.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ def _sem_vec(program: Program, counts: dict[str, int]) -> np.ndarray:
     return v
 
 
-def _tensor_map(program: Program, k: int) -> np.ndarray | None:
+def _tensor_map(program: Program, k: int) -> np.ndarray:
     """tensor id -> id of the same tensor k layers later (identity for non-layer tensors)."""
     names = list(program.tensors)
     out = np.arange(len(names), dtype=np.int64)
@@ -138,6 +140,10 @@ def try_replicate(
     rows2 = p.aps[np.maximum(o2, 0)]
     if not np.array_equal(rows1[o1 >= 0], rows2[o2 >= 0]):
         return 0
+    cls1, lay1 = em.tags.arrays(s1.n_instr, s2.n_instr)
+    cls2, lay2 = em.tags.arrays(s2.n_instr, s3.n_instr)
+    if not np.array_equal(cls1, cls2) or not np.array_equal(np.where(lay1 >= 0, lay1 + 1, lay1), lay2):
+        return 0
     # how far ahead (in layers) the block reaches: its copies must only name existing layers
     names = list(p.tensors)
     used = np.unique(o2[o2 >= 0])
@@ -160,6 +166,7 @@ def try_replicate(
         assert opnd is not None  # guaranteed by the reach check
         rec["opnd"] = opnd
         p.append_records(rec)
+        em.tags.extend(cls2, np.where(lay2 >= 0, lay2 + k, lay2))
     # advance the emitter and buffer state by `copies` layers
     for st in em._streams.values():
         if st.sem in p._sem_index:

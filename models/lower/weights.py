@@ -66,7 +66,7 @@ class LinearPlan:
 def plan_linear(k: int, n: int, p: int, s: int, min_chunk_bytes: int, itemsize: int) -> LinearPlan:
     """Slab plan for a ``[k, n]`` weight on ``p`` partitions with column blocks of ``s`` features."""
     kt = math.ceil(k / p)
-    slabs = []
+    slabs: list[Slab] = []
     off = 0
     for cb, c0 in enumerate(range(0, n, s)):
         csz = min(s, n - c0)

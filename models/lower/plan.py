@@ -1,0 +1,343 @@
+"""The step plan: what the lowering chooses for a step before it emits anything.
+
+:class:`LoweringPlan` derives, from a model, a workload and a chip, everything the emitters share and
+that does not depend on emission: the geometry (partitions, tensor-engine columns, PSUM banks, heads and
+intermediate features per tensor-parallel rank), the dtypes, the slab layout of every weight
+(:mod:`.weights`), the split of a core's DMA queues between the weight stream and everything else
+(:func:`dma_queue_split`), and, in :meth:`LoweringPlan.fit`, the token chunk, the weight-ring depth and
+the SBUF placement of every role (:mod:`.alloc`): the largest chunk (at most ``moving_free_max`` tokens)
+and, for it, the deepest ring that fits, a shallower ring being tried before a smaller chunk.
+
+:func:`plan_step` summarises that choice as a :class:`StepPlan` for the step-level analytical model,
+which must make the same choices as the lowering without emitting a program. This module therefore
+imports no emitter.
+
+Left out: the instructions themselves (the block emitters, :mod:`.transformer` for the orchestration).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from infsim.config.schema import ChipConfig
+from infsim.isa import DType
+
+from ..graph import Workload, split
+from ..spec import ModelSpec
+from .alloc import LoweringError, Role, allocate
+from .weights import LinearPlan, plan_linear
+
+#: V row blocks in flight to the HBM cache during prefill (a lowering choice: 8 x hd elements per partition)
+V_ROW_SLOTS = 8
+#: LM-head logit row blocks in flight to HBM (a lowering choice: 4 x 512 elements per partition)
+LOGIT_ROW_SLOTS = 4
+#: weight-ring depths tried, deepest first: deep enough to cover the DMA bandwidth-delay product when
+#: SBUF allows (decode), shallower else (a lowering choice)
+RING_DEPTHS = (64, 48, 32, 24, 16, 8, 4)
+
+# phases of a layer: the live ranges of the SBUF roles are given in them
+PH_NORM1, PH_QKV, PH_ATTN, PH_OPROJ, PH_NORM2, PH_UP, PH_DOWN, PH_HEAD = range(8)
+
+
+def dma_queue_split(chip: ChipConfig) -> tuple[int, int, int]:
+    """(weight queues, first other queue, other queues) of a core.
+
+    Weight slabs stream on one queue per DMA engine; every other transfer (K/V, cache writes, norm
+    weights, logits) goes on a second set of queues on the same engines where the chip has them, so it
+    never waits in line behind the weight ring's prefetch (engines serve their queues round-robin). With
+    one queue per engine both kinds share the queues (first other queue 0)."""
+    e, nq = chip.dma.engines_per_core, chip.dma.queues_per_core
+    return (min(e, nq), *((e, e) if nq >= 2 * e else (0, nq)))
+
+
+def tokens_per_seq(spec: ModelSpec, wl: Workload) -> int:
+    """Tokens of one sequence this step: the patches plus the class token (ViT), else the workload's."""
+    return (spec.image_size // spec.patch_size) ** 2 + 1 if spec.family == "vit" else wl.seq
+
+
+def rank_tensor(name: str, r: int) -> str:
+    """The HBM tensor of ``name`` held by tensor-parallel rank ``r``."""
+    return f"{name}.r{r}"
+
+
+@dataclass
+class Segment:
+    """Tokens ``t0..t1`` (positions) of sequence ``b`` occupying chunk columns ``c0..c0+(t1-t0)``."""
+
+    b: int
+    t0: int
+    t1: int
+    c0: int
+
+    @property
+    def n(self) -> int:
+        return self.t1 - self.t0
+
+
+class LoweringPlan:
+    """Geometry, dtypes, weight layouts, token chunk, ring depth and SBUF roles of one step.
+
+    The constructor checks that the lowering supports the model on the chip (:class:`LoweringError`
+    otherwise) and derives the geometry; :meth:`fit` makes the choices that depend on SBUF capacity."""
+
+    def __init__(self, spec: ModelSpec, wl: Workload, chip: ChipConfig, token_chunk: int | None = None):
+        self.spec, self.wl, self.chip = spec, wl, chip
+        self.P = chip.sbuf.partitions
+        te = chip.tensor_engine
+        if te.rows != self.P:
+            raise LoweringError(f"tensor_engine.rows ({te.rows}) != sbuf.partitions ({self.P}) is not supported")
+        self.cols = te.cols
+        self.banks = chip.psum.banks
+        self.bank_bytes = chip.psum.bytes_per_partition // chip.psum.banks
+        self.weight_queues, self.other_q0, self.other_queues = dma_queue_split(chip)
+        self.tp = wl.tp
+        self.wdt = DType.parse(wl.weight_dtype)
+        self.int8 = self.wdt in (DType.int8, DType.uint8)
+        if self.wdt == DType.fp32 or self.wdt == DType.int32:
+            raise LoweringError(f"weight dtype {self.wdt.name} is not supported (use bf16, fp16, fp8_*, int8)")
+        self.mdt = DType.bf16 if self.int8 else self.wdt  # tensor-engine input dtype
+        if self.mdt.name not in te.macs_per_pe_per_cycle:
+            raise LoweringError(f"chip '{chip.name}' tensor engine does not support {self.mdt.name} matmuls")
+        self.kdt = DType.parse(wl.kv_dtype)
+        self.adt = DType.parse(wl.act_dtype)
+        hd = spec.head_dim
+        if hd > self.P or self.P % hd or hd < 32:
+            raise LoweringError(f"head_dim {hd} unsupported: must divide {self.P} and be >= 32")
+        self.hd = hd
+        self.heads_r = split(spec.heads, wl.tp)
+        self.kvh_r = split(spec.kv_heads, wl.tp)
+        self.group = math.ceil(self.heads_r / self.kvh_r)
+        self.inter_r = split(spec.intermediate, wl.tp)
+        self.ht = math.ceil(spec.hidden / self.P)  # feature tiles of the hidden state
+        self.seq = tokens_per_seq(spec, wl)
+        self.plans: dict[str, LinearPlan] = {}
+        self.s_block = min(4 * self.cols, (self.banks // 2) * self.cols)
+        self.wring = 16
+        self.token_chunk = token_chunk
+        self.tc = 0
+        self.max_ctx = 0
+        self.kvmax = 0
+        self.role_off: dict[str, int] = {}
+        self.role_bytes: dict[str, int] = {}
+        self.sbuf_peak_bytes = 0
+
+    # ---- geometry -------------------------------------------------------------------------------
+    def fsize(self, n: int, t: int) -> int:
+        """Features of tile ``t`` of an ``n``-feature vector (``P`` but for a partial last tile)."""
+        return min(self.P, n - t * self.P)
+
+    def head_loc(self, h: int) -> tuple[int, int]:
+        """(tile, partition start) of head ``h`` in a feature-major q/k/v/attn role."""
+        hpt = self.P // self.hd
+        return h // hpt, (h % hpt) * self.hd
+
+    def linear_shapes(self) -> dict[str, tuple[int, int]]:
+        """``[in, out]`` of every weight of one rank, in the order they are consumed within a layer."""
+        s, h, hd = self.spec, self.spec.hidden, self.hd
+        shapes: dict[str, tuple[int, int]] = {}
+        for L in range(s.layers):
+            shapes[f"L{L}.wq"] = (h, self.heads_r * hd)
+            shapes[f"L{L}.wk"] = (h, self.kvh_r * hd)
+            shapes[f"L{L}.wv"] = (h, self.kvh_r * hd)
+            shapes[f"L{L}.wo"] = (self.heads_r * hd, h)
+            if s.is_moe:
+                shapes[f"L{L}.router"] = (h, s.num_experts)
+                for e in self.experts_touched():
+                    shapes[f"L{L}.e{e}.w_gate"] = (h, self.inter_r)
+                    shapes[f"L{L}.e{e}.w_up"] = (h, self.inter_r)
+                    shapes[f"L{L}.e{e}.w_down"] = (self.inter_r, h)
+            elif s.gated_mlp:
+                shapes[f"L{L}.w_gate"] = (h, self.inter_r)
+                shapes[f"L{L}.w_up"] = (h, self.inter_r)
+                shapes[f"L{L}.w_down"] = (self.inter_r, h)
+            else:
+                shapes[f"L{L}.w_up"] = (h, self.inter_r)
+                shapes[f"L{L}.w_down"] = (self.inter_r, h)
+        if s.kind == "decoder":
+            shapes["lm_head"] = (h, split(s.vocab, self.tp))
+        elif s.family == "vit":
+            shapes["patch_embed"] = (s.num_channels * s.patch_size**2, h)
+            shapes["classifier"] = (h, split(s.vocab, self.tp))
+        return shapes
+
+    def experts_touched(self) -> list[int]:
+        s = self.spec
+        t = self.wl.batch * self.wl.seq
+        return list(range(min(s.num_experts, t * s.experts_per_token)))
+
+    def vec_tiles(self) -> int:
+        """Feature tiles of the longest per-channel vector (bias or int8 scale) of any op."""
+        longest = max([self.spec.hidden] + [p.n for p in self.plans.values()])
+        return math.ceil(longest / self.P)
+
+    def weight_groups(self, chunks: int) -> list[list[str]]:
+        """The weights in the order the step consumes them, one group per layer (per chunk) and one for
+        the head (the weight stream aligns every group to the ring)."""
+        groups: list[list[str]] = []
+        for _ in range(chunks):
+            if self.spec.family == "vit":
+                groups.append(["patch_embed"])
+            for L in range(self.spec.layers):
+                groups.append([n for n in self.plans if n.startswith(f"L{L}.")])
+        groups.append([n for n in self.plans if n in ("lm_head", "classifier")])
+        return groups
+
+    def segments(self) -> list[list[Segment]]:
+        """Token chunks: lists of segments, each at most ``tc`` columns."""
+        wl, tc, seq = self.wl, self.tc, self.seq
+        pos0 = wl.context if wl.phase == "decode" else 0
+        chunks: list[list[Segment]] = []
+        cur: list[Segment] = []
+        used = 0
+        for b in range(wl.batch):
+            t = 0
+            while t < seq:
+                n = min(seq - t, tc - used)
+                cur.append(Segment(b, pos0 + t, pos0 + t + n, used))
+                used += n
+                t += n
+                if used == tc:
+                    chunks.append(cur)
+                    cur, used = [], 0
+        if cur:
+            chunks.append(cur)
+        return chunks
+
+    def global_col(self, seg: Segment) -> int:
+        """Column of ``seg``'s first token in the step's ``[features, tokens]`` HBM inputs/outputs."""
+        t0 = seg.t0 - (self.wl.context if self.wl.phase == "decode" else 0)
+        return seg.b * self.seq + t0
+
+    # ---- SBUF roles and the choice of chunk and ring ----------------------------------------------
+    def roles(self, tc: int) -> list[Role]:
+        s, P = self.spec, self.P
+        ab, mb, kb = self.adt.itemsize, self.mdt.itemsize, self.kdt.itemsize
+        ht = self.ht
+        qt = math.ceil(self.heads_r * self.hd / P)
+        kt = math.ceil(self.kvh_r * self.hd / P)
+        it = math.ceil(self.inter_r / P)
+        kvmax = self.kvmax
+        nblk = math.ceil(kvmax / P)
+        slab_free = max(p.max_slab_free for p in self.plans.values())
+        last = PH_HEAD
+        roles = [
+            Role("x", ht * tc * ab, 0, last),
+            Role("xlast", ht * self.wl.batch * ab, 0, last),
+            Role("xn", ht * tc * mb, PH_NORM1, PH_QKV),
+            Role("xn2", ht * tc * mb, PH_NORM2, PH_UP),
+            Role("xnh", ht * self.wl.batch * mb, PH_HEAD, PH_HEAD),
+            Role("q", qt * tc * kb, PH_QKV, PH_ATTN),
+            # decoders copy k/v to the HBM cache right after the projections (attention reads the cache)
+            Role("k", kt * tc * kb, PH_QKV, PH_QKV if self.wl.phase == "prefill" and s.causal else PH_ATTN),
+            Role("v", kt * tc * kb, PH_QKV, PH_QKV if self.wl.phase == "prefill" and s.causal else PH_ATTN),
+            # decode: the new tokens' V rows, [sequence on partitions, kv head x hd], staged by one transpose
+            # per kv head during the cache write and moved into the attention V buffer by one-descriptor DMAs
+            Role("vstage", self.kvh_r * self.hd * kb if self.wl.phase == "decode" else 0, PH_QKV, PH_ATTN),
+            # prefill: V rows on their way to the cache, a ring of V_ROW_SLOTS so that the transposes and
+            # copies run ahead of the row DMAs' completion latency
+            *[Role(f"vrow{i}", self.hd * kb, PH_QKV, PH_ATTN) for i in range(V_ROW_SLOTS)],
+            Role("attn", qt * tc * mb, PH_ATTN, PH_OPROJ),
+            Role("ao", ht * tc * ab if (self.tp > 1 or s.qkv_bias or self.int8) else 0, PH_OPROJ, PH_DOWN),
+            Role("h", it * tc * mb, PH_UP, PH_DOWN),
+            Role("gact", tc * 4, PH_UP, PH_UP),
+            Role("sc", kvmax * 4, PH_ATTN, PH_ATTN),
+            Role("pr", kvmax * kb, PH_ATTN, PH_ATTN),
+            Role("mask", kvmax * 4, PH_ATTN, PH_ATTN),
+            Role("pt0", P * kb, PH_ATTN, PH_ATTN),
+            Role("pt1", P * kb, PH_ATTN, PH_ATTN),
+            # K^T and V of one (sequence, kv head), double-buffered: the next head's loads overlap compute
+            Role("kbuf0", kvmax * kb, PH_ATTN, PH_ATTN),
+            Role("kbuf1", kvmax * kb, PH_ATTN, PH_ATTN),
+            Role("vbuf0", nblk * self.hd * kb, PH_ATTN, PH_ATTN),
+            Role("vbuf1", nblk * self.hd * kb, PH_ATTN, PH_ATTN),
+            Role("stats", 64, PH_ATTN, PH_ATTN),
+            Role("sq0", tc * 2, 0, last),
+            Role("sq1", tc * 2, 0, last),
+            Role("rrow", tc * 2, 0, last),
+            Role("nstat", tc * 4 * 2, 0, last),
+            Role("rbc", tc * 4, 0, last),
+            Role("mbc", tc * 4, 0, last),
+            Role("gamma", ht * 4 * 2, 0, last),
+            # per-output-channel vectors (biases, int8 scales) of the current ops: a ring of 4 whole vectors
+            *[Role(f"vec{i}", self.vec_tiles() * 4, 0, last) for i in range(4)],
+            Role("cos", tc * kb, PH_QKV, PH_QKV),
+            Role("sin", tc * kb, PH_QKV, PH_QKV),
+            Role("rt0", tc * 4, PH_QKV, PH_QKV),
+            Role("const", 4 * P + 16, 0, last),
+            Role("rot", P * kb, 0, last),
+            # LM head: evicted [features, b] logit tiles (2) and [b, block] row blocks on their way to HBM
+            *[Role(f"locol{i}", self.wl.batch * ab, PH_HEAD, PH_HEAD) for i in range(2)],
+            *[Role(f"lorow{i}", self.s_block * ab, PH_HEAD, PH_HEAD) for i in range(LOGIT_ROW_SLOTS)],
+        ]
+        roles += [Role(f"wslot{i}", slab_free * self.wdt.itemsize, 0, last) for i in range(self.wring)]
+        if self.int8:
+            roles += [Role(f"dq{i}", slab_free * 2, 0, last) for i in range(2)]
+        if s.is_moe:
+            roles += [
+                Role("route", s.num_experts * tc * 4, PH_UP, PH_DOWN),
+                Role("xe", ht * tc * mb, PH_UP, PH_DOWN),
+                Role("moe_acc", ht * tc * 4, PH_UP, PH_DOWN),
+            ]
+        return roles
+
+    def fit(self) -> int:
+        """Weight plans, token chunk, weight-ring depth and SBUF allocation, without emitting anything.
+        Returns the peak SBUF bytes per partition (``self.tc`` is the token chunk, ``self.wring`` the
+        ring depth)."""
+        spec, wl = self.spec, self.wl
+        mmin = self.chip.dma.min_efficient_chunk_bytes
+        for name, (k, n) in self.linear_shapes().items():
+            self.plans[name] = plan_linear(k, n, self.P, self.s_block, mmin, self.wdt.itemsize)
+        total_ctx = (wl.context + wl.seq) if spec.kind == "decoder" else self.seq
+        self.max_ctx = math.ceil(total_ctx / self.P) * self.P
+        self.kvmax = min(total_ctx, spec.sliding_window or total_ctx)
+        cap = self.chip.sbuf.bytes_per_partition
+        te_max = self.chip.tensor_engine.moving_free_max
+        tokens = wl.batch * self.seq
+        tc = min(te_max, self.bank_bytes // 4, tokens) if self.token_chunk is None else self.token_chunk
+        last_err: LoweringError | None = None
+        while tc >= 1:
+            placed = False
+            for ring in RING_DEPTHS:  # a shallower weight ring before a smaller token chunk
+                self.wring = ring
+                try:
+                    self.role_off, peak = allocate(self.roles(tc), cap)
+                    placed = True
+                    break
+                except LoweringError as e:
+                    last_err = e
+            if placed:
+                break
+            if self.token_chunk is not None:
+                raise LoweringError(f"model '{spec.name}' on '{self.chip.name}': {last_err}")
+            tc //= 2
+        else:
+            raise LoweringError(f"model '{spec.name}' on '{self.chip.name}': {last_err}")
+        self.tc = tc
+        self.role_bytes = {r.name: r.nbytes for r in self.roles(tc)}
+        self.sbuf_peak_bytes = peak
+        return peak
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """What the lowering would choose for a step, computed without emitting a program."""
+
+    token_chunk: int | None  # None (and ``error`` set) when the step does not fit the SBUF
+    ring_depth: int | None  # weight-ring slots
+    layer_slabs: int  # weight slabs of one layer (one rank)
+    max_slab_free: int  # elements per partition of the largest slab of a layer
+    error: str | None = None
+
+
+def plan_step(spec: ModelSpec, workload: Workload, chip: ChipConfig) -> StepPlan:
+    """Token chunk, weight-ring depth and weight-slab layout of a step (see :class:`StepPlan`)."""
+    pl = LoweringPlan(spec, workload, chip)
+    try:
+        pl.fit()
+        tc, ring, err = pl.tc, pl.wring, None
+    except LoweringError as e:  # the weight plans are made before the SBUF allocation that failed
+        tc, ring, err = None, None, str(e)
+    layer = [p for n, p in pl.plans.items() if n.startswith("L0.")]
+    return StepPlan(tc, ring, sum(len(p.slabs) for p in layer), max(p.max_slab_free for p in layer), err)
