@@ -1,4 +1,5 @@
-"""The result of a simulation (both fidelities): :class:`SimResult`.
+"""The result of a simulation (both fidelities): :class:`SimResult`, and :func:`build_result`, which
+assembles it (energy included) from either fidelity's timing.
 
 Units are in every name. ``*_cycles`` are **tensor-engine clock cycles** of the simulated chip
 (``clock_ghz``), for every engine, so busy/stall/idle of engines with other clocks compare directly with
@@ -17,7 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from infsim.config.schema import ChipConfig
+from infsim.engine.costs import Costs
+from infsim.hw.energy import energy_report, per_instruction_pj
 from infsim.isa.opcodes import Engine
+from infsim.isa.program import Program
 
 
 def ps_to_cycles(ps: int, clock_ghz: float) -> int:
@@ -139,3 +144,19 @@ class Timeline:
     op: np.ndarray
     streams: dict[tuple[int, int, int], np.ndarray]
     memory_log: list[tuple[int, int, int, int, bool]] | None
+
+
+def build_result(program: Program, chip: ChipConfig, costs: Costs, *, fidelity: str, total_ps: int,
+                 stream_stats: list[tuple[tuple[int, int, int], int, int, int, int]], hbm_read: int, hbm_write: int,
+                 link_bytes: int, wall_s: float, timeline: Timeline | None) -> SimResult:
+    """Assemble a :class:`SimResult` (shared by both fidelities).
+
+    ``stream_stats``: ``(key, instructions, busy_ps, stall_ps, end_ps)`` per stream.
+    """
+    engines = [EngineStat(k[0], Engine(k[1]).name, k[2], n, b, s, e) for k, n, b, s, e in stream_stats]
+    pj = per_instruction_pj(chip.energy, costs.macs, costs.mac_dtype, costs.sbuf_bytes, costs.psum_bytes,
+                            (costs.hbm_read + costs.hbm_write).astype(np.float64), costs.vector_ops, costs.scalar_ops)
+    rep = energy_report(chip.energy, program.instr["op"].astype(np.int64), pj, link_bytes, total_ps,
+                        max(program.num_chips, 1))
+    return SimResult(chip.name, fidelity, chip.tensor_engine.clock_ghz, int(total_ps), engines, int(hbm_read),
+                     int(hbm_write), int(link_bytes), rep.by_component, rep.by_class, len(program), wall_s, timeline)

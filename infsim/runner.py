@@ -128,8 +128,8 @@ def run_workload(chip: ChipConfig, model: Any, wl: Workload, *, fidelity: str = 
 
 
 def _run_analytical(cfg: ChipConfig, spec: Any, wl: Workload, fidelity: str) -> RunResult:
-    """Closed forms per op (:mod:`infsim.opmodel`): no lowering, no event loop."""
-    from infsim.opmodel import estimate, estimate_energy
+    """Closed forms per op (:mod:`infsim.fidelity.step`): no lowering, no event loop."""
+    from infsim.fidelity.step import estimate, estimate_energy
 
     t0 = time.perf_counter()
     est = estimate(spec, wl, cfg)

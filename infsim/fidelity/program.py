@@ -1,4 +1,5 @@
-"""The analytical fidelity: closed-form cost per instruction, a dependency scoreboard, and bandwidth bounds.
+"""The program-level analytical fidelity (``simulate(program, chip, fidelity='analytical')``): closed-form
+cost per instruction, a dependency scoreboard, and bandwidth bounds (see :mod:`infsim.fidelity`).
 
 No discrete-event engine and no shared-resource arbitration. Every instruction gets a fixed duration:
 
@@ -35,7 +36,7 @@ from infsim.errors import InfsimError
 from infsim.isa.errors import DeadlockError
 from infsim.isa.opcodes import Engine, Op
 from infsim.isa.program import Program
-from infsim.result import SimResult, Timeline
+from infsim.result import SimResult, Timeline, build_result
 
 NEVER = np.int64(1 << 62)
 
@@ -202,8 +203,6 @@ def analyze(program: Program, chip: ChipConfig, *, costs: Costs | None = None, t
             hbm_gbps: float | None = None,
             t0: float | None = None) -> SimResult:
     """The analytical estimate of ``program`` on ``chip`` (see the module docstring)."""
-    from infsim.sim import build_result
-
     t0 = time.perf_counter() if t0 is None else t0
     costs = compute_costs(program, chip) if costs is None else costs
     ins = program.instr

@@ -1,4 +1,5 @@
-"""The analytical fidelity of ``infsim run`` (closed forms per op) against the cycle engine.
+"""The step-level analytical fidelity (:mod:`infsim.fidelity.step`, ``infsim run --fidelity analytical``:
+closed forms per op) against the cycle engine.
 
 * Full-size Llama-2-7B on one inf2 chip (TP 2), decode and prefill, bf16 and fp8.
 * Every workload of the flagship study's default set (``infsim.studies.compare.DEFAULT_WORKLOADS``: decode batch
@@ -15,10 +16,10 @@ import dataclasses
 import pytest
 
 from infsim.config import load_chip
+from infsim.fidelity.step import estimate
 from infsim.models.graph import Workload
 from infsim.models.lower import lower
 from infsim.models.spec import load_model
-from infsim.opmodel import estimate
 from infsim.sim import simulate
 from infsim.studies.compare import DEFAULT_WORKLOADS
 

@@ -1,9 +1,10 @@
-"""Analytical fidelity for whole model steps: closed forms per op, no program and no event loop.
+"""The step-level analytical fidelity: closed forms per op of a whole model step, no program and no event
+loop (see :mod:`infsim.fidelity`).
 
-For ``infsim run --fidelity analytical``: the op graph of a step (:mod:`infsim.models.graph`) is costed
-with the *same* hardware models the cycle engine uses — systolic-array issue intervals
-(:func:`infsim.hw.systolic.matmul_timing`), elementwise engine costs
-(:func:`infsim.hw.elementwise.elementwise_cycles`), DMA descriptor/engine times
+For ``infsim run --fidelity analytical`` (and ``compare``, ``what-it-takes``, ``sweep`` at that
+fidelity): the op graph of a step (:mod:`infsim.models.graph`) is costed with the *same* hardware models
+the cycle engine uses — systolic-array issue intervals (:func:`infsim.hw.systolic.matmul_timing`),
+elementwise engine costs (:func:`infsim.hw.elementwise.elementwise_cycles`), DMA descriptor/engine times
 (:func:`infsim.hw.dma.engine_time_ns`) and the collective model — applied to the instruction mix the
 lowering (:mod:`infsim.models.lower`) generates, counted in closed form instead of emitted:
 
@@ -29,7 +30,7 @@ shared by the active cores of a chip. Ranks are symmetric.
 
 Left out (the cycle engine has them): semaphore latencies between instructions, PSUM-bank and SBUF-slot
 back-pressure beyond the ring depth, the lowering's SBUF aliasing between phases, contention between
-collectives. The agreement with the cycle engine is a test (``tests/test_opmodel.py``).
+collectives. The agreement with the cycle engine is a test (``tests/test_fidelity_step.py``).
 """
 
 from __future__ import annotations
