@@ -21,7 +21,7 @@ from pathlib import Path
 from infsim.config import load_chip
 from infsim.engine.core import run_engine
 from infsim.engine.costs import compute_costs
-from infsim.engine.memory import SimpleMemory
+from infsim.engine.memory.simple import SimpleMemory
 from infsim.engine.synthetic import synthetic_program
 from infsim.sim import simulate
 

@@ -61,10 +61,11 @@ class RunResult:
 
 def run(chip: ChipConfig | str | Path, model: Any, *, phase: str = "decode", batch: int = 1,
         context: int = 2048, tp: int = 1, dtype: str = "bf16", kv_dtype: str | None = None,
-        fidelity: str = "cycle", overrides: list[str] | dict[str, Any] | None = None, memory: str = "dram",
+        fidelity: str = "cycle", overrides: list[str] | dict[str, Any] | None = None, memory: str | None = None,
         progress: bool = False) -> RunResult:
     """Simulate one step. ``model``: zoo name, config.json path or a ModelSpec. ``context``: prompt length
-    (prefill) or cached tokens (decode)."""
+    (prefill) or cached tokens (decode). ``memory``: a registered memory model overriding the chip's
+    ``hbm.memory_model`` (both fidelities)."""
     from infsim.models.graph import Workload
 
     if tp < 1:
@@ -74,7 +75,7 @@ def run(chip: ChipConfig | str | Path, model: Any, *, phase: str = "decode", bat
     return run_workload(cfg, model, wl, fidelity=fidelity, memory=memory, progress=progress)
 
 
-def run_workload(chip: ChipConfig, model: Any, wl: Workload, *, fidelity: str = "cycle", memory: str = "dram",
+def run_workload(chip: ChipConfig, model: Any, wl: Workload, *, fidelity: str = "cycle", memory: str | None = None,
                  progress: bool = False) -> RunResult:
     """Simulate one step given as a :class:`~infsim.models.graph.Workload` (what :func:`run` builds from its
     arguments; the studies hold their workload sets as such)."""
@@ -96,7 +97,7 @@ def run_workload(chip: ChipConfig, model: Any, wl: Workload, *, fidelity: str = 
         raise InfsimError(f"--tp {wl.tp} needs {chips_needed} chips of '{cfg.name}' but its instance "
                           f"'{cfg.instance.name}' has {cfg.instance.chips}")
     if fidelity == "analytical":
-        return _run_analytical(cfg, spec, wl, fidelity)
+        return _run_analytical(cfg, spec, wl, fidelity, memory)
     phase, batch = wl.phase, wl.batch
     bar = tqdm(total=2, desc=f"{spec.name} {phase} on {cfg.name}", disable=not progress, leave=False)
     t0 = time.perf_counter()
@@ -127,12 +128,12 @@ def run_workload(chip: ChipConfig, model: Any, wl: Workload, *, fidelity: str = 
     )
 
 
-def _run_analytical(cfg: ChipConfig, spec: Any, wl: Workload, fidelity: str) -> RunResult:
+def _run_analytical(cfg: ChipConfig, spec: Any, wl: Workload, fidelity: str, memory: str | None) -> RunResult:
     """Closed forms per op (:mod:`infsim.fidelity.step`): no lowering, no event loop."""
     from infsim.fidelity.step import estimate, estimate_energy
 
     t0 = time.perf_counter()
-    est = estimate(spec, wl, cfg)
+    est = estimate(spec, wl, cfg, memory=memory)
     chips = math.ceil(wl.tp / cfg.cores_per_chip)
     energy = estimate_energy(est, spec, wl, cfg, chips)
     g = est.graph

@@ -4,9 +4,9 @@
 ``fidelity='analytical'`` runs the program-level analytical model, closed forms per instruction and a
 dependency scoreboard without an event loop (:mod:`infsim.fidelity.program`; see :mod:`infsim.fidelity`).
 Both return a :class:`~infsim.result.SimResult`. ``memory`` names the HBM model behind the memory
-interface (:mod:`infsim.engine.memory`); ``trace=True`` keeps per-instruction times in
-``result.timeline`` for :func:`infsim.trace.write_trace`. ``mode`` selects the engine's fast path or
-its plain per-instruction model (same results; the latter is for tests).
+interface (:mod:`infsim.engine.memory`; default: the chip's ``hbm.memory_model``); ``trace=True`` keeps
+per-instruction times in ``result.timeline`` for :func:`infsim.trace.write_trace`. ``mode`` selects the
+engine's fast path or its plain per-instruction model (same results; the latter is for tests).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from pathlib import Path
 from infsim.config import ChipConfig, load_chip
 from infsim.engine.core import run_engine
 from infsim.engine.costs import compute_costs
-from infsim.engine.dram_memory import effective_hbm_gbps
 from infsim.engine.memory import MemoryModel, make_memory
 from infsim.errors import InfsimError
 from infsim.fidelity.program import analyze
@@ -38,22 +37,22 @@ def _check(program: Program, chip: ChipConfig) -> None:
 
 
 def simulate(program: Program, chip: ChipConfig | str | Path, *, fidelity: str = "cycle",
-             memory: str | MemoryModel = "dram", trace: bool = False, mode: str = "fast") -> SimResult:
+             memory: str | MemoryModel | None = None, trace: bool = False, mode: str = "fast") -> SimResult:
     """Simulate ``program`` on ``chip`` (a ChipConfig, preset name or YAML path).
 
-    ``memory`` is a registered model name (``infsim.engine.memory.MEMORY_MODELS``) or a
-    :class:`~infsim.engine.memory.MemoryModel` instance (reset before the run).
+    ``memory`` is a registered model name (``infsim.engine.memory.MEMORY_MODELS``), a
+    :class:`~infsim.engine.memory.MemoryModel` instance (reset before the run), or ``None`` for the chip's
+    ``hbm.memory_model``.
     """
     if fidelity not in FIDELITIES:
         raise InfsimError(f"unknown fidelity '{fidelity}' (expected one of {', '.join(FIDELITIES)})")
     cfg = _chip(chip)
     _check(program, cfg)
     t0 = time.perf_counter()
+    mem = memory if memory is not None and not isinstance(memory, str) else make_memory(cfg, memory)
     costs = compute_costs(program, cfg)
     if fidelity == "analytical":
-        gbps = effective_hbm_gbps(cfg) if memory == "dram" else cfg.hbm.bandwidth_gbps
-        return analyze(program, cfg, costs=costs, trace=trace, t0=t0, hbm_gbps=gbps)
-    mem = make_memory(memory, cfg) if isinstance(memory, str) else memory
+        return analyze(program, cfg, costs=costs, memory=mem, trace=trace, t0=t0)
     run = run_engine(program, cfg, costs, mode=mode, memory=mem, log_memory=trace)
     stats = [(s.key, s.instructions, s.busy_ps, s.stall_ps, s.end_ps) for s in run.streams]
     timeline = None

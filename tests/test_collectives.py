@@ -20,12 +20,12 @@ from hypothesis import strategies as st
 from infsim.cli import main
 from infsim.commands.collective import parse_size
 from infsim.config import ChipConfig, load_chip
+from infsim.engine.collectives.link import LinkCollectives
 from infsim.errors import InfsimError
 from infsim.hw.collectives import (
     CollectiveModel,
     CollectiveRecord,
     CollectiveSpec,
-    LinkCollectives,
     build_schedule,
     bus_factor,
     contention_free_time_ns,

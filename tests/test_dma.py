@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from infsim.config import load_chip
-from infsim.engine.memory import SimpleMemory
+from infsim.engine.memory.simple import SimpleMemory
 from infsim.hw import dma
 
 HBM, SBUF = 0, 1

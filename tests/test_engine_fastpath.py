@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from infsim.config import load_chip
 from infsim.engine.core import run_engine
 from infsim.engine.costs import compute_costs
-from infsim.engine.memory import SimpleMemory
+from infsim.engine.memory.simple import SimpleMemory
 from infsim.isa import DeadlockError
 
 CHIPS = {

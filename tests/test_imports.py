@@ -24,9 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYOUT = {"infsim": "infsim", "isa": "infsim.isa", "models": "infsim.models"}  # folder -> package (pyproject)
 
 # (importer, imported): why a function-level import that closes a cycle is kept
-LAZY_CYCLES: dict[tuple[str, str], str] = {
-    ("infsim.engine.memory", "infsim.engine.dram_memory"): "until the memory package lands (next commit)",
-}
+LAZY_CYCLES: dict[tuple[str, str], str] = {}
 
 
 def modules(root: Path, layout: dict[str, str]) -> dict[str, tuple[Path, bool]]:

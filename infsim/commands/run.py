@@ -23,7 +23,9 @@ def register(sub: Any) -> None:
     p.add_argument("--dtype", default="bf16", help="weight dtype: bf16, fp16, fp8_e4m3, fp8_e5m2, int8")
     p.add_argument("--kv-dtype", default=None, help="KV-cache dtype (default bf16)")
     p.add_argument("--fidelity", choices=["cycle", "analytical"], default="cycle")
-    p.add_argument("--memory", default="dram", help="HBM model behind the memory interface")
+    p.add_argument("--memory", default=None, metavar="MODEL",
+                   help="HBM model behind the memory interface, overriding the chip's hbm.memory_model (dram: "
+                        "DRAM-level, the presets' default; simple: bandwidth+latency)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_run)
 

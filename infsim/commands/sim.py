@@ -25,8 +25,9 @@ def register(sub: Any) -> None:
     p.add_argument("--trace", metavar="OUT.json", help="write a Chrome/Perfetto trace-event JSON file")
     p.add_argument("--fidelity", choices=["cycle", "analytical"], default="cycle",
                    help="cycle: the event engine (default); analytical: closed forms, no event loop")
-    p.add_argument("--memory", default="dram", metavar="MODEL",
-                   help="HBM model behind the memory interface (dram: DRAM-level, default; simple: bandwidth+latency)")
+    p.add_argument("--memory", default=None, metavar="MODEL",
+                   help="HBM model behind the memory interface, overriding the chip's hbm.memory_model (dram: "
+                        "DRAM-level, the presets' default; simple: bandwidth+latency)")
     p.set_defaults(func=run)
 
 

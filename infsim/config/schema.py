@@ -110,6 +110,9 @@ class HbmConfig(_Model):
     bandwidth_gbps: float = Field(gt=0, description="peak chip HBM bandwidth, GB/s (1e9 B/s)")
     latency_ns: float = Field(ge=0, description="unloaded read latency (simple model)")
     dram_preset: str | None = Field(default=None, description="HBM DRAM-level preset name (memory model)")
+    memory_model: str = Field(default="dram", min_length=1, description=(
+        "timing model behind the engine's memory interface, a name registered in infsim.engine.memory "
+        "(dram: DRAM-level streaming efficiency of dram_preset; simple: bandwidth + latency)"))
     channels_per_stack: int | None = Field(default=None, gt=0)
 
 
@@ -129,6 +132,9 @@ class LinkConfig(_Model):
         default=0.0, ge=0,
         description="rate at which a core reduces received collective data, GB/s (0: keeps up, not modelled)",
     )
+    collective_model: str = Field(default="link", min_length=1, description=(
+        "timing model of collectives, a name registered in infsim.engine.collectives (link: the topology-aware "
+        "link model of infsim.hw.collectives)"))
 
 
 class EnergyConfig(_Model):

@@ -1,19 +1,15 @@
-"""The cycle-level engine: simpy processes per instruction stream, semaphores, the DMA controller, the
-memory interface (``SimpleMemory`` today, a DRAM-level model later) and the simple collective model.
+"""The cycle-level engine: every instruction stream of a program as a simpy process, coupled by semaphores,
+with the DMA engines, the memory interface and the collective interface as shared resources.
 
-* :mod:`infsim.engine.costs` -- per-instruction static costs, vectorised;
+* :mod:`infsim.engine.costs` -- per-instruction static costs from the hardware models, vectorised;
 * :mod:`infsim.engine.core` -- the event engine (fast path and plain per-instruction model);
-* :mod:`infsim.engine.memory` -- the ``MemoryModel`` interface and ``SimpleMemory``;
-* :mod:`infsim.engine.collectives` -- the ``CollectiveTiming`` interface and the ring placeholder;
+* :mod:`infsim.engine.memory` -- the ``MemoryModel`` interface and its registry, with the models beside it:
+  ``simple`` (bandwidth pool + latency) and ``dram`` (the default: the pool charged at the DRAM-command-level
+  model's streaming efficiency);
+* :mod:`infsim.engine.collectives` -- the ``CollectiveTiming`` interface and its registry, with the model
+  beside it: ``link`` (the topology-aware link model of :mod:`infsim.hw.collectives`);
 * :mod:`infsim.engine.synthetic` -- a realistic synthetic program for benchmarks.
 
-Most callers use :func:`infsim.sim.simulate`.
+Most callers use :func:`infsim.sim.simulate`. The package itself imports nothing, so importing one part
+(for example the memory models) does not load the event engine.
 """
-
-from .collectives import CollectiveTiming, default_collectives
-from .core import EngineRun, Simulator, run_engine
-from .costs import Costs, compute_costs
-from .memory import MEMORY_MODELS, MemoryModel, SimpleMemory, make_memory
-
-__all__ = ["CollectiveTiming", "default_collectives", "EngineRun", "Simulator", "run_engine", "Costs", "compute_costs",
-           "MEMORY_MODELS", "MemoryModel", "SimpleMemory", "make_memory"]

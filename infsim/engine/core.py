@@ -24,7 +24,7 @@ A stream is ``(core, engine, queue)`` (:meth:`Program.streams`). Time is integer
   applied as a separate event of the same instant (after that round of decisions).
 * **Collective queues** (``cc``): a collective starts when every member of its group has reached it
   (waits satisfied, stream free) and lasts ``CollectiveTiming.duration_ps`` (the link model of
-  :func:`infsim.engine.collectives.default_collectives`); ``send``/``recv`` pair up by (sender, receiver,
+  :func:`infsim.engine.collectives.make_collectives`); ``send``/``recv`` pair up by (sender, receiver,
   tag) in order.
 * **Semaphores** are monotonic counters; a wait ``(sem, v)`` is satisfied from the instant the
   running total of completed signals reaches ``v``.
@@ -83,7 +83,7 @@ import numpy as np
 import simpy
 
 from infsim.config.schema import ChipConfig
-from infsim.engine.collectives import CollectiveTiming, default_collectives
+from infsim.engine.collectives import CollectiveTiming, make_collectives
 from infsim.engine.costs import Costs
 from infsim.engine.memory import MemoryModel
 from infsim.errors import InfsimError
@@ -367,7 +367,7 @@ class Simulator:
         self.sems: FastSems | PlainSems = FastSems(self.env, nsem) if mode == "fast" else PlainSems(self.env, nsem)
         self.memory = memory
         memory.reset(max(program.num_chips, 1), log=log_memory)
-        self.coll = collectives if collectives is not None else default_collectives(chip)
+        self.coll = collectives if collectives is not None else make_collectives(chip)
         ins = program.instr
         self.n = len(ins)
         self.op = ins["op"].astype(np.int64)

@@ -6,17 +6,19 @@ No discrete-event engine and no shared-resource arbitration. Every instruction g
 * compute engines: the same closed forms as the cycle engine (systolic ``matmul_timing``,
   elementwise costs; :mod:`infsim.engine.costs`);
 * DMA: occupies its queue for the engine time (descriptors + bytes at the engine bandwidth); completes
-  after that + the HBM latency when HBM is involved + ``dma.fixed_latency_ns``. Every queue is its own
+  after that + the memory model's latency when HBM is involved + ``dma.fixed_latency_ns``. Every queue is its own
   stream (queues sharing a DMA engine and HBM contention are not modelled here; the bounds below account
   for them);
 * collectives: a rendezvous of the group (modelled exactly like a barrier) followed by the duration
-  of the engine's collective model (:func:`infsim.engine.collectives.default_collectives`).
+  of the engine's collective model (:func:`infsim.engine.collectives.make_collectives`).
 
 A numba scoreboard then computes every start time ``start_i = max(free_i, crossing of each wait)``
 over all streams at once (semaphore crossings from the completions of the signalling instructions;
 conservative lookahead as in the engine's fast path, with a global clock instead of an event queue).
-The critical-path makespan is finally raised to the resource bounds: per chip, HBM bytes over
-``hbm.bandwidth_gbps`` (+ latency); per DMA engine, the sum of its queues' occupancy.
+The critical-path makespan is finally raised to the resource bounds: per chip, HBM bytes over the memory
+model's streaming bandwidth (:meth:`~infsim.engine.memory.MemoryModel.stream_gbps`: ``hbm.bandwidth_gbps``
+for ``simple``, after the DRAM-level efficiency for ``dram``) plus its latency; per DMA engine, the sum of
+its queues' occupancy.
 
 Left out (by design): HBM contention timing, DMA-engine sharing order, link contention. Expected to
 stay within ~10 % of the cycle engine on the example programs (tested).
@@ -30,8 +32,9 @@ import numpy as np
 from numba import njit
 
 from infsim.config.schema import ChipConfig
-from infsim.engine.collectives import default_collectives
+from infsim.engine.collectives import make_collectives
 from infsim.engine.costs import Costs, compute_costs
+from infsim.engine.memory import MemoryModel, make_memory
 from infsim.errors import InfsimError
 from infsim.isa.errors import DeadlockError
 from infsim.isa.opcodes import Engine, Op
@@ -183,13 +186,13 @@ def _scoreboard(order: np.ndarray, s_begin: np.ndarray, s_len: np.ndarray, busy:
         now = tmin
 
 
-def _durations(program: Program, chip: ChipConfig, costs: Costs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """busy, lat and the link bytes per instruction in the analytical model."""
+def _durations(program: Program, chip: ChipConfig, costs: Costs,
+               hbm_lat: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """busy, lat and the link bytes per instruction in the analytical model (``hbm_lat``: HBM latency, ps)."""
     busy = costs.busy_ps.copy()
     lat = costs.lat_ps.copy()
     op = program.instr["op"].astype(np.int64)
     dma = op == int(Op.dma_copy)
-    hbm_lat = int(round(chip.hbm.latency_ns * 1000))
     fixed = int(round(chip.dma.fixed_latency_ns * 1000))
     has_hbm = (costs.hbm_read + costs.hbm_write) > 0
     occ = costs.dma_engine_ps  # the HBM latency does not occupy the engine (requests pipeline)
@@ -199,16 +202,18 @@ def _durations(program: Program, chip: ChipConfig, costs: Costs) -> tuple[np.nda
     return busy, lat, link
 
 
-def analyze(program: Program, chip: ChipConfig, *, costs: Costs | None = None, trace: bool = False,
-            hbm_gbps: float | None = None,
-            t0: float | None = None) -> SimResult:
-    """The analytical estimate of ``program`` on ``chip`` (see the module docstring)."""
+def analyze(program: Program, chip: ChipConfig, *, costs: Costs | None = None, memory: MemoryModel | None = None,
+            trace: bool = False, t0: float | None = None) -> SimResult:
+    """The analytical estimate of ``program`` on ``chip`` (see the module docstring); ``memory``: the HBM
+    model whose streaming bandwidth and latency it uses (default: the chip's ``hbm.memory_model``)."""
     t0 = time.perf_counter() if t0 is None else t0
     costs = compute_costs(program, chip) if costs is None else costs
+    memory = make_memory(chip) if memory is None else memory
+    hbm_lat = memory.latency_ps
     ins = program.instr
     n = len(ins)
     op = ins["op"].astype(np.int64)
-    busy, lat, link = _durations(program, chip, costs)
+    busy, lat, link = _durations(program, chip, costs, hbm_lat)
     streams = program.streams()
     keys = list(streams)
     nsem0 = len(program.semaphores)
@@ -216,7 +221,7 @@ def analyze(program: Program, chip: ChipConfig, *, costs: Costs | None = None, t
     bar_s = np.full(n, -1, dtype=np.int64)
     bar_t = np.full(n, -1, dtype=np.int64)
     synth: dict[tuple, int] = {}
-    coll = default_collectives(chip)
+    coll = make_collectives(chip)
     seqs: dict[tuple, int] = {}
     group_names = list(program.groups)
     link_bytes = 0
@@ -289,10 +294,10 @@ def analyze(program: Program, chip: ChipConfig, *, costs: Costs | None = None, t
     per_chip = np.zeros(nchips)
     np.add.at(per_chip, costs.hbm_read_chip, costs.hbm_read)
     np.add.at(per_chip, costs.hbm_write_chip, costs.hbm_write)
-    hbm_lat = int(round(chip.hbm.latency_ns * 1000))
+    hbm_gbps = memory.stream_gbps()
     for b in per_chip:
         if b > 0:
-            bounds.append(int(np.ceil(b / ((hbm_gbps or chip.hbm.bandwidth_gbps) * 1e-3))) + hbm_lat)
+            bounds.append(int(np.ceil(b / (hbm_gbps * 1e-3))) + hbm_lat)
     dma = op == int(Op.dma_copy)
     if dma.any():
         eng_of = ins["core"].astype(np.int64) * 4096 + ins["queue"].astype(np.int64) % chip.dma.engines_per_core

@@ -41,10 +41,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from infsim.config.schema import ChipConfig
+from infsim.engine.collectives import CollectiveTiming, make_collectives
+from infsim.engine.memory import MemoryModel, make_memory
 from infsim.hw import dma as dma_hw
 from infsim.hw import systolic
 from infsim.hw.elementwise import elementwise_cycles
 from infsim.isa.dtypes import DType
+from infsim.isa.opcodes import Op
 from infsim.models.graph import Graph, Workload, build_graph, split
 from infsim.models.lower.plan import dma_queue_split, plan_step
 from infsim.models.lower.weights import plan_linear
@@ -378,14 +381,14 @@ class _Pipe:
         self.dma = max(self.dma, t0) + d
 
 
-def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: object | None = None) -> Estimate:
-    """Closed-form latency of one step (see the module docstring)."""
-    from infsim.engine.collectives import default_collectives
-    from infsim.isa.opcodes import Op
-
+def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: CollectiveTiming | None = None,
+             memory: str | MemoryModel | None = None) -> Estimate:
+    """Closed-form latency of one step (see the module docstring). ``collectives`` and ``memory`` (a model or
+    a registered name) default to the chip's models; the memory model gives the HBM streaming bandwidth."""
     g = build_graph(spec, wl)
     cc = _Costs(chip, spec, wl)
-    coll = collectives if collectives is not None else default_collectives(chip)
+    coll = collectives if collectives is not None else make_collectives(chip)
+    mem = memory if memory is not None and not isinstance(memory, str) else make_memory(chip, memory)
     P = cc.P
     tp = wl.tp
     hd = spec.head_dim
@@ -403,9 +406,7 @@ def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: objec
                      "assumed")
     chunks = math.ceil(tokens / tc)
     active = min(tp, chip.cores_per_chip)
-    from infsim.engine.dram_memory import effective_hbm_gbps
-
-    hbm_share = effective_hbm_gbps(chip) / active  # DRAM-level streaming efficiency, as the cycle engine
+    hbm_share = mem.stream_gbps() / active  # the cycle engine's memory model (dram: DRAM-level efficiency)
     q = chip.dma.engines_per_core
     # prefetch depth in time: the weight ring holds ring_depth slabs of the layers (the largest one's size)
     slab_bytes = P * plan.max_slab_free * cc.wdt.itemsize

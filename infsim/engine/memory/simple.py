@@ -1,58 +1,21 @@
-"""The memory interface between DMA engines and a chip's HBM, and the simple bandwidth/latency model.
+"""The bandwidth/latency HBM model behind the engine's memory interface (registered as ``simple``; the
+interface is in :mod:`infsim.engine.memory`).
 
-Interface (what a DRAM-level model plugs in behind)
----------------------------------------------------
-:class:`MemoryModel` has one timing call::
-
-    end_ps = model.transfer(chip, start_ps, nbytes, is_write, addr, max_gbps)
-
-* ``chip``: which chip's HBM (every chip has its own, shared by all DMA engines of all its cores);
-* ``start_ps``: the time (integer picoseconds) the DMA engine issues the transfer. **Calls arrive in
-  non-decreasing ``start_ps`` order**, and calls with equal ``start_ps`` arrive in a canonical order
-  (core, DMA engine), so a stateful model is deterministic;
-* ``nbytes`` / ``is_write`` / ``addr``: size, direction and byte address in the chip's HBM;
-* ``max_gbps``: the fastest the requesting DMA engine can consume or produce the data (its own
-  bandwidth after descriptor overheads); a model may use it to spread the transfer out in time.
-* returns the time the last byte has been read (delivered to the engine) or written, HBM latency
-  included. It must be ``>= start_ps``. ``latency_ps`` says how much of it is that latency: the engine
-  does not hold a DMA engine for it (requests pipeline), only the transfer's completion waits.
-
-Models also count ``bytes_read`` / ``bytes_written`` per chip and, when ``log`` is on, keep
-``(chip, start_ps, end_ps, nbytes, is_write)`` of every transfer for bandwidth counter tracks.
-:meth:`MemoryModel.reset` clears state before a run.
-
-:class:`SimpleMemory` (``memory='simple'``)
--------------------------------------------
-Per chip a single pool of ``hbm.bandwidth_gbps`` shared by all DMA engines, plus a fixed
+:class:`SimpleMemory`: per chip a single pool of ``hbm.bandwidth_gbps`` shared by all DMA engines, plus a fixed
 ``hbm.latency_ns``. Bandwidth is handed out greedily in request order: a transfer runs at
 ``min(max_gbps, peak - bandwidth already promised to earlier transfers)`` at every instant until its
 bytes are done (a piecewise-constant "promised rate" profile per chip), then ``latency`` is added.
 Earlier transfers are never slowed by later ones. Left out: banks, rows, refresh, read/write turnaround,
-address mapping (all in the DRAM-level model of ``infsim/hw/hbm``).
+address mapping (all in the DRAM-level model of ``infsim/hw/hbm``, which :mod:`.dram` charges on top of this
+pool).
 """
 
 from __future__ import annotations
-
-from typing import Protocol
 
 import numpy as np
 from numba import njit
 
 from infsim.config.schema import ChipConfig
-
-
-class MemoryModel(Protocol):
-    """What the engine needs from a memory model (see the module docstring)."""
-
-    bytes_read: list[int]
-    bytes_written: list[int]
-    log: list[tuple[int, int, int, int, bool]] | None
-    latency_ps: int  # the part of transfer()'s end that is latency (does not occupy a DMA engine)
-
-    def reset(self, num_chips: int, log: bool = False) -> None: ...
-
-    def transfer(self, chip: int, start_ps: int, nbytes: int, is_write: bool, addr: int,
-                 max_gbps: float | None = None) -> int: ...
 
 
 @njit(cache=True)
@@ -149,6 +112,7 @@ class SimpleMemory:
     """Per-chip shared peak bandwidth with greedy in-order allocation plus a fixed latency (module docstring)."""
 
     def __init__(self, chip: ChipConfig):
+        self.bandwidth_gbps = chip.hbm.bandwidth_gbps
         self.peak_bpps = chip.hbm.bandwidth_gbps * 1e-3  # bytes per ps
         self.latency_ps = int(round(chip.hbm.latency_ns * 1000))
         self.bytes_read: list[int] = []
@@ -156,6 +120,10 @@ class SimpleMemory:
         self.log: list[tuple[int, int, int, int, bool]] | None = None
         self._profiles: list[_RateProfile] = []
         self._last_start = 0
+
+    def stream_gbps(self, is_write: bool = False) -> float:
+        """A long sequential stream alone on the chip's HBM gets the whole pool."""
+        return self.bandwidth_gbps
 
     def reset(self, num_chips: int, log: bool = False) -> None:
         self.bytes_read = [0] * num_chips
@@ -178,22 +146,3 @@ class SimpleMemory:
         if self.log is not None:
             self.log.append((chip, start_ps, data_end, nbytes, is_write))
         return data_end + self.latency_ps
-
-
-MEMORY_MODELS = {"simple": SimpleMemory}
-
-
-def make_memory(name: str, chip: ChipConfig) -> MemoryModel:
-    """The memory model registered under ``name`` for ``chip``."""
-    if name == "dram" and "dram" not in MEMORY_MODELS:
-        from .dram_memory import DramMemory
-
-        MEMORY_MODELS["dram"] = DramMemory
-    try:
-        cls = MEMORY_MODELS[name]
-    except KeyError:
-        from infsim.errors import InfsimError
-
-        known = ", ".join(sorted(MEMORY_MODELS))
-        raise InfsimError(f"unknown memory model '{name}' (expected one of {known})") from None
-    return cls(chip)

@@ -1,6 +1,7 @@
-"""The DRAM-command-level HBM model behind the engine's memory interface (``memory='dram'``, default).
+"""The DRAM-command-level HBM model behind the engine's memory interface (registered as ``dram``, the default
+``hbm.memory_model``; the interface is in :mod:`infsim.engine.memory`).
 
-:class:`DramMemory` is :class:`~infsim.engine.memory.SimpleMemory`'s shared per-chip pool, but every
+:class:`DramMemory` is :class:`~infsim.engine.memory.simple.SimpleMemory`'s shared per-chip pool, but every
 transfer is charged at the DRAM-level model's *measured* steady-state efficiency for its direction: the
 chip's HBM preset (``hbm.dram_preset``, e.g. ``hbm2e-3.2`` for inf2) is simulated command by command by
 :class:`infsim.hw.hbm.model.HbmModel` for bulk streaming reads and writes (refresh, row switches and
@@ -18,16 +19,15 @@ from __future__ import annotations
 import functools
 
 from infsim.config.schema import ChipConfig
+from infsim.hw.hbm.model import HbmModel
 
-from .memory import SimpleMemory
+from .simple import SimpleMemory
 
 _BULK = 1 << 30  # bytes of the steady-state probe transfer
 
 
 @functools.lru_cache(maxsize=64)
 def _efficiency(preset: str, stacks: int) -> tuple[float, float]:
-    from infsim.hw.hbm.model import HbmModel
-
     m = HbmModel(preset, stacks=stacks)
     peak = m.peak_gbps
     return m.stream_gbps(_BULK, False) / peak, m.stream_gbps(_BULK, True) / peak
@@ -40,18 +40,16 @@ def dram_efficiency(chip: ChipConfig) -> tuple[float, float]:
     return _efficiency(chip.hbm.dram_preset, chip.hbm.stacks)
 
 
-def effective_hbm_gbps(chip: ChipConfig, is_write: bool = False) -> float:
-    """The chip's HBM bandwidth for bulk streams after DRAM-level losses."""
-    r, w = dram_efficiency(chip)
-    return chip.hbm.bandwidth_gbps * (w if is_write else r)
-
-
 class DramMemory(SimpleMemory):
     """SimpleMemory with transfers charged at the DRAM-level streaming efficiency (module docstring)."""
 
     def __init__(self, chip: ChipConfig):
         super().__init__(chip)
         self.eff_read, self.eff_write = dram_efficiency(chip)
+
+    def stream_gbps(self, is_write: bool = False) -> float:
+        """The chip's HBM bandwidth for one long sequential stream after DRAM-level losses."""
+        return self.bandwidth_gbps * (self.eff_write if is_write else self.eff_read)
 
     def transfer(self, chip: int, start_ps: int, nbytes: int, is_write: bool, addr: int,
                  max_gbps: float | None = None) -> int:
