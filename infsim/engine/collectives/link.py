@@ -15,7 +15,7 @@ from typing import Any
 
 from infsim.config.schema import ChipConfig
 from infsim.errors import InfsimError
-from infsim.hw.collectives import CollectiveModel
+from infsim.hw.collectives.network import CollectiveModel
 from infsim.hw.links import Topology
 
 
