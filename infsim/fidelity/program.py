@@ -35,6 +35,7 @@ from infsim.config.schema import ChipConfig
 from infsim.engine.collectives import make_collectives
 from infsim.engine.costs import Costs, compute_costs
 from infsim.engine.memory import MemoryModel, make_memory
+from infsim.engine.streams import barrier_targets
 from infsim.errors import InfsimError
 from infsim.isa.errors import DeadlockError
 from infsim.isa.opcodes import Engine, Op
@@ -217,21 +218,15 @@ def analyze(program: Program, chip: ChipConfig, *, costs: Costs | None = None, m
     streams = program.streams()
     keys = list(streams)
     nsem0 = len(program.semaphores)
-    # collectives become barriers on synthetic semaphores
-    bar_s = np.full(n, -1, dtype=np.int64)
-    bar_t = np.full(n, -1, dtype=np.int64)
+    # barriers as in the engine; collectives become barriers on synthetic semaphores
+    is_bar = op == int(Op.barrier)
+    bar_s = np.where(is_bar, ins["i0"].astype(np.int64), -1)
+    bar_t = barrier_targets(program)
     synth: dict[tuple, int] = {}
     coll = make_collectives(chip)
     seqs: dict[tuple, int] = {}
     group_names = list(program.groups)
     link_bytes = 0
-    for i in np.flatnonzero(op == int(Op.barrier)).tolist():
-        core, e, q = int(ins["core"][i]), int(ins["engine"][i]), int(ins["queue"][i])
-        s = int(ins["i0"][i])
-        key = (core, e, q, s)
-        seqs[key] = seqs.get(key, 0) + 1
-        bar_s[i] = s
-        bar_t[i] = seqs[key] * int(ins["i1"][i])
     cc_idx = np.flatnonzero(np.isin(op, [int(o) for o in (Op.all_reduce, Op.all_gather, Op.reduce_scatter,
                                                             Op.send, Op.recv)]))
     for i in cc_idx.tolist():

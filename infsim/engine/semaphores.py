@@ -1,0 +1,195 @@
+"""Semaphores of the engine: monotonic counters whose waits are satisfied from the instant the running total
+of applied signals reaches the waited value.
+
+A signal ``(sem, time, inc)`` adds ``inc`` at ``time`` (the completion of the signalling instruction); a
+wait ``(sem, v)`` holds from the first instant the total is ``>= v``. Two implementations with the same
+interface (``signal``, ``crossing``, ``wait``, ``wait_cb``, ``register``, ``total``):
+
+* :class:`PlainSems` -- the textbook model: every signal is a timed simpy event that adds to the counter and
+  wakes the waiters it satisfies (the engine's ``per_instruction`` mode, the reference);
+* :class:`FastSems` -- signals are not events: each semaphore keeps the applied total and the sorted list of
+  known future signals, so the *known crossing* of a wait (the time the known signals reach its value) is
+  computed directly, and a waiter is woken by one event at that crossing (moved earlier when a new signal
+  lowers it). Why this gives the same times as :class:`PlainSems` is argued in :mod:`infsim.engine.core`
+  ("The fast path"); it needs the caller's lookahead (which streams can still signal) for that.
+
+Left out: semaphore hardware costs (a signal or wait takes no time of its own; instruction latencies carry
+it), counter width and wrap-around, and decrements (the ISA's semaphores only count up).
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import Any
+
+import simpy
+
+from .events import call_at
+
+SAT = -1  # crossing(): the wait holds now
+NEVER = 1 << 62  # crossing(): the known signals never reach the value
+
+
+class _Waiter:
+    __slots__ = ("sem", "value", "cb", "sched", "fired")
+
+    def __init__(self, sem: int, value: int, cb: Any):
+        self.sem = sem
+        self.value = value
+        self.cb = cb
+        self.sched = NEVER
+        self.fired = False
+
+
+
+class FastSems:
+    """Semaphores holding known future signals (see "The fast path" in the module docstring)."""
+
+    def __init__(self, env: simpy.Environment, nsem: int):
+        self.env = env
+        self.applied = [0] * nsem
+        self.total = [0] * nsem
+        self.pt: list[list[int]] = [[] for _ in range(nsem)]
+        self.pv: list[list[int]] = [[] for _ in range(nsem)]
+        self.head = [0] * nsem
+        self.waiters: list[list[_Waiter]] = [[] for _ in range(nsem)]
+
+    def signal(self, s: int, time: int, inc: int) -> None:
+        self.total[s] += inc
+        if time <= self.env.now:
+            self.applied[s] += inc
+        else:
+            pt = self.pt[s]
+            if not pt or time >= pt[-1]:
+                pt.append(time)
+                self.pv[s].append(inc)
+            else:
+                k = bisect.bisect_right(pt, time, self.head[s])
+                pt.insert(k, time)
+                self.pv[s].insert(k, inc)
+        if self.waiters[s]:
+            self._recheck(s, time)
+
+    def crossing(self, s: int, v: int) -> int:
+        """``SAT`` if ``sem >= v`` now, else the known crossing time (``NEVER`` if not reached)."""
+        ap = self.applied[s]
+        if ap >= v:
+            return SAT
+        pt = self.pt[s]
+        h = self.head[s]
+        n = len(pt)
+        if h < n:
+            pv = self.pv[s]
+            now = self.env.now
+            while h < n and pt[h] <= now:
+                ap += pv[h]
+                h += 1
+            if h != self.head[s]:
+                self.applied[s] = ap
+                if h > 256 and 2 * h > n:
+                    del pt[:h]
+                    del pv[:h]
+                    h = 0
+                    n = len(pt)
+                self.head[s] = h
+            if ap >= v:
+                return SAT
+            need = v - ap
+            for j in range(h, n):
+                need -= pv[j]
+                if need <= 0:
+                    return pt[j]
+        return NEVER
+
+    def wait(self, s: int, v: int) -> simpy.Event:
+        """An event that fires at the instant ``sem >= v`` holds."""
+        ev = self.env.event()
+        self.wait_cb(s, v, ev.succeed)
+        return ev
+
+    def wait_cb(self, s: int, v: int, cb: Any) -> None:
+        """Call ``cb()`` at the instant ``sem >= v`` holds (at once if it holds now)."""
+        c = self.crossing(s, v)
+        if c == SAT:
+            cb()
+            return
+        self.register(s, v, c, cb)
+
+    def register(self, s: int, v: int, c: int, cb: Any) -> None:
+        """Register a waiter whose known crossing ``c`` (> now, or ``NEVER``) was just computed."""
+        w = _Waiter(s, v, cb)
+        self.waiters[s].append(w)
+        if c != NEVER:
+            self._schedule(w, c)
+
+    def _schedule(self, w: _Waiter, c: int) -> None:
+        w.sched = c
+        call_at(self.env, c - self.env.now, lambda _e, w=w: self._fire(w))
+
+    def _fire(self, w: _Waiter) -> None:
+        if not w.fired:
+            w.fired = True
+            self.waiters[w.sem].remove(w)
+            w.cb()
+
+    def _recheck(self, s: int, time: int) -> None:
+        total = self.total[s]
+        for w in list(self.waiters[s]):
+            if time >= w.sched or total < w.value:
+                continue  # cannot move the known crossing earlier / not reachable by the known signals
+            c = self.crossing(s, w.value)
+            if c == SAT:  # a signal at this very instant: resume the waiter as its own event (no nesting)
+                w.sched = self.env.now
+                call_at(self.env, 0, lambda _e, w=w: self._fire(w))
+            elif c < w.sched:
+                self._schedule(w, c)
+
+
+class PlainSems:
+    """Textbook semaphores: every signal is a timed event that adds to the counter and wakes waiters."""
+
+    def __init__(self, env: simpy.Environment, nsem: int):
+        self.env = env
+        self.value = [0] * nsem
+        self.total = [0] * nsem
+        self.waiters: list[list[tuple[int, Any]]] = [[] for _ in range(nsem)]
+
+    def signal(self, s: int, time: int, inc: int) -> None:
+        self.total[s] += inc
+        tmo = self.env.timeout(time - self.env.now)
+        tmo.callbacks.append(lambda _e: self._apply(s, inc))
+
+    def _apply(self, s: int, inc: int) -> None:
+        self.value[s] += inc
+        v = self.value[s]
+        keep = []
+        fire = []
+        for need, cb in self.waiters[s]:
+            if need <= v:
+                fire.append(cb)
+            else:
+                keep.append((need, cb))
+        self.waiters[s] = keep
+        for cb in fire:
+            cb()
+
+    def crossing(self, s: int, v: int) -> int:
+        return SAT if self.value[s] >= v else NEVER
+
+    def wait(self, s: int, v: int) -> simpy.Event:
+        ev = self.env.event()
+        self.wait_cb(s, v, ev.succeed)
+        return ev
+
+    def wait_cb(self, s: int, v: int, cb: Any) -> None:
+        if self.value[s] >= v:
+            cb()
+        else:
+            self.waiters[s].append((v, cb))
+
+    def register(self, s: int, v: int, c: int, cb: Any) -> None:
+        """Register a waiter for ``sem >= v`` (not satisfied now; ``c`` is ignored)."""
+        self.waiters[s].append((v, cb))
+
+
+Semaphores = FastSems | PlainSems
