@@ -89,6 +89,11 @@ from .semaphores import NEVER, SAT, FastSems, PlainSems, Semaphores
 from .streams import EngineRun, StreamState, StreamStats, barrier_targets
 
 
+def _pairs(sem: np.ndarray, val: np.ndarray, i: int) -> list[tuple[int, int]]:
+    """The ``(semaphore, value)`` slots of instruction ``i`` that are used (semaphore >= 0)."""
+    return [(int(sem[i, j]), int(val[i, j])) for j in range(sem.shape[1]) if sem[i, j] >= 0]
+
+
 class Simulator:
     """Runs one program on one chip (see the module docstring). Use :func:`run_engine`."""
 
@@ -173,20 +178,10 @@ class Simulator:
         return out
 
     def _waits(self, i: int) -> list[tuple[int, int]]:
-        w = []
-        for j in range(self.wsem.shape[1]):
-            s = int(self.wsem[i, j])
-            if s >= 0:
-                w.append((s, int(self.wval[i, j])))
-        return w
+        return _pairs(self.wsem, self.wval, i)
 
     def _signals(self, i: int) -> list[tuple[int, int]]:
-        out = []
-        for j in range(self.ssem.shape[1]):
-            s = int(self.ssem[i, j])
-            if s >= 0:
-                out.append((s, int(self.sval[i, j])))
-        return out
+        return _pairs(self.ssem, self.sval, i)
 
     # ---- run ----------------------------------------------------------------------------------------
     def run(self) -> EngineRun:
