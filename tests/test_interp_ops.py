@@ -515,7 +515,9 @@ def ref_func(func: ActFunc, x: float) -> float:
         if func == ActFunc.gelu_tanh:  # == 0.5x(1 + tanh(u)), stable tail
             return x / (1.0 + math.exp(-2.0 * math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
         if func == ActFunc.rsqrt:
-            return 1.0 / math.sqrt(x) if x > 0 else (math.copysign(math.inf, x) if x == 0 else math.nan)  # IEEE: rsqrt(-0) = -inf
+            if x == 0:
+                return math.copysign(math.inf, x)  # IEEE 754: rsqrt(-0) = -inf
+            return 1.0 / math.sqrt(x) if x > 0 else math.nan
         if func == ActFunc.sqrt:
             return math.sqrt(x) if x >= 0 else math.nan
         if func == ActFunc.square:
