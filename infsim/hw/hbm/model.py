@@ -24,12 +24,13 @@ queue, a 32-entry write buffer drained when full, and per-bank command queues of
 queue per direction (64 reads, about what DRAMsim3 holds in flight on a sequential stream; 32 writes);
 both use OPEN_PAGE and the same address mapping. Mean read latency from admission on one channel:
 sequential reads 151 ns here, 145 ns in DRAMsim3; random reads 528 ns here, 758 ns in DRAMsim3 (it
-queues more reads when they spread over banks). Streaming in both is limited by refresh (DRAMsim3's refresh.cc issues one all-bank REF
-per rank every tREFI, without postponement, which by the same derivation costs ~7.5% rather than our
-~6.8%; DRAMsim3 measured 92.0% on sequential reads); random reads in both are capped near 27% of peak by
-tFAW = 30 (hbm-params.md); bank-stride in both is tRC-bound at 2/48 = 4.2%. On the ``mixed`` copy
-DRAMsim3 reaches 72.3% (its drains empty the whole 32-entry buffer, batches of 32 writes); ours reaches
-68.5% with batches of 16 (watermarks 24/8), the closed form for those batches being 69.4%.
+queues more reads when they spread over banks). Streaming in both is limited by refresh (DRAMsim3's
+refresh.cc issues one all-bank REF per rank every tREFI, without postponement, which by the same
+derivation costs ~7.5% rather than our ~6.8%; DRAMsim3 measured 92.0% on sequential reads); random reads
+in both are capped near 27% of peak by tFAW = 30 (hbm-params.md; DRAMsim3 measured 24.6%, we 24.9%);
+bank-stride in both is tRC-bound at 2/48 = 4.2%. On the ``mixed`` copy (one channel) DRAMsim3 reaches
+72.3% (its drains empty the whole 32-entry buffer: batches of 32 writes); ours reaches 68.5% with
+batches of 16 (watermarks 24/8), whose closed form is 69.4%.
 """
 
 from __future__ import annotations
