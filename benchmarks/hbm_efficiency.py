@@ -6,8 +6,10 @@ Writes ``benchmarks/results/hbm_efficiency.json`` with:
   simulated command by command: ``efficiency`` (of pin bandwidth), ``achieved_gbps``, ``row_hit_rate``,
   ``avg_latency_ns``, ``p99_latency_ns``, ``pj_per_bit``; for stream also the steady-state efficiency of a
   13.5 GB transfer (refresh amortised over whole postponement periods);
-* ``closed_form``: the closed-form predictions of ``infsim/hw/hbm/model.py`` next to the simulated values
-  (streaming steady state, random ACT ceiling, bank-stride tRC bound);
+* ``closed_form``: the closed-form predictions of ``infsim/hw/hbm/closed_form.py`` next to the simulated
+  values (streaming steady state, random ACT ceiling, bank-stride tRC bound, and the 50/50 copy under
+  write-drain batching: the form that applies to the preset, ``copy_fronts_separated`` saying which,
+  and both bounds);
 * ``speed``: commands simulated per second by the numba model and by the plain-Python reference on the
   same trace, and the wall time of a 13.5 GB bulk-transfer estimate.
 
@@ -24,24 +26,23 @@ from pathlib import Path
 from typing import Any
 
 from infsim.hw.hbm import HbmModel, hbm_preset_names
+from infsim.hw.hbm import closed_form as cf
 
 OUT = Path(__file__).parent / "results" / "hbm_efficiency.json"
 PATTERNS = [("stream", False), ("stream", True), ("random", False), ("mixed", False), ("bank-stride", False)]
 
 
 def closed_forms(m: HbmModel) -> dict[str, float]:
-    t, o, P = m.cfg.timing, m.cfg.organization, m.cfg.controller.refresh_postpone_max
-    tbl = o.burst_cycles
-    lost_rd = P * t.tRFC + t.tRTP + t.tRP + t.tRCDRD - tbl
-    lost_wr = P * t.tRFC + (t.tCWL + tbl + t.tWR) + t.tRP + t.tRCDWR - tbl
-    t_act = max(t.tRRD_S, t.tFAW / 4, t.tRC / o.banks)
-    t_bank = max(t.tRC, t.tRAS + t.tRP, t.tRCDRD + t.tRTP + t.tRP)
+    c = m.cfg
     return {
-        "refresh_only_ceiling": 1 - t.tRFC / t.tREFI,
-        "stream_read": 1 - lost_rd / (P * t.tREFI),
-        "stream_write": 1 - lost_wr / (P * t.tREFI),
-        "random_act_ceiling": min(1.0, tbl / t_act),
-        "bank_stride": tbl / t_bank,
+        "refresh_only_ceiling": cf.refresh_only_ceiling(c),
+        "stream_read": cf.streaming_efficiency(c),
+        "stream_write": cf.streaming_efficiency(c, write=True),
+        "random_act_ceiling": cf.random_act_ceiling(c),
+        "bank_stride": cf.bank_stride_efficiency(c),
+        "mixed": cf.mixed_efficiency(c),
+        "mixed_row_conflict_every_switch": cf.mixed_efficiency(c, row_conflicts=True),
+        "mixed_no_row_conflict": cf.mixed_efficiency(c, row_conflicts=False),
     }
 
 
@@ -54,7 +55,8 @@ def main() -> None:
     checks: list[dict[str, Any]] = []
     for name in hbm_preset_names():
         m = HbmModel(name)
-        cf = closed_forms(m)
+        forms = closed_forms(m)
+        sep = cf.copy_fronts_separated(m.cfg)
         sim: dict[str, float] = {}
         for pattern, write in PATTERNS:
             nbytes = size // 4 if pattern == "bank-stride" else size
@@ -74,11 +76,16 @@ def main() -> None:
             print(json.dumps(row))
         checks.append({
             "preset": name,
-            "stream_read": {"closed_form": round(cf["stream_read"], 4), "simulated": sim["stream"]},
-            "stream_write": {"closed_form": round(cf["stream_write"], 4), "simulated": sim["stream-write"]},
-            "refresh_only_ceiling": round(cf["refresh_only_ceiling"], 4),
-            "random": {"act_ceiling": round(cf["random_act_ceiling"], 4), "simulated": round(sim["random"], 4)},
-            "bank_stride": {"tbl_over_tbank": round(cf["bank_stride"], 4), "simulated": round(sim["bank-stride"], 4)},
+            "stream_read": {"closed_form": round(forms["stream_read"], 4), "simulated": sim["stream"]},
+            "stream_write": {"closed_form": round(forms["stream_write"], 4), "simulated": sim["stream-write"]},
+            "refresh_only_ceiling": round(forms["refresh_only_ceiling"], 4),
+            "random": {"act_ceiling": round(forms["random_act_ceiling"], 4), "simulated": round(sim["random"], 4)},
+            "bank_stride": {"tbl_over_tbank": round(forms["bank_stride"], 4),
+                            "simulated": round(sim["bank-stride"], 4)},
+            "mixed": {"copy_fronts_separated": sep, "closed_form": round(forms["mixed"], 4),
+                      "closed_form_row_conflict_every_switch": round(forms["mixed_row_conflict_every_switch"], 4),
+                      "closed_form_no_row_conflict": round(forms["mixed_no_row_conflict"], 4),
+                      "simulated": round(sim["mixed"], 4)},
             "stream_read_at_least_90pct": sim["stream"] >= 0.9,
         })
     # speed: same trace through fast and reference controllers

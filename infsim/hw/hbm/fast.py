@@ -9,7 +9,11 @@ arrays kept in age order and the log grows by doubling. Two equivalent reformula
   updates because the presets satisfy tRC >= tRRD_L >= tRRD_S, tCCD_L >= tCCD_S, tWTR_L >= tWTR_S;
 - a cycle in which no command issues records the earliest cycle at which any blocked candidate (or an
   arrival, or a refresh due time) becomes possible, and time jumps there: no command could have issued
-  in the skipped cycles, so the log is unchanged.
+  in the skipped cycles, so the log is unchanged. (A row candidate that yields its bank to the other
+  queue adds no wake time: the yield can only end when a queue changes, i.e. on a command or an arrival.)
+- the row-bus yield test (does the other queue need another row of this bank nearer its head?) uses, per
+  bank, the position of the other queue's first request, its row, and the position of its first request
+  to any other row, built once per cycle when first needed.
 """
 
 from __future__ import annotations
@@ -98,6 +102,11 @@ def simulate_channel_fast(p, arrive, bg, ba, row, col, is_write, ref_offset, wan
     rd_c = np.int64(0)
     wr_c = np.int64(0)
     hit = np.zeros(nbanks, dtype=np.bool_)
+    # per bank, over the non-served queue: position of its first request, that request's row, and the
+    # position of its first request to any other row (``never`` if none)
+    oth_j = np.zeros(nbanks, dtype=np.int64)
+    oth_row = np.zeros(nbanks, dtype=np.int64)
+    oth_j2 = np.zeros(nbanks, dtype=np.int64)
     bank_of = np.empty(n, dtype=np.int64)
     for i in range(n):
         bank_of[i] = bg[i] * nba + ba[i]
@@ -203,9 +212,13 @@ def simulate_channel_fast(p, arrive, bg, ba, row, col, is_write, ref_offset, wan
             if writes:
                 q = wq
                 nq = nw
+                oq = rq
+                no = nr
             else:
                 q = rq
                 nq = nr
+                oq = wq
+                no = nw
             # 5. column command
             for i in range(nq):
                 b = q[i, 1]
@@ -256,12 +269,29 @@ def simulate_channel_fast(p, arrive, bg, ba, row, col, is_write, ref_offset, wan
             # 6. row command
             row_busy = False
             hit_ready = False
+            oth_ready = False
             for i in range(nq):
                 b = q[i, 1]
                 rowv = q[i, 2]
                 ob = open_row[b]
                 if ob == rowv:
                     continue
+                if i > 0 and no > 0:
+                    # yield the bank if the other queue needs another row of it nearer its head
+                    if not oth_ready:
+                        for bb in range(nbanks):
+                            oth_j[bb] = never
+                            oth_j2[bb] = never
+                        for jj in range(no):
+                            bb = oq[jj, 1]
+                            if oth_j[bb] == never:
+                                oth_j[bb] = jj
+                                oth_row[bb] = oq[jj, 2]
+                            elif oth_j2[bb] == never and oq[jj, 2] != oth_row[bb]:
+                                oth_j2[bb] = jj
+                        oth_ready = True
+                    if (oth_j[b] < i and oth_row[b] != rowv) or oth_j2[b] < i:
+                        continue
                 if ob < 0:
                     g = b // nba
                     t_ok = max(act_b[b], max(act_g[g], act_c))

@@ -26,7 +26,12 @@ Every cycle ``c``, in this order
     6. Row bus (FCFS among not-ready requests), at most one command: walking the served queue oldest
        first, the first request whose bank is closed gets an ACT if legal (tRC, tRRD_S/L, tFAW, tRP,
        tRFC); or whose bank holds another row that no request of the served queue still hits gets a PRE
-       if legal (tRAS, tRTP, write recovery).
+       if legal (tRAS, tRTP, write recovery). A request skips both while the *other* queue holds a
+       request to a different row of the same bank nearer its head (at a smaller queue position): the
+       bank is left to the direction that needs it sooner. Without this rule a deep read queue lets its
+       youngest reads open (or close) the bank the write drain is working in, and an aliased copy
+       (source and destination in the same bank) pays a row conflict at every direction switch. The
+       served queue's oldest request never yields, so the served queue always progresses.
     7. Closed-page policy only, if the row bus is still free: the lowest-numbered open bank whose open
        row no queued request (read or write) targets is precharged if legal.
     8. Time (starting at cycle 0) advances one cycle; when no command issued this cycle, both queues are
@@ -225,14 +230,18 @@ def simulate_channel(p: np.ndarray, arrive: np.ndarray, bg: np.ndarray, ba: np.n
                 done += 1
                 break
             # 6. row command: ACT for the oldest request to a closed bank, or PRE for a conflict
+            other_q = rq if writes else wq
             hit = [False] * nbanks
             for r in q:
                 b = bank_of[r]
                 if banks[b].open_row == int(row[r]):
                     hit[b] = True
-            for r in q:
+            for i, r in enumerate(q):
                 b = bank_of[r]
                 bk = banks[b]
+                if bk.open_row != int(row[r]) and any(
+                        bank_of[o] == b and int(row[o]) != int(row[r]) for o in other_q[:i]):
+                    continue  # the other direction needs another row of this bank sooner
                 if bk.open_row is None:
                     if act_legal(b):
                         g = b // nba
