@@ -37,7 +37,8 @@ from infsim.hw.collectives import (
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "collectives.json"
 KiB, MiB = 2**10, 2**20
-# Published figures used only for the decode estimate (shared/docs/hardware-facts.md sections 7 and 11).
+# Published figures used only for the decode estimate: TPOT from [INF2-PERF] (docs/references.md); the HBM
+# roofline is our arithmetic (weights / instance HBM bandwidth).
 PUBLISHED_TPOT_MS = 6.47
 HBM_ROOFLINE_MS = 1.3
 ALLREDUCES_PER_TOKEN = 2 * 32

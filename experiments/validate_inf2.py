@@ -1,6 +1,6 @@
 """Validation: infsim on inf2 vs the published Inferentia2 LLM measurements.
 
-Published points: shared/docs/hardware-facts.md section 7 (Neuron "Inf2 Inference Performance" page,
+Published points: [INF2-PERF] in docs/references.md (Neuron "Inf2 Inference Performance" page,
 Transformers NeuronX, inf2.48xlarge, TP 24, batch 1, fp16 weights with bf16 matmuls; and the BERT encoder
 rows, one model per NeuronCore, whole-sequence latency against the prefill latency). For each decoder point:
 time per output token (TPOT) is compared with the decode latency at the mean context of the generation
@@ -37,7 +37,7 @@ PUBLISHED = [
     ("llama-2-70b", 4096, 2048, 2048, 810.44, 34.90),
 ]
 
-# encoders (same section of hardware-facts.md): (model, batch, sequence length, latency p50 ms); Data Parallel
+# encoders (same page, [INF2-PERF]): (model, batch, sequence length, latency p50 ms); Data Parallel
 # on inf2.xlarge, i.e. one model per NeuronCore (TP 1); PyTorch, FP32 model with BF16 matmuls; roberta-base/
 # -large rows have the shapes of bert-base/-large and are not repeated
 PUBLISHED_ENCODERS = [

@@ -5,7 +5,7 @@ Units are in every name. ``*_cycles`` are **tensor-engine clock cycles** of the 
 (``clock_ghz``), for every engine, so busy/stall/idle of engines with other clocks compare directly with
 ``total_cycles``; ``*_ns`` are nanoseconds. Internally the engine keeps integer picoseconds.
 
-``to_dict()`` is the ``infsim sim --json`` contract (shared/docs/design.md): ``total_cycles``,
+``to_dict()`` is the stable ``infsim sim --json`` output (keep these names): ``total_cycles``,
 ``total_ns``, ``engines`` (per engine ``busy_cycles``, ``instructions``, plus ``stall_cycles``,
 ``idle_cycles``, ``busy_ns``, ``utilization``), ``hbm_bytes_read``, ``hbm_bytes_written``, ``energy_j``,
 plus ``hbm_gbps``, ``power_w``, ``energy_breakdown_j``, ``energy_by_class_j`` and run metadata.

@@ -5,7 +5,7 @@ spaces each slot may address, whether it is an output, whether it is optional), 
 takes, and the dtypes its engine accepts. Validation, the assembler, the encoder and the interpreter
 are all driven by this table.
 
-Engines follow NeuronCore-v2 (see shared/docs/hardware-facts.md section 2): ``tensor`` (systolic
+Engines follow NeuronCore-v2 ([NKI-ARCH2] and [NKI-ISA] in docs/references.md): ``tensor`` (systolic
 array), ``vector``, ``scalar`` (activation), ``gpsimd``, ``dma`` (DMA queues; a stream per queue) and
 ``cc`` (collective-communication queues, one stream per queue). ``sync`` is a sequencer-only stream
 (the Neuron "Sync engine") that runs only synchronization instructions.

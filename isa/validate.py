@@ -6,7 +6,7 @@ then by instruction index, then in the order the rules below are checked); :func
 stream, the field (``slot.property``, ``engine``, ``queue``, ``wait[k]`` ...), the offending value and the
 limit, so the assembler can map it to a source line as it is.
 
-Rules (NeuronCore-v2 access rules, ``shared/docs/hardware-facts.md`` sections 2 and 6; every number comes
+Rules (NeuronCore-v2 access rules of [NKI-ARCH2] and [NKI-ISA], ``docs/references.md``; every number comes
 from the :class:`~infsim.config.schema.ChipConfig`):
 
 * **Program**: ``cores_per_chip`` equals the chip's (``num_cores`` may exceed one chip: multi-chip

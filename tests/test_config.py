@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from preset_sources import unsourced
 
 from infsim.cli import main
 from infsim.config import ChipConfig, load_chip, preset_names
@@ -142,7 +143,7 @@ def test_dma_engines_reach_published_dma_bandwidth() -> None:
 
 
 def test_5nm_energies_are_0p7_of_7nm() -> None:
-    # energy-facts section 8: NC-v3 (5 nm) dynamic logic/SRAM energies = 0.7 x the 7 nm (inf2) values
+    # [EF8] (docs/references.md): NC-v3 (5 nm) dynamic logic/SRAM energies = 0.7 x the 7 nm (inf2) values
     inf2, trn2 = load_chip("inf2").energy, load_chip("trn2").energy
     for dt, pj in inf2.mac_pj.items():
         assert trn2.mac_pj[dt] == pytest.approx(0.7 * pj, rel=0.05), dt
@@ -150,62 +151,19 @@ def test_5nm_energies_are_0p7_of_7nm() -> None:
         assert getattr(trn2, f) == pytest.approx(0.7 * getattr(inf2, f), rel=0.05), f
 
 
-# ---- every number in a preset is sourced -------------------------------------------------------------
-_TAG = re.compile(r"\[[A-Z][A-Za-z0-9-]*\]")
-_SOURCED = re.compile(r"\[[A-Z][A-Za-z0-9-]*\]|\bassumed\b|\binferred\b", re.IGNORECASE)
-_NUM = r"-?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?"
-_LINE = re.compile(r"^(?P<indent>\s*)(?P<key>[A-Za-z0-9_.-]+):(?P<value>[^#]*?)\s*(?:#(?P<comment>.*))?$")
-_NUMERIC = re.compile(rf"^(?:{_NUM}|\[[\d\s,.\[\]eE+-]*\])$")
-
-
-def _header_tags(lines: list[str]) -> set[str]:
-    """Tags defined in the leading comment block: lines that start with one or more ``[TAG]``."""
-    tags: set[str] = set()
-    for line in lines:
-        if not line.startswith("#"):
-            break
-        m = re.match(r"^#\s*((?:\[[A-Z][A-Za-z0-9-]*\]\s*)+)", line)
-        if m:
-            tags |= set(_TAG.findall(m.group(1)))
-    return tags
-
-
-def _unsourced(text: str) -> tuple[list[str], set[str]]:
-    """Numeric leaves whose own comment, or the comment of an enclosing block key, has no ``[TAG]`` /
-    ``assumed`` / ``inferred``; and the tags used but not defined in the header."""
-    lines = text.splitlines()
-    defined = _header_tags(lines)
-    bad: list[str] = []
-    used: set[str] = set()
-    stack: list[tuple[int, bool]] = []  # (indent, sourced) of the enclosing block keys
-    for n, line in enumerate(lines, 1):
-        m = _LINE.match(line)
-        if not m or line.lstrip().startswith("#"):
-            continue
-        indent, value, comment = len(m["indent"]), m["value"].strip(), m["comment"] or ""
-        used |= set(_TAG.findall(comment))
-        while stack and stack[-1][0] >= indent:
-            stack.pop()
-        sourced = bool(_SOURCED.search(comment))
-        if not value:  # a block key: its comment covers the leaves under it
-            stack.append((indent, sourced))
-        elif _NUMERIC.match(value) and not (sourced or any(s for _, s in stack)):
-            bad.append(f"line {n}: {line.strip()}")
-    return bad, used - defined
-
-
+# ---- every number in a preset is sourced (the check lives in preset_sources.py) ---------------------------
 @pytest.mark.parametrize("name", PRESETS)
 def test_every_number_is_sourced(name: str) -> None:
-    bad, undefined = _unsourced((PRESET_DIR / f"{name}.yaml").read_text())
+    bad, undefined = unsourced((PRESET_DIR / f"{name}.yaml").read_text())
     assert not bad, f"{name}.yaml: numbers without a [TAG] / assumed / inferred comment:\n" + "\n".join(bad)
     assert not undefined, f"{name}.yaml: tags used but not defined in the header: {sorted(undefined)}"
 
 
 def test_source_check_catches_a_bare_number() -> None:
     text = "# [A] a source\nx:\n  y: 1  # [A] ok\n  z: 2.5\nw:  # assumed: all of them\n  v: 3\n"
-    bad, undefined = _unsourced(text)
+    bad, undefined = unsourced(text)
     assert bad == ["line 4: z: 2.5"] and not undefined
-    assert _unsourced("a: 1  # [B] undefined tag\n")[1] == {"[B]"}
+    assert unsourced("a: 1  # [B] undefined tag\n")[1] == {"[B]"}
 
 
 # ---- user YAML, overrides and errors ---------------------------------------------------------------------

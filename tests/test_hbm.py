@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from preset_sources import unsourced
 
 from infsim.cli import main
 from infsim.errors import ConfigError, InfsimError
@@ -37,18 +38,15 @@ def test_dramsim3_preset_is_exactly_dramsim3() -> None:
     assert (c.energy.idd0_ma, c.energy.idd4r_ma, c.energy.idd4w_ma, c.energy.idd5ab_ma) == (65, 390, 500, 250)
 
 
-def test_every_preset_number_is_cited() -> None:
+@pytest.mark.parametrize("name", hbm_preset_names())
+def test_every_preset_number_is_sourced(name: str) -> None:
+    """The chip presets' rule (``preset_sources.py``): every number cites a header-defined [TAG] (defined in
+    docs/references.md) in its own comment or its block's, or says assumed / inferred."""
     from infsim.hw.hbm.config import PRESET_DIR
 
-    for path in PRESET_DIR.glob("*.yaml"):
-        text = path.read_text()
-        assert "hbm-params.md" in text, path
-        for line in text.splitlines():
-            if line.strip().startswith(("t", "idd", "vdd")) and ":" in line and line.split(":")[1].strip():
-                val = line.split(":")[1].split("#")[0].strip()
-                if val.replace(".", "").isdigit():
-                    # every timing/current line is commented, or its section header cites the source
-                    assert "#" in line or "hbm-params.md" in text, line
+    bad, undefined = unsourced((PRESET_DIR / f"{name}.yaml").read_text())
+    assert not bad, f"{name}.yaml: numbers without a [TAG] / assumed / inferred comment:\n" + "\n".join(bad)
+    assert not undefined, f"{name}.yaml: tags used but not defined in the header: {sorted(undefined)}"
 
 
 def test_bad_config_names_the_field() -> None:
@@ -85,7 +83,7 @@ def test_simulate_api_and_energy() -> None:
     assert res.complete_ns.shape == (100,) and np.all(res.complete_ns > arr)
     s = res.stats
     assert s.energy_j["read"] > 0 and s.energy_j["activate"] > 0 and s.energy_j["write"] == 0
-    # DS3 arithmetic (energy-facts.md section 4): read burst (IDD4R - IDD3N) x VDD x 2 ns = 0.804 nJ per 64 B
+    # [DS3-HBM2] IDD arithmetic (docs/references.md): read burst (IDD4R - IDD3N) x VDD x 2 ns = 0.804 nJ per 64 B
     assert s.energy_j["read"] / 100 == pytest.approx(1.2 * (390 - 55) * 2 * 1e-12)
     with pytest.raises(InfsimError):
         m.simulate(arr, np.arange(99) * 64, np.zeros(100, bool))

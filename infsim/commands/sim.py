@@ -1,7 +1,7 @@
 """``infsim sim FILE.s --chip NAME``: simulate an ISA program and print cycles, engines, HBM bytes, energy.
 
 ``FILE`` is assembly text (``.s``) or the binary encoding (``.bin``). ``--json`` prints
-:meth:`infsim.result.SimResult.to_dict` (the design.md contract: ``total_cycles``, ``total_ns``,
+:meth:`infsim.result.SimResult.to_dict` (the stable JSON output: ``total_cycles``, ``total_ns``,
 ``engines``, ``hbm_bytes_read``, ``hbm_bytes_written``, ``energy_j``, ...). ``--trace OUT.json`` writes a
 Chrome/Perfetto trace (:mod:`infsim.trace`).
 """

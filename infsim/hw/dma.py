@@ -4,7 +4,7 @@ What is modelled
 ----------------
 A ``dma_copy`` moves ``N`` elements from a source to a destination access pattern, element by element in
 AP order. The DMA engine walks it as a list of *descriptors*: each descriptor moves one buffer that is
-contiguous in the source **and** in the destination (shared/docs/hardware-facts.md §2 "DMA" and §5).
+contiguous in the source **and** in the destination ([NKI-ARCH2] and [NKI-DMA] in docs/references.md).
 
 * Contiguity of one AP is structural: the innermost free dims merge while each stride equals the
   product of the sizes inside it (size-1 dims are skipped). SBUF/PSUM partitions are separate buffers

@@ -1,6 +1,6 @@
 """Cost of one vector / scalar (activation) / GpSimd instruction.
 
-What is modelled (NeuronCore-v2 rules of shared/docs/hardware-facts.md §2, every number from the chip
+What is modelled (NeuronCore-v2 rules of [NKI-ARCH2], docs/references.md; every number from the chip
 config's :class:`~infsim.config.schema.ElementwiseEngineConfig`):
 
 * one lane per partition, ``lanes`` lanes: ``passes = ceil(partitions / lanes)`` (fewer partitions cost

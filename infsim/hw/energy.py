@@ -1,7 +1,7 @@
 """Energy from event counts (Accelergy-style: action counts x per-action energy from the chip config).
 
 What is modelled (unit energies in :class:`~infsim.config.schema.EnergyConfig`, derivations in
-shared/docs/energy-facts.md §8):
+docs/references.md, [EF8]):
 
 * ``mac``: MACs of matmul/transpose instructions x ``mac_pj[dtype]`` (dtype of the matmul inputs);
 * ``sbuf`` / ``psum``: bytes of every SBUF / PSUM operand an instruction reads or writes (engines and

@@ -70,8 +70,8 @@ environment whose time unit is not 1 ns is supported through ``ns_per_unit`` (e.
 First sanity estimate: Llama-2-7B decode at TP 24 on inf2.48xlarge
 -------------------------------------------------------------------
 hidden 4096 x bf16 = 8 KiB per all-reduce, 2 per layer x 32 layers = 64 all-reduces per token. The
-published TPOT is 6.47 ms against a ~1.3 ms HBM roofline (hardware-facts.md sections 7 and 11); if the whole
-5.17 ms gap were collectives, each all-reduce would take 80.8 us. With this model and the inf2 preset's
+published TPOT is 6.47 ms ([INF2-PERF] in docs/references.md) against a ~1.3 ms HBM roofline (ours); if the
+whole 5.17 ms gap were collectives, each all-reduce would take 80.8 us. With this model and the inf2 preset's
 link figures (NeuronLink 103.1 GB/s, 1000 ns per hop; on-chip 435.2 GB/s, 500 ns) and launch overhead 0:
 
 * ring over 24 ranks (46 steps, each on the critical path paying the step overhead once; the hops
@@ -84,7 +84,7 @@ link figures (NeuronLink 103.1 GB/s, 1000 ns per hop; on-chip 435.2 GB/s, 500 ns
   15.6 us without overhead; about 7.2 us per step would be needed.
 
 So a ~1 us fixed cost per ring step (semaphore round trip + DMA descriptor launch, the same order as the
-~1.3 us DMA fixed cost of hardware-facts.md section 5) explains the published figure if Neuron runs a flat
+~1.3 us DMA fixed cost of [NKI-DMA]) explains the published figure if Neuron runs a flat
 ring; the gap also contains attention, KV-cache and launch overheads, so this is an upper bound on the
 per-step cost. Both the per-hop ``latency_ns`` and the step overhead are assumed in the presets, so the
 published figure constrains their sum on the critical path (about 46 x 2 us for the flat ring), not each

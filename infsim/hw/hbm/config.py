@@ -1,7 +1,7 @@
 """HBM preset schema (organisation, timing, controller, energy) and loader.
 
 A preset is a YAML file in ``infsim/config/hbm/`` (or any path). Every number lives in the YAML with a
-comment naming its source (``shared/docs/hbm-params.md``, ``shared/docs/energy-facts.md`` §4) or saying
+comment naming its source (a ``[TAG]`` defined in ``docs/references.md``) or saying
 ``derived`` / ``assumed``; no timing value is hard-coded in the model.
 
 Units and conventions

@@ -27,7 +27,7 @@ sequential reads 151 ns here, 145 ns in DRAMsim3; random reads 528 ns here, 758 
 queues more reads when they spread over banks). Streaming in both is limited by refresh (DRAMsim3's
 refresh.cc issues one all-bank REF per rank every tREFI, without postponement, which by the same
 derivation costs ~7.5% rather than our ~6.8%; DRAMsim3 measured 92.0% on sequential reads); random reads
-in both are capped near 27% of peak by tFAW = 30 (hbm-params.md; DRAMsim3 measured 24.6%, we 24.9%);
+in both are capped near 27% of peak by tFAW = 30 (2 / 7.5 tCK; DRAMsim3 measured 24.6%, we 24.9%);
 bank-stride in both is tRC-bound at 2/48 = 4.2%. On the ``mixed`` copy (one channel) DRAMsim3 reaches
 72.3% (its drains empty the whole 32-entry buffer: batches of 32 writes); ours reaches 68.5% with
 batches of 16 (watermarks 24/8), whose closed form is 69.4%.

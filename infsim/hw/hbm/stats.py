@@ -1,6 +1,6 @@
 """HBM run statistics and energy.
 
-Energy follows DRAMsim3's IDD-based accounting (see ``shared/docs/energy-facts.md`` §4), per channel,
+Energy follows DRAMsim3's IDD-based accounting (``[DS3-HBM2]`` in ``docs/references.md``), per channel,
 with currents in mA, VDD in V and time in ns so that each product is in pJ:
 
 - activate (one ACT+PRE pair): ``VDD x (IDD0 x tRC - (IDD3N x tRAS + IDD2N x (tRC - tRAS))) x tCK``
