@@ -12,9 +12,10 @@ from .errors import (
     OperandError,
     ValidationError,
 )
+from .instruction import Instruction, make
 from .opcodes import OPSPECS, ActFunc, AluOp, Engine, Op, ReduceOp, Space
 from .operand import AccessPattern, hbm, psum, sbuf
-from .program import Instruction, Program, TensorDecl, TensorKind, make
+from .program import Program, TensorDecl, TensorKind
 
 __all__ = [
     "DType", "cast", "AsmParseError", "DeadlockError", "EncodingError", "IsaError", "OperandError",

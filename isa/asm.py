@@ -36,9 +36,11 @@ from .asm_lexer import (
 from .asm_printer import format_operand, print_program
 from .dtypes import DType
 from .errors import AsmParseError, IsaError
+from .instruction import Instruction
 from .opcodes import MAX_FREE_DIMS, MAX_SIGNALS, MAX_WAITS, OPSPECS, Engine, Op, OpSpec, Space
 from .operand import AccessPattern
-from .program import ENUM_KINDS, IMM_FIELDS, Instruction, Program, TensorKind
+from .program import Program, TensorKind
+from .records import ENUM_KINDS, IMM_FIELDS
 
 __all__ = ["print_program", "parse", "parse_with_lines", "parse_file", "parse_file_with_lines", "format_operand"]
 

@@ -17,7 +17,8 @@ from collections.abc import Iterable
 from .dtypes import DType
 from .opcodes import OPSPECS, Engine, Op, Space
 from .operand import AccessPattern
-from .program import ENUM_KINDS, IMM_FIELDS, INTS_UNUSED, Program
+from .program import Program
+from .records import ENUM_KINDS, IMM_FIELDS, INTS_UNUSED
 
 __all__ = ["print_program", "format_operand"]
 

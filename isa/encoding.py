@@ -7,7 +7,7 @@ Layout::
     header                            header_len bytes of UTF-8 JSON: format version, num_cores,
                                       cores_per_chip, tensors, semaphores, groups, the record counts and
                                       the numpy ``descr`` of both record types (a self-check)
-    AP table                          num_aps x AP_DTYPE records (isa/program.py)
+    AP table                          num_aps x AP_DTYPE records (isa/records.py)
     instruction table                 num_instructions x INSTR_DTYPE records
 
 ``decode`` refuses wrong magic, truncated or oversized input, a header that does not parse or
@@ -33,7 +33,8 @@ from .dtypes import DType
 from .errors import EncodingError, IsaError
 from .opcodes import MAX_FREE_DIMS, MAX_OPERANDS, OPSPECS, Engine, Op, Space
 from .operand import AccessPattern
-from .program import AP_DTYPE, ENUM_KINDS, IMM_FIELDS, INSTR_DTYPE, INTS_UNUSED, Program, TensorKind
+from .program import Program, TensorKind
+from .records import AP_DTYPE, ENUM_KINDS, IMM_FIELDS, INSTR_DTYPE, INTS_UNUSED
 
 __all__ = ["MAGIC", "VERSION", "encode", "decode", "save", "load"]
 

@@ -101,7 +101,8 @@ from .dtypes import DType, cast
 from .errors import DeadlockError, IsaError
 from .opcodes import COLLECTIVE_OPS, OPSPECS, ActFunc, AluOp, Engine, Op, ReduceOp, Space
 from .operand import AccessPattern
-from .program import ENUM_KINDS, IMM_FIELDS, INSTR_DTYPE, INTS_UNUSED, Program, TensorKind
+from .program import Program, TensorKind
+from .records import INSTR_DTYPE, decode_imms
 
 if TYPE_CHECKING:  # pragma: no cover
     from infsim.config.schema import ChipConfig
@@ -496,22 +497,7 @@ class _Machine:
             a = opnd[k]
             if a >= 0:
                 operands[slot.name] = (a, self._ap(a))
-        imms: dict[str, object] = {}
-        for name, kind, f in IMM_FIELDS[op]:
-            if kind in ENUM_KINDS:
-                imms[name] = ENUM_KINDS[kind](r[f])
-            elif kind == "sem":
-                imms[name] = int(r[f])
-            elif kind == "group":
-                imms[name] = self._group_names[r[f]]
-            elif kind == "bool":
-                imms[name] = bool((r["flags"] >> int(f[4:])) & 1)
-            elif kind == "ints":
-                imms[name] = tuple(int(x) for x in r[f] if x != INTS_UNUSED)
-            elif kind == "int":
-                imms[name] = int(r[f])
-            else:
-                imms[name] = float(r[f])
+        imms = decode_imms(op, r, int, self._group_names)
         waits = [(s, v) for s, v in zip(r["wsem"], r["wval"]) if s >= 0]
         signals = [(s, v) for s, v in zip(r["ssem"], r["sval"]) if s >= 0]
         return _Ins(i, op, Engine(r["engine"]), r["core"], r["queue"], operands, imms, waits, signals)
@@ -566,6 +552,12 @@ class _Machine:
                               f"({partitions} x 1), got {ap.partitions} x {ap.free_size}")
         return self._f32(ins, slot).reshape(partitions, 1)
 
+    def _per_partition_or_imm(self, ins: _Ins, slot: str, imm: str, partitions: int) -> np.ndarray | np.float32:
+        """The per-partition operand ``slot`` if the instruction has it, else the immediate ``imm`` (fp32)."""
+        if slot in ins.operands:
+            return self._per_partition(ins, slot, partitions)
+        return np.float32(ins.imms[imm])
+
     # -- execution of one (non-communicating) instruction --
     def execute(self, ins: _Ins) -> None:
         try:
@@ -608,8 +600,8 @@ class _Machine:
     def _op_tensor_scalar(self, ins: _Ins) -> None:
         p, f = self._same_pf(ins, "dst", "src")
         x = self._f32(ins, "src").reshape(p, f)
-        s0 = self._per_partition(ins, "scalar0", p) if "scalar0" in ins.operands else np.float32(ins.imms["imm0"])
-        s1 = self._per_partition(ins, "scalar1", p) if "scalar1" in ins.operands else np.float32(ins.imms["imm1"])
+        s0 = self._per_partition_or_imm(ins, "scalar0", "imm0", p)
+        s1 = self._per_partition_or_imm(ins, "scalar1", "imm1", p)
         y = _alu(ins.imms["op0"], x, s0)  # type: ignore[arg-type]
         y = _alu(ins.imms["op1"], y, s1)  # type: ignore[arg-type]
         self._wr(ins, "dst", y)
@@ -672,8 +664,8 @@ class _Machine:
     def _op_activate(self, ins: _Ins) -> None:
         p, f = self._same_pf(ins, "dst", "src")
         x = self._f32(ins, "src").reshape(p, f)
-        scale = self._per_partition(ins, "scale", p) if "scale" in ins.operands else np.float32(ins.imms["scale_imm"])
-        bias = self._per_partition(ins, "bias", p) if "bias" in ins.operands else np.float32(ins.imms["bias_imm"])
+        scale = self._per_partition_or_imm(ins, "scale", "scale_imm", p)
+        bias = self._per_partition_or_imm(ins, "bias", "bias_imm", p)
         x = x * scale + bias
         y = _activation(ins.imms["func"], x)  # type: ignore[arg-type]
         red = None

@@ -117,19 +117,11 @@ class AccessPattern:
         For on-chip APs this is within each partition; for HBM it spans all rows.
         """
         isz = self.dtype.itemsize
-        lo = hi = 0
-        for stride, size in self.dims:
-            span = stride * (size - 1)
-            if span < 0:
-                lo += span
-            else:
-                hi += span
+        spans = [stride * (size - 1) for stride, size in self.dims]  # in elements, per dimension
         if self.space == Space.hbm:
-            span = self.partition_stride * (self.partitions - 1)
-            if span < 0:
-                lo += span
-            else:
-                hi += span
+            spans.append(self.partition_stride * (self.partitions - 1))
+        lo = sum(s for s in spans if s < 0)
+        hi = sum(s for s in spans if s > 0)
         return self.offset + lo * isz, self.offset + (hi + 1) * isz
 
     def innermost_stride_bytes(self) -> int:

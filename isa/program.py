@@ -11,7 +11,8 @@ encoding (``isa/encoding.py`` writes them out as they are):
 * ``aps`` (:data:`AP_DTYPE`, fixed width): the distinct access patterns, deduplicated while the
   program is built (lowered programs cycle through a few SBUF buffers, so most operands repeat).
 
-:class:`Instruction` is the readable, typed view of one record, built on demand
+The record layouts, and where each immediate lives in a record, are in ``isa/records.py``.
+:class:`Instruction` (``isa/instruction.py``) is the readable, typed view of one record, built on demand
 (``program[i]``, iteration); builders append :class:`Instruction` objects with
 :meth:`Program.append` or fill records in bulk with :meth:`Program.append_records`.
 
@@ -29,84 +30,39 @@ run of a program has the same semantics whatever the timing.
 
 from __future__ import annotations
 
-import struct
+import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import IntEnum
 
 import numpy as np
 
 from .dtypes import DType
 from .errors import IsaError, OperandError
-from .opcodes import (
-    MAX_FREE_DIMS,
-    MAX_OPERANDS,
-    MAX_SIGNALS,
-    MAX_WAITS,
-    OPSPECS,
-    ActFunc,
-    AluOp,
-    Engine,
-    Op,
-    OpSpec,
-    ReduceOp,
-    Space,
-)
+from .instruction import Instruction, make, normalize_imms
+from .opcodes import MAX_FREE_DIMS, MAX_OPERANDS, MAX_SIGNALS, MAX_WAITS, OPSPECS, Engine, Op, Space
 from .operand import U32_MAX, AccessPattern
-
-ENUM_KINDS: dict[str, type[IntEnum]] = {"AluOp": AluOp, "ReduceOp": ReduceOp, "ActFunc": ActFunc}
-
-# ---- record layouts (the binary encoding) -------------------------------------------------------
-
-AP_DTYPE = np.dtype(
-    [
-        ("space", "u1"),
-        ("dtype", "u1"),
-        ("ndims", "u1"),
-        ("pstart", "<u2"),
-        ("pcount", "<u2"),
-        ("tensor", "<i4"),
-        ("pstride", "<i4"),
-        ("offset", "<i8"),
-        ("strides", "<i4", (MAX_FREE_DIMS,)),
-        ("sizes", "<u4", (MAX_FREE_DIMS,)),
-    ]
+from .records import (
+    AP_DTYPE,
+    ENUM_KINDS,
+    IMM_FIELDS,
+    IMM_PLAN,
+    INSTR_DTYPE,
+    INTS_ALL_UNUSED,
+    INTS_UNUSED,
+    REC_STRUCT,
+    decode_imms,
 )
 
-INSTR_DTYPE = np.dtype(
-    [
-        ("op", "u1"),
-        ("engine", "u1"),
-        ("queue", "u1"),
-        ("flags", "u1"),
-        ("core", "<u2"),
-        ("e0", "u1"),  # first enum immediate
-        ("e1", "u1"),  # second enum immediate
-        ("i0", "<i8"),  # first int immediate (or semaphore / group index)
-        ("i1", "<i8"),
-        ("f0", "<f8"),  # first float immediate
-        ("f1", "<f8"),
-        ("ints", "<i4", (MAX_FREE_DIMS,)),  # int-list immediate (iota multipliers), -2^31 = unused
-        ("opnd", "<i4", (MAX_OPERANDS,)),  # indices into the AP table, -1 = absent
-        ("wsem", "<i4", (MAX_WAITS,)),
-        ("wval", "<u4", (MAX_WAITS,)),
-        ("ssem", "<i4", (MAX_SIGNALS,)),
-        ("sval", "<u4", (MAX_SIGNALS,)),
-    ]
-)
-
-INTS_UNUSED = -(2**31)
-_INTS_ALL_UNUSED = (INTS_UNUSED,) * MAX_FREE_DIMS
-# INSTR_DTYPE as a flat struct layout: Program.append packs records straight into the table's buffer
-# (several times faster than numpy record assignment); checked against INSTR_DTYPE below.
-_REC_STRUCT = struct.Struct(
-    f"<BBBBHBBqqdd{MAX_FREE_DIMS}i{MAX_OPERANDS}i{MAX_WAITS}i{MAX_WAITS}I{MAX_SIGNALS}i{MAX_SIGNALS}I"
-)
-assert _REC_STRUCT.size == INSTR_DTYPE.itemsize, "INSTR_DTYPE and _REC_STRUCT disagree"
-NUM_ENGINES = len(Engine)
+# Instruction, make and normalize_imms (isa/instruction.py) and the record layouts (isa/records.py) are also
+# importable from here, where they were defined before those modules existed.
+__all__ = ["Program", "TensorDecl", "TensorKind", "Instruction", "make", "normalize_imms", "AP_DTYPE",
+           "INSTR_DTYPE", "INTS_UNUSED", "ENUM_KINDS", "IMM_FIELDS"]
 
 
 class TensorKind(IntEnum):
+    """The role of an HBM tensor: filled by the caller (input, weight), read back (output) or neither."""
+
     input = 0
     weight = 1
     output = 2
@@ -125,144 +81,11 @@ class TensorDecl:
 
     @property
     def num_elements(self) -> int:
-        n = 1
-        for s in self.shape:
-            n *= s
-        return n
+        return math.prod(self.shape)
 
     @property
     def num_bytes(self) -> int:
         return self.num_elements * self.dtype.itemsize
-
-
-@dataclass(frozen=True)
-class Instruction:
-    """A readable view of one instruction.
-
-    ``operands`` has one entry per slot of ``OPSPECS[op].slots`` (``None`` for an absent optional
-    slot); ``imms`` maps every immediate name of the opcode to its value (defaults filled in).
-    """
-
-    op: Op
-    operands: tuple[AccessPattern | None, ...] = ()
-    imms: dict[str, object] = field(default_factory=dict)
-    engine: Engine | None = None
-    core: int = 0
-    queue: int = 0
-    waits: tuple[tuple[str, int], ...] = ()
-    signals: tuple[tuple[str, int], ...] = ()
-
-    @property
-    def spec(self) -> OpSpec:
-        return OPSPECS[self.op]
-
-    def operand(self, slot: str) -> AccessPattern | None:
-        for s, ap in zip(self.spec.slots, self.operands):
-            if s.name == slot:
-                return ap
-        raise KeyError(f"{self.op.name} has no operand slot '{slot}'")
-
-    def imm(self, name: str) -> object:
-        return self.imms[name]
-
-
-def make(op: Op | str, /, *operands: AccessPattern | None, engine: Engine | str | None = None, core: int = 0,
-         queue: int = 0, waits: Sequence[tuple[str, int]] = (), signals: Sequence[tuple[str, int]] = (),
-         **imms: object) -> Instruction:
-    """Convenience constructor: ``make('matmul', dst, stat, mov, accumulate=True, waits=[('ld', 1)])``.
-
-    Missing optional operands may be omitted at the end or passed as ``None``; immediates may be given
-    as enum members or their names.
-    """
-    op = Op[op] if isinstance(op, str) else op
-    spec = OPSPECS[op]
-    if len(operands) > len(spec.slots):
-        raise OperandError(f"{op.name}: {len(operands)} operands given, at most {len(spec.slots)}")
-    ops = tuple(operands) + (None,) * (len(spec.slots) - len(operands))
-    eng = Engine[engine] if isinstance(engine, str) else engine
-    return Instruction(op, ops, normalize_imms(spec, imms), eng if eng is not None else spec.engine, core,
-                       queue, tuple((str(s), int(v)) for s, v in waits),
-                       tuple((str(s), int(v)) for s, v in signals))
-
-
-def normalize_imms(spec: OpSpec, imms: dict[str, object]) -> dict[str, object]:
-    """Fill defaults, convert enum names to members and check immediates exist and have the right kind."""
-    out: dict[str, object] = {}
-    known = {i.name for i in spec.imms}
-    for k in imms:
-        if k not in known:
-            raise OperandError(f"{spec.name}: unknown immediate '{k}' (expected {sorted(known) or 'none'})")
-    for imm in spec.imms:
-        v = imms.get(imm.name, imm.default)
-        if v is None:
-            raise OperandError(f"{spec.name}: immediate '{imm.name}' is required")
-        if imm.kind in ENUM_KINDS:
-            enum = ENUM_KINDS[imm.kind]
-            if isinstance(v, str):
-                try:
-                    v = enum[v]
-                except KeyError:
-                    raise OperandError(
-                        f"{spec.name}: immediate '{imm.name}': unknown {imm.kind} '{v}' "
-                        f"(expected one of {', '.join(e.name for e in enum)})"
-                    ) from None
-            elif not isinstance(v, enum):
-                try:
-                    v = enum(int(v))  # type: ignore[arg-type]
-                except ValueError:
-                    raise OperandError(f"{spec.name}: immediate '{imm.name}': {v!r} is not a {imm.kind}") from None
-        elif imm.kind == "bool":
-            v = bool(v)
-        elif imm.kind == "int":
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-                raise OperandError(f"{spec.name}: immediate '{imm.name}' must be an integer, got {v!r}")
-            v = int(v)
-        elif imm.kind == "float":
-            if not isinstance(v, (int, float, np.floating, np.integer)) or isinstance(v, bool):
-                raise OperandError(f"{spec.name}: immediate '{imm.name}' must be a number, got {v!r}")
-            v = float(v)
-        elif imm.kind == "ints":
-            v = tuple(int(x) for x in v)  # type: ignore[union-attr]
-            if len(v) > MAX_FREE_DIMS:
-                raise OperandError(f"{spec.name}: immediate '{imm.name}' has {len(v)} values, at most {MAX_FREE_DIMS}")
-        elif imm.kind in ("sem", "group"):
-            v = str(v)
-        out[imm.name] = v
-    return out
-
-
-# ---- immediates <-> record fields -----------------------------------------------------------------
-
-def _imm_fields(spec: OpSpec) -> list[tuple[str, str, str]]:
-    """(imm name, kind, record field) for every immediate of ``spec``; assigned by kind, in order."""
-    counters = {"enum": 0, "int": 0, "float": 0, "bool": 0}
-    out = []
-    for imm in spec.imms:
-        if imm.kind in ENUM_KINDS:
-            f = f"e{counters['enum']}"
-            counters["enum"] += 1
-        elif imm.kind in ("int", "sem", "group"):
-            f = f"i{counters['int']}"
-            counters["int"] += 1
-        elif imm.kind == "float":
-            f = f"f{counters['float']}"
-            counters["float"] += 1
-        elif imm.kind == "bool":
-            f = f"flag{counters['bool']}"
-            counters["bool"] += 1
-        elif imm.kind == "ints":
-            f = "ints"
-        else:  # pragma: no cover - table error
-            raise AssertionError(imm.kind)
-        out.append((imm.name, imm.kind, f))
-    return out
-
-
-IMM_FIELDS: dict[Op, list[tuple[str, str, str]]] = {op: _imm_fields(s) for op, s in OPSPECS.items()}
-_FIELD_POS = {"e0": 0, "e1": 1, "i0": 2, "i1": 3, "f0": 4, "f1": 5}
-_IMM_PLAN: dict[Op, tuple[tuple[str, str, str, int], ...]] = {
-    op: tuple((n, k, f, _FIELD_POS.get(f, -1)) for n, k, f in fields) for op, fields in IMM_FIELDS.items()
-}
 
 
 class Program:
@@ -438,11 +261,11 @@ class Program:
         imms = normalize_imms(spec, ins.imms) if spec.imms else ins.imms
         if not spec.imms and imms:
             normalize_imms(spec, imms)  # raises: unknown immediate
-        # the record is packed from plain values in INSTR_DTYPE field order (see _REC_STRUCT)
+        # the record is packed from plain values in INSTR_DTYPE field order (see REC_STRUCT)
         fv = [0, 0, 0, 0, 0.0, 0.0]  # e0 e1 i0 i1 f0 f1
-        ints: Sequence[int] = _INTS_ALL_UNUSED
+        ints: Sequence[int] = INTS_ALL_UNUSED
         flags = 0
-        for name, kind, f, pos in _IMM_PLAN[ins.op]:
+        for name, kind, f, pos in IMM_PLAN[ins.op]:
             v = imms[name]
             if kind == "sem":
                 fv[pos] = self.semaphore(str(v))
@@ -484,7 +307,7 @@ class Program:
         buf = self._instr_buf
         if buf is None or buf[0] is not self._instr:  # the table was replaced (growth, decoding)
             buf = self._instr_buf = (self._instr, memoryview(self._instr.view(np.uint8)))
-        _REC_STRUCT.pack_into(buf[1], self._n * _REC_STRUCT.size, ins.op, eng, ins.queue, flags, ins.core, *fv,
+        REC_STRUCT.pack_into(buf[1], self._n * REC_STRUCT.size, ins.op, eng, ins.queue, flags, ins.core, *fv,
                               *ints, *opnd, *ws, *wv, *ss, *sv)
         self._n += 1
         return self._n - 1
@@ -537,22 +360,7 @@ class Program:
         op = Op(int(r["op"]))
         spec = OPSPECS[op]
         operands = tuple(None if int(r["opnd"][k]) < 0 else self.ap(int(r["opnd"][k])) for k in range(len(spec.slots)))
-        imms: dict[str, object] = {}
-        for name, kind, f in IMM_FIELDS[op]:
-            if kind in ENUM_KINDS:
-                imms[name] = ENUM_KINDS[kind](int(r[f]))
-            elif kind == "sem":
-                imms[name] = self.semaphores[int(r[f])]
-            elif kind == "group":
-                imms[name] = list(self.groups)[int(r[f])]
-            elif kind == "bool":
-                imms[name] = bool((int(r["flags"]) >> int(f[4:])) & 1)
-            elif kind == "ints":
-                imms[name] = tuple(int(x) for x in r[f] if int(x) != INTS_UNUSED)
-            elif kind == "int":
-                imms[name] = int(r[f])
-            else:
-                imms[name] = float(r[f])
+        imms = decode_imms(op, r, self.semaphores.__getitem__, list(self.groups))
         waits = tuple((self.semaphores[int(s)], int(v)) for s, v in zip(r["wsem"], r["wval"]) if int(s) >= 0)
         signals = tuple((self.semaphores[int(s)], int(v)) for s, v in zip(r["ssem"], r["sval"]) if int(s) >= 0)
         return Instruction(op, operands, imms, Engine(int(r["engine"])), int(r["core"]), int(r["queue"]), waits,

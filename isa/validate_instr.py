@@ -28,7 +28,8 @@ from infsim.config.schema import ChipConfig
 
 from .dtypes import DType
 from .opcodes import MAX_OPERANDS, OPSPECS, Engine, Op, Slot, Space
-from .program import INTS_UNUSED, Program
+from .program import Program
+from .records import INTS_UNUSED
 from .validate_aps import ApTable
 from .validate_report import QUEUED, Reporter
 
