@@ -1,6 +1,16 @@
 """The infsim instruction set: dtypes, memory spaces, opcodes, access patterns and programs.
 
-Imported as ``infsim.isa`` (the folder ``isa/`` is mapped into the ``infsim`` namespace).
+Imported as ``infsim.isa`` (the folder ``isa/`` is mapped into the ``infsim`` namespace). This package
+exports the types a program is built from; the tools that read, write, check and run programs are
+submodules:
+
+* ``dtypes`` (DType and conversion rules), ``opcodes`` (the opcode table: engines, operand slots,
+  immediates), ``operand`` (AccessPattern), ``instruction`` (Instruction, make), ``records`` (the record
+  layouts of the columnar tables), ``program`` (Program), ``errors``;
+* ``asm`` (text assembly; ``asm_lexer``, ``asm_printer``), ``encoding`` (binary encoding);
+* ``validate`` (static checks against a chip config; ``validate_aps``, ``validate_instr``,
+  ``validate_report``);
+* ``interp`` (the reference interpreter: the semantics).
 """
 
 from .dtypes import DType, cast

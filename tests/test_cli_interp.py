@@ -12,8 +12,6 @@ from infsim.cli import main
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "asm"
 
-pytest.importorskip("infsim.isa.asm", reason="isa/asm.py (the assembler) is not available")
-
 
 def softmax_ref(x: np.ndarray) -> np.ndarray:
     e = np.exp(x - x.max(axis=1, keepdims=True))

@@ -9,25 +9,22 @@ import numpy as np
 import pytest
 
 from infsim.config import load_chip
+from infsim.isa.asm import parse_file
 from infsim.isa.interp import run
+from infsim.isa.program import Program
+from infsim.isa.validate import check
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "asm"
 BF16 = ml_dtypes.bfloat16
 
 
-def parse(name: str):  # noqa: ANN201
-    asm = pytest.importorskip("infsim.isa.asm", reason="isa/asm.py (the assembler) is not available")
-    return asm.parse_file(EXAMPLES / name)
+def parse(name: str) -> Program:
+    return parse_file(EXAMPLES / name)
 
 
 @pytest.mark.parametrize("name", ["gemm_tiled.s", "softmax.s", "rmsnorm.s"])
 def test_example_validates(name: str) -> None:
-    program = parse(name)
-    try:
-        from infsim.isa.validate import check
-    except ImportError:
-        pytest.skip("isa/validate.py (check) is not available")
-    problems = check(program, load_chip("inf2"))
+    problems = check(parse(name), load_chip("inf2"))
     assert problems == [], [str(p) for p in problems]
 
 
