@@ -4,14 +4,17 @@ Subcommands live in ``infsim/commands/<name>.py``; each module defines ``registe
 adds its parser(s) and sets ``func`` (called with the parsed args, returning an exit code or None).
 Modules are discovered in sorted order, so adding a command never touches this file.
 
-Exit status: 0 success; 1 bad input (one line ``infsim: error: ...`` on stderr, a traceback only with
-``--debug``); 2 usage error (argparse).
+Exit status: 0 success; 1 bad input or an environment error such as a full disk or an unwritable output
+path (one line ``infsim: error: ...`` on stderr, a traceback only with ``--debug``); 2 usage error
+(argparse). Something recovered from (a damaged sweep part moved aside) is one ``infsim: warning: ...``
+line, logged on the ``infsim`` logger.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import pkgutil
 import sys
 from collections.abc import Sequence
@@ -37,27 +40,58 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _OneLine(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"infsim: {record.levelname.lower()}: {record.getMessage()}"
+
+
+def _setup_logging() -> None:
+    """Warnings of the ``infsim`` logger as ``infsim: warning: ...`` lines on stderr."""
+    log = logging.getLogger("infsim")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_OneLine())
+        log.addHandler(handler)
+        log.propagate = False
+    log.setLevel(logging.WARNING)
+
+
+def os_error_message(e: OSError) -> str:
+    """One line for an operating-system error: ``PATH: reason`` (``out/x.bin: No space left on device``)."""
+    where = e.filename if e.filename is not None else ""
+    if e.filename2 is not None:
+        where = f"{where} -> {e.filename2}"
+    reason = e.strerror or str(e)
+    return f"{where}: {reason}" if where else reason
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    _setup_logging()
     try:
         rc = args.func(args)
         return int(rc or 0)
-    except (InfsimError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
+    except BrokenPipeError:
+        return _broken_pipe()
+    except (InfsimError, OSError) as e:
         if args.debug:
             raise
-        msg = str(e) if not isinstance(e, OSError) else f"{e.filename}: {e.strerror}"
+        msg = os_error_message(e) if isinstance(e, OSError) else str(e)
         print(f"infsim: error: {msg}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:  # output piped into a reader that closed early (e.g. `| head`)
-        import os
 
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 0
+
+def _broken_pipe() -> int:
+    """Output piped into a reader that closed early (e.g. ``| head``): stop quietly."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,7 +15,7 @@ def register(sub: Any) -> None:
     p.add_argument("--objectives", default="tokens_per_s:max,power_w:min",
                    help="comma-separated NAME:max|min (default: %(default)s)")
     p.add_argument("--out", required=True, help="folder holding study.db (resumes) and pareto.csv")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="sampler seed, 0..2**32-1 (default: %(default)s)")
     p.set_defaults(func=_run)
 
 
@@ -23,7 +23,7 @@ def _run(args: argparse.Namespace) -> int:
     from infsim.studies.search import run_search
 
     objs = []
-    for item in args.objectives.split(","):
+    for item in (x.strip() for x in args.objectives.split(",") if x.strip()):
         name, _, d = item.partition(":")
         if d not in ("max", "min"):
             raise InfsimError(f"--objectives '{item}': expected NAME:max or NAME:min")

@@ -14,16 +14,19 @@ def register(sub: Any) -> None:
     p.add_argument("--scheduler", default=None, help="dask.distributed scheduler address (e.g. tcp://host:8786)")
     p.add_argument("--batch-size", type=int, default=16, help="pairs per task (and per results part file)")
     p.add_argument("--plot", action="store_true", help="write DIR/sweep.png (Pareto front, per-axis sensitivity)")
+    p.add_argument("--max-points", type=int, default=None, metavar="N",
+                   help="refuse a spec of more than N (design point, workload) pairs (default: "
+                        "infsim.studies.sweep.MAX_PAIRS, 100000)")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from infsim.studies.plots import plot_sweep
-    from infsim.studies.sweep import run_sweep
+    from infsim.studies.sweep import MAX_PAIRS, run_sweep
 
     df = run_sweep(args.spec, args.out, workers=args.workers, scheduler=args.scheduler, batch_size=args.batch_size,
-                   progress=True)
-    ok = df[df["error"] == ""] if len(df) else df
+                   progress=True, max_pairs=MAX_PAIRS if args.max_points is None else args.max_points)
+    ok = df[df["status"] == "ok"] if len(df) else df
     print(f"{len(df)} rows in {args.out}/results.parquet ({len(df) - len(ok)} failed)")
     if args.plot and len(ok):
         plot_sweep(ok, f"{args.out}/sweep.png")

@@ -33,6 +33,20 @@ def plot_compare(res: Any, path: str) -> None:
     plt.close(fig)
 
 
+def _numeric(col: Any) -> Any:
+    """``col`` as floats, or ``None`` when some value is not a number (a string axis)."""
+    import pandas as pd
+
+    vals = pd.to_numeric(col, errors="coerce")
+    return None if vals.isna().any() and not col.isna().equals(vals.isna()) else vals.astype(float)
+
+
+def _codes(col: Any) -> Any:
+    """A non-numeric column as the rank of each value among its sorted distinct values (0, 1, ...)."""
+    order = {v: i for i, v in enumerate(sorted(col.astype(str).unique()))}
+    return col.astype(str).map(order).astype(float)
+
+
 def plot_sweep(df: Any, path: str | Path) -> None:
     """Pareto front (tokens/s vs power), the sensitivity of tokens/s to each axis, and a parallel-coordinates
     view of every design point (axes and results normalised to [0, 1], coloured by tokens/s)."""
@@ -52,14 +66,22 @@ def plot_sweep(df: Any, path: str | Path) -> None:
     ax.set_xlabel("power (W)")
     ax.set_ylabel("throughput (tokens/s)")
     ax.legend(fontsize=7)
+    numeric = {col: _numeric(df[col]) for col in axes_cols}
     for a, col in zip(axs[0][1:], axes_cols):
         g = df.groupby(col)["tokens_per_s"].mean()
-        a.plot(g.index.astype(float), g.values, "o-")
+        if numeric[col] is not None:
+            a.plot(g.index.astype(float), g.values, "o-")
+        else:  # a value list of names (e.g. an HBM preset): one point per value, in sorted order
+            a.plot(range(len(g)), g.values, "o")
+            a.set_xticks(range(len(g)), [str(v) for v in g.index], rotation=30, ha="right", fontsize=7)
         a.set_xlabel(col[5:])
         a.set_ylabel("mean throughput (tokens/s)")
     pc = axs[0][-1]
     cols = [*axes_cols, "tokens_per_s", "power_w"]
-    norm = df[cols].astype(float)
+    import pandas as pd
+
+    norm = pd.DataFrame({c: numeric[c] if numeric.get(c) is not None else
+                         (df[c].astype(float) if c not in numeric else _codes(df[c])) for c in cols})
     norm = (norm - norm.min()) / (norm.max() - norm.min()).replace(0, 1)
     cmap = plt.get_cmap("viridis")
     for _, row in norm.iterrows():

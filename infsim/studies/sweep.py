@@ -10,12 +10,19 @@ skips finished pairs.
 Durability. Results go to ``DIR/parts/part-*.parquet``, one file per finished batch, each written to a
 temporary name and renamed into place (atomic on POSIX), and ``DIR/results.parquet`` is rebuilt from the
 parts the same way; a SIGKILL at any moment loses at most the batches in flight and never leaves a
-half-written file visible or a pair twice. Execution: local processes (``workers``, default all cores) or
-``scheduler=ADDRESS`` for a dask.distributed cluster (inputs and outputs are dicts of picklable values).
+half-written file visible or a pair twice. Every pair gives one row: a failing pair is a row with
+``status='error'`` and the message (an exception that is not an :class:`InfsimError` too, marked as an
+internal error), and so is a pair that kills its worker process (:mod:`.pool` retries it alone first).
+One sweep at a time writes to a folder (a lock, :mod:`.folder`; a second one stops with a message), and
+a part that cannot be read is moved to ``DIR/quarantine/`` and its pairs computed again. Pairs are
+generated lazily, and a spec with more than :data:`MAX_PAIRS` pairs is refused before any is built.
+Execution: local processes (``workers``, default all cores) or ``scheduler=ADDRESS`` for a
+dask.distributed cluster (inputs and outputs are dicts of picklable values).
 
 Needs the ``sweep`` extra (``pip install -e ".[sweep]"``: pyarrow, and dask ``distributed`` for a cluster).
 
-Left out: per-point time limits, retries of failing points (a failing point is recorded with its error).
+Left out: per-point time limits and memory limits, retries of failing points (a failing point is recorded
+with its error and skipped on resume).
 """
 
 from __future__ import annotations
@@ -23,11 +30,12 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import logging
+import math
 import os
 import random
 import time
-from collections.abc import Iterable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,6 +47,10 @@ from infsim.errors import InfsimError
 from infsim.models.graph import Workload
 
 from .extras import require
+from .folder import atomic_write, folder_lock, quarantine, remove_stale_temporaries
+from .pool import run_batches
+
+log = logging.getLogger("infsim")
 
 RESULT_FIELDS = ("latency_ms", "tokens_per_s", "flops", "hbm_bytes", "hbm_gbps", "energy_j", "power_w",
                  "energy_per_token_j", "chips", "instructions")
@@ -133,21 +145,54 @@ def load_spec(spec: str | Path | dict[str, Any]) -> SweepSpec:
     return s
 
 
-def design_points(spec: SweepSpec) -> list[dict[str, Any]]:
-    """Override dicts, one per design point (grid, or seeded random samples)."""
+#: the most (design point, workload) pairs a sweep may hold unless the caller raises it (``--max-points``):
+#: each pair's key needs its chip validated (~1 ms) and a row of the results (~1 kB)
+MAX_PAIRS = 100_000
+
+
+def count_pairs(spec: SweepSpec) -> int:
+    """(design point, workload) pairs of the spec, counted without building them."""
+    if spec.random is not None:
+        points = spec.random.samples
+    else:
+        points = math.prod(len(v) for v in spec.axes.values())  # type: ignore[arg-type]
+    return points * len(spec.workloads)
+
+
+def check_size(spec: SweepSpec, max_pairs: int = MAX_PAIRS) -> int:
+    """The spec's pair count, or :class:`SweepError` when it exceeds ``max_pairs`` (checked before any point
+    is built: a 12-axis grid of 10 values each would be 10^12 points)."""
+    n = count_pairs(spec)
+    if n > max_pairs:
+        shape = (f"{spec.random.samples} random samples" if spec.random is not None else
+                 " x ".join(str(len(v)) for v in spec.axes.values()) + " grid points")
+        raise SweepError(f"the sweep has {n:.4g} (design point, workload) pairs ({shape} x {len(spec.workloads)} "
+                         f"workload(s)), above the limit of {max_pairs} (--max-points); narrow the axes or sample "
+                         "with 'random:'")
+    return n
+
+
+def iter_design_points(spec: SweepSpec) -> Iterator[dict[str, Any]]:
+    """Override dicts, one per design point (grid, or seeded random samples), generated lazily."""
     names = sorted(spec.axes)
     if spec.random is None:
         lists = [spec.axes[n] for n in names]
-        return [dict(zip(names, combo)) for combo in itertools.product(*lists)]  # type: ignore[arg-type]
+        for combo in itertools.product(*lists):  # type: ignore[arg-type]
+            yield dict(zip(names, combo))
+        return
     rng = random.Random(spec.random.seed)
-    out = []
     for _ in range(spec.random.samples):
         pt = {}
         for n in names:
             v = spec.axes[n]
             pt[n] = rng.choice(v) if isinstance(v, list) else rng.uniform(float(v["min"]), float(v["max"]))
-        out.append(pt)
-    return out
+        yield pt
+
+
+def design_points(spec: SweepSpec) -> list[dict[str, Any]]:
+    """Override dicts, one per design point (grid, or seeded random samples)."""
+    check_size(spec)
+    return list(iter_design_points(spec))
 
 
 def _key(chip_dump: dict[str, Any], wl: dict[str, Any], fidelity: str) -> str:
@@ -163,37 +208,78 @@ def make_task(spec: SweepSpec, point: dict[str, Any], cfg: ChipConfig, entry: Wo
             "overrides": point, "chip": dump, "model": entry.model, "workload": wl, "fidelity": spec.fidelity}
 
 
-def tasks(spec: SweepSpec) -> list[dict[str, Any]]:
-    """Every (design point, workload) pair of the spec (:func:`make_task`)."""
+def _invalid_task(spec: SweepSpec, point: dict[str, Any], base: ChipConfig, entry: WorkloadEntry,
+                  error: str) -> dict[str, Any]:
+    """A pair whose design point is no valid chip (values valid one by one, not together, e.g. PSUM bytes
+    and banks): it becomes a failed row, keyed by the base chip and the overrides."""
+    wl = entry.workload(base.cores_per_chip)
+    dump = {"base": base.model_dump(), "overrides": point}
+    return {"key": _key(dump, workload_fields(entry.model, wl), spec.fidelity), "base": spec.base,
+            "overrides": point, "chip": None, "model": entry.model, "workload": wl, "fidelity": spec.fidelity,
+            "error": error}
+
+
+def iter_tasks(spec: SweepSpec) -> Iterator[dict[str, Any]]:
+    """Every (design point, workload) pair of the spec (:func:`make_task`), each key once, lazily."""
     from infsim.config import load_chip
 
     base = load_chip(spec.base)
-    out: list[dict[str, Any]] = []
-    for pt in design_points(spec):
-        cfg = load_chip(base, pt) if pt else base
-        out.extend(make_task(spec, pt, cfg, w) for w in spec.workloads)
-    return out
+    seen: set[str] = set()
+    for pt in iter_design_points(spec):
+        try:
+            cfg = load_chip(base, pt) if pt else base
+        except InfsimError as e:
+            made = [_invalid_task(spec, pt, base, w, str(e)) for w in spec.workloads]
+        else:
+            made = [make_task(spec, pt, cfg, w) for w in spec.workloads]
+        for t in made:
+            if t["key"] not in seen:
+                seen.add(t["key"])
+                yield t
+
+
+def tasks(spec: SweepSpec, max_pairs: int = MAX_PAIRS) -> list[dict[str, Any]]:
+    """Every (design point, workload) pair of the spec (:func:`make_task`)."""
+    check_size(spec, max_pairs)
+    return list(iter_tasks(spec))
+
+
+def _row_inputs(task: dict[str, Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {"key": task["key"], "base": task["base"], "fidelity": task["fidelity"]}
+    row.update({f"axis.{k}": v for k, v in task["overrides"].items()})
+    row.update({f"wl.{k}": v for k, v in workload_fields(task["model"], task["workload"]).items()})
+    return row
+
+
+def failed_row(task: dict[str, Any], error: str, eval_s: float = 0.0) -> dict[str, Any]:
+    """The row of a pair that has no result: every input field, NaN results, ``status='error'`` and why."""
+    row = _row_inputs(task)
+    row.update({k: float("nan") for k in RESULT_FIELDS})
+    row.update(status="error", error=error, eval_s=eval_s)
+    return row
 
 
 def evaluate(task: dict[str, Any]) -> dict[str, Any]:
-    """One row: every input field and every result field (or the error)."""
+    """One row: every input field and every result field with ``status='ok'``, or ``status='error'`` and the
+    error. Any exception becomes a row (one not derived from :class:`InfsimError` is a bug of infsim, and
+    the row says so); only the death of the process itself escapes, and :mod:`.pool` records that."""
     from infsim.config.loader import validate
     from infsim.runner import run_workload
 
-    wl = task["workload"]
-    row: dict[str, Any] = {"key": task["key"], "base": task["base"], "fidelity": task["fidelity"]}
-    row.update({f"axis.{k}": v for k, v in task["overrides"].items()})
-    row.update({f"wl.{k}": v for k, v in workload_fields(task["model"], wl).items()})
     t0 = time.perf_counter()
+    if task.get("error"):
+        return failed_row(task, task["error"])
     try:
         cfg = validate(task["chip"], "sweep point")
-        d = run_workload(cfg, task["model"], wl, fidelity=task["fidelity"]).to_dict()
-        row.update({k: d[k] for k in RESULT_FIELDS})
-        row["error"] = ""
+        d = run_workload(cfg, task["model"], task["workload"], fidelity=task["fidelity"]).to_dict()
     except InfsimError as e:
-        row.update({k: float("nan") for k in RESULT_FIELDS})
-        row["error"] = str(e)
-    row["eval_s"] = time.perf_counter() - t0
+        return failed_row(task, str(e), time.perf_counter() - t0)
+    except Exception as e:  # noqa: BLE001 - a bug must not end the sweep; the row names it
+        msg = f"internal error (please report): {type(e).__name__}: {e}"
+        return failed_row(task, msg, time.perf_counter() - t0)
+    row = _row_inputs(task)
+    row.update({k: d[k] for k in RESULT_FIELDS})
+    row.update(status="ok", error="", eval_s=time.perf_counter() - t0)
     return row
 
 
@@ -201,25 +287,46 @@ def evaluate_batch(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [evaluate(t) for t in batch]
 
 
+def crashed_row(task: dict[str, Any], reason: str) -> dict[str, Any]:
+    """The row of a pair whose evaluation killed its process (alone, after a retry)."""
+    return failed_row(task, f"the process evaluating this point died ({reason})")
+
+
 # ---- storage ------------------------------------------------------------------------------------
-def _atomic_parquet(df: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    df.to_parquet(tmp, index=False)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _read_part(path: Path) -> Any:
+    import pandas as pd
+
+    df = pd.read_parquet(path)
+    if "key" not in df.columns:
+        raise ValueError("no 'key' column")
+    if "status" not in df.columns:  # parts written before the status column: derived from the error
+        df["status"] = ["ok" if e == "" else "error" for e in df["error"]]
+    return df
 
 
-def load_results(out: str | Path) -> Any:
-    """All finished rows of a sweep folder as a DataFrame (from the parts: always complete)."""
+def load_results(out: str | Path, *, repair: bool = False) -> Any:
+    """All finished rows of a sweep folder as a DataFrame (from the parts: always complete). A part that
+    cannot be read (truncated, empty, not parquet) is skipped with a warning, or with ``repair=True`` (only
+    for the folder's one writer) moved to ``out/quarantine/``, so that its points are computed again."""
     import pandas as pd
 
     require("pyarrow", "reading sweep results (parquet)")
 
-    parts = sorted((Path(out) / "parts").glob("part-*.parquet"))
-    if not parts:
+    outp = Path(out)
+    frames = []
+    for p in sorted((outp / "parts").glob("part-*.parquet")):
+        try:
+            frames.append(_read_part(p))
+        except Exception as e:  # noqa: BLE001 - pyarrow raises several kinds (ArrowInvalid, OSError, ...)
+            if repair:
+                dest = quarantine(outp, p)
+                log.warning("%s: unreadable (%s): moved to %s; its points are computed again",
+                            p, type(e).__name__, dest)
+            else:
+                log.warning("%s: unreadable (%s): skipped", p, type(e).__name__)
+    if not frames:
         return pd.DataFrame()
-    df = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+    df = pd.concat(frames, ignore_index=True)
     return df.drop_duplicates("key", keep="first").reset_index(drop=True)
 
 
@@ -227,70 +334,150 @@ def _write_part(out: Path, rows: list[dict[str, Any]], seq: int) -> None:
     import pandas as pd
 
     (out / "parts").mkdir(parents=True, exist_ok=True)
-    _atomic_parquet(pd.DataFrame(rows), out / "parts" / f"part-{time.time_ns():020d}-{os.getpid()}-{seq:06d}.parquet")
+    path = out / "parts" / f"part-{time.time_ns():020d}-{os.getpid()}-{seq:06d}.parquet"
+    atomic_write(path, lambda tmp: pd.DataFrame(rows).to_parquet(tmp, index=False))
 
 
 def _consolidate(out: Path) -> Any:
     df = load_results(out)
     if len(df):
-        _atomic_parquet(df, out / "results.parquet")
+        atomic_write(out / "results.parquet", lambda tmp: df.to_parquet(tmp, index=False))
     return df
 
 
-def _batches(items: list[dict[str, Any]], n: int) -> Iterable[list[dict[str, Any]]]:
-    for i in range(0, len(items), n):
-        yield items[i : i + n]
+def _batches(items: Iterable[dict[str, Any]], n: int) -> Iterator[list[dict[str, Any]]]:
+    it = iter(items)
+    while batch := list(itertools.islice(it, n)):
+        yield batch
+
+
+#: the most local worker processes per core (more only add memory and start-up time)
+MAX_WORKERS_PER_CORE = 4
+
+
+def check_options(workers: int | None, batch_size: int) -> int:
+    """The number of local worker processes (``workers``, default all cores), or :class:`SweepError` for an
+    option out of range."""
+    cores = os.cpu_count() or 1
+    if batch_size < 1:
+        raise SweepError(f"--batch-size must be >= 1, got {batch_size}")
+    if workers is None:
+        return cores
+    if workers < 1:
+        raise SweepError(f"--workers must be >= 1, got {workers}")
+    if workers > MAX_WORKERS_PER_CORE * cores:
+        raise SweepError(f"--workers {workers}: at most {MAX_WORKERS_PER_CORE * cores} "
+                         f"({MAX_WORKERS_PER_CORE} per core, {cores} core(s) here)")
+    return workers
+
+
+def _connect(scheduler: str, timeout_s: float = 10.0) -> Any:
+    """A dask Client for the scheduler ``address`` or :class:`SweepError` within ``timeout_s`` (a refused
+    or unresolvable address fails at once)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from distributed import Client
+
+    parts = urlsplit(scheduler if "://" in scheduler else f"tcp://{scheduler}")
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host, port = None, None
+    if not host or not port:
+        raise SweepError(f"--scheduler {scheduler}: expected an address like tcp://HOST:PORT")
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as e:
+        raise SweepError(f"--scheduler {scheduler}: cannot reach the dask scheduler "
+                         f"({e.strerror or type(e).__name__})") from None
+    try:
+        return Client(scheduler, timeout=f"{timeout_s}s")
+    except (OSError, TimeoutError) as e:
+        raise SweepError(f"--scheduler {scheduler}: not a dask scheduler or not answering ({e})") from None
+
+
+def _run_dask(client: Any, batches: Iterator[list[dict[str, Any]]], on_rows: Any) -> None:
+    """Every batch on the cluster, a bounded number in flight. A batch whose worker died (dask gives up
+    after its retries: ``KilledWorker``) is retried task by task; a task that fails alone is a failed row."""
+    from distributed import as_completed as d_completed
+
+    window = 2 * max(1, len(client.scheduler_info().get("workers", {})))
+    futs = d_completed()
+    jobs: dict[Any, list[dict[str, Any]]] = {}
+
+    def submit(job: list[dict[str, Any]]) -> None:
+        f = client.submit(evaluate_batch, job, pure=False)
+        jobs[f] = job
+        futs.add(f)
+
+    for job in itertools.islice(batches, window):
+        submit(job)
+    for fut in futs:
+        job = jobs.pop(fut)
+        try:
+            rows = fut.result()
+        except Exception as e:  # noqa: BLE001 - the worker died or the task could not run
+            if len(job) > 1:
+                for t in job:
+                    submit([t])
+                continue
+            rows = [crashed_row(job[0], f"dask: {type(e).__name__}: {e}")]
+        on_rows(rows)
+        nxt = next(batches, None)
+        if nxt is not None:
+            submit(nxt)
 
 
 def run_sweep(spec: str | Path | dict[str, Any], out: str | Path, *, workers: int | None = None,
-              scheduler: str | Any | None = None, batch_size: int = 16, progress: bool = False) -> Any:
-    """Run (or resume) a sweep; returns the DataFrame of all finished rows (also ``out/results.parquet``)."""
+              scheduler: str | Any | None = None, batch_size: int = 16, progress: bool = False,
+              max_pairs: int = MAX_PAIRS) -> Any:
+    """Run (or resume) a sweep; returns the DataFrame of all finished rows (also ``out/results.parquet``).
+
+    Every pair gives exactly one row, also when it fails or kills its worker process. One sweep at a time
+    writes to ``out`` (:func:`~.folder.folder_lock`); an unreadable part is quarantined and its pairs
+    computed again."""
     from tqdm import tqdm
 
     require("pyarrow", "infsim sweep")
     if scheduler is not None:
         require("distributed", "infsim sweep --scheduler")
+    n_workers = check_options(workers, batch_size)
     s = load_spec(spec)
+    total = check_size(s, max_pairs)
     outp = Path(out)
-    outp.mkdir(parents=True, exist_ok=True)
-    for stale in outp.glob("**/.*.tmp"):
-        stale.unlink()
-    done = set(load_results(outp).get("key", []))
-    todo = [t for t in tasks(s) if t["key"] not in done]
-    bar = tqdm(total=len(todo), desc="sweep", disable=not progress)
-    seq = 0
-    if todo:
-        batches = list(_batches(todo, batch_size))
-        if scheduler is not None:
-            from distributed import Client
-            from distributed import as_completed as d_completed
+    with folder_lock(outp, "infsim sweep"):
+        remove_stale_temporaries(outp)
+        done = set(load_results(outp, repair=True).get("key", []))
+        bar = tqdm(total=total, desc="sweep", disable=not progress)
+        seq = 0
 
-            own = not hasattr(scheduler, "map")  # an address (ours to close) or a Client (the caller's)
-            client: Any = Client(scheduler) if own else scheduler
-            for dfut in d_completed(client.map(evaluate_batch, batches, pure=False)):
-                rows = dfut.result()
-                _write_part(outp, rows, seq)
-                seq += 1
-                bar.update(len(rows))
-            if own:
-                client.close()
+        def todo() -> Iterator[dict[str, Any]]:
+            for t in iter_tasks(s):
+                if t["key"] in done:
+                    bar.update(1)
+                else:
+                    yield t
+
+        def on_rows(rows: list[dict[str, Any]]) -> None:
+            nonlocal seq
+            _write_part(outp, rows, seq)
+            seq += 1
+            bar.update(len(rows))
+
+        batches = _batches(todo(), batch_size)
+        if scheduler is not None:
+            own = not hasattr(scheduler, "submit")  # an address (ours to close) or a Client (the caller's)
+            client: Any = _connect(scheduler) if own else scheduler
+            try:
+                _run_dask(client, batches, on_rows)
+            finally:
+                if own:
+                    client.close()
         else:
-            n = workers or os.cpu_count() or 1
-            if n == 1:
-                for b in batches:
-                    _write_part(outp, evaluate_batch(b), seq)
-                    seq += 1
-                    bar.update(len(b))
-            else:
-                with ProcessPoolExecutor(max_workers=n) as ex:
-                    futs = [ex.submit(evaluate_batch, b) for b in batches]
-                    for fut in as_completed(futs):
-                        rows = fut.result()
-                        _write_part(outp, rows, seq)
-                        seq += 1
-                        bar.update(len(rows))
-    bar.close()
-    return _consolidate(outp)
+            run_batches(batches, evaluate_batch, n_workers, on_rows, crashed_row)
+        bar.close()
+        return _consolidate(outp)
 
 
 def pareto(df: Any, x: str = "power_w", y: str = "tokens_per_s") -> Any:
