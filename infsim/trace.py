@@ -98,11 +98,14 @@ def bandwidth_steps(records: list[tuple[int, int, int, int, bool]]) -> list[tupl
     return list(zip(uniq.tolist(), level.tolist()))
 
 
-def write_trace(result: SimResult, path: str | Path) -> None:
-    """Write the Chrome/Perfetto JSON trace of ``result`` to ``path``."""
+def write_trace(result: SimResult, path: str | Path, flag: str = "trace") -> None:
+    """Write the Chrome/Perfetto JSON trace of ``result`` to ``path`` (whole or not at all; an error names
+    ``flag`` and the path, :func:`infsim.userfiles.write_output`)."""
+    from infsim.userfiles import write_output
+
     obj = {"traceEvents": trace_events(result), "displayTimeUnit": "ns",
            "otherData": {"chip": result.chip, "total_ns": result.total_ns, "fidelity": result.fidelity}}
-    Path(path).write_text(json.dumps(obj, separators=(",", ":")))
+    write_output(path, json.dumps(obj, separators=(",", ":")), flag)
 
 
 def validate_trace(obj: Any) -> list[str]:

@@ -12,12 +12,13 @@ biases other than the ones the family always has are ignored in FLOPs (they are 
 
 from __future__ import annotations
 
-import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from infsim.errors import InfsimError
+from infsim.userfiles import parse_json, read_text
 
 ZOO_DIR = Path(__file__).parent / "zoo"
 
@@ -92,18 +93,58 @@ def zoo_names() -> list[str]:
     return sorted(p.stem for p in ZOO_DIR.glob("*.json"))
 
 
+#: the largest value of each integer field of a config.json that infsim accepts (about 10x the largest
+#: published model's; beyond, the op graph and the lowered program grow without a physical reason)
+MODEL_LIMITS: dict[str, int] = {
+    "hidden_size": 2**18, "n_embd": 2**18, "num_hidden_layers": 1024, "n_layer": 1024,
+    "num_attention_heads": 4096, "n_head": 4096, "num_key_value_heads": 4096, "head_dim": 4096,
+    "intermediate_size": 2**20, "n_inner": 2**20, "vocab_size": 2**22, "num_labels": 2**22,
+    "max_position_embeddings": 2**24, "n_positions": 2**24, "n_ctx": 2**24, "num_local_experts": 1024,
+    "num_experts_per_tok": 1024, "sliding_window": 2**24, "image_size": 2**14, "patch_size": 2**12,
+    "num_channels": 64,
+}
+
+
 def _need(cfg: dict[str, Any], src: str, *names: str, default: Any = ..., kind: type = int) -> Any:
+    """The first of ``names`` that ``cfg`` sets (not null): a positive integer up to its
+    :data:`MODEL_LIMITS` (``kind=int``) or a positive finite number (``kind=float``); else ``default``."""
     for n in names:
         if n in cfg and cfg[n] is not None:
             v = cfg[n]
-            if kind is int and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
-                raise ModelError(f"{src}: field '{n}': expected a positive integer, got {v!r}")
-            if kind is float and (isinstance(v, bool) or not isinstance(v, (int, float))):
-                raise ModelError(f"{src}: field '{n}': expected a number, got {v!r}")
+            if kind is int:
+                if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                    raise ModelError(f"{src}: field '{n}': expected a positive integer, got {_show(v)}")
+                if v > MODEL_LIMITS.get(n, 2**24):
+                    raise ModelError(f"{src}: field '{n}': {v} is above the largest supported, "
+                                     f"{MODEL_LIMITS.get(n, 2**24)} (infsim.models.spec.MODEL_LIMITS)")
+            if kind is float and (isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v)
+                                  or v <= 0):
+                raise ModelError(f"{src}: field '{n}': expected a positive finite number, got {_show(v)}")
             return kind(v)
     if default is ...:
         raise ModelError(f"{src}: missing field '{names[0]}'")
     return default
+
+
+def _show(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _flag(cfg: dict[str, Any], src: str, name: str, default: bool) -> bool:
+    v = cfg.get(name, default)
+    if v is None:
+        return default
+    if not isinstance(v, bool):
+        raise ModelError(f"{src}: field '{name}': expected true or false, got {_show(v)}")
+    return v
+
+
+def _eps(cfg: dict[str, Any], src: str, name: str, default: float) -> float:
+    eps = _need(cfg, src, name, default=default, kind=float)
+    if eps >= 1:
+        raise ModelError(f"{src}: field '{name}': {eps} is not a small normalisation epsilon (expected < 1)")
+    return eps
 
 
 _ACT = {
@@ -120,8 +161,9 @@ _ACT = {
 def _activation(cfg: dict[str, Any], src: str, field: str, default: str) -> str:
     """The activation function named by ``field`` (default ``default``), in ModelSpec's names."""
     act = cfg.get(field, default)
-    if act not in _ACT:
-        raise ModelError(f"{src}: field '{field}': unsupported activation {act!r}")
+    if not isinstance(act, str) or act not in _ACT:
+        raise ModelError(f"{src}: field '{field}': unsupported activation {_show(act)} "
+                         f"(supported: {', '.join(sorted(_ACT))})")
     return _ACT[act]
 
 
@@ -144,6 +186,8 @@ def spec_from_config(cfg: dict[str, Any], name: str = "model", source: str | Non
     mt = cfg.get("model_type")
     if mt is None:
         raise ModelError(f"{src}: missing field 'model_type'")
+    if not isinstance(mt, str):
+        raise ModelError(f"{src}: field 'model_type': expected a string, got {_show(mt)}")
     if mt in ("llama", "mistral", "mixtral"):
         hidden, heads = _heads(cfg, src, ("hidden_size",), ("num_attention_heads",))
         kv = _need(cfg, src, "num_key_value_heads", default=heads)
@@ -151,6 +195,10 @@ def spec_from_config(cfg: dict[str, Any], name: str = "model", source: str | Non
             raise ModelError(f"{src}: field 'num_key_value_heads': {kv} does not divide num_attention_heads {heads}")
         act = _activation(cfg, src, "hidden_act", "silu")
         experts = _need(cfg, src, "num_local_experts", default=1)
+        per_tok = _need(cfg, src, "num_experts_per_tok", default=1) if experts > 1 else 1
+        if per_tok > experts:
+            raise ModelError(f"{src}: field 'num_experts_per_tok': {per_tok} is more than num_local_experts "
+                             f"{experts}")
         return ModelSpec(
             name=name,
             family=mt,
@@ -164,16 +212,16 @@ def spec_from_config(cfg: dict[str, Any], name: str = "model", source: str | Non
             vocab=_need(cfg, src, "vocab_size"),
             max_positions=_need(cfg, src, "max_position_embeddings"),
             norm="rms",
-            norm_eps=_need(cfg, src, "rms_norm_eps", default=1e-6, kind=float),
+            norm_eps=_eps(cfg, src, "rms_norm_eps", 1e-6),
             activation=act,
             gated_mlp=True,
             rotary=True,
             rope_theta=_need(cfg, src, "rope_theta", default=10000.0, kind=float),
             num_experts=experts,
-            experts_per_token=_need(cfg, src, "num_experts_per_tok", default=1) if experts > 1 else 1,
-            tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-            qkv_bias=bool(cfg.get("attention_bias", False)),
-            sliding_window=cfg.get("sliding_window"),
+            experts_per_token=per_tok,
+            tie_embeddings=_flag(cfg, src, "tie_word_embeddings", False),
+            qkv_bias=_flag(cfg, src, "attention_bias", False),
+            sliding_window=_need(cfg, src, "sliding_window", default=None),
         )
     if mt == "gpt2":
         hidden, heads = _heads(cfg, src, ("n_embd", "hidden_size"), ("n_head", "num_attention_heads"))
@@ -191,12 +239,12 @@ def spec_from_config(cfg: dict[str, Any], name: str = "model", source: str | Non
             vocab=_need(cfg, src, "vocab_size"),
             max_positions=_need(cfg, src, "n_positions", "n_ctx"),
             norm="layer",
-            norm_eps=_need(cfg, src, "layer_norm_epsilon", default=1e-5, kind=float),
+            norm_eps=_eps(cfg, src, "layer_norm_epsilon", 1e-5),
             activation=act,
             gated_mlp=False,
             rotary=False,
             rope_theta=0.0,
-            tie_embeddings=bool(cfg.get("tie_word_embeddings", True)),
+            tie_embeddings=_flag(cfg, src, "tie_word_embeddings", True),
             qkv_bias=True,
         )
     if mt in ("bert", "roberta", "vit"):
@@ -205,6 +253,8 @@ def spec_from_config(cfg: dict[str, Any], name: str = "model", source: str | Non
         vit = mt == "vit"
         image = _need(cfg, src, "image_size") if vit else 0
         patch = _need(cfg, src, "patch_size") if vit else 0
+        if patch > image:
+            raise ModelError(f"{src}: field 'patch_size': {patch} is larger than image_size {image}")
         return ModelSpec(
             name=name,
             family=mt,
@@ -218,7 +268,7 @@ def spec_from_config(cfg: dict[str, Any], name: str = "model", source: str | Non
             vocab=_need(cfg, src, "num_labels", default=1000) if vit else _need(cfg, src, "vocab_size"),
             max_positions=(image // patch) ** 2 + 1 if vit else _need(cfg, src, "max_position_embeddings"),
             norm="layer",
-            norm_eps=_need(cfg, src, "layer_norm_eps", default=1e-12, kind=float),
+            norm_eps=_eps(cfg, src, "layer_norm_eps", 1e-12),
             activation=act,
             gated_mlp=False,
             rotary=False,
@@ -247,8 +297,5 @@ def load_model(name_or_path: str | Path) -> ModelSpec:
         if not path.exists():
             raise ModelError(f"unknown model '{name_or_path}' (zoo: {', '.join(zoo_names())}; or a config.json path)")
         name = str(name_or_path)
-    try:
-        cfg = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ModelError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
-    return spec_from_config(cfg, name, str(path))
+    text = read_text(path, "model config (config.json)", error=ModelError)
+    return spec_from_config(parse_json(text, str(path), error=ModelError), name, str(path))

@@ -24,6 +24,10 @@ def register(sub: Any) -> None:
 def _run(args: argparse.Namespace) -> int:
     from infsim.studies.compare import compare
 
+    if args.plot:
+        from infsim.studies.plots import check_plot_path
+
+        check_plot_path(args.plot)  # before the comparison, not after it
     r = compare(args.baseline, args.target, args.model, chips=args.chips, fidelity=args.fidelity,
                 attribution=not args.no_attribution, progress=not args.json)
     if args.plot:

@@ -21,6 +21,7 @@ import numpy as np
 
 from infsim.commands._util import add_chip_args, chip_from_args, print_json
 from infsim.errors import InfsimError
+from infsim.userfiles import check_output, write_output
 
 
 def _name_file(text: str) -> tuple[str, str]:
@@ -65,6 +66,20 @@ def load_input(path: str, decl: Any) -> np.ndarray:
     return cast(arr, decl.dtype)
 
 
+def prepare_output(path: str, label: str) -> None:
+    """Create the folders of an output path, then check it (:func:`~infsim.userfiles.check_output`); errors
+    start with ``label``."""
+    parent = Path(path).parent
+    if not parent.is_dir():
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise InfsimError(f"{label}: {parent} is a file, not a folder") from None
+        except OSError as e:
+            raise InfsimError(f"{label}: cannot create its folder: {e.strerror}") from None
+    check_output(path, "--output", label)
+
+
 def cmd_interp(args: argparse.Namespace) -> int:
     from infsim.isa.asm import parse_file
     from infsim.isa.interp import run
@@ -84,18 +99,19 @@ def cmd_interp(args: argparse.Namespace) -> int:
         if name in inputs:
             raise InfsimError(f"--input {name} given twice")
         inputs[name] = load_input(path, decl)
-    for name, _ in args.outputs:
+    for name, path in args.outputs:
         if name not in program.tensors:
             raise InfsimError(f"--output {name}: no tensor '{name}' in {args.file} "
                               f"(declared: {', '.join(program.tensors) or 'none'})")
+        prepare_output(path, f"--output {name}={path}")
     result = run(program, inputs, chip, max_steps=args.max_steps)
     written = []
     for name, path in args.outputs:
         arr = result.hbm(name)
         if arr.dtype.kind not in "biuf":  # ml_dtypes (bf16, fp8) have kind 'V'; .npy cannot name them
             arr = arr.astype(np.float32)
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        np.save(path, arr, allow_pickle=False)
+        write_output(path, lambda f, a=arr: np.save(f, a, allow_pickle=False), "--output",
+                     f"--output {name}={path}")
         written.append({"tensor": name, "file": path, "dtype": str(arr.dtype), "shape": list(arr.shape)})
     if args.json:
         print_json({"file": args.file, "chip": chip.name, "steps": result.steps, "semaphores": result.semaphores,

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 from infsim.commands._util import add_chip_args, chip_from_args, print_json
+from infsim.userfiles import check_output, write_output
 
 
 def register(subparsers: Any) -> None:
@@ -122,6 +122,8 @@ def cmd_asm(args: argparse.Namespace) -> int:
     if args.output and len(args.files) != 1:
         args._parser.error("-o takes exactly one input file")
     chip = chip_from_args(args) if args.check else None
+    if args.output:
+        check_output(args.output, "-o")
     lines_out: list[str] = []
     programs = []
     for f in args.files:
@@ -145,7 +147,7 @@ def cmd_asm(args: argparse.Namespace) -> int:
             print(ln)
         return 1
     if args.output:
-        encoding.save(programs[0], args.output)
+        write_output(args.output, encoding.encode(programs[0]), "-o")
     if args.check:
         print("ok")
     return 0
@@ -155,9 +157,11 @@ def cmd_disasm(args: argparse.Namespace) -> int:
     from infsim.isa import encoding
     from infsim.isa.asm import print_program
 
+    if args.output:
+        check_output(args.output, "-o")
     text = print_program(encoding.load(args.file))
     if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
+        write_output(args.output, text, "-o")
     else:
         sys.stdout.write(text)
     return 0

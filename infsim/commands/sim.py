@@ -46,6 +46,10 @@ def run(args: argparse.Namespace) -> int:
     from infsim.sim import simulate
 
     chip = chip_from_args(args)
+    if args.trace:
+        from infsim.userfiles import check_output
+
+        check_output(args.trace, "--trace")  # before the simulation, not after it
     program = load_program(args.file)
     result = simulate(program, chip, fidelity=args.fidelity, memory=args.memory, trace=bool(args.trace))
     if args.trace:
@@ -55,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
             from infsim.errors import InfsimError
 
             raise InfsimError("this fidelity produces no per-instruction timeline for --trace")
-        write_trace(result, args.trace)
+        write_trace(result, args.trace, "--trace")
     if args.json:
         print_json(result.to_dict())
         return 0

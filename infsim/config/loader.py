@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from infsim.errors import ConfigError
+from infsim.userfiles import parse_yaml, read_text
 
 from .paths import CHIP_PATHS, closest
 from .schema import ChipConfig
@@ -51,16 +52,18 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, val = text.split("=", 1)
     key = key.strip()
     if not key:
-        raise ConfigError(f"--set {text}: empty field name")
-    try:
-        return key, yaml.safe_load(val)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"--set {text}: cannot parse value: {e}") from None
+        raise ConfigError(f"--set {shorten(text)}: empty field name")
+    return key, parse_yaml(val, f"--set {shorten(text)}", error=ConfigError)
+
+
+def shorten(text: str, limit: int = 60) -> str:
+    """``text`` cut to ``limit`` characters (``...`` marks the cut), for echoing user input in errors."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def override_labels(overrides: Mapping[str, Any], flag: str = "override") -> dict[str, str]:
     """How errors name each override: ``{'hbm.x': 'override hbm.x=1'}`` (``flag`` e.g. ``--set``)."""
-    return {k: f"{flag} {k}={v}" for k, v in overrides.items()}
+    return {k: f"{flag} {k}={shorten(str(v))}" for k, v in overrides.items()}
 
 
 def apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any],
@@ -100,12 +103,8 @@ def load_raw(name_or_path: str | Path, directory: Path = PRESET_DIR, what: str =
     """Read a preset (by name, from ``directory``) or a YAML file into a plain mapping (no validation);
     errors name ``file:line``, and a key given twice is an error."""
     path = resolve_preset(name_or_path, directory, what)
-    try:
-        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # a SafeLoader subclass
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise ConfigError(f"{where}: invalid YAML: {getattr(e, 'problem', None) or e}") from None
+    text = read_text(path, f"{what} YAML", error=ConfigError)
+    data = parse_yaml(text, str(path), _UniqueKeyLoader, error=ConfigError)  # a SafeLoader subclass
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data, path
@@ -169,7 +168,7 @@ def load_chip(name_or_path: str | Path | ChipConfig, overrides: Mapping[str, Any
         if isinstance(overrides, list):
             pairs = [(text, *parse_override(text)) for text in overrides]
             overrides = {k: v for _, k, v in pairs}
-            labels = {k: f"--set {text.strip()}" for text, k, _ in pairs}
+            labels = {k: f"--set {shorten(text.strip())}" for text, k, _ in pairs}
         else:
             labels = {**override_labels(overrides), **(labels or {})}
         data = apply_overrides(data, overrides, labels)

@@ -3,7 +3,9 @@
 Fields carry their unit in the name (``_ghz``, ``_bytes``, ``_cycles``, ``_ns``, ``_gbps``, ``_pj``,
 ``_w``). Presets are YAML files in ``infsim/config/presets/`` whose every number cites its source in a
 comment or says ``assumed``. Unknown fields are errors (``extra='forbid'``), so a typo fails at load
-time with ``file: field: message`` (see :mod:`infsim.config.loader`).
+time with ``file: field: message`` (see :mod:`infsim.config.loader`). Every number is finite and within a
+sensible range given by its unit (:mod:`infsim.config.bounds`; a field may name its own with
+``json_schema_extra=sensible(lo, hi)``).
 
 What is deliberately *not* here: DRAM-command-level HBM organisation and timings, which live in HBM
 presets (``infsim/config/hbm/*.yaml``) referenced by ``hbm.dram_preset``.
@@ -13,20 +15,23 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, model_validator
+from pydantic import Field, NonNegativeFloat, PositiveFloat, model_validator
+
+from .bounds import BoundedModel, sensible
 
 DTypeName = Literal["fp32", "bf16", "fp16", "fp8_e4m3", "fp8_e5m2", "int8", "uint8", "int32"]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Model = BoundedModel
 
 
 class TensorEngineConfig(_Model):
     """Systolic array (TensorE)."""
 
-    rows: int = Field(gt=0, description="PE rows = contraction (K) limit = SBUF partitions it reads")
-    cols: int = Field(gt=0, description="PE columns = stationary free size (M) limit")
+    rows: int = Field(gt=0, description="PE rows = contraction (K) limit = SBUF partitions it reads",
+                      json_schema_extra=sensible(1, 4096))
+    cols: int = Field(gt=0, description="PE columns = stationary free size (M) limit",
+                      json_schema_extra=sensible(1, 4096))
     clock_ghz: float = Field(gt=0)
     moving_free_max: int = Field(gt=0, description="largest moving free size N of one matmul")
     macs_per_pe_per_cycle: dict[DTypeName, PositiveFloat] = Field(
@@ -60,8 +65,8 @@ EngineName = Literal["tensor", "vector", "scalar", "gpsimd", "dma", "cc", "sync"
 
 
 class MemoryConfig(_Model):
-    partitions: int = Field(gt=0)
-    bytes_per_partition: int = Field(gt=0)
+    partitions: int = Field(gt=0, json_schema_extra=sensible(1, 4096))
+    bytes_per_partition: int = Field(gt=0, json_schema_extra=sensible(1, 2**26, "bytes"))
     banks: int = Field(default=1, gt=0)
     partition_start_rules: tuple[tuple[int, int], ...] = Field(
         default=(),
@@ -69,7 +74,8 @@ class MemoryConfig(_Model):
         "must start at a multiple of the alignment of the first rule with n <= max_partitions (empty: any start)",
     )
     max_free_elements: int | None = Field(
-        default=None, gt=0, description="largest free size (elements per partition) of one compute-engine operand"
+        default=None, gt=0, json_schema_extra=sensible(1, 2**24),
+        description="largest free size (elements per partition) of one compute-engine operand",
     )
     no_access_engines: tuple[EngineName, ...] = Field(
         default=(), description="engines that cannot read or write this memory"
@@ -150,7 +156,7 @@ class EnergyConfig(_Model):
 
 class InstanceConfig(_Model):
     name: str
-    chips: int = Field(gt=0)
+    chips: int = Field(gt=0, json_schema_extra=sensible(1, 4096))
     price_per_hour_usd: float = Field(ge=0)
 
 
@@ -158,7 +164,7 @@ class ChipConfig(_Model):
     name: str
     description: str = ""
     generation: str = ""
-    cores_per_chip: int = Field(gt=0)
+    cores_per_chip: int = Field(gt=0, json_schema_extra=sensible(1, 1024))
     tensor_engine: TensorEngineConfig
     vector_engine: ElementwiseEngineConfig
     scalar_engine: ElementwiseEngineConfig

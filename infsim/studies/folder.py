@@ -5,7 +5,8 @@ atomically, unreadable files moved aside.
 ``infsim sweep`` on the same folder stops at once with a message naming the first (its pid and start
 time) instead of deleting the first's temporary files. The operating system drops the lock when its
 process ends, however it ends (a SIGKILL included), so a crash never leaves a folder locked.
-:func:`atomic_write` writes to a temporary name unique to the process and renames it into place.
+:func:`~infsim.userfiles.atomic_write` writes to a temporary name unique to the process and renames it
+into place.
 :func:`quarantine` moves a damaged file to ``DIR/quarantine/`` (kept for inspection, never read again).
 
 Left out: network file systems whose ``flock`` is not shared between hosts (two hosts writing one folder
@@ -19,10 +20,14 @@ import errno
 import fcntl
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 from infsim.errors import InfsimError
+from infsim.userfiles import atomic_write
+
+__all__ = ["FolderBusyError", "atomic_write", "folder_lock", "prepare_folder", "quarantine",
+           "remove_stale_temporaries"]
 
 
 class FolderBusyError(InfsimError):
@@ -67,21 +72,6 @@ def folder_lock(out: Path, what: str, flag: str = "--out") -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """``write(tmp)`` a temporary file beside ``path`` (a name unique to this process), flush it to disk and
-    rename it to ``path`` (atomic on POSIX: readers see the old file or the whole new one)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
 
 
 def remove_stale_temporaries(out: Path) -> int:

@@ -7,7 +7,31 @@ from pathlib import Path
 from typing import Any
 
 
-def plot_compare(res: Any, path: str) -> None:
+def check_plot_path(path: str | Path, flag: str = "--plot") -> Path:
+    """``path`` checked as a plot output before the work that produces the plot: a writable place
+    (:func:`infsim.userfiles.check_output`) with a file type matplotlib writes (``.png``, ``.pdf``, ``.svg``...)."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    from infsim.errors import InfsimError
+    from infsim.userfiles import check_output
+
+    p = check_output(path, flag)
+    kinds = FigureCanvasBase.get_supported_filetypes()
+    if p.suffix.lower().lstrip(".") not in kinds:
+        raise InfsimError(f"{flag} {p}: expected a file name ending in one of "
+                          f"{', '.join('.' + k for k in sorted(kinds))}")
+    return p
+
+
+def save_figure(fig: Any, path: str | Path, flag: str = "--plot") -> None:
+    """``fig.savefig`` to ``path`` whole or not at all (:func:`infsim.userfiles.write_output`)."""
+    from infsim.userfiles import write_output
+
+    p = check_plot_path(path, flag)
+    write_output(p, lambda f: fig.savefig(f, format=p.suffix.lower().lstrip("."), dpi=fig.dpi), flag)
+
+
+def plot_compare(res: Any, path: str | Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -29,7 +53,8 @@ def plot_compare(res: Any, path: str) -> None:
         ax2.set_xlabel("Shapley contribution to mean log speedup (ln x)")
         ax2.set_title(f"attribution (total ln {sum(v for _, v in items):.2f} = {res.geomean_speedup:.2f}x geomean)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.set_dpi(120)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -90,5 +115,6 @@ def plot_sweep(df: Any, path: str | Path) -> None:
     pc.set_ylabel("normalised value (0 = min, 1 = max of the sweep)")
     pc.set_title("parallel coordinates (colour: tokens/s)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.set_dpi(110)
+    save_figure(fig, path)
     plt.close(fig)

@@ -39,12 +39,12 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from infsim.config import ChipConfig
 from infsim.errors import InfsimError
 from infsim.models.graph import Workload
+from infsim.userfiles import parse_yaml, read_text
 
 from .extras import require
 from .folder import atomic_write, folder_lock, quarantine, remove_stale_temporaries
@@ -102,12 +102,7 @@ def load_spec(spec: str | Path | dict[str, Any]) -> SweepSpec:
         data, src = spec, "<spec>"
     else:
         p = Path(spec)
-        if not p.exists():
-            raise SweepError(f"{p}: no such file")
-        try:
-            data = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as e:
-            raise SweepError(f"{p}: invalid YAML: {e}") from None
+        data = parse_yaml(read_text(p, "sweep spec", error=SweepError), str(p), error=SweepError)
         src = str(p)
     try:
         s = SweepSpec.model_validate(data)
