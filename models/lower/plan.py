@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass
 
 from infsim.config.schema import ChipConfig
+from infsim.feasibility import check_step, matmul_dtype
 from infsim.isa import DType
 
 from ..graph import Workload, split
@@ -92,13 +93,10 @@ class LoweringPlan:
         self.bank_bytes = chip.psum.bytes_per_partition // chip.psum.banks
         self.weight_queues, self.other_q0, self.other_queues = dma_queue_split(chip)
         self.tp = wl.tp
+        check_step(wl, chip)  # dtypes with kernels and tensor-engine rates, PSUM banks (shared by every fidelity)
         self.wdt = DType.parse(wl.weight_dtype)
         self.int8 = self.wdt in (DType.int8, DType.uint8)
-        if self.wdt == DType.fp32 or self.wdt == DType.int32:
-            raise LoweringError(f"weight dtype {self.wdt.name} is not supported (use bf16, fp16, fp8_*, int8)")
-        self.mdt = DType.bf16 if self.int8 else self.wdt  # tensor-engine input dtype
-        if self.mdt.name not in te.macs_per_pe_per_cycle:
-            raise LoweringError(f"chip '{chip.name}' tensor engine does not support {self.mdt.name} matmuls")
+        self.mdt = DType.parse(matmul_dtype(wl.weight_dtype))  # tensor-engine input dtype
         self.kdt = DType.parse(wl.kv_dtype)
         self.adt = DType.parse(wl.act_dtype)
         hd = spec.head_dim
