@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from infsim.cli import main
@@ -167,6 +167,35 @@ def test_gemm_walks_the_matmul_sequence(inf2_te: TensorEngineConfig, m: int, n: 
     assert int((seq["k"] * seq["m"] * seq["n"]).sum()) == m * n * k == res.macs
     assert 0 < res.utilization <= 1
     assert res.total_ns == pytest.approx(res.total_cycles / te.clock_ghz)
+
+
+@settings(max_examples=25, deadline=None)
+@given(m=st.integers(1, 3000), n=st.integers(1, 3000), k=st.integers(1, 3000), df=st.sampled_from(["ws", "is"]),
+       banks=st.sampled_from([None, 1, 3]), dtype=st.sampled_from(["bf16", "fp32", "int8"]),
+       ls=st.sampled_from([1.0, 4.0]))
+def test_gemm_extrapolation_equals_the_walk(inf2_te: TensorEngineConfig, m: int, n: int, k: int, df: str,
+                                            banks: int | None, dtype: str, ls: float) -> None:
+    """Long GEMMs repeat blocks that :func:`gemm` adds in one step: the same cycles as every matmul walked."""
+    te = small_te(inf2_te, rows=32, cols=32, moving_free_max=64).model_copy(update={"stationary_load_speedup": ls})
+    res = gemm(m, n, k, te, dtype=dtype, dataflow=df, psum_banks=banks)
+    seq = gemm_sequence(m, n, k, te, dtype=dtype, dataflow=df, psum_banks=banks)
+    busy, latency = matmul_timing(te, seq["k"], seq["m"], seq["n"], seq["rate"], seq["new_stationary"])
+    start = np.concatenate([[0], np.cumsum(busy)[:-1]])
+    assert res.total_cycles == int((start + latency).max())
+    assert res.tiles == len(busy) and res.stationary_loads == int(seq["new_stationary"].sum())
+
+
+def test_huge_gemm_is_closed_form_or_refused(inf2_te: TensorEngineConfig) -> None:
+    """Issue 16: ``gemm 1000000 1000000 1000000`` ran for minutes, ``gemm 99999999999999999999999 1 1`` failed
+    in numba's typing."""
+    import time
+
+    t0 = time.perf_counter()
+    res = gemm(10**6, 10**6, 10**6, inf2_te)
+    assert time.perf_counter() - t0 < 5
+    assert res.tiles == 7813 * 1954 * 7813 and 0.99 < res.utilization <= 1
+    with pytest.raises(InfsimError, match=r"beyond the .* cycles \(2\*\*62\) the model counts"):
+        gemm(99999999999999999999999, 1, 1, inf2_te)
 
 
 def test_gemm_matches_reference_end_to_end(inf2_te: TensorEngineConfig) -> None:

@@ -49,12 +49,16 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from infsim.config.loader import validate_model
+    from infsim.config.schema import TensorEngineConfig
     from infsim.hw.systolic import gemm
 
     chip = chip_from_args(args)
     te = chip.tensor_engine
-    if args.array is not None:
-        te = te.model_copy(update={"rows": args.array[0], "cols": args.array[1]})
+    if args.array is not None:  # validated like a chip field (sensible ranges)
+        te = validate_model(TensorEngineConfig, {**te.model_dump(), "rows": args.array[0], "cols": args.array[1]},
+                            "--array", {"rows": f"--array {args.array[0]}x{args.array[1]}: rows",
+                                        "cols": f"--array {args.array[0]}x{args.array[1]}: cols"})
     if args.compat is None and args.dtype not in te.macs_per_pe_per_cycle:
         raise InfsimError(f"--dtype {args.dtype}: {chip.name} tensor engine supports "
                           f"{', '.join(sorted(te.macs_per_pe_per_cycle))}")

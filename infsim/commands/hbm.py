@@ -3,7 +3,9 @@
 Prints ``achieved_gbps``, ``efficiency`` (0..1 of pin bandwidth), ``row_hit_rate``, ``avg_latency_ns``
 (admission to last data), ``p99_latency_ns``, energy and the model's speed. Transfers above
 ``--exact-limit`` bytes use the steady-state shortcut for time/bandwidth (``extrapolated: true``) and the
-simulated window for the other statistics.
+simulated window for the other statistics. The command-by-command simulation holds every request in memory
+(about 4 bytes per byte moved, and ~1 min per 256 MiB on one core), so ``--exact-limit`` is at most
+``MAX_EXACT_BYTES``; ``--bytes`` is at most ``MAX_BYTES``.
 """
 
 from __future__ import annotations
@@ -13,23 +15,39 @@ import math
 import re
 from typing import Any
 
+from infsim.config.loader import shorten
 from infsim.errors import InfsimError
 
 from ._util import print_json
 
 _SIZE = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "KB": 10**3, "MB": 10**6, "GB": 10**9}
+#: largest transfer simulated command by command (memory and time grow with it; see the module docstring)
+MAX_EXACT_BYTES = 256 * 2**20
+#: largest transfer (1 EiB; the extrapolation is exact arithmetic on a periodic timeline)
+MAX_BYTES = 2**60
 
 
-def parse_bytes(text: str) -> int:
-    """``'16M'``/``'16MiB'`` -> 16 MiB, ``'13.5GB'`` -> 13.5e9, ``'4096'`` -> 4096."""
+def _human(n: int) -> str:
+    """``268435456`` -> ``'256 MiB'`` (binary units)."""
+    for unit in ("EiB", "PiB", "TiB", "GiB", "MiB", "KiB"):
+        scale = 2 ** (10 * ("KMGTPE".index(unit[0]) + 1))
+        if n >= scale:
+            return f"{n / scale:g} {unit}"
+    return f"{n} bytes"
+
+
+def parse_bytes(text: str, flag: str = "--bytes", limit: int = MAX_BYTES) -> int:
+    """``'16M'``/``'16MiB'`` -> 16 MiB, ``'13.5GB'`` -> 13.5e9, ``'4096'`` -> 4096; at most ``limit``."""
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][0-9]+)?)\s*([KMG]?)(I?B?)\s*", text.upper())
     if not m:
-        raise InfsimError(f"--bytes '{text}': expected a number with optional K/M/G (binary) or KB/MB/GB suffix")
+        raise InfsimError(f"{flag} '{text}': expected a number with optional K/M/G (binary) or KB/MB/GB suffix")
     num, prefix, tail = m.groups()
     unit = prefix + ("B" if tail == "B" and prefix else "")
     val = float(num) * _SIZE[unit]
     if val < 1:
-        raise InfsimError(f"--bytes '{text}': must be >= 1 byte")
+        raise InfsimError(f"{flag} '{text}': must be >= 1 byte")
+    if val > limit:
+        raise InfsimError(f"{flag} '{shorten(text)}': at most {_human(limit)}")
     return int(val)
 
 
@@ -60,10 +78,12 @@ def run(args: Any) -> int:
         overrides["organization.channels"] = args.channels
     if args.page_policy:
         overrides["controller.page_policy"] = args.page_policy
-    if args.stacks < 1:
-        raise InfsimError(f"--stacks must be >= 1, got {args.stacks}")
+    from infsim.config.schema import MAX_HBM_STACKS
+
+    if not 1 <= args.stacks <= MAX_HBM_STACKS:
+        raise InfsimError(f"--stacks must be in 1..{MAX_HBM_STACKS}, got {args.stacks}")
     nbytes = parse_bytes(args.nbytes)
-    limit = parse_bytes(args.exact_limit)
+    limit = parse_bytes(args.exact_limit, "--exact-limit", MAX_EXACT_BYTES)
     model = HbmModel(args.hbm, stacks=args.stacks, overrides=overrides)
     if nbytes <= limit:
         stats = model.run_pattern(args.pattern, nbytes, is_write=args.write).stats

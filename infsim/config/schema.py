@@ -19,6 +19,9 @@ from pydantic import Field, NonNegativeFloat, PositiveFloat, model_validator
 
 from .bounds import BoundedModel, sensible
 
+#: HBM stacks of one chip at most (4 on the largest preset); the DRAM-level model simulates every channel
+MAX_HBM_STACKS = 16
+
 DTypeName = Literal["fp32", "bf16", "fp16", "fp8_e4m3", "fp8_e5m2", "int8", "uint8", "int32"]
 
 
@@ -111,7 +114,7 @@ class DmaConfig(_Model):
 
 
 class HbmConfig(_Model):
-    stacks: int = Field(gt=0)
+    stacks: int = Field(gt=0, json_schema_extra=sensible(1, MAX_HBM_STACKS))
     capacity_gib: float = Field(gt=0)
     bandwidth_gbps: float = Field(gt=0, description="peak chip HBM bandwidth, GB/s (1e9 B/s)")
     latency_ns: float = Field(ge=0, description="unloaded read latency (simple model)")
@@ -119,7 +122,7 @@ class HbmConfig(_Model):
     memory_model: str = Field(default="dram", min_length=1, description=(
         "timing model behind the engine's memory interface, a name registered in infsim.engine.memory "
         "(dram: DRAM-level streaming efficiency of dram_preset; simple: bandwidth + latency)"))
-    channels_per_stack: int | None = Field(default=None, gt=0)
+    channels_per_stack: int | None = Field(default=None, gt=0, json_schema_extra=sensible(1, 64))
 
 
 class LinkConfig(_Model):

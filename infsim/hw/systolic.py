@@ -258,10 +258,94 @@ class GemmResult:
         return asdict(self)
 
 
+#: the most cycles a GEMM may take (int64 arithmetic in the kernel, with headroom)
+MAX_CYCLES = 2**62
+
+
+@njit(cache=True)
+def _k_tiles(free: int, prev_mm: int, end: int, n_k: int, first_new: bool, m_t: int, c0: int, c1: int,
+             mov_total: int, chunk: int, rate: float, min_mm: int, ls_m: int, rows: int, lat: int,
+             issue: int) -> tuple:
+    """The ``n_k`` K tiles of one stationary column tile and one moving group: per K tile, a stationary load
+    (LS; the first one only if ``first_new``) then the group's moving chunks back to back.
+
+    The matmul recurrence depends only on times relative to ``free`` (it is invariant under a shift of
+    time), and every K tile after the first is the same block. So once a block leaves the relative state
+    (``prev_mm - free``, ``end - free``) and the time it took unchanged from the block before, every
+    further block repeats it exactly, and the remaining ones are added in one step: the walk is O(1) in
+    ``n_k`` instead of O(n_k) matmuls."""
+    pa = pe = pd = 0
+    have_prev = False
+    kt = 0
+    while kt < n_k:
+        f0 = free
+        new = first_new or kt > 0
+        for c in range(c0, c1):
+            n_c = min(chunk, mov_total - c * chunk)
+            occ = max(_ceil_div(n_c, rate), min_mm) + issue
+            ls_end = prev_mm + (ls_m if (c == c0 and new) else 0)
+            mm = max(free, ls_end)
+            done = mm + _floor_div(n_c - 1, rate) + rows + m_t - 1 + lat
+            if done > end:
+                end = done
+            prev_mm = mm
+            free = mm + occ
+        kt += 1
+        a, e, d = prev_mm - free, end - free, free - f0
+        if have_prev and a == pa and e == pe and d == pd:  # a fixed point: the rest repeat this block
+            rem = n_k - kt
+            free += rem * d
+            prev_mm += rem * d
+            end += rem * d
+            kt = n_k
+        pa, pe, pd = a, e, d
+        have_prev = new
+    return free, prev_mm, end
+
+
+@njit(cache=True)
+def _groups(free: int, prev_mm: int, end: int, n_mov: int, group: int, n_k: int, m_t: int, mov_total: int,
+            chunk: int, rate: float, min_mm: int, ls_m: int, rows: int, lat: int, issue: int) -> tuple:
+    """Every moving group of one stationary column tile (:func:`_k_tiles` per group). The first group always
+    loads its stationary; a later one only when there are several K tiles (with one, the stationary loaded
+    for the first group is reused). Full groups after the first repeat one block: extrapolated like the
+    K tiles once the relative state repeats; the last (maybe partial) group is walked."""
+    n_groups = (n_mov + group - 1) // group
+    free, prev_mm, end = _k_tiles(free, prev_mm, end, n_k, True, m_t, 0, min(n_mov, group), mov_total, chunk,
+                                  rate, min_mm, ls_m, rows, lat, issue)
+    n_full = n_mov // group  # groups of `group` chunks whose last chunk is full size
+    if mov_total % chunk:
+        n_full = (n_mov - 1) // group
+    pa = pe = pd = 0
+    have_prev = False
+    g = 1
+    while g < n_groups:
+        f0 = free
+        c0 = g * group
+        free, prev_mm, end = _k_tiles(free, prev_mm, end, n_k, n_k > 1, m_t, c0, min(n_mov, c0 + group),
+                                      mov_total, chunk, rate, min_mm, ls_m, rows, lat, issue)
+        full = g < n_full
+        g += 1
+        a, e, d = prev_mm - free, end - free, free - f0
+        if have_prev and full and a == pa and e == pe and d == pd:
+            rem = n_full - g  # identical full groups left (the last, partial one is walked below)
+            free += rem * d
+            prev_mm += rem * d
+            end += rem * d
+            g += rem
+            have_prev = False
+            continue
+        pa, pe, pd = a, e, d
+        have_prev = full
+    return free, prev_mm, end
+
+
 @njit(cache=True)
 def _gemm_kernel(stat_total: int, mov_total: int, k_total: int, rows: int, cols: int, chunk: int,
                  group: int, rate: float, min_mm: int, ls_speed: float, lat: int, issue: int) -> tuple:
-    """Walk the native WS tiling of a GEMM and apply the matmul recurrence of ``_seq_kernel``."""
+    """Walk the native WS tiling of a GEMM and apply the matmul recurrence of ``_seq_kernel``, extrapolating
+    repeated blocks (:func:`_k_tiles`, :func:`_groups`; equal to the matmul-by-matmul walk, as the tests
+    check against :func:`gemm_sequence` and :func:`matmul_timing`). Returns (end, matmuls, loads)."""
     n_stat = (stat_total + cols - 1) // cols
     n_mov = (mov_total + chunk - 1) // chunk
     n_k = (k_total + rows - 1) // rows
@@ -269,31 +353,30 @@ def _gemm_kernel(stat_total: int, mov_total: int, k_total: int, rows: int, cols:
     free = 0
     prev_mm = 0
     end = 0
-    count = 0
-    loads = 0
-    last_id = -1
-    for s in range(n_stat):
+    n_full = stat_total // cols  # stationary tiles of `cols` columns
+    pa = pe = pd = 0
+    have_prev = False
+    s = 0
+    while s < n_stat:
+        f0 = free
         m_t = min(cols, stat_total - s * cols)
-        for g in range(n_groups):
-            c0 = g * group
-            c1 = min(n_mov, c0 + group)
-            for kt in range(n_k):
-                sid = s * n_k + kt
-                for c in range(c0, c1):
-                    n_c = min(chunk, mov_total - c * chunk)
-                    occ = max(_ceil_div(n_c, rate), min_mm) + issue
-                    ls_end = prev_mm
-                    if sid != last_id:
-                        ls_end += _ceil_div(m_t, ls_speed)
-                        loads += 1
-                        last_id = sid
-                    mm = max(free, ls_end)
-                    done = mm + _floor_div(n_c - 1, rate) + rows + m_t - 1 + lat
-                    if done > end:
-                        end = done
-                    prev_mm = mm
-                    free = mm + occ
-                    count += 1
+        free, prev_mm, end = _groups(free, prev_mm, end, n_mov, group, n_k, m_t, mov_total, chunk, rate, min_mm,
+                                     _ceil_div(m_t, ls_speed), rows, lat, issue)
+        full = s < n_full
+        s += 1
+        a, e, d = prev_mm - free, end - free, free - f0
+        if have_prev and full and a == pa and e == pe and d == pd:
+            rem = n_full - s
+            free += rem * d
+            prev_mm += rem * d
+            end += rem * d
+            s += rem
+            have_prev = False
+            continue
+        pa, pe, pd = a, e, d
+        have_prev = full
+    count = n_stat * n_mov * n_k
+    loads = n_stat * (n_groups * n_k if n_k > 1 else 1)
     return end, count, loads
 
 
@@ -338,6 +421,13 @@ def gemm(m: int, n: int, k: int, te: TensorEngineConfig, dtype: str = "bf16", da
     stat_total, mov_total = (n, m) if dataflow == "ws" else (m, n)
     chunk = te.moving_free_max
     n_mov = -(-mov_total // chunk)
+    # the kernel counts cycles in int64: refuse a GEMM whose cycles could exceed it (a bound on each matmul)
+    per_mm = (_ceil_div(chunk, rate) + te.min_moving_cycles + te.issue_overhead_cycles + rows + cols
+              + _ceil_div(cols, te.stationary_load_speedup) + te.pipeline_latency_cycles)
+    matmuls = -(-stat_total // cols) * n_mov * -(-k // rows)
+    if matmuls * per_mm > MAX_CYCLES:
+        raise InfsimError(f"gemm: {m} x {n} x {k} is {matmuls:.3g} matmuls of up to {per_mm} cycles each on a "
+                          f"{rows}x{cols} array, beyond the {MAX_CYCLES:.3g} cycles (2**62) the model counts")
     group = n_mov if psum_banks is None else max(1, min(int(psum_banks), n_mov))
     total, count, loads = _gemm_kernel(stat_total, mov_total, k, rows, cols, chunk, group, rate,
                                        te.min_moving_cycles, float(te.stationary_load_speedup),

@@ -24,8 +24,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from infsim.config.bounds import BoundedModel, sensible
 from infsim.config.loader import load_raw, override_labels, preset_names, validate_model
 from infsim.config.paths import FieldPaths
 
@@ -34,8 +35,7 @@ PRESET_DIR = Path(__file__).resolve().parents[2] / "config" / "hbm"
 _FIELD_TOKENS = ("ro", "ra", "bg", "ba", "co", "ch")
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Model = BoundedModel  # finite numbers in sensible ranges (infsim.config.bounds)
 
 
 class HbmOrganization(_Model):
@@ -43,10 +43,11 @@ class HbmOrganization(_Model):
 
     standard: str = Field(description="JEDEC generation, e.g. HBM2, HBM2E, HBM3 (informational)")
     channel_kind: Literal["legacy", "pseudo"] = Field(description="what one modelled channel is")
-    channels: int = Field(gt=0, description="independent channels (or pseudo-channels) per stack")
+    channels: int = Field(gt=0, description="independent channels (or pseudo-channels) per stack",
+                          json_schema_extra=sensible(1, 64))
     bankgroups: int = Field(gt=0)
     banks_per_group: int = Field(gt=0)
-    rows: int = Field(gt=0, description="rows per bank")
+    rows: int = Field(gt=0, description="rows per bank", json_schema_extra=sensible(1, 2**24))
     columns: int = Field(gt=0, description="burst-sized column accesses per row (row bytes / access bytes)")
     bus_width_bits: int = Field(gt=0, description="data bus width of one modelled channel")
     burst_length: int = Field(gt=0, description="BL: data beats per column access")

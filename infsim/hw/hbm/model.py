@@ -51,6 +51,10 @@ from .patterns import generate
 from .protocol import param_vector, refresh_offset
 from .stats import HbmStats, build_stats
 
+#: channels (all stacks together) the model simulates at most: the bulk-transfer window generates about
+#: 90k requests per channel (~1 GB of memory at 256 channels)
+MAX_CHANNELS = 256
+
 
 @dataclass
 class HbmResult:
@@ -73,6 +77,10 @@ class HbmModel:
         self.amap = AddressMap.from_preset(self.cfg, stacks)
         self.params = param_vector(self.cfg)
         self.n_channels = self.cfg.organization.channels * stacks
+        if self.n_channels > MAX_CHANNELS:
+            raise InfsimError(f"HBM: {stacks} stack(s) x {self.cfg.organization.channels} channels = "
+                              f"{self.n_channels} channels, more than the {MAX_CHANNELS} the DRAM-level model "
+                              "simulates (its bulk-transfer window grows with the channel count)")
         self._memo: dict[tuple[str, bool], tuple[np.ndarray, int, int, int]] = {}
         self.window_periods = 3.5  # refresh periods (P x tREFI) simulated for the bulk-transfer shortcut
 
@@ -191,7 +199,7 @@ class HbmModel:
             cyc = float(comp[n - 1])
         else:
             k = n - 1 - j1
-            cyc = float(comp[j1 + k % length] + (k // length) * delta)
+            cyc = float(comp[j1 + k % length]) + float(k // length) * delta  # float: no int64 overflow
         return cyc * self.cfg.organization.tck_ns
 
     def stream_gbps(self, nbytes: int, is_write: bool = False, pattern: str = "stream",
