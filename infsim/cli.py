@@ -20,6 +20,7 @@ import sys
 from collections.abc import Sequence
 
 from infsim.errors import InfsimError
+from infsim.progress import end_progress_bars
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return _broken_pipe()
     except (InfsimError, OSError) as e:
+        end_progress_bars()
         if args.debug:
             raise
         msg = os_error_message(e) if isinstance(e, OSError) else str(e)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from infsim.config import ChipConfig, load_chip
 from infsim.errors import InfsimError
+from infsim.progress import progress_bar
 
 if TYPE_CHECKING:
     from infsim.models.graph import Workload
@@ -79,8 +80,6 @@ def run_workload(chip: ChipConfig, model: Any, wl: Workload, *, fidelity: str = 
                  progress: bool = False) -> RunResult:
     """Simulate one step given as a :class:`~infsim.models.graph.Workload` (what :func:`run` builds from its
     arguments; the studies hold their workload sets as such)."""
-    from tqdm import tqdm
-
     from infsim.sim import FIDELITIES
 
     if fidelity not in FIDELITIES:
@@ -101,7 +100,7 @@ def run_workload(chip: ChipConfig, model: Any, wl: Workload, *, fidelity: str = 
     if fidelity == "analytical":
         return _run_analytical(cfg, spec, wl, fidelity, memory)
     phase, batch = wl.phase, wl.batch
-    bar = tqdm(total=2, desc=f"{spec.name} {phase} on {cfg.name}", disable=not progress, leave=False)
+    bar = progress_bar(progress, total=2, desc=f"{spec.name} {phase} on {cfg.name}", leave=False)
     t0 = time.perf_counter()
     lw = lower(spec, wl, cfg)
     t1 = time.perf_counter()

@@ -14,6 +14,8 @@ def register(sub: Any) -> None:
     p.add_argument("--target", required=True, help="target chip preset or YAML")
     p.add_argument("--model", default="llama-2-7b", help="zoo name or config.json (default: %(default)s)")
     p.add_argument("--chips", type=int, default=None, help="chips per side (default: smallest that fits)")
+    p.add_argument("--context", type=int, default=None, metavar="N",
+                   help="longest context of the workload set (default: 2048, or what the model holds)")
     p.add_argument("--fidelity", choices=["analytical", "cycle"], default="analytical")
     p.add_argument("--no-attribution", action="store_true", help="skip the Shapley attribution")
     p.add_argument("--json", action="store_true")
@@ -28,7 +30,8 @@ def _run(args: argparse.Namespace) -> int:
         from infsim.studies.plots import check_plot_path
 
         check_plot_path(args.plot)  # before the comparison, not after it
-    r = compare(args.baseline, args.target, args.model, chips=args.chips, fidelity=args.fidelity,
+    r = compare(args.baseline, args.target, args.model, chips=args.chips, context=args.context,
+                fidelity=args.fidelity,
                 attribution=not args.no_attribution, progress=not args.json)
     if args.plot:
         from infsim.studies.plots import plot_compare

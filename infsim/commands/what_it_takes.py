@@ -16,6 +16,8 @@ def register(sub: Any) -> None:
     p.add_argument("--phase", choices=["decode", "prefill"], default="decode")
     p.add_argument("--levels", default="1,1.5,2,4,8", help="scaling levels per resource (default: %(default)s)")
     p.add_argument("--chips", type=int, default=None)
+    p.add_argument("--context", type=int, default=None, metavar="N",
+                   help="longest context of the workload set (default: 2048, or what the model holds)")
     p.add_argument("--method", choices=["branch-and-bound", "exhaustive"], default="branch-and-bound",
                    help="search (default: %(default)s; exhaustive is the slow reference)")
     p.add_argument("--json", action="store_true")
@@ -31,10 +33,12 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError:
         raise InfsimError(f"--levels '{args.levels}': expected comma-separated numbers") from None
     r = what_it_takes(args.baseline, args.speedup, args.model, args.phase, levels, args.chips,
-                      progress=not args.json, method=args.method)
+                      progress=not args.json, method=args.method, context=args.context)
     if args.json:
         print_json(r.to_dict())
         return 0
+    for n in r.notes:
+        print(f"note: {n}")
     if not r.reachable:
         b = r.best_within_bounds
         print(f"{args.speedup}x {args.phase} on {args.model} is unreachable within levels {args.levels}: the best is "

@@ -25,6 +25,7 @@ from infsim.config import CHIP_PATHS, ChipConfig, load_chip
 from infsim.config.loader import validate
 from infsim.errors import InfsimError
 from infsim.models.graph import Workload
+from infsim.progress import progress_bar
 
 _ELEMENTWISE_ENGINES = ("vector_engine", "scalar_engine", "gpsimd_engine")
 
@@ -60,6 +61,44 @@ DEFAULT_WORKLOADS: list[Workload] = [
     for ph, b, c in (("decode", 1, 2048), ("decode", 8, 2048), ("decode", 32, 2048), ("prefill", 1, 512),
                      ("prefill", 1, 2048))
 ]
+
+
+def fit_contexts(workloads: list[Workload], model: Any, context: int | None = None) -> tuple[list[Workload], list[str]]:
+    """A workload set cut to ``context`` tokens (the longest prompt or cached context; ``None``: no cut) and to
+    the positions the model holds (a decode step needs ``context + 1``); duplicates that a cut creates are
+    dropped. Returns the workloads and notes saying what changed (e.g. GPT-2 holds 1024 positions, the
+    default set asks for 2048)."""
+    from infsim.models.spec import ModelSpec, load_model
+
+    spec = model if isinstance(model, ModelSpec) else load_model(model)
+    if context is not None and context < 1:
+        raise InfsimError(f"--context must be >= 1, got {context}")
+    out: list[Workload] = []
+    cut_by_option: set[int] = set()
+    cut_by_model: set[int] = set()
+    for wl in workloads:
+        c = wl.prompt_or_context
+        if context is not None and c > context:
+            cut_by_option.add(c)
+            c = context
+        room = spec.max_positions - (1 if wl.phase == "decode" else 0)  # positions this step may use
+        if c > room:
+            cut_by_model.add(c)
+            c = room
+        if c < 1:
+            raise InfsimError(f"model '{spec.name}' holds {spec.max_positions} position(s): no {wl.phase} step fits")
+        new = Workload.make(wl.phase, wl.batch, c, tp=wl.tp, dtype=wl.weight_dtype, kv_dtype=wl.kv_dtype)
+        if new not in out:
+            out.append(new)
+    notes = []
+    if cut_by_option:
+        notes.append(f"contexts {', '.join(map(str, sorted(cut_by_option)))} of the workload set cut to --context "
+                     f"{context}")
+    if cut_by_model:
+        notes.append(f"model '{spec.name}' holds {spec.max_positions} positions: contexts "
+                     f"{', '.join(map(str, sorted(cut_by_model)))} of the workload set cut to fit (decode "
+                     f"{spec.max_positions - 1}, prefill {spec.max_positions}; --context to choose)")
+    return out, notes
 
 
 @dataclass
@@ -143,17 +182,19 @@ def _step(chip: ChipConfig, model: str, wl: Workload, tp: int, fidelity: str) ->
 
 
 def compare(baseline: str | ChipConfig, target: str | ChipConfig, model: str = "llama-2-7b", *,
-            workloads: list[Workload] | None = None, chips: int | None = None,
+            workloads: list[Workload] | None = None, chips: int | None = None, context: int | None = None,
             fidelity: str = "analytical", attribution: bool = True, progress: bool = False) -> CompareResult:
-    from tqdm import tqdm
-
+    """``target`` against ``baseline`` on ``workloads`` (default :data:`DEFAULT_WORKLOADS`, cut to ``context``
+    and to the model's positions by :func:`fit_contexts`), with the Shapley attribution of the speedup."""
     base = load_chip(baseline) if not isinstance(baseline, ChipConfig) else baseline
     targ = load_chip(target) if not isinstance(target, ChipConfig) else target
-    wls = list(workloads or DEFAULT_WORKLOADS)
+    if chips is not None and chips < 1:
+        raise InfsimError(f"--chips must be >= 1, got {chips}")
+    wls, fit_notes = fit_contexts(list(workloads or DEFAULT_WORKLOADS), model, context)
     n_chips = chips or max(chips_needed(base, model, wls), chips_needed(targ, model, wls))
     groups = list(GROUPS)
     n_eval = 2 * len(wls) + (len(wls) * (2 ** len(groups) - 2) if attribution else 0)
-    bar = tqdm(total=n_eval, desc=f"compare {base.name} -> {targ.name}", disable=not progress)
+    bar = progress_bar(progress, total=n_eval, desc=f"compare {base.name} -> {targ.name}")
     rows = []
     lat_base: dict[int, float] = {}
     for i, wl in enumerate(wls):
@@ -175,6 +216,7 @@ def compare(baseline: str | ChipConfig, target: str | ChipConfig, model: str = "
     res = CompareResult(base.name, targ.name, str(model), n_chips, n_chips * base.cores_per_chip,
                         n_chips * targ.cores_per_chip, fidelity, rows, geomean_speedup=geo,
                         geomean_perf_per_watt_ratio=geo_ppw)
+    res.notes.extend(fit_notes)
     res.notes.append(f"both chips: {n_chips} chip(s), tensor parallel over all their cores")
     if attribution:
         if fidelity != "analytical":

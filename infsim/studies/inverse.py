@@ -82,6 +82,7 @@ class WhatItTakes:
     cost: float | None  # None when unreachable
     evaluated: int
     best_within_bounds: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -105,7 +106,7 @@ def scaled(base: ChipConfig, scalings: dict[str, float]) -> ChipConfig:
 def what_it_takes(baseline: str | ChipConfig, speedup: float, model: str = "llama-2-7b", phase: str = "decode",
                   levels: tuple[float, ...] = (1, 1.5, 2, 4, 8), chips: int | None = None,
                   progress: bool = False, resources: tuple[str, ...] | None = None,
-                  method: str = "branch-and-bound") -> WhatItTakes:
+                  method: str = "branch-and-bound", context: int | None = None) -> WhatItTakes:
     """Cheapest scalings of ``resources`` (default: all of :data:`RESOURCES`) reaching ``speedup``.
 
     ``method="branch-and-bound"`` (default) assigns resources one at a time (most expensive first) and
@@ -114,25 +115,30 @@ def what_it_takes(baseline: str | ChipConfig, speedup: float, model: str = "llam
     being non-decreasing in every scaling, which holds for the analytical model (more throughput, more
     SRAM or smaller fixed latencies never make a step slower; tests/test_inverse.py checks the two
     methods agree). ``method="exhaustive"`` is the reference: every combination in order of cost.
+    The phase's workloads are cut to ``context`` and to the model's positions
+    (:func:`~infsim.studies.compare.fit_contexts`; the result's ``notes`` say so).
     """
-    from tqdm import tqdm
-
     from infsim.errors import InfsimError
+    from infsim.progress import progress_bar
     from infsim.runner import run_workload
-    from infsim.studies.compare import chips_needed
+    from infsim.studies.compare import chips_needed, fit_contexts
 
     if method not in ("branch-and-bound", "exhaustive"):
         raise InfsimError(f"what-it-takes: method '{method}': expected 'branch-and-bound' or 'exhaustive'")
+    if not (math.isfinite(speedup) and speedup > 0):
+        raise InfsimError(f"what-it-takes: --speedup must be a positive number, got {speedup}")
+    if chips is not None and chips < 1:
+        raise InfsimError(f"--chips must be >= 1, got {chips}")
     if phase not in PHASE_WORKLOADS:
         raise InfsimError(f"what-it-takes: phase '{phase}': expected one of {sorted(PHASE_WORKLOADS)}")
-    if not levels or any(not (x >= 1) for x in levels):
-        raise InfsimError(f"what-it-takes: levels {levels}: every level must be a number >= 1")
+    if not levels or any(not (1 <= x < math.inf) for x in levels):
+        raise InfsimError(f"what-it-takes: levels {levels}: every level must be a finite number >= 1")
     names = list(resources or RESOURCES)
     unknown = [r for r in names if r not in RESOURCES]
     if unknown:
         raise InfsimError(f"what-it-takes: unknown resource(s) {unknown}; known: {list(RESOURCES)}")
     base = load_chip(baseline) if not isinstance(baseline, ChipConfig) else baseline
-    wls = PHASE_WORKLOADS[phase]
+    wls, notes = fit_contexts(PHASE_WORKLOADS[phase], model, context)
     n = chips or chips_needed(base, model, wls)
     tp = n * base.cores_per_chip
 
@@ -142,7 +148,7 @@ def what_it_takes(baseline: str | ChipConfig, speedup: float, model: str = "llam
 
     base_lat, base_e = evaluate(base)
     memo: dict[tuple[float, ...], tuple[float, float]] = {}
-    bar = tqdm(desc=f"what-it-takes {speedup}x {phase}", unit=" evaluations", disable=not progress)
+    bar = progress_bar(progress, desc=f"what-it-takes {speedup}x {phase}", unit=" evaluations")
 
     def score(sc: dict[str, float]) -> tuple[float, float]:
         key = tuple(sc.get(r, 1.0) for r in names)
@@ -200,7 +206,8 @@ def what_it_takes(baseline: str | ChipConfig, speedup: float, model: str = "llam
     bar.close()
     evaluated = len(memo) + 1
     if best is None:
-        return WhatItTakes(base.name, str(model), phase, speedup, False, {}, top_sp, top_ppw, None, evaluated, top)
+        return WhatItTakes(base.name, str(model), phase, speedup, False, {}, top_sp, top_ppw, None, evaluated, top,
+                           notes)
     cost, sp, sc, ppw = best
     sc = {r: sc[r] for r in names}  # in RESOURCES order
-    return WhatItTakes(base.name, str(model), phase, speedup, True, sc, sp, ppw, cost, evaluated, top)
+    return WhatItTakes(base.name, str(model), phase, speedup, True, sc, sp, ppw, cost, evaluated, top, notes)

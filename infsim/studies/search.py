@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from infsim.errors import InfsimError
+from infsim.progress import show_progress
 
 from .extras import require
 from .folder import folder_lock
@@ -116,7 +117,7 @@ def _optimize(optuna: Any, study: Any, s: Any, trials: int, objectives: list[tup
         return tuple(sum(r[name] for r in rows) / len(rows) for name, _ in objectives)
 
     remaining = max(0, trials - len([t for t in study.trials if t.state.is_finished()]))
-    study.optimize(objective, n_trials=remaining, show_progress_bar=progress)
+    study.optimize(objective, n_trials=remaining, show_progress_bar=show_progress(progress))
     rows = [{**t.params, **{n: v for (n, _), v in zip(objectives, t.values)}, "trial": t.number}
             for t in study.best_trials]
     df = pd.DataFrame(rows)

@@ -44,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from infsim.config import ChipConfig
 from infsim.errors import InfsimError
 from infsim.models.graph import Workload
+from infsim.progress import progress_bar
 from infsim.userfiles import parse_yaml, read_text
 
 from .extras import require
@@ -432,8 +433,6 @@ def run_sweep(spec: str | Path | dict[str, Any], out: str | Path, *, workers: in
     Every pair gives exactly one row, also when it fails or kills its worker process. One sweep at a time
     writes to ``out`` (:func:`~.folder.folder_lock`); an unreadable part is quarantined and its pairs
     computed again."""
-    from tqdm import tqdm
-
     require("pyarrow", "infsim sweep")
     if scheduler is not None:
         require("distributed", "infsim sweep --scheduler")
@@ -444,7 +443,7 @@ def run_sweep(spec: str | Path | dict[str, Any], out: str | Path, *, workers: in
     with folder_lock(outp, "infsim sweep"):
         remove_stale_temporaries(outp)
         done = set(load_results(outp, repair=True).get("key", []))
-        bar = tqdm(total=total, desc="sweep", disable=not progress)
+        bar = progress_bar(progress, total=total, desc="sweep")
         seq = 0
 
         def todo() -> Iterator[dict[str, Any]]:
