@@ -5,8 +5,8 @@ randomised net over the whole CLI: test_fuzz_cli.py.)"""
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import time
 from pathlib import Path
 
@@ -57,8 +57,8 @@ def llama_with(tmp_path: Path, **changes: object) -> Path:
 ])
 def test_sim_hbm_bandwidth_out_of_range(capsys: pytest.CaptureFixture[str], value: str, pattern: str) -> None:
     """Was a segfault (inf, 1e400) or a faster chip through integer overflow (1e-300)."""
-    fails(capsys, ["sim", GEMM_S, "--set", f"hbm.bandwidth_gbps={value}"], rf"--set hbm\.bandwidth_gbps={re.escape(value)}: .*"
-          + pattern)
+    fails(capsys, ["sim", GEMM_S, "--set", f"hbm.bandwidth_gbps={value}"],
+          rf"--set hbm\.bandwidth_gbps={re.escape(value)}: .*" + pattern)
 
 
 @pytest.mark.parametrize("override,pattern", [

@@ -49,8 +49,9 @@ class FastSems:
         self.env = env
         self.applied = [0] * nsem
         self.total = [0] * nsem
-        self.pt: list[list[int]] = [[] for _ in range(nsem)]
-        self.pv: list[list[int]] = [[] for _ in range(nsem)]
+        self.pt: list[list[int]] = [[] for _ in range(nsem)]  # times of the known future signals, sorted
+        self.pv: list[list[int]] = [[] for _ in range(nsem)]  # their increments
+        self.cum: list[list[int]] = [[] for _ in range(nsem)]  # running sums of pv (cum[j] = pv[0] + .. + pv[j])
         self.head = [0] * nsem
         self.waiters: list[list[_Waiter]] = [[] for _ in range(nsem)]
 
@@ -59,46 +60,58 @@ class FastSems:
         if time <= self.env.now:
             self.applied[s] += inc
         else:
-            pt = self.pt[s]
+            pt, pv, cum = self.pt[s], self.pv[s], self.cum[s]
             if not pt or time >= pt[-1]:
                 pt.append(time)
-                self.pv[s].append(inc)
-            else:
+                pv.append(inc)
+                cum.append((cum[-1] if cum else 0) + inc)
+            else:  # out of order (rare): insert, and redo the running sums from there
                 k = bisect.bisect_right(pt, time, self.head[s])
                 pt.insert(k, time)
-                self.pv[s].insert(k, inc)
+                pv.insert(k, inc)
+                cum.insert(k, 0)
+                acc = cum[k - 1] if k else 0
+                for j in range(k, len(pv)):
+                    acc += pv[j]
+                    cum[j] = acc
         if self.waiters[s]:
             self._recheck(s, time)
 
     def crossing(self, s: int, v: int) -> int:
-        """``SAT`` if ``sem >= v`` now, else the known crossing time (``NEVER`` if not reached)."""
+        """``SAT`` if ``sem >= v`` now, else the known crossing time (``NEVER`` if not reached).
+
+        O(log n) in the known future signals: the signals due by now are applied by a binary search on
+        their times, and the first one whose running sum reaches ``v`` by a binary search on the running
+        sums (a linear scan made long semaphore chains quadratic)."""
         ap = self.applied[s]
         if ap >= v:
             return SAT
         pt = self.pt[s]
-        h = self.head[s]
+        h0 = h = self.head[s]
         n = len(pt)
         if h < n:
-            pv = self.pv[s]
+            cum = self.cum[s]
             now = self.env.now
-            while h < n and pt[h] <= now:
-                ap += pv[h]
-                h += 1
-            if h != self.head[s]:
+            if pt[h] <= now:
+                h = bisect.bisect_right(pt, now, h)
+                ap += cum[h - 1] - (cum[h0 - 1] if h0 else 0)
                 self.applied[s] = ap
-                if h > 256 and 2 * h > n:
+                if h > 256 and 2 * h > n:  # drop the applied prefix (amortised O(1) per signal)
+                    base = cum[h - 1]
                     del pt[:h]
-                    del pv[:h]
+                    del self.pv[s][:h]
+                    del cum[:h]
+                    for j in range(len(cum)):
+                        cum[j] -= base
                     h = 0
                     n = len(pt)
                 self.head[s] = h
             if ap >= v:
                 return SAT
-            need = v - ap
-            for j in range(h, n):
-                need -= pv[j]
-                if need <= 0:
-                    return pt[j]
+            # first j >= h with ap + cum[j] - cum[h - 1] >= v
+            j = bisect.bisect_left(cum, v - ap + (cum[h - 1] if h else 0), h, n)
+            if j < n:
+                return pt[j]
         return NEVER
 
     def wait(self, s: int, v: int) -> simpy.Event:
