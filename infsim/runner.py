@@ -85,7 +85,7 @@ def run_workload(chip: ChipConfig, model: Any, wl: Workload, *, fidelity: str = 
     if fidelity not in FIDELITIES:
         raise InfsimError(f"unknown fidelity '{fidelity}' (expected one of {', '.join(FIDELITIES)})")
 
-    from infsim.feasibility import check_step
+    from infsim.feasibility import check_capacity, check_step
     from infsim.models.lower import lower
     from infsim.models.spec import ModelSpec, load_model
     from infsim.sim import simulate
@@ -93,6 +93,7 @@ def run_workload(chip: ChipConfig, model: Any, wl: Workload, *, fidelity: str = 
     cfg = chip
     spec = model if isinstance(model, ModelSpec) else load_model(model)
     check_step(wl, cfg)
+    check_capacity(spec, wl, cfg)
     chips_needed = math.ceil(wl.tp / cfg.cores_per_chip)
     if chips_needed > cfg.instance.chips:
         raise InfsimError(f"--tp {wl.tp} needs {chips_needed} chips of '{cfg.name}' but its instance "

@@ -452,12 +452,13 @@ def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: Colle
                 a.tensor += cc.mm_ns(P, P, t, qt + kt)
                 a.vector += cc.vec_ns(P, t, 2, 3 * (qt + kt))
             if spec.kind == "decoder":
-                if decode:
-                    for _ in range(wl.batch):
+                if decode:  # the chunk's t sequences (each chunk counted every sequence of the batch before)
+                    for _ in range(t):
                         a.add(cc.kv_write(1, kvh_r, True))
-                    # new V rows staged by one transpose + copy per kv head for all sequences
-                    a.tensor += kvh_r * cc.mm_ns(hd, min(wl.batch, P), P, 1, cc.kv_rate)
-                    a.vector += kvh_r * cc.vec_ns(min(wl.batch, P), hd)
+                    # new V rows staged by one transpose + copy per kv head for up to P sequences
+                    for s0 in range(0, t, P):
+                        a.tensor += kvh_r * cc.mm_ns(hd, min(t - s0, P), P, 1, cc.kv_rate)
+                        a.vector += kvh_r * cc.vec_ns(min(t - s0, P), hd)
                 else:
                     for seq_start in range(ci * tc, ci * tc + t, seq):
                         a.add(cc.kv_write(min(seq, ci * tc + t - seq_start), kvh_r, False))
@@ -466,7 +467,7 @@ def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: Colle
             b = PhaseCost()
             if decode:
                 kv_len = wl.context + 1
-                for _ in range(wl.batch):
+                for _ in range(t):
                     b.add(cc.attention(min(kv_len, spec.sliding_window or kv_len), 1, heads_r, kvh_r, True))
             else:
                 for seq_start in range(ci * tc, ci * tc + t, seq):
@@ -503,8 +504,13 @@ def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: Colle
         phases.append((f"chunk{ci}", pipe.comp))
     if spec.kind == "decoder" or spec.family == "vit":
         pipe.group_boundary(boundary)
-        hc = cc.norm(wl.batch)
-        hc.add(cc.linear(h, split(spec.vocab, tp), wl.batch, 1))
+        first = min(wl.batch, tc)
+        hc = cc.norm(first)
+        hc.add(cc.linear(h, split(spec.vocab, tp), first, 1))
+        for b0 in range(tc, wl.batch, tc):  # more sequences than one token chunk: the head runs per chunk
+            t = min(tc, wl.batch - b0)
+            hc.add(cc.norm(t))
+            hc.add(cc.linear(h, split(spec.vocab, tp), t, 1))
         weights(hc)
     total = pipe.comp
     return Estimate(total, phases, g, hbm_total * tp, notes=notes)

@@ -34,6 +34,7 @@ from infsim.isa import AccessPattern, DType, Engine, Op, Program, Space, make
 from infsim.isa.opcodes import MAX_WAITS, OPSPECS
 from infsim.isa.operand import row_major_dims
 
+from .alloc import LoweringError
 from .tags import UNTAGGED, OpClass, TagLog
 
 
@@ -81,6 +82,13 @@ class Buf:
             dims = row_major_dims(free if free is not None else 1)
         pc = self.pcount - pstart if pcount is None else pcount
         ap = AccessPattern(self.space, dt, self.pstart + pstart, pc, self.offset + byte, dims)
+        if self.space == Space.psum:  # a PSUM tile lies within its bank (SBUF views may span a role's tiles)
+            lo, hi = ap.byte_extent()
+            if lo < self.offset or hi > self.offset + self.nbytes or pstart < 0 or pstart + pc > self.pcount:
+                raise LoweringError(
+                    f"the step does not fit PSUM bank '{self.name}' ({self.nbytes} bytes per partition = "
+                    f"psum.bytes_per_partition / psum.banks): a {dt.name} tile needs bytes [{lo - self.offset}, "
+                    f"{hi - self.offset}) of partitions [{pstart}, {pstart + pc}) of its {self.pcount}")
         return Tile(self, ap)
 
     def hbm(

@@ -421,10 +421,23 @@ class _Lowering:
 
 
 def lower(
-    spec: ModelSpec, workload: Workload, chip: ChipConfig, *, token_chunk: int | None = None, replicate: bool = True
+    spec: ModelSpec, workload: Workload, chip: ChipConfig, *, token_chunk: int | None = None, replicate: bool = True,
+    validate: bool = True,
 ) -> Lowered:
     """Lower one step of ``spec`` under ``workload`` to a program for ``chip``.
 
     ``replicate=False`` emits every layer instruction by instruction (the reference for the compact
-    path: both give the same program)."""
-    return _Lowering(spec, workload, chip, token_chunk, replicate).run()
+    path: both give the same program). ``validate`` (default) checks the program against the chip with
+    the ISA's column-wise validator (:func:`infsim.isa.validate.check`, ~10% of the lowering's time) and
+    raises :class:`LoweringError` naming the first problem: a step the lowering cannot fit on the chip is
+    refused, never simulated (e.g. PSUM writes beyond ``psum.bytes_per_partition``)."""
+    lw = _Lowering(spec, workload, chip, token_chunk, replicate).run()
+    if validate:
+        from infsim.isa.validate import check
+
+        problems = check(lw.program, chip)
+        if problems:
+            more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+            raise LoweringError(f"the lowered program of '{spec.name}' {workload.phase} does not fit chip "
+                                f"'{chip.name}': {problems[0]}{more}")
+    return lw
