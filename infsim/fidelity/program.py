@@ -86,8 +86,12 @@ def _add_signal(s: int, t: int, inc: int, sig_t: np.ndarray, sig_v: np.ndarray, 
 def _scoreboard(order: np.ndarray, s_begin: np.ndarray, s_len: np.ndarray, busy: np.ndarray, lat: np.ndarray,
                 waits_s: np.ndarray, waits_v: np.ndarray, bar_s: np.ndarray, bar_t: np.ndarray,
                 sig_s: np.ndarray, sig_v_in: np.ndarray, sg_ptr: np.ndarray, sg_list: np.ndarray,
-                off: np.ndarray, cap_total: int, start: np.ndarray, stall: np.ndarray) -> tuple[int, int, int]:
-    """Start times of every instruction; returns (status, stream, instruction): status 0 ok, 1 deadlock."""
+                off: np.ndarray, cap_total: int, start: np.ndarray, stall: np.ndarray,
+                blocked: np.ndarray, totals: np.ndarray) -> tuple[int, int, int]:
+    """Start times of every instruction; returns (status, stream, instruction): status 0 ok, 1 deadlock. On a
+    deadlock ``blocked[k]`` holds (instruction, semaphore, value, slot) of the wait that stream ``k`` can never
+    pass (slot 2: a barrier or collective rendezvous; instruction -1 for a finished stream) and ``totals[s]``
+    the value semaphore ``s`` reaches."""
     ns = s_begin.shape[0]
     nsem = off.shape[0]
     sig_t = np.zeros(cap_total + 1, np.int64)
@@ -183,8 +187,51 @@ def _scoreboard(order: np.ndarray, s_begin: np.ndarray, s_len: np.ndarray, busy:
         if kmin < 0:
             return 0, -1, -1
         if tmin >= big:
+            for k in range(ns):
+                blocked[k, 0] = -1
+                if done[k]:
+                    continue
+                i = order[s_begin[k] + pos[k]]
+                blocked[k, 0] = i
+                for w in range(3):
+                    s = waits_s[i, w] if w < 2 else bar_s[i]
+                    v = waits_v[i, w] if w < 2 else bar_t[i]
+                    if s >= 0 and _crossing(s, v, sig_t, sig_cum, off, cnt) >= big:
+                        blocked[k, 1] = s
+                        blocked[k, 2] = v
+                        blocked[k, 3] = w
+                        break
+            for x in range(nsem):
+                totals[x] = sig_cum[off[x] + cnt[x] - 1] if cnt[x] > 0 else 0
             return 1, kmin, order[s_begin[kmin] + pos[kmin]]
         now = tmin
+
+
+def _deadlock_message(program: Program, keys: list[tuple[int, int, int]], op: np.ndarray, blocked: np.ndarray,
+                      totals: np.ndarray, rendezvous: dict[int, tuple]) -> str:
+    """Every stuck stream, its instruction and what it waits for (semaphore, value, the value it reaches),
+    like the cycle engine's report. ``rendezvous`` maps the scoreboard's synthetic semaphores of collectives
+    to their (kind, id)."""
+    names = program.semaphores
+    groups = list(program.groups)
+    lines = []
+    for k, (i, s, v, w) in enumerate(blocked.tolist()):
+        if i < 0:
+            continue
+        core, e, q = keys[k]
+        where = f"core {core} engine {Engine(e).name} queue {q}: instruction {i} ({Op(int(op[i])).name})"
+        if s < 0:
+            lines.append(f"{where} can never start")
+        elif s in rendezvous:
+            base = rendezvous[s]
+            partners = f"group '{groups[base[1]]}'" if base[0] == "group" else f"cores {base[1]} (send/recv)"
+            lines.append(f"{where} waits for the cores of {partners} ({int(totals[s])} of {v} arrivals)")
+        elif w == 2:
+            lines.append(f"{where} waits at a barrier on semaphore '{names[s]}' for {v} arrivals; only "
+                         f"{int(totals[s])} arrive")
+        else:
+            lines.append(f"{where} waits on semaphore '{names[s]}' >= {v}, which only reaches {int(totals[s])}")
+    return "deadlock (analytical scoreboard): " + "; ".join(lines)
 
 
 def _durations(program: Program, chip: ChipConfig, costs: Costs,
@@ -274,13 +321,15 @@ def analyze(program: Program, chip: ChipConfig, *, costs: Costs | None = None, m
     sg_list = pstream.astype(np.int64)
     start = np.zeros(n, dtype=np.int64)
     stall = np.zeros(len(keys), dtype=np.int64)
+    blocked = np.full((len(keys), 4), -1, dtype=np.int64)
+    totals = np.zeros(max(nsem, 1), dtype=np.int64)
     status, k_bad, i_bad = _scoreboard(order.astype(np.int64), s_begin, s_len, busy, lat,
                                        ins["wsem"].astype(np.int64), ins["wval"].astype(np.int64), bar_s, bar_t,
-                                       ssem, sval, sg_ptr, sg_list, off, int(cap.sum()), start, stall)
+                                       ssem, sval, sg_ptr, sg_list, off, int(cap.sum()), start, stall, blocked,
+                                       totals)
     if status == 1:
-        core, e, q = keys[k_bad]
-        raise DeadlockError(f"deadlock: core {core} engine {Engine(e).name} queue {q}: instruction {i_bad} "
-                            f"({Op(int(op[i_bad])).name}) can never start (analytical scoreboard)")
+        rendezvous = {v: k for k, v in synth.items()}
+        raise DeadlockError(_deadlock_message(program, keys, op, blocked, totals, rendezvous))
     end = start + lat
     makespan = int(end.max()) if n else 0
     # resource bounds
