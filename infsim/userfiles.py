@@ -57,9 +57,9 @@ def read_bytes(path: str | Path, what: str = "file", limit: int = MAX_CONFIG_BYT
     try:
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
-            raise error(f"{p}: is a folder, not a {what}")
+            raise error(f"{p}: is a folder (expected the {what})")
         if not (stat.S_ISREG(st.st_mode) or stat.S_ISFIFO(st.st_mode)):
-            raise error(f"{p}: is a device, not a {what} (a regular file or a pipe)")
+            raise error(f"{p}: is a device, not a regular file or a pipe (expected the {what})")
         if stat.S_ISREG(st.st_mode) and st.st_size > limit:
             raise error(f"{p}: {_size(st.st_size)}, larger than any {what} infsim reads ({_size(limit)})")
         chunks, got = [], 0

@@ -441,9 +441,15 @@ def parse_file(path: str | Path) -> Program:
 
 def parse_file_with_lines(path: str | Path) -> tuple[Program, list[int]]:
     """Parse the ``.s`` file at ``path``, returning the program and each instruction's source line."""
+    from infsim.userfiles import MAX_PROGRAM_BYTES, read_bytes
+
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = read_bytes(path, "assembly file", MAX_PROGRAM_BYTES, IsaError)  # no devices, bounded
+    except IsaError as e:
+        raise AsmParseError(f"cannot read: {str(e).removeprefix(f'{path}: ')}", str(path), 0, 0) from None
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise AsmParseError(f"not UTF-8 text ({e.reason} at byte {e.start})", str(path), 0, 0) from None
     return parse_with_lines(text, str(path))

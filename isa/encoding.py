@@ -73,7 +73,9 @@ def save(p: Program, path: str | Path) -> None:
 
 def load(path: str | Path) -> Program:
     """Read a program written by :func:`save`."""
-    data = Path(path).read_bytes()
+    from infsim.userfiles import MAX_PROGRAM_BYTES, read_bytes
+
+    data = read_bytes(path, "binary program", MAX_PROGRAM_BYTES, EncodingError)  # no devices, bounded
     try:
         return decode(data)
     except EncodingError as e:

@@ -82,7 +82,7 @@ def test_asm_check_validation_error_maps_to_line(tmp_path: Path, capsys: pytest.
 
 def test_asm_check_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["asm", "--check", str(tmp_path / "nope.s")]) == 1
-    assert "nope.s:0: cannot read" in capsys.readouterr().out
+    assert "nope.s:0:0: cannot read: no such file" in capsys.readouterr().out
 
 
 def test_asm_usage_errors(tmp_path: Path) -> None:

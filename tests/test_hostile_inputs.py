@@ -286,3 +286,34 @@ def test_capacity_is_checked_at_every_fidelity(tmp_path: Path, capsys: pytest.Ca
               r"needs at least 7\.381e\+05 GiB of HBM \(weights .* KV cache 7\.381e\+05 GiB\), its 1 chip\(s\) of "
               r"'inf2' hold 32 GiB")
     assert time.perf_counter() - t0 < 20
+
+
+SIM_BAD = {  # what asm --check rejects, infsim sim rejects too (it simulated each one before)
+    "sbuf_offset": ("memset dst=sbuf[0:128 +300000 (1,8) bf16]", r"dst\.extent: bytes \[300000, 300016\) of each "
+                    r"partition outside"),
+    "hbm_past_tensor": ("dma_copy dst=sbuf[0:128 +0 (1,128) bf16] src=hbm.X[128@64 +0 (1,128) bf16]",
+                        r"src\.extent: bytes \[0, 16512\) outside tensor X"),
+    "dma_count": ("dma_copy dst=sbuf[0:128 +0 (1,8) bf16] src=sbuf[0:128 +64 (1,16) bf16]",
+                  r"src\.num_elements: 2048 != dst elements 1024"),
+    "matmul_k": ("matmul dst=psum[0:128 +0 (1,8) fp32] stationary=sbuf[0:128 +0 (1,128) bf16] "
+                 "moving=sbuf[0:64 +1024 (1,8) bf16]",
+                 r"moving\.partitions: 64 != stationary\.partitions 128 \(contraction dim K\)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SIM_BAD))
+def test_sim_validates_by_default(tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str) -> None:
+    line, pattern = SIM_BAD[case]
+    engine = "tensor" if line.startswith("matmul") else "dma0" if line.startswith("dma") else "vector"
+    src = tmp_path / f"{case}.s"
+    src.write_text(f".tensor X bf16[128,64] input\n.stream c0.{engine}\n{line}\n")
+    err = fails(capsys, ["sim", str(src)], rf"{case}\.s:3: instruction 0 .*" + pattern)
+    assert "--no-validate" in err
+    assert main(["asm", "--check", str(src)]) == 1
+    capsys.readouterr()
+
+
+def test_sim_rejects_a_core_the_chip_lacks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "core.s"
+    src.write_text(".stream c9.vector\nnop\n")
+    fails(capsys, ["sim", str(src)], r"core\.s:2: instruction 0 \(nop, c9\.vector\): core: 9 not in")

@@ -3,7 +3,9 @@
 ``FILE`` is assembly text (``.s``) or the binary encoding (``.bin``). ``--json`` prints
 :meth:`infsim.result.SimResult.to_dict` (the stable JSON output: ``total_cycles``, ``total_ns``,
 ``engines``, ``hbm_bytes_read``, ``hbm_bytes_written``, ``energy_j``, ...). ``--trace OUT.json`` writes a
-Chrome/Perfetto trace (:mod:`infsim.trace`).
+Chrome/Perfetto trace (:mod:`infsim.trace`). The program is validated against the chip first, as
+``asm --check`` does (an SBUF offset past the partition, an HBM read past a tensor, a core the chip lacks, a
+matmul K mismatch ... is one ``FILE:LINE: problem`` error, not a simulated time); ``--no-validate`` skips it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ def register(sub: Any) -> None:
     p.add_argument("--trace", metavar="OUT.json", help="write a Chrome/Perfetto trace-event JSON file")
     p.add_argument("--fidelity", choices=["cycle", "analytical"], default="cycle",
                    help="cycle: the event engine (default); analytical: closed forms, no event loop")
+    p.add_argument("--no-validate", action="store_true", help="simulate without validating against the chip first")
     p.add_argument("--memory", default=None, metavar="MODEL",
                    help="HBM model behind the memory interface, overriding the chip's hbm.memory_model (dram: "
                         "DRAM-level, the presets' default; simple: bandwidth+latency)")
@@ -33,13 +36,34 @@ def register(sub: Any) -> None:
 
 def load_program(path: str) -> Any:
     """Parse assembly or decode a binary program, by extension (``.bin`` = binary)."""
+    return load_program_with_lines(path)[0]
+
+
+def load_program_with_lines(path: str) -> tuple[Any, list[int] | None]:
+    """:func:`load_program` and the source line of each instruction (``None`` for a binary program)."""
     if Path(path).suffix == ".bin":
         from infsim.isa.encoding import load
 
-        return load(path)
-    from infsim.isa.asm import parse_file
+        return load(path), None
+    from infsim.isa.asm import parse_file_with_lines
 
-    return parse_file(path)
+    return parse_file_with_lines(path)
+
+
+def check_program(program: Any, lines: list[int] | None, chip: Any, path: str) -> None:
+    """Validate ``program`` against ``chip``; the first problem is ``FILE:LINE: problem`` (``FILE: instruction
+    N: ...`` for a binary program), with the count of the others."""
+    from infsim.errors import InfsimError
+    from infsim.isa.validate import check
+
+    problems = check(program, chip)
+    if not problems:
+        return
+    p = problems[0]
+    line = lines[p.index] if lines is not None and p.index is not None and 0 <= p.index < len(lines) else None
+    where = f"{path}:{line}" if line is not None else path
+    more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+    raise InfsimError(f"{where}: {p}{more}; --no-validate simulates it anyway")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,7 +74,9 @@ def run(args: argparse.Namespace) -> int:
         from infsim.userfiles import check_output
 
         check_output(args.trace, "--trace")  # before the simulation, not after it
-    program = load_program(args.file)
+    program, lines = load_program_with_lines(args.file)
+    if not args.no_validate:
+        check_program(program, lines, chip, args.file)
     result = simulate(program, chip, fidelity=args.fidelity, memory=args.memory, trace=bool(args.trace))
     if args.trace:
         from infsim.trace import write_trace
