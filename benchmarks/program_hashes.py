@@ -1,7 +1,8 @@
 """Hashes of lowered programs: the regression net for refactors of the lowering.
 
 Lowers a fixed set of (model, workload, chip) cases and writes a SHA-256 of each program (instruction
-and access-pattern tables, tensors, semaphores, groups) to ``tests/golden/program_hashes.json``
+and access-pattern tables, tensors, semaphores, groups) and one of its instruction tags (op class and
+layer of every instruction, :mod:`infsim.models.lower.tags`) to ``tests/golden/program_hashes.json``
 (``--write``) or checks the current code against that file (default). A change that is meant to alter
 emitted programs rewrites the file in the same commit and says why in the commit message.
 
@@ -55,6 +56,20 @@ def program_hash(program: object) -> str:
     return h.hexdigest()
 
 
+def tags_hash(lowered: object) -> str:
+    """SHA-256 of the instruction tags of a lowered program."""
+    h = hashlib.sha256()
+    h.update(lowered.op_class.tobytes())  # type: ignore[attr-defined]
+    h.update(lowered.layer.tobytes())  # type: ignore[attr-defined]
+    return h.hexdigest()
+
+
+def record(lowered: object) -> dict[str, object]:
+    """The golden entry of a lowered program."""
+    p = lowered.program  # type: ignore[attr-defined]
+    return {"sha256": program_hash(p), "tags_sha256": tags_hash(lowered), "instructions": len(p)}
+
+
 def lower_case(case: tuple) -> object:
     from infsim.config import load_chip
     from infsim.models.graph import Workload
@@ -66,7 +81,7 @@ def lower_case(case: tuple) -> object:
     if layers is not None:
         spec = dataclasses.replace(spec, layers=layers)
     wl = Workload.make(phase, batch=batch, context=context, tp=tp, dtype=dtype)
-    return lower(spec, wl, load_chip(chip)).program
+    return lower(spec, wl, load_chip(chip))
 
 
 def compute(quick: bool) -> dict[str, dict[str, object]]:
@@ -75,9 +90,10 @@ def compute(quick: bool) -> dict[str, dict[str, object]]:
         if quick and not case[-1]:
             continue
         t0 = time.perf_counter()
-        prog = lower_case(case)
-        out[name] = {"sha256": program_hash(prog), "instructions": len(prog)}
-        print(f"{name}: {len(prog)} instructions, {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        lw = lower_case(case)
+        out[name] = record(lw)
+        print(f"{name}: {out[name]['instructions']} instructions, {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        del lw
     return out
 
 

@@ -64,7 +64,12 @@ Arithmetic
 Scheduling
     Deterministic: repeatedly execute the head of the lowest runnable stream key (core, engine,
     queue), then start again from the lowest key. A head is runnable when all its waits hold
-    (``sem >= value``); its signals are applied when it completes. ``barrier`` arrives (adds 1 to its
+    (``sem >= value``); it executes completely (reads, computes and writes) and its signals are applied
+    when it completes, before the stream's next instruction is considered. A stream's instructions
+    therefore complete, and apply their signals, in program order: the ISA's rule (signals of one
+    stream are applied in program order, :mod:`infsim.isa.program`) holds by construction, and a wait
+    ``(s, v)`` on a semaphore one stream signals sees the effects of exactly the instructions of that
+    stream up to the one whose increments bring ``s`` to ``v``. ``barrier`` arrives (adds 1 to its
     semaphore) as soon as its waits hold and completes once ``sem >= k * count`` for the stream's k-th
     barrier on that semaphore. A group collective at the head of ``(core, cc, q)`` runs together with
     the heads of ``(member, cc, q)`` of every member once all of them are that collective with their

@@ -20,12 +20,33 @@ Streams
 -------
 Each instruction belongs to the stream ``(core, engine, queue)``; ``queue`` numbers the DMA and
 collective queues of a core (0 for the compute engines). A stream executes its instructions in
-program order; streams interact only through semaphores (and collectives).
+program order (each sees the effects of the stream's earlier instructions); streams interact only
+through semaphores (and collectives).
 
-Semaphores are program-wide counters starting at 0. ``waits`` of an instruction are
-``(sem, value)`` pairs: the instruction may not start before ``sem >= value``. ``signals`` are
-``(sem, increment)`` pairs, applied when the instruction completes. Counters only grow, so every
-run of a program has the same semantics whatever the timing.
+Semaphores
+----------
+1. A semaphore is a program-wide counter starting at 0. ``waits`` of an instruction are
+   ``(sem, value)`` pairs: the instruction may not start before ``sem >= value``. Waits block the
+   stream's in-order issue (its later instructions do not start either).
+2. ``signals`` are ``(sem, increment)`` pairs, applied when the instruction completes, and **the
+   signals of one stream are applied in program order**: instruction ``i``'s signals take effect at
+   ``max(finish_i, the time the previous signalling instruction of the same stream applied its
+   signals)``. A timed model whose instructions of one stream finish out of order (a zero-latency
+   ``nop`` or a short matmul overtaking a long one) holds the later signals back until the earlier
+   ones are applied. So when one stream is the only signaller of a semaphore, ``sem >= v`` means
+   exactly "the signalling instruction of that stream whose increments bring the total to ``v`` has
+   completed, and every earlier one too" (with one ``+1`` per instruction: the ``v``-th has
+   completed). A ``barrier``'s arrival increment is the barrier's own mechanism, applied when it
+   arrives, outside this order.
+3. Counters only grow, so every run of a program has the same semantics whatever the timing. A
+   consequence producers of programs may use: a wait ``(sem, v)`` is implied by an earlier wait
+   ``(sem, v')`` of the same stream with ``v' >= v`` (the stream issues in order), and can be dropped
+   together with ``nop`` instructions that exist only to carry such waits.
+
+This is the model of NeuronCore hardware semaphores (counters compared against a value, increments
+at instruction completion; that one engine's increments retire in order is implied by the compiler's
+counting scheme, not documented). The reference interpreter (:mod:`infsim.isa.interp`) completes one
+instruction at a time per stream, in program order, and so applies signals in program order.
 """
 
 from __future__ import annotations

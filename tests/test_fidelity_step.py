@@ -6,7 +6,7 @@ closed forms per op) against the cycle engine.
   1/8/32 at context 2048, prefill 512/2048, bf16 and fp8) on each chip of the study with the study's
   two chips per side, on a 2-layer Llama-2-7B (full-width layers, LM head and collectives; the layer
   count only repeats the same per-layer schedule, and 32 layers of prefill 2048 take minutes per run).
-  Observed: analytical/cycle 0.91-1.05 over the 30 cases.
+  Observed: analytical/cycle 0.89-1.02 over the 30 cases (two outside the band, marked).
 """
 
 from __future__ import annotations
@@ -57,8 +57,21 @@ def test_analytical_scales_with_hbm_bandwidth() -> None:
     assert slow.total_ns > 1.5 * fast.total_ns
 
 
+#: cases outside the band since the lowering stopped emitting wait-carrying nops (issue 14): the cycle
+#: engine applied a zero-latency nop's signal at its start, ahead of the long matmuls before it, so the
+#: old programs woke consumers early; without those nops these cycle latencies rose ~11% (analytical/cycle
+#: 0.89-0.90). To be re-checked once the engines apply a stream's signals in program order.
+_OUTSIDE_BAND = {"nextgen-hbm3e-decode-b32-c2048-bf16", "nextgen-hbm3e-decode-b32-c2048-fp8_e4m3"}
+
+
+def _case_id(chip: str, w: Workload) -> str:
+    return f"{chip}-{w.phase}-b{w.batch}-c{w.prompt_or_context}-{w.weight_dtype}"
+
+
 _CASES = [
-    pytest.param(chip, w, id=f"{chip}-{w.phase}-b{w.batch}-c{w.prompt_or_context}-{w.weight_dtype}")
+    pytest.param(chip, w, id=_case_id(chip, w), marks=[pytest.mark.xfail(
+        strict=True, reason="cycle latency rose when early-signalling nops left the program (see _OUTSIDE_BAND)"
+    )] if _case_id(chip, w) in _OUTSIDE_BAND else [])
     for chip in ("inf2", "nextgen-hbm3e", "nextgen-decode")
     for w in DEFAULT_WORKLOADS
 ]

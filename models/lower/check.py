@@ -2,18 +2,31 @@
 
 The lowering's contract: executing the program with any timing gives the result of executing it in
 program order. :func:`find_races` verifies it: it computes, with vector clocks over the streams, which
-instructions are guaranteed to have completed before each instruction starts (stream order plus
-semaphore waits, assuming every instruction of a stream signals that stream's semaphore by one, as the
-:class:`~.emit.Emitter` does), and reports every pair of instructions that touch overlapping on-chip
-bytes or the same HBM tensor bytes, at least one of them writing, that are not ordered that way.
-Quadratic in the worst case: meant for the small programs of tests.
+instructions are guaranteed to have completed before each instruction starts, and reports every pair of
+instructions that touch overlapping on-chip bytes or the same HBM tensor bytes, at least one of them
+writing, that are not ordered that way.
+
+What orders two instructions (the ISA's rules, :mod:`infsim.isa.program`):
+
+* program order within a stream (a stream executes in order);
+* a wait ``(s, v)`` on a semaphore that exactly one stream ``t`` signals: signals of a stream are applied
+  in program order, so ``s >= v`` means the first instruction of ``t`` whose signals bring ``s``'s
+  running total to ``v`` has completed, and with it everything that instruction was ordered after.
+
+Waits on a semaphore that several streams signal (or that a ``barrier`` counts on) order nothing here
+(their value does not name one instruction), and neither do waits whose signalling instruction comes
+later in program order (program order cannot express them). Both are conservative: they can only report
+a race that timing might still avoid, never miss one. Quadratic in the worst case: meant for the small
+programs of tests.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
+
 import numpy as np
 
-from infsim.isa import Program, Space
+from infsim.isa import Op, Program, Space
 from infsim.isa.opcodes import OPSPECS
 
 
@@ -48,54 +61,69 @@ def _regions(program: Program, idx: int, base: dict[str, int]) -> list[tuple[boo
     return out
 
 
+def _wait_targets(program: Program, stream: np.ndarray) -> dict[int, tuple[int, list[int], list[int]]]:
+    """Per semaphore signalled by exactly one stream (and no barrier): (stream, running totals of its
+    signals, signalling instruction indices), in program order."""
+    rec = program.instr
+    signallers: dict[int, set[int]] = {}
+    for i, r in enumerate(rec):
+        for sem in r["ssem"]:
+            if int(sem) >= 0:
+                signallers.setdefault(int(sem), set()).add(int(stream[i]))
+        if int(r["op"]) == int(Op.barrier):
+            signallers.setdefault(int(r["i0"]), set()).update((-1, -2))  # arrivals of several streams
+    out: dict[int, tuple[int, list[int], list[int]]] = {
+        s: (next(iter(t)), [], []) for s, t in signallers.items() if len(t) == 1
+    }
+    for i, r in enumerate(rec):
+        for sem, inc in zip(r["ssem"], r["sval"]):
+            e = out.get(int(sem))
+            if e is not None:
+                e[1].append((e[1][-1] if e[1] else 0) + int(inc))
+                e[2].append(i)
+    return out
+
+
 def find_races(program: Program, limit: int = 20) -> list[str]:
+    """Unordered conflicting accesses of ``program`` (at most ``limit`` messages; module docstring)."""
     n = len(program)
     rec = program.instr
     keys = sorted({(int(r["core"]), int(r["engine"]), int(r["queue"])) for r in rec})
     sidx = {k: i for i, k in enumerate(keys)}
-    # the semaphore a stream signals first is its own (Emitter convention)
-    sem_of_stream: dict[int, int] = {}
-    for r in rec:
-        s = sidx[(int(r["core"]), int(r["engine"]), int(r["queue"]))]
-        if s not in sem_of_stream and int(r["ssem"][0]) >= 0:
-            sem_of_stream[s] = int(r["ssem"][0])
-    stream_of_sem = {v: k for k, v in sem_of_stream.items()}
+    stream = np.array([sidx[(int(r["core"]), int(r["engine"]), int(r["queue"]))] for r in rec], np.int64)
+    targets = _wait_targets(program, stream)
     ns = len(keys)
-    vc = np.zeros((n, ns), np.int64)  # counts of each stream complete before i starts
+    vc = np.zeros((n, ns), np.int64)  # instructions of each stream (a prefix) complete before i starts
     count = np.zeros(ns, np.int64)
     last = [-1] * ns
-    by_count: dict[tuple[int, int], int] = {}
-    stream = np.zeros(n, np.int64)
-    mycount = np.zeros(n, np.int64)
+    pos = np.zeros(n, np.int64)  # position of each instruction in its stream, from 1
     for i, r in enumerate(rec):
-        s = sidx[(int(r["core"]), int(r["engine"]), int(r["queue"]))]
+        s = int(stream[i])
         v = np.zeros(ns, np.int64)
         if last[s] >= 0:
             v = np.maximum(v, vc[last[s]])
-            v[s] = max(v[s], mycount[last[s]])
+            v[s] = max(v[s], pos[last[s]])
         for sem, val in zip(r["wsem"], r["wval"]):
-            if int(sem) < 0 or int(val) == 0:
+            tgt = targets.get(int(sem))
+            if int(sem) < 0 or int(val) == 0 or tgt is None:
                 continue
-            t = stream_of_sem.get(int(sem))
-            if t is None:
-                continue
-            j = by_count.get((t, int(val)))
-            if j is None:
-                continue  # wait on a later instruction: program order cannot express it; skip
+            t, totals, where = tgt
+            k = bisect_left(totals, int(val))
+            if k == len(totals):
+                continue  # signalled later in program order: program order cannot express it; skip
+            j = where[k]
             v = np.maximum(v, vc[j])
-            v[t] = max(v[t], int(val))
+            v[t] = max(v[t], pos[j])
         count[s] += 1
         vc[i] = v
-        stream[i] = s
-        mycount[i] = count[s]
-        by_count[(s, int(count[s]))] = i
+        pos[i] = count[s]
         last[s] = i
     base = program.tensor_base()
     regs = [_regions(program, i, base) for i in range(n)]
     out: list[str] = []
     for i in range(n):
         for j in range(i):
-            if stream[i] == stream[j] or vc[i][stream[j]] >= mycount[j]:
+            if stream[i] == stream[j] or vc[i][stream[j]] >= pos[j]:
                 continue  # j completes before i starts
             hit = None
             for wi, ki, ai in regs[i]:

@@ -9,8 +9,12 @@ writes and of its reads since; an instruction then waits for
 * read-after-write: the last writers of every buffer it reads;
 * write-after-write and write-after-read: the last writers and the readers of every buffer it writes;
 
-collapsed per semaphore to the largest value, and dropping waits on its own stream (streams run in
-order). That is exactly the set of dependencies the data requires — no global barriers. An instruction
+collapsed per semaphore to the largest value, dropping waits on its own stream (streams run in
+order) and waits implied by an earlier wait of the same stream: a stream issues in order and counters
+only grow, so once one of its instructions has waited for ``sem >= v'`` every later one sees it too, and
+by the ISA's rule that a stream's signals are applied in program order (:mod:`infsim.isa.program`),
+``sem_s >= v'`` means instructions ``1..v'`` of stream ``s`` have all finished. That is exactly the set of
+dependencies the data requires, each waited for once per stream — no global barriers. An instruction
 carries at most two waits (ISA limit); extra waits go on ``nop`` instructions placed just before it on
 the same stream.
 
@@ -110,6 +114,8 @@ class Tile:
 class _Stream:
     sem: str
     count: int = 0
+    #: largest value this stream has already waited for, per semaphore: a later wait up to it is implied
+    known: dict[str, int] = field(default_factory=dict)
 
 
 def link_aliases(bufs: list[Buf], new: Buf) -> None:
@@ -127,7 +133,6 @@ class Emitter:
     def __init__(self, program: Program):
         self.p = program
         self._streams: dict[tuple[int, int, int], _Stream] = {}
-        self.nops = 0
         self.tags = TagLog()  # op class and layer of every instruction, aligned with the program
         self.op_class: int = UNTAGGED  # tag of the instructions emitted next
         self.layer = -1
@@ -205,13 +210,15 @@ class Emitter:
                 need(a.last_write)
                 need(a.reads)
                 need(a.war_base)
-        waits = sorted(deps.items())
+        known = st.known
+        waits = sorted((s, v) for s, v in deps.items() if v > known.get(s, 0))
+        for s, v in waits:
+            known[s] = v
         while len(waits) > MAX_WAITS:
             chunk, waits = waits[:MAX_WAITS], waits[MAX_WAITS:]
             self.p.append(make(Op.nop, engine=eng, core=core, queue=queue, waits=chunk, signals=[(st.sem, 1)]))
             self.tags.append(OpClass.sync, self.layer)
             st.count += 1
-            self.nops += 1
         st.count += 1
         signals = [(st.sem, 1)] + sorted((extra_signals or {}).items())
         idx = self.p.append(make(op, *operands, engine=eng, core=core, queue=queue, waits=waits, signals=signals, **kw))

@@ -179,6 +179,8 @@ def try_replicate(
             out[s] = v + k * int(delta[i]) if i is not None and v > c1[i] else v
         return out
 
+    for st in em._streams.values():  # what each stream has waited for so far (implied waits)
+        st.known = shift(st.known, copies)
     for b in bufs:
         b.last_write, b.reads, b.war_base = (
             shift(b.last_write, copies),

@@ -69,7 +69,7 @@ class Lowered:
     plans: dict[str, LinearPlan] = field(default_factory=dict)  # weight name -> plan (per rank)
     ranks: int = 1
     max_ctx: int = 0
-    nops: int = 0
+    nops: int = 0  # nop instructions carrying waits that did not fit (op class ``sync``)
     role_off: dict[str, int] = field(default_factory=dict)  # SBUF byte offset of every role
     role_bytes: dict[str, int] = field(default_factory=dict)  # bytes per partition of every role
     #: op class (:class:`~.tags.OpClass` code) of every instruction, aligned with ``program.instr``
@@ -158,7 +158,7 @@ class _Lowering:
             plans=pl.plans,
             ranks=pl.tp,
             max_ctx=pl.max_ctx,
-            nops=self.em.nops,
+            nops=int((op_class == OpClass.sync).sum()),
             role_off=dict(pl.role_off),
             role_bytes=dict(pl.role_bytes),
             op_class=op_class,
