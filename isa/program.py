@@ -43,9 +43,9 @@ Semaphores
    ``(sem, v')`` of the same stream with ``v' >= v`` (the stream issues in order), and can be dropped
    together with ``nop`` instructions that exist only to carry such waits.
 
-This is the model of NeuronCore hardware semaphores (counters compared against a value, increments
-at instruction completion; that one engine's increments retire in order is implied by the compiler's
-counting scheme, not documented). The reference interpreter (:mod:`infsim.isa.interp`) completes one
+This is the model of NeuronCore hardware semaphores ([NKI-PERF] in ``docs/references.md``: counters
+compared against a value, increments at instruction completion; that one engine's increments retire
+in order is implied by the compiler's counting scheme, not documented). The reference interpreter (:mod:`infsim.isa.interp`) completes one
 instruction at a time per stream, in program order, and so applies signals in program order.
 """
 
