@@ -32,7 +32,6 @@ import numpy as np
 from .dtypes import DType
 from .errors import EncodingError, IsaError
 from .opcodes import MAX_FREE_DIMS, MAX_OPERANDS, OPSPECS, Engine, Op, Space
-from .operand import AccessPattern
 from .program import Program, TensorKind
 from .records import AP_DTYPE, ENUM_KINDS, IMM_FIELDS, INSTR_DTYPE, INTS_UNUSED
 
@@ -256,30 +255,7 @@ def decode(data: bytes) -> Program:
     ins = np.frombuffer(data, INSTR_DTYPE, n, pos + naps * AP_DTYPE.itemsize)
     _check_aps(aps, len(p.tensors))
     _check_instr(ins, naps, len(p.semaphores), len(p.groups))
-    ap_arr = np.zeros(max(naps, 256), AP_DTYPE)
-    ap_arr[:naps] = aps
-    instr_arr = np.zeros(max(n, 1), INSTR_DTYPE)
-    instr_arr[:n] = ins
-    # install the tables (Program has no public bulk path for the AP table)
-    p._aps, p._naps = ap_arr, naps
-    p._instr, p._n = instr_arr, n
-    p._streams_cache = None
-    p._ap_index = _ap_index(aps, list(p.tensors))
+    p.install_tables(ins, aps)
     return p
 
 
-def _ap_index(aps: np.ndarray, tnames: list[str]) -> dict[AccessPattern, int]:
-    """AccessPattern -> first AP-table index (so that appending to a decoded program deduplicates)."""
-    out: dict[AccessPattern, int] = {}
-    cols = [aps[f].tolist() for f in ("space", "dtype", "ndims", "pstart", "pcount", "tensor", "pstride", "offset",
-                                      "strides", "sizes")]
-    spaces, dts = list(Space), list(DType)
-    try:
-        for i, (sp, dt, nd, ps, pc, tid, pst, off, strides, sizes) in enumerate(zip(*cols)):
-            space = spaces[sp]
-            ap = AccessPattern(space, dts[dt], ps, pc, off, tuple(zip(strides[:nd], sizes[:nd])),
-                               tnames[tid] if space == Space.hbm else None, pst)
-            out.setdefault(ap, i)
-    except IsaError as e:  # pragma: no cover - the range checks above refuse these first
-        raise EncodingError(f"AP record {i}: {e}") from None
-    return out

@@ -45,8 +45,9 @@ Semaphores
 
 This is the model of NeuronCore hardware semaphores ([NKI-PERF] in ``docs/references.md``: counters
 compared against a value, increments at instruction completion; that one engine's increments retire
-in order is implied by the compiler's counting scheme, not documented). The reference interpreter (:mod:`infsim.isa.interp`) completes one
-instruction at a time per stream, in program order, and so applies signals in program order.
+in order is implied by the compiler's counting scheme, not documented). The reference interpreter
+(:mod:`infsim.isa.interp`) completes one instruction at a time per stream, in program order, and so
+applies signals in program order.
 """
 
 from __future__ import annotations
@@ -130,7 +131,9 @@ class Program:
         self._instr_buf: tuple[np.ndarray, memoryview] | None = None  # (table, its bytes) for append
         self._aps = np.zeros(256, AP_DTYPE)
         self._naps = 0
-        self._ap_index: dict[AccessPattern, int] = {}
+        self._ap_index: dict[AccessPattern, int] = {}  # a cache of _ap_rows for AccessPattern objects
+        # record bytes -> first AP-table index (the deduplication); None: not built yet (see _rows)
+        self._ap_rows: dict[bytes, int] | None = {}
         self._streams_cache: dict[tuple[int, int, int], np.ndarray] | None = None
 
     # ---- declarations ---------------------------------------------------------------------------
@@ -223,8 +226,35 @@ class Program:
             new[: self._n] = self._instr[: self._n]
             self._instr = new
 
+    def _rows(self) -> dict[bytes, int]:
+        """The deduplication index of the AP table (built on first use after :meth:`install_tables`)."""
+        if self._ap_rows is None:
+            raw = self.aps.view(np.uint8).reshape(self._naps, AP_DTYPE.itemsize)
+            rows: dict[bytes, int] = {}
+            for k in range(self._naps):
+                rows.setdefault(raw[k].tobytes(), k)
+            self._ap_rows = rows
+        return self._ap_rows
+
+    def install_tables(self, instr: np.ndarray, aps: np.ndarray) -> None:
+        """Replace the instruction and AP tables by copies of ``instr`` and ``aps`` (bulk path for decoders
+        and caches: indices are not checked here; :func:`~infsim.isa.encoding.decode` checks them first).
+        Appending afterwards deduplicates against the installed AP table."""
+        naps, n = len(aps), len(instr)
+        self._aps = np.zeros(max(naps, 256), AP_DTYPE)
+        self._aps[:naps] = aps
+        self._naps = naps
+        self._instr = np.zeros(max(n, 1), INSTR_DTYPE)
+        self._instr[:n] = instr
+        self._n = n
+        self._instr_buf = None
+        self._streams_cache = None
+        self._ap_index = {}
+        self._ap_rows = None
+
     def ap_id(self, ap: AccessPattern) -> int:
-        """Index of ``ap`` in the AP table (added if new)."""
+        """Index of ``ap`` in the AP table (added if new: the table holds each access pattern once, in
+        order of first use, whether it was added here or by :meth:`intern_aps`)."""
         i = self._ap_index.get(ap)
         if i is not None:
             return i
@@ -245,10 +275,38 @@ class Program:
             sizes[k] = sz
         self._aps[self._naps] = (int(ap.space), int(ap.dtype), len(ap.dims), ap.partition_start, ap.partitions,
                                  tid, ap.partition_stride, ap.offset, strides, sizes)
-        i = self._naps
-        self._naps += 1
+        key = self._aps[self._naps].tobytes()
+        known = self._rows()
+        i = known.get(key)
+        if i is None:  # new: keep the row just written
+            i = self._naps
+            self._naps += 1
+            known[key] = i
         self._ap_index[ap] = i
         return i
+
+    def intern_aps(self, rows: np.ndarray) -> np.ndarray:
+        """AP-table indices of access-pattern records ``rows`` (bulk path), each added if new, in order:
+        the table is the same as if the access patterns had been used one by one through :meth:`ap_id`.
+        The records must be canonical (unused ``strides``/``sizes`` entries 0, ``tensor`` -1 on chip)."""
+        rows = np.ascontiguousarray(rows, AP_DTYPE)
+        raw = rows.view(np.uint8).reshape(len(rows), AP_DTYPE.itemsize)
+        out = np.empty(len(rows), np.int64)
+        known = self._rows()
+        for k in range(len(rows)):
+            key = raw[k].tobytes()
+            i = known.get(key)
+            if i is None:
+                if self._naps == len(self._aps):
+                    new = np.zeros(2 * len(self._aps), AP_DTYPE)
+                    new[: self._naps] = self._aps[: self._naps]
+                    self._aps = new
+                i = self._naps
+                self._aps[i] = rows[k]
+                self._naps += 1
+                known[key] = i
+            out[k] = i
+        return out
 
     def append(self, ins: Instruction) -> int:
         """Append one instruction; returns its index."""
@@ -338,8 +396,9 @@ class Program:
             self.append(ins)
 
     def append_aps(self, rows: np.ndarray) -> int:
-        """Append access-pattern rows (bulk path, no deduplication); returns the index of the first."""
-        rows = np.asarray(rows, AP_DTYPE)
+        """Append access-pattern rows (bulk path, no deduplication: a row equal to an earlier one is kept
+        as a second entry); returns the index of the first."""
+        rows = np.ascontiguousarray(rows, AP_DTYPE)
         need = self._naps + len(rows)
         if need > len(self._aps):
             new = np.zeros(max(need, 2 * len(self._aps)), AP_DTYPE)
@@ -348,6 +407,10 @@ class Program:
         start = self._naps
         self._aps[start:need] = rows
         self._naps = need
+        raw = rows.view(np.uint8).reshape(len(rows), AP_DTYPE.itemsize)
+        known = self._rows()
+        for k in range(len(rows)):
+            known.setdefault(raw[k].tobytes(), start + k)
         return start
 
     def append_records(self, records: np.ndarray) -> None:

@@ -67,29 +67,31 @@ def _shift_waits(rec: np.ndarray, thr: np.ndarray, delta: np.ndarray, k: int) ->
     return (wv + shift).astype(rec["wval"].dtype)
 
 
-def _remap_aps(program: Program, opnd: np.ndarray, tmap: np.ndarray, append: bool) -> np.ndarray | None:
-    """Operand indices with HBM access patterns re-pointed by ``tmap`` (new AP rows appended if
-    ``append``; else matched against existing rows is not attempted: returns the remapped rows)."""
-    aps = program.aps
-    used = np.unique(opnd[opnd >= 0])
-    rows = aps[used].copy()
+def _stamp_operands(program: Program, opnd: np.ndarray, tmap: np.ndarray) -> np.ndarray | None:
+    """Operand indices ``opnd`` with HBM access patterns re-pointed by ``tmap``, the re-pointed ones
+    interned in order of first use (so the AP table is the one emitting them would give); ``None``
+    if one names a tensor ``tmap`` has no image for."""
+    flat = opnd.reshape(-1)
+    valid = np.flatnonzero(flat >= 0)
+    ids = flat[valid].astype(np.int64)
+    rows = program.aps[ids]
     hb = rows["space"] == int(Space.hbm)
-    newt = tmap[rows["tensor"][hb]]
-    if (newt < 0).any():
+    newt = np.full(len(ids), -1, np.int64)
+    newt[hb] = tmap[rows["tensor"][hb]]
+    if (newt[hb] < 0).any():
         return None
-    changed = hb.copy()
-    changed[hb] = newt != rows["tensor"][hb]
-    rows["tensor"][hb] = newt
-    if not append:
-        return rows  # type: ignore[return-value]
-    new_idx = used.copy()
+    changed = hb & (newt != rows["tensor"])
+    out = flat.astype(np.int64)
     if changed.any():
-        start = program.append_aps(rows[changed])
-        new_idx[changed] = start + np.arange(int(changed.sum()))
-    lut = np.full(int(used.max()) + 1 if len(used) else 1, -1, np.int64)
-    lut[used] = new_idx
-    out = np.where(opnd >= 0, lut[np.maximum(opnd, 0)], -1)
-    return out.astype(opnd.dtype)
+        ch = ids[changed]
+        uniq, first = np.unique(ch, return_index=True)
+        order = np.argsort(first, kind="stable")  # first use: instruction order, then slot order
+        new_rows = program.aps[uniq[order]].copy()
+        new_rows["tensor"] = tmap[new_rows["tensor"]]
+        new_ids = np.empty(len(uniq), np.int64)
+        new_ids[order] = program.intern_aps(new_rows)
+        out[valid[changed]] = new_ids[np.searchsorted(uniq, ch)]
+    return out.reshape(opnd.shape).astype(opnd.dtype)
 
 
 def try_replicate(
@@ -162,7 +164,7 @@ def try_replicate(
         tk = _tensor_map(p, k)
         rec = b2.copy()
         rec["wval"] = _shift_waits(b2, c1, delta, k)
-        opnd = _remap_aps(p, b2["opnd"], tk, append=True)
+        opnd = _stamp_operands(p, b2["opnd"], tk)
         assert opnd is not None  # guaranteed by the reach check
         rec["opnd"] = opnd
         p.append_records(rec)
