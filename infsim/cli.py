@@ -29,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Cycle-level simulator of an Inferentia/Trainium-style inference chip.",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("--lowering-cache", metavar="DIR|off", default=None,
+                        help="directory of cached lowered programs (default: $INFSIM_LOWERING_CACHE, else "
+                             "~/.cache/infsim/lowered); 'off' lowers every time")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     import infsim.commands as cmds
@@ -71,6 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging()
+    if args.lowering_cache is not None:  # an environment variable, so that sweep worker processes see it too
+        import os
+
+        os.environ["INFSIM_LOWERING_CACHE"] = args.lowering_cache
     try:
         rc = args.func(args)
         return int(rc or 0)

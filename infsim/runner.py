@@ -86,7 +86,7 @@ def run_workload(chip: ChipConfig, model: Any, wl: Workload, *, fidelity: str = 
         raise InfsimError(f"unknown fidelity '{fidelity}' (expected one of {', '.join(FIDELITIES)})")
 
     from infsim.feasibility import check_capacity, check_step
-    from infsim.models.lower import lower
+    from infsim.models.lower.cache import lower_cached
     from infsim.models.spec import ModelSpec, load_model
     from infsim.sim import simulate
 
@@ -103,7 +103,7 @@ def run_workload(chip: ChipConfig, model: Any, wl: Workload, *, fidelity: str = 
     phase, batch = wl.phase, wl.batch
     bar = progress_bar(progress, total=2, desc=f"{spec.name} {phase} on {cfg.name}", leave=False)
     t0 = time.perf_counter()
-    lw = lower(spec, wl, cfg)
+    lw = lower_cached(spec, wl, cfg)  # on-disk cache: see infsim.models.lower.cache
     t1 = time.perf_counter()
     bar.update(1)
     res = simulate(lw.program, cfg, fidelity=fidelity, memory=memory)

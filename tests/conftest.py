@@ -5,7 +5,10 @@ helpers shared by several test modules are plain modules beside them (``strategi
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 from hypothesis import HealthCheck, settings
 
@@ -15,3 +18,9 @@ settings.register_profile("dev", max_examples=100, deadline=None, suppress_healt
 settings.register_profile("thorough", max_examples=2000, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+# Lowered-program cache (infsim.models.lower.cache): one fresh directory per test process, removed at exit, so
+# tests exercise the cache without reading or filling the user's.
+_CACHE = tempfile.mkdtemp(prefix="infsim-lowering-")
+os.environ["INFSIM_LOWERING_CACHE"] = _CACHE
+atexit.register(shutil.rmtree, _CACHE, True)

@@ -52,6 +52,37 @@ def dma_queue_split(chip: ChipConfig) -> tuple[int, int, int]:
     return (min(e, nq), *((e, e) if nq >= 2 * e else (0, nq)))
 
 
+#: The chip fields the lowering reads (dotted paths into :class:`ChipConfig`); a program depends on the chip
+#: through these only (:func:`lowering_chip_fields`, the key of :mod:`.cache`). ``macs_per_pe_per_cycle``
+#: only through its keys (which matmul dtypes the tensor engine supports); ``name`` only in error messages.
+LOWERING_CHIP_FIELDS = (
+    "sbuf.partitions",
+    "sbuf.bytes_per_partition",
+    "psum.banks",
+    "psum.bytes_per_partition",
+    "tensor_engine.rows",
+    "tensor_engine.cols",
+    "tensor_engine.moving_free_max",
+    "tensor_engine.macs_per_pe_per_cycle",
+    "dma.engines_per_core",
+    "dma.queues_per_core",
+    "dma.min_efficient_chunk_bytes",
+    "cores_per_chip",
+    "hbm.capacity_gib",
+)
+
+
+def lowering_chip_fields(chip: ChipConfig) -> dict[str, object]:
+    """The values of :data:`LOWERING_CHIP_FIELDS` of ``chip`` (dict fields: their sorted keys)."""
+    out: dict[str, object] = {}
+    for path in LOWERING_CHIP_FIELDS:
+        v: object = chip
+        for part in path.split("."):
+            v = getattr(v, part)
+        out[path] = sorted(v) if isinstance(v, dict) else v
+    return out
+
+
 def tokens_per_seq(spec: ModelSpec, wl: Workload) -> int:
     """Tokens of one sequence this step: the patches plus the class token (ViT), else the workload's."""
     return (spec.image_size // spec.patch_size) ** 2 + 1 if spec.family == "vit" else wl.seq

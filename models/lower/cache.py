@@ -1,0 +1,162 @@
+"""Lowered programs cached on disk, so that a sweep over rates, bandwidths and latencies lowers once.
+
+A lowered step depends on the model, the workload, the chip fields the lowering reads
+(:data:`~.plan.LOWERING_CHIP_FIELDS`: SBUF/PSUM geometry, array shape, DMA engines and queues, cores per
+chip, HBM capacity) and the lowering code itself. :func:`cache_key` hashes exactly these (the code as the
+bytes of the lowering, op-graph, model-spec and ISA source files), so two chips that differ only in clock
+rates, bandwidths, latencies or energies share an entry, and an edited lowering never reads a stale one.
+
+:func:`lower_cached` returns the cached :class:`~.transformer.Lowered` (its ``chip`` the caller's) or
+lowers and stores it. An entry is one file, ``<key>.lowered`` (a pickle of plain values and numpy tables),
+written to a temporary file in the cache directory and renamed into place (``os.replace``, atomic on one
+file system), so concurrent sweep workers never see a partial file; two workers that miss at once both
+lower and write identical contents. An entry that cannot be read is treated as missing.
+
+Location: ``cache_dir`` argument, else the ``INFSIM_LOWERING_CACHE`` environment variable (``off`` disables
+caching), else ``$XDG_CACHE_HOME/infsim/lowered`` (``~/.cache/infsim/lowered``); the CLI's
+``--lowering-cache DIR|off`` sets the variable.
+
+Left out: eviction (entries stay until the directory is deleted; a Llama-2-7B decode step is ~60 MB).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from infsim.config.schema import ChipConfig
+from infsim.isa import DType, Program
+from infsim.isa.program import TensorKind
+
+from ..graph import Workload, build_graph
+from ..spec import ModelSpec
+from .plan import lowering_chip_fields
+from .transformer import Lowered, lower
+
+#: environment variable naming the cache directory (``off``: no caching)
+ENV = "INFSIM_LOWERING_CACHE"
+#: bump when the entry layout changes (the source hash covers the code, not this file's format)
+FORMAT = 1
+
+
+@functools.lru_cache(maxsize=1)
+def _code_hash() -> str:
+    """SHA-256 of the source files a lowered program depends on (lowering, op graph, model spec, ISA)."""
+    import infsim.isa as isa_pkg
+
+    models = Path(__file__).resolve().parents[1]
+    files = sorted(models.joinpath("lower").glob("*.py")) + [models / "graph.py", models / "spec.py"]
+    files += sorted(Path(isa_pkg.__file__).resolve().parent.glob("*.py"))
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def cache_key(spec: ModelSpec, workload: Workload, chip: ChipConfig) -> str:
+    """The cache key of lowering ``spec`` under ``workload`` for ``chip`` (hex SHA-256)."""
+    what = {
+        "format": FORMAT,
+        "code": _code_hash(),
+        "model": repr(dataclasses.asdict(spec)),
+        "workload": repr(dataclasses.asdict(workload)),
+        "chip": lowering_chip_fields(chip),
+    }
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=repr).encode()).hexdigest()
+
+
+def cache_dir(path: str | Path | None = None) -> Path | None:
+    """The cache directory: ``path``, else ``$INFSIM_LOWERING_CACHE``, else the user cache; ``None`` when
+    caching is off (``off`` given or set)."""
+    where = str(path) if path is not None else os.environ.get(ENV, "")
+    if where.lower() == "off":
+        return None
+    if where:
+        return Path(where).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "infsim" / "lowered"
+
+
+def _entry(lw: Lowered) -> dict[str, Any]:
+    p = lw.program
+    return {
+        "num_cores": p.num_cores,
+        "cores_per_chip": p.cores_per_chip,
+        "tensors": [(t.name, int(t.dtype), t.shape, int(t.kind), t.chip) for t in p.tensors.values()],
+        "semaphores": list(p.semaphores),
+        "groups": list(p.groups.items()),
+        "instr": p.instr,
+        "aps": p.aps,
+        "fields": {
+            f.name: getattr(lw, f.name)
+            for f in dataclasses.fields(lw)
+            if f.name not in ("program", "graph", "spec", "workload", "chip")
+        },
+    }
+
+
+def _from_entry(e: dict[str, Any], spec: ModelSpec, workload: Workload, chip: ChipConfig) -> Lowered:
+    p = Program(e["num_cores"], e["cores_per_chip"])
+    for name, dt, shape, kind, ch in e["tensors"]:
+        p.add_tensor(name, DType(dt), shape, TensorKind(kind), ch)
+    for s in e["semaphores"]:
+        p.add_semaphore(s)
+    for g, cores in e["groups"]:
+        p.add_group(g, cores)
+    p.install_tables(e["instr"], e["aps"])
+    return Lowered(program=p, graph=build_graph(spec, workload), spec=spec, workload=workload, chip=chip,
+                   **e["fields"])
+
+
+def load(path: Path, spec: ModelSpec, workload: Workload, chip: ChipConfig) -> Lowered | None:
+    """The entry at ``path`` as a :class:`Lowered` for ``chip``, or ``None`` if missing or unreadable."""
+    try:
+        with open(path, "rb") as f:
+            e = pickle.load(f)
+        return _from_entry(e, spec, workload, chip)
+    except FileNotFoundError:
+        return None
+    except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError, AttributeError):
+        return None  # a corrupt or foreign file: lower again (and overwrite it)
+
+
+def store(path: Path, lw: Lowered) -> None:
+    """Write ``lw`` to ``path`` atomically (temporary file in the same directory, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            pickle.dump(_entry(lw), f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def lower_cached(
+    spec: ModelSpec, workload: Workload, chip: ChipConfig, *, cache: str | Path | None = None
+) -> Lowered:
+    """:func:`~.transformer.lower` through the on-disk cache (``cache``: directory or ``off``; default
+    from the environment, see the module docstring). A cache that cannot be written is skipped."""
+    where = cache_dir(cache)
+    if where is None:
+        return lower(spec, workload, chip)
+    path = where / f"{cache_key(spec, workload, chip)}.lowered"
+    hit = load(path, spec, workload, chip)
+    if hit is not None:
+        return hit
+    lw = lower(spec, workload, chip)
+    try:
+        store(path, lw)
+    except OSError:
+        pass  # read-only or full: the result is still correct, only not cached
+    return lw
+
