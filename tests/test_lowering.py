@@ -155,6 +155,23 @@ def test_stamped_layers_equal_full_emission(phase: str, b: int, c: int, tp: int)
     assert np.array_equal(fast.op_class, full.op_class) and np.array_equal(fast.layer, full.layer)
 
 
+@pytest.mark.parametrize("cfg,tp", [(LLAMA, 2), (LLAMA, 4), (GPT2, 4)], ids=["llama-tp2", "llama-tp4", "gpt2-tp4"])
+def test_stamped_ranks_equal_full_emission(cfg: dict, tp: int) -> None:
+    """Ranks stamped from a template rank (renamed core, tensors, semaphores) give the program emitting every
+    rank gives, byte for byte; GPT-2's rank 0 adds the output biases, so it is its own template and ranks
+    2..3 are stamped from rank 1."""
+    spec = spec_from_config(cfg, "t")
+    wl = Workload.make("decode", 1, 100, tp=tp)
+    fast = lower(spec, wl, CHIP)
+    full = lower(spec, wl, CHIP, replicate=False)
+    assert fast.stamped_ranks == (tp - 1 if cfg is LLAMA else tp - 2) and full.stamped_ranks == 0
+    assert fast.program.aps.tobytes() == full.program.aps.tobytes()
+    assert fast.program.instr.tobytes() == full.program.instr.tobytes()
+    assert fast.program.semaphores == full.program.semaphores
+    assert np.array_equal(fast.op_class, full.op_class) and np.array_equal(fast.layer, full.layer)
+    assert set(np.unique(fast.program.instr["core"])) == set(range(tp))
+
+
 @pytest.mark.parametrize("phase", ["prefill", "decode"])
 def test_one_queue_per_engine_shares_queues(phase: str) -> None:
     """With one DMA queue per engine the weight stream and the other transfers share the queues (the

@@ -12,6 +12,12 @@ the check fails the caller simply emits every layer (slower, same program). Laye
 emitted explicitly (its prefetch reaches into the LM head, so it is not periodic). The instruction tags
 (:mod:`.tags`) are part of the check (same op classes, layers one apart) and are stamped out with the
 instructions, the layers counted on.
+
+Ranks. Tensor-parallel ranks lower to the same instructions up to their core, their tensors' ``.r{r}``
+suffix and their streams' semaphores ``c{core}_*`` (heads and features are split evenly, padded up), except
+where ``transformer._Lowering.rank_variant`` says (rank 0 adds the output biases). The lowering emits one
+rank of each variant and :func:`stamp_rank` appends it renamed for the others, with semaphores declared and
+access patterns interned in the order emitting would give (tests compare both paths byte for byte).
 """
 
 from __future__ import annotations
@@ -22,8 +28,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from infsim.isa import Program, Space
+from infsim.isa.records import IMM_FIELDS
 
-from .emit import Buf, Emitter
+from .emit import Buf, Emitter, _Stream
 
 _LAYER = re.compile(r"^L(\d+)\.(.*)$")
 
@@ -201,3 +208,56 @@ def try_replicate(
                 nb.last_write, nb.reads, nb.war_base = shift(b.last_write, k), shift(b.reads, k), shift(b.war_base, k)
                 hbm_bufs[tgt] = nb
     return copies
+
+
+#: opcodes whose immediates name a semaphore or a core (a rank's block using them is not stamped: the
+#: immediates would need renaming too)
+_CORE_IMMS = frozenset(op for op, fields in IMM_FIELDS.items() if any(k == "sem" or n == "peer" for n, k, _ in fields))
+
+
+def stamp_rank(em: Emitter, start: int, stop: int, src: int, dst: int) -> bool:
+    """Append the instructions ``start..stop`` (all of rank/core ``src``'s block) again for rank ``dst``:
+    core ``src -> dst``, HBM tensors ``*.r{src} -> *.r{dst}``, semaphores ``c{src}_* -> c{dst}_*`` (declared
+    in the order the block first uses them, as emitting it would), re-pointed access patterns interned in
+    order of first use, tags copied. The caller guarantees that the lowering of ``dst`` is that of ``src``
+    renamed (see ``transformer._Lowering.rank_template``). Returns ``False`` (and appends nothing) if the
+    block is not a self-contained rank block: another core's instruction or semaphore, a tensor with no
+    image, an immediate naming a semaphore or core, or semaphores of the block declared before it."""
+    p = em.p
+    blk = p.instr[start:stop]
+    if not len(blk) or (blk["core"] != src).any() or np.isin(blk["op"], [int(o) for o in _CORE_IMMS]).any():
+        return False
+    sp, dp = f"c{src}_", f"c{dst}_"
+    used = np.unique(np.concatenate([blk["wsem"].ravel(), blk["ssem"].ravel()]))
+    used = used[used >= 0]
+    names = [p.semaphores[int(s)] for s in used]
+    if any(not n.startswith(sp) or dp + n[len(sp):] in p._sem_index for n in names):
+        return False
+    if start > 0:  # the block's semaphores must be first used in it (their ids then follow its first-use order)
+        prev = p.instr[:start]
+        if np.isin(prev["wsem"], used).any() or np.isin(prev["ssem"], used).any():
+            return False
+    rs, rd = f".r{src}", f".r{dst}"
+    tnames = list(p.tensors)
+    tmap = np.arange(len(tnames), dtype=np.int64)
+    for i, n in enumerate(tnames):
+        if n.endswith(rs):
+            tmap[i] = p._tensor_index.get(n[: -len(rs)] + rd, -1)
+    opnd = _stamp_operands(p, blk["opnd"], tmap)
+    if opnd is None:
+        return False
+    smap = np.full(len(p.semaphores) + 1, -1, np.int64)  # index -1 -> -1
+    for s in used:  # ids in declaration order = the block's first-use order
+        smap[int(s)] = p.semaphore(dp + p.semaphores[int(s)][len(sp):])
+    rec = blk.copy()
+    rec["core"] = dst
+    rec["opnd"] = opnd
+    rec["wsem"] = smap[rec["wsem"]]
+    rec["ssem"] = smap[rec["ssem"]]
+    p.append_records(rec)
+    em.tags.extend(*em.tags.arrays(start, stop))
+    for (core, eng, q), st in list(em._streams.items()):  # the new streams, as emitting would leave them
+        if core == src:
+            em._streams[(dst, eng, q)] = _Stream(dp + st.sem[len(sp):], st.count,
+                                                 {dp + s[len(sp):]: v for s, v in st.known.items()})
+    return True

@@ -50,7 +50,7 @@ from .mlp import mlp_up, moe
 from .norm import cast, norm
 from .plan import LoweringPlan, Segment, rank_tensor
 from .rank import HbmBufs, Rank
-from .repeat import snapshot, try_replicate
+from .repeat import snapshot, stamp_rank, try_replicate
 from .tags import ATTENTION_CLASSES, LINEAR_CLASSES, OP_CLASS_NAMES, UNTAGGED, OpClass
 from .weights import LinearPlan
 
@@ -77,6 +77,7 @@ class Lowered:
     #: transformer layer of every instruction, -1 outside the layers (see :mod:`.tags`)
     layer: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int16))
     replicated_layers: int = 0  # layers stamped out from a verified periodic block (see :mod:`.repeat`)
+    stamped_ranks: int = 0  # ranks stamped out from a template rank (see :func:`.repeat.stamp_rank`)
 
     def select(self, op_class: str | OpClass | None = None, layer: int | None = None) -> np.ndarray:
         """Indices of the instructions of ``op_class`` (a name of :data:`~.tags.OP_CLASS_NAMES` or an
@@ -131,16 +132,27 @@ class _Lowering:
         self.hbm = HbmBufs(self.program)
         self.replicate = replicate
         self.replicated_layers = 0
+        self.stamped_ranks = 0
 
     def run(self) -> Lowered:
         pl = self.pl
         peak = pl.fit()
         self.declare_tensors()
         chunks = pl.segments()
+        # ranks lower to the same instructions up to renaming (core, tensors, semaphores), but for what
+        # rank_variant says: each variant is lowered once and stamped out for its other ranks
+        templates: dict[object, tuple[int, int, int, int]] = {}  # variant -> (start, stop, rank, stamped layers)
         for r in range(pl.tp):
+            t = templates.get(self.rank_variant(r)) if self.replicate else None
+            if t is not None and stamp_rank(self.em, t[0], t[1], t[2], r):
+                self.replicated_layers += t[3]
+                self.stamped_ranks += 1
+                continue
+            start, stamped = len(self.program), self.replicated_layers
             rk = Rank(pl, self.em, self.hbm, r)
             rk.ws.plan(pl.weight_groups(len(chunks)))
             self.lower_rank(rk, chunks)
+            templates.setdefault(self.rank_variant(r), (start, len(self.program), r, self.replicated_layers - stamped))
         if len(self.em.tags) != len(self.program):
             raise AssertionError(f"{len(self.em.tags)} instruction tags for {len(self.program)} instructions")
         op_class, layer = self.em.tags.arrays()
@@ -164,7 +176,15 @@ class _Lowering:
             op_class=op_class,
             layer=layer,
             replicated_layers=self.replicated_layers,
+            stamped_ranks=self.stamped_ranks,
         )
+
+    def rank_variant(self, r: int) -> bool:
+        """What distinguishes rank ``r``'s lowering from another rank's besides renaming: whether it adds the
+        output biases (:meth:`residual_evict`). Everything else a rank emits depends on its number only
+        through its core and its tensors' names (heads and features split evenly: :func:`~..graph.split`
+        pads), which :func:`~.repeat.stamp_rank` renames."""
+        return bool(self.pl.spec.qkv_bias) and r == 0
 
     def declare_tensors(self) -> None:
         """The program's HBM tensors of every rank (weights, norm weights, biases, caches, inputs, outputs);
@@ -387,7 +407,7 @@ class _Lowering:
                 return
             a = ao[j].tile(adt, ncol, pcount=msz)
             if pl.tp > 1:
-                evict_copy(rk, a, pt, scale, bias if rk.r == 0 else None)  # bias added once: by rank 0 only
+                evict_copy(rk, a, pt, scale, bias if self.rank_variant(rk.r) else None)  # bias added once: rank 0
                 return
             evict_copy(rk, a, pt, scale, bias)
             with self.em.tagged(OpClass.residual):
