@@ -13,6 +13,7 @@ from infsim.models.graph import Workload
 from infsim.models.lower import LoweringError, lower
 from infsim.models.lower.check import find_races
 from infsim.models.lower.io import make_inputs, read_logits
+from infsim.models.lower.transformer import _Lowering
 from infsim.models.reference import forward, random_params
 from infsim.models.spec import load_model, spec_from_config
 
@@ -137,22 +138,34 @@ def test_sbuf_overflow_names_roles() -> None:
         lower(load_model("llama-2-7b"), Workload.make("decode", 1, 128), small)
 
 
-@pytest.mark.parametrize("phase,b,c,tp", [("decode", 2, 300, 1), ("prefill", 1, 700, 1), ("decode", 1, 100, 2)])
+@pytest.mark.parametrize("phase,b,c,tp", [("decode", 2, 300, 1), ("prefill", 1, 700, 1), ("decode", 1, 100, 2),
+                                          ("prefill", 1, 1500, 1), ("prefill", 1, 1100, 2)])
 def test_stamped_layers_equal_full_emission(phase: str, b: int, c: int, tp: int) -> None:
-    """The compact path (verified periodic layers stamped out with numpy) gives the same program, byte for
-    byte (instruction records, the access-pattern table in order of first use, declarations) and the same
-    instruction tags."""
+    """The compact path (verified periodic layers stamped out with numpy, in every token chunk; ranks stamped
+    from a template) gives the same program, byte for byte (instruction records, the access-pattern table in
+    order of first use, declarations) and the same instruction tags, and leaves the emitter's streams and the
+    tracked HBM buffers in the state emitting every instruction leaves them (what later emission reads)."""
     spec = spec_from_config({**LLAMA, "hidden_size": 256, "intermediate_size": 512, "num_attention_heads": 2,
-                             "num_key_value_heads": 1, "num_hidden_layers": 12, "max_position_embeddings": 1024}, "t")
+                             "num_key_value_heads": 1, "num_hidden_layers": 12, "max_position_embeddings": 2048}, "t")
     wl = Workload.make(phase, b, c, tp=tp)
-    fast = lower(spec, wl, CHIP)
-    full = lower(spec, wl, CHIP, replicate=False)
-    assert fast.replicated_layers > 0
+    lf, lu = _Lowering(spec, wl, CHIP, None), _Lowering(spec, wl, CHIP, None, replicate=False)
+    fast, full = lf.run(), lu.run()
+    chunks = -(-b * wl.seq // fast.token_chunk)
+    assert fast.replicated_layers >= 4 * chunks * tp  # every chunk of every rank stamped
     assert len(fast.program) == len(full.program)
     assert fast.program.aps.tobytes() == full.program.aps.tobytes()
     assert fast.program.instr.tobytes() == full.program.instr.tobytes()
     assert fast.program.semaphores == full.program.semaphores
     assert np.array_equal(fast.op_class, full.op_class) and np.array_equal(fast.layer, full.layer)
+
+    def streams(lo: _Lowering) -> dict:
+        return {k: (st.sem, st.count, st.known) for k, st in lo.em._streams.items()}
+
+    def hbm(lo: _Lowering) -> dict:
+        return {k: (b.tensor, b.last_write, b.reads, b.war_base) for k, b in lo.hbm.bufs.items()}
+
+    assert streams(lf) == streams(lu)
+    assert hbm(lf) == hbm(lu)
 
 
 @pytest.mark.parametrize("cfg,tp", [(LLAMA, 2), (LLAMA, 4), (GPT2, 4)], ids=["llama-tp2", "llama-tp4", "gpt2-tp4"])

@@ -1,15 +1,19 @@
 """Compact generation of repeated layers.
 
 Transformer layers lower to the same instructions up to (a) the per-layer HBM tensors they name and
-(b) the absolute semaphore counts their waits carry. After emitting a few layers explicitly, the
-lowering asks :func:`try_replicate` to verify that layer ``l``'s block is *exactly* layer ``l-1``'s block
-with tensors renamed ``L{i} -> L{i+1}`` and every wait on an instruction at or after the start of the
-block before shifted by that stream's per-layer instruction count (the first layer or two differ: no
-history yet means fewer dependencies, hence fewer ``nop`` carriers); if so, layers ``l+1 .. n-2`` are
-stamped out with numpy (records copied, waits shifted, HBM access patterns re-pointed) instead of being
-emitted one instruction at a time, and the emitter/buffer state is advanced as if they had been. If
-the check fails the caller simply emits every layer (slower, same program). Layer ``n-1`` is always
-emitted explicitly (its prefetch reaches into the LM head, so it is not periodic). The instruction tags
+(b) the absolute semaphore counts their waits carry. After emitting a few layers of a token chunk
+explicitly, the lowering asks :func:`try_replicate` to verify that the blocks of layers ``l-2``, ``l-1`` and
+``l`` are one block with tensors renamed ``L{i} -> L{i+1}`` and every wait's value moving by the same amount
+from one layer to the next: the amount is derived per wait from layers ``l-1`` and ``l`` and verified on
+``l-2``. A wait on an instruction of the same chunk's layer moves by that stream's per-layer instruction
+count, one on an earlier token chunk's layer (prefill: K/V cache, buffer reuse) by that chunk's, one on
+something outside the layers not at all (the first layer or two differ: no history yet means fewer
+dependencies, hence fewer ``nop`` carriers). If so, layers ``l+1 .. n-2`` are stamped out with numpy (records
+copied, waits moved, HBM access patterns re-pointed) instead of being emitted one instruction at a time,
+and the emitter and buffer state is advanced as emitting them would (the per-layer HBM buffers' histories
+are moved the same way, derived and verified on three layers too). If a check fails the caller emits the
+layer and tries again on the next (slower, same program). Layer ``n-1`` is always emitted explicitly (its
+prefetch reaches into the LM head or the next chunk, so it is not periodic). The instruction tags
 (:mod:`.tags`) are part of the check (same op classes, layers one apart) and are stamped out with the
 instructions, the layers counted on.
 
@@ -66,12 +70,46 @@ def _tensor_map(program: Program, k: int) -> np.ndarray:
     return out
 
 
-def _shift_waits(rec: np.ndarray, thr: np.ndarray, delta: np.ndarray, k: int) -> np.ndarray:
-    ws = rec["wsem"].astype(np.int64)
-    wv = rec["wval"].astype(np.int64)
-    idx = np.where(ws >= 0, ws, len(thr) - 1)
-    shift = np.where((ws >= 0) & (wv > thr[idx]), k * delta[idx], 0)
-    return (wv + shift).astype(rec["wval"].dtype)
+def _relayer(name: str, k: int) -> str:
+    """``L{i}.rest`` -> ``L{i+k}.rest``."""
+    m = _LAYER.match(name)
+    assert m, name
+    return f"L{int(m.group(1)) + k}.{m.group(2)}"
+
+
+def _layer_buf(hbm_bufs: dict[str, Buf], name: str, like: Buf, k: int) -> Buf:
+    """The tracked HBM buffer ``name`` (created if new: ``like``'s, ``k`` layers on)."""
+    b = hbm_bufs.get(name)
+    if b is None:
+        tensor = like.tensor and _relayer(like.tensor, k)
+        b = hbm_bufs[name] = Buf(name, Space.hbm, 0, 0, 0, 0, like.nbytes, tensor=tensor)
+    return b
+
+
+def _hbm_steps(hbm_bufs: dict[str, Buf], base: int) -> dict[str, tuple[Buf, list[dict[str, int]]]] | None:
+    """Per HBM buffer of layer ``base`` (tracked per layer, ``L{base}.*``): how each entry of its history
+    (last writes, reads, partial-write base) moves from one layer to the next, derived from layers
+    ``base-1`` and ``base`` and verified on ``base-2`` (entries can point into this token chunk's layer or
+    an earlier chunk's, which move by different amounts); ``None`` if a history does not move that way."""
+    out: dict[str, tuple[Buf, list[dict[str, int]]]] = {}
+    for name, b in hbm_bufs.items():
+        m = _LAYER.match(name)
+        if not m or int(m.group(1)) != base:
+            continue
+        prev = [hbm_bufs.get(f"L{base - d}.{m.group(2)}") for d in (1, 2)]
+        if any(x is None for x in prev):
+            return None
+        b1, b0 = prev
+        steps = []
+        for h2, h1, h0 in zip(*((x.last_write, x.reads, x.war_base) for x in (b, b1, b0))):  # type: ignore[union-attr]
+            if not (h2.keys() == h1.keys() == h0.keys()):
+                return None
+            st = {s: h2[s] - h1[s] for s in h2}
+            if any(h1[s] - h0[s] != st[s] for s in h2):
+                return None
+            steps.append(st)
+        out[name] = (b, steps)
+    return out
 
 
 def _stamp_operands(program: Program, opnd: np.ndarray, tmap: np.ndarray) -> np.ndarray | None:
@@ -113,46 +151,55 @@ def try_replicate(
     base_layer: int,
     last_layer: int,
 ) -> int:
-    """Replicate block [s2, s3) (layer ``base_layer``) up to ``copies`` times after s3 if it is block
-    [s1, s2) shifted by one layer (waits into [s0, ...) shifted, earlier ones kept). Copies stop where
-    the block's weight prefetch would reach past ``last_layer``. Returns the number of copies made."""
+    """Replicate block [s2, s3) (layer ``base_layer``) up to ``copies`` times after s3 if the three blocks
+    [s0, s1), [s1, s2), [s2, s3) are one block shifted by one layer each: same records but for the waits
+    and the HBM tensors (``L{i} -> L{i+1}``), and every wait's value moving by the same amount from one
+    layer to the next (derived from the last two, verified on the first). Copies stop where the block's
+    weight prefetch would reach past ``last_layer``. Returns the number of copies made."""
     p = em.p
     if copies <= 0:
         return 0
+    b0 = p.instr[s0.n_instr : s1.n_instr]
     b1 = p.instr[s1.n_instr : s2.n_instr]
     b2 = p.instr[s2.n_instr : s3.n_instr]
-    if len(b1) != len(b2) or not len(b2):
+    if not (len(b0) == len(b1) == len(b2)) or not len(b2):
         return 0
     c1, c2, c3 = (_sem_vec(p, s.counts) for s in (s1, s2, s3))
-    c0 = _sem_vec(p, s0.counts)
     delta = c3 - c2
-    if not np.array_equal(c2 - c1, delta):
+    if not np.array_equal(c2 - c1, delta) or not np.array_equal(c1 - _sem_vec(p, s0.counts), delta):
         return 0
     # same fields apart from waits and operands
     for f in b1.dtype.names:
         if f in ("wval", "opnd"):
             continue
-        if not np.array_equal(b1[f], b2[f]):
+        if not (np.array_equal(b0[f], b1[f]) and np.array_equal(b1[f], b2[f])):
             return 0
-    if not np.array_equal(_shift_waits(b1, c0, delta, 1), b2["wval"]):
+    # each wait moves by the same amount per layer: its own stream's layer (the per-layer instruction count
+    # of the stream it waits for), a layer of an earlier token chunk (that chunk's count), or not at all
+    w0, w1, w2 = (b["wval"].astype(np.int64) for b in (b0, b1, b2))
+    step = w2 - w1
+    if not np.array_equal(w1 - w0, step):
         return 0
     t1 = _tensor_map(p, 1)
-    o1, o2 = b1["opnd"], b2["opnd"]
-    if not np.array_equal(o1 < 0, o2 < 0):
-        return 0
-    rows1 = p.aps[np.maximum(o1, 0)].copy()
-    hb = rows1["space"] == int(Space.hbm)
-    nt = t1[rows1["tensor"][hb]]
-    if (nt < 0).any():
-        return 0
-    rows1["tensor"][hb] = nt
-    rows2 = p.aps[np.maximum(o2, 0)]
-    if not np.array_equal(rows1[o1 >= 0], rows2[o2 >= 0]):
-        return 0
+    for bx, by in ((b0, b1), (b1, b2)):
+        ox, oy = bx["opnd"], by["opnd"]
+        if not np.array_equal(ox < 0, oy < 0):
+            return 0
+        rows = p.aps[np.maximum(ox, 0)].copy()
+        hb = rows["space"] == int(Space.hbm)
+        nt = t1[rows["tensor"][hb]]
+        if (nt < 0).any():
+            return 0
+        rows["tensor"][hb] = nt
+        if not np.array_equal(rows[ox >= 0], p.aps[np.maximum(oy, 0)][oy >= 0]):
+            return 0
+    cls0, lay0 = em.tags.arrays(s0.n_instr, s1.n_instr)
     cls1, lay1 = em.tags.arrays(s1.n_instr, s2.n_instr)
     cls2, lay2 = em.tags.arrays(s2.n_instr, s3.n_instr)
-    if not np.array_equal(cls1, cls2) or not np.array_equal(np.where(lay1 >= 0, lay1 + 1, lay1), lay2):
-        return 0
+    for ca, la, cb, lb in ((cls0, lay0, cls1, lay1), (cls1, lay1, cls2, lay2)):
+        if not np.array_equal(ca, cb) or not np.array_equal(np.where(la >= 0, la + 1, la), lb):
+            return 0
+    o2 = b2["opnd"]
     # how far ahead (in layers) the block reaches: its copies must only name existing layers
     names = list(p.tensors)
     used = np.unique(o2[o2 >= 0])
@@ -166,16 +213,21 @@ def try_replicate(
     copies = min(copies, last_layer - base_layer - reach)
     if copies <= 0:
         return 0
+    hbm_steps = _hbm_steps(hbm_bufs, base_layer)
+    if hbm_steps is None:
+        return 0
     # verified: stamp out the copies
+    ws = b2["wsem"]
     for k in range(1, copies + 1):
         tk = _tensor_map(p, k)
         rec = b2.copy()
-        rec["wval"] = _shift_waits(b2, c1, delta, k)
+        rec["wval"] = np.where(ws >= 0, w2 + k * step, 0).astype(rec["wval"].dtype)
         opnd = _stamp_operands(p, b2["opnd"], tk)
         assert opnd is not None  # guaranteed by the reach check
         rec["opnd"] = opnd
         p.append_records(rec)
         em.tags.extend(cls2, np.where(lay2 >= 0, lay2 + k, lay2))
+    last = rec
     # advance the emitter and buffer state by `copies` layers
     for st in em._streams.values():
         if st.sem in p._sem_index:
@@ -188,25 +240,47 @@ def try_replicate(
             out[s] = v + k * int(delta[i]) if i is not None and v > c1[i] else v
         return out
 
-    for st in em._streams.values():  # what each stream has waited for so far (implied waits)
-        st.known = shift(st.known, copies)
+    # what each stream has waited for so far (implied waits): the largest wait of the last copy per stream and
+    # semaphore (a stream's waits on one semaphore grow along the program), else what it was
+    key = (last["core"].astype(np.int64) << 16) | (last["engine"].astype(np.int64) << 8) | last["queue"]
+    for (core, eng, q), st in em._streams.items():
+        mine = last[key == ((core << 16) | (eng << 8) | q)]
+        for slot in range(mine["wsem"].shape[1]):
+            for s_id, v in zip(mine["wsem"][:, slot].tolist(), mine["wval"][:, slot].tolist()):
+                if s_id >= 0:
+                    name = p.semaphores[s_id]
+                    if v > st.known.get(name, 0):
+                        st.known[name] = v
     for b in bufs:
         b.last_write, b.reads, b.war_base = (
             shift(b.last_write, copies),
             shift(b.reads, copies),
             shift(b.war_base, copies),
         )
-    # per-layer HBM buffers of the stamped layers inherit layer 2's history, shifted
+    # HBM buffers of the layers after the base one that the base layer's block touches (weights it prefetches):
+    # those ``copies`` layers further on get the same touches from the last copy, on top of their own history
+    # (read before the loop below overwrites layers base+1.. with the base layer's history)
     for name, b in list(hbm_bufs.items()):
         m = _LAYER.match(name)
-        if not m or int(m.group(1)) != base_layer:
+        if not m or not base_layer < int(m.group(1)) <= base_layer + reach:
             continue
+        tgt = f"L{int(m.group(1)) + copies}.{m.group(2)}"
+        nb = _layer_buf(hbm_bufs, tgt, b, copies)
+        for src, dst in ((b.last_write, nb.last_write), (b.reads, nb.reads), (b.war_base, nb.war_base)):
+            for s, v in src.items():
+                i = p._sem_index[s]
+                if v > c2[i]:  # a touch by the base layer's block
+                    dst[s] = v + copies * int(delta[i])
+    # per-layer HBM buffers of the stamped layers: the base layer's history moved on by whole layers
+    for name, (b, steps) in hbm_steps.items():
+        rest = name[len(f"L{base_layer}.") :]
         for k in range(1, copies + 1):
-            tgt = f"L{base_layer + k}.{m.group(2)}"
-            if tgt in p.tensors:
-                nb = hbm_bufs.get(tgt) or Buf(tgt, Space.hbm, 0, 0, 0, 0, b.nbytes, tensor=tgt)
-                nb.last_write, nb.reads, nb.war_base = shift(b.last_write, k), shift(b.reads, k), shift(b.war_base, k)
-                hbm_bufs[tgt] = nb
+            tgt = f"L{base_layer + k}.{rest}"
+            nb = _layer_buf(hbm_bufs, tgt, b, k)
+            nb.last_write, nb.reads, nb.war_base = (
+                {s: v + k * steps[j][s] for s, v in d.items()}
+                for j, d in enumerate((b.last_write, b.reads, b.war_base))
+            )
     return copies
 
 
@@ -215,11 +289,12 @@ def try_replicate(
 _CORE_IMMS = frozenset(op for op, fields in IMM_FIELDS.items() if any(k == "sem" or n == "peer" for n, k, _ in fields))
 
 
-def stamp_rank(em: Emitter, start: int, stop: int, src: int, dst: int) -> bool:
+def stamp_rank(em: Emitter, start: int, stop: int, src: int, dst: int, hbm_bufs: dict[str, Buf]) -> bool:
     """Append the instructions ``start..stop`` (all of rank/core ``src``'s block) again for rank ``dst``:
     core ``src -> dst``, HBM tensors ``*.r{src} -> *.r{dst}``, semaphores ``c{src}_* -> c{dst}_*`` (declared
     in the order the block first uses them, as emitting it would), re-pointed access patterns interned in
-    order of first use, tags copied. The caller guarantees that the lowering of ``dst`` is that of ``src``
+    order of first use, tags copied, the emitter's streams and the tracked HBM buffers (``hbm_bufs``) left
+    as emitting would leave them. The caller guarantees that the lowering of ``dst`` is that of ``src``
     renamed (see ``transformer._Lowering.rank_template``). Returns ``False`` (and appends nothing) if the
     block is not a self-contained rank block: another core's instruction or semaphore, a tensor with no
     image, an immediate naming a semaphore or core, or semaphores of the block declared before it."""
@@ -260,4 +335,14 @@ def stamp_rank(em: Emitter, start: int, stop: int, src: int, dst: int) -> bool:
         if core == src:
             em._streams[(dst, eng, q)] = _Stream(dp + st.sem[len(sp):], st.count,
                                                  {dp + s[len(sp):]: v for s, v in st.known.items()})
+
+    def ren(d: dict[str, int]) -> dict[str, int]:
+        return {dp + s[len(sp):]: v for s, v in d.items()}
+
+    for key, b in list(hbm_bufs.items()):
+        if b.tensor and b.tensor.endswith(rs):
+            tensor = b.tensor[: -len(rs)] + rd
+            nb = Buf(tensor + key[len(b.tensor):], Space.hbm, 0, 0, 0, 0, b.nbytes, tensor=tensor)
+            nb.last_write, nb.reads, nb.war_base = ren(b.last_write), ren(b.reads), ren(b.war_base)
+            hbm_bufs[nb.name] = nb
     return True
