@@ -221,10 +221,18 @@ class Program:
     def _grow_instr(self, extra: int) -> None:
         need = self._n + extra
         if need > len(self._instr):
-            cap = max(need, 2 * len(self._instr))
-            new = np.zeros(cap, INSTR_DTYPE)
-            new[: self._n] = self._instr[: self._n]
-            self._instr = new
+            self._resize_instr(max(need, 2 * len(self._instr)))
+
+    def _resize_instr(self, cap: int) -> None:
+        new = np.zeros(cap, INSTR_DTYPE)  # (calloc: the unused tail's pages are not touched until written)
+        new[: self._n] = self._instr[: self._n]
+        self._instr = new
+
+    def reserve(self, extra: int) -> None:
+        """Make room for ``extra`` more instructions in one step (bulk builders that know how many they will
+        append call this instead of letting the table double: no doubling peak, one copy)."""
+        if self._n + extra > len(self._instr):
+            self._resize_instr(self._n + extra)
 
     def _rows(self) -> dict[bytes, int]:
         """The deduplication index of the AP table (built on first use after :meth:`install_tables`)."""
@@ -236,16 +244,21 @@ class Program:
             self._ap_rows = rows
         return self._ap_rows
 
-    def install_tables(self, instr: np.ndarray, aps: np.ndarray) -> None:
+    def install_tables(self, instr: np.ndarray, aps: np.ndarray, *, adopt: bool = False) -> None:
         """Replace the instruction and AP tables by copies of ``instr`` and ``aps`` (bulk path for decoders
-        and caches: indices are not checked here; :func:`~infsim.isa.encoding.decode` checks them first).
-        Appending afterwards deduplicates against the installed AP table."""
+        and caches: indices are not checked here; :func:`~infsim.isa.encoding.decode` checks them first),
+        or by the arrays themselves with ``adopt`` (writable arrays of the record dtypes that the caller
+        hands over). Appending afterwards deduplicates against the installed AP table."""
         naps, n = len(aps), len(instr)
-        self._aps = np.zeros(max(naps, 256), AP_DTYPE)
-        self._aps[:naps] = aps
+        if adopt and instr.dtype == INSTR_DTYPE and aps.dtype == AP_DTYPE and instr.flags.writeable \
+                and aps.flags.writeable and n and naps:
+            self._aps, self._instr = aps, instr
+        else:
+            self._aps = np.zeros(max(naps, 256), AP_DTYPE)
+            self._aps[:naps] = aps
+            self._instr = np.zeros(max(n, 1), INSTR_DTYPE)
+            self._instr[:n] = instr
         self._naps = naps
-        self._instr = np.zeros(max(n, 1), INSTR_DTYPE)
-        self._instr[:n] = instr
         self._n = n
         self._instr_buf = None
         self._streams_cache = None

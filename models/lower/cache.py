@@ -111,7 +111,7 @@ def _from_entry(e: dict[str, Any], spec: ModelSpec, workload: Workload, chip: Ch
         p.add_semaphore(s)
     for g, cores in e["groups"]:
         p.add_group(g, cores)
-    p.install_tables(e["instr"], e["aps"])
+    p.install_tables(e["instr"], e["aps"], adopt=True)  # (fresh arrays from the unpickler)
     return Lowered(program=p, graph=build_graph(spec, workload), spec=spec, workload=workload, chip=chip,
                    **e["fields"])
 

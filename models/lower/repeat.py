@@ -116,26 +116,27 @@ def _stamp_operands(program: Program, opnd: np.ndarray, tmap: np.ndarray) -> np.
     """Operand indices ``opnd`` with HBM access patterns re-pointed by ``tmap``, the re-pointed ones
     interned in order of first use (so the AP table is the one emitting them would give); ``None``
     if one names a tensor ``tmap`` has no image for."""
-    flat = opnd.reshape(-1)
-    valid = np.flatnonzero(flat >= 0)
-    ids = flat[valid].astype(np.int64)
-    rows = program.aps[ids]
-    hb = rows["space"] == int(Space.hbm)
-    newt = np.full(len(ids), -1, np.int64)
-    newt[hb] = tmap[rows["tensor"][hb]]
-    if (newt[hb] < 0).any():
+    aps = program.aps
+    hb = aps["space"] == int(Space.hbm)  # per AP-table row
+    newt = np.where(hb, tmap[np.where(hb, aps["tensor"], 0)], -1)
+    flat = opnd.reshape(-1).astype(np.int64)
+    valid = flat >= 0
+    ids = np.where(valid, flat, 0)
+    if (valid & hb[ids] & (newt[ids] < 0)).any():
         return None
-    changed = hb & (newt != rows["tensor"])
-    out = flat.astype(np.int64)
-    if changed.any():
-        ch = ids[changed]
+    changed_row = hb & (newt != aps["tensor"])
+    where = np.flatnonzero(valid & changed_row[ids])
+    out = flat
+    if len(where):
+        ch = flat[where]
         uniq, first = np.unique(ch, return_index=True)
         order = np.argsort(first, kind="stable")  # first use: instruction order, then slot order
-        new_rows = program.aps[uniq[order]].copy()
-        new_rows["tensor"] = tmap[new_rows["tensor"]]
+        new_rows = aps[uniq[order]].copy()
+        new_rows["tensor"] = newt[uniq[order]]
         new_ids = np.empty(len(uniq), np.int64)
         new_ids[order] = program.intern_aps(new_rows)
-        out[valid[changed]] = new_ids[np.searchsorted(uniq, ch)]
+        out = flat.copy()
+        out[where] = new_ids[np.searchsorted(uniq, ch)]
     return out.reshape(opnd.shape).astype(opnd.dtype)
 
 
@@ -217,6 +218,7 @@ def try_replicate(
     if hbm_steps is None:
         return 0
     # verified: stamp out the copies
+    p.reserve(copies * len(b2))
     ws = b2["wsem"]
     for k in range(1, copies + 1):
         tk = _tensor_map(p, k)

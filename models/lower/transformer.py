@@ -144,6 +144,8 @@ class _Lowering:
         templates: dict[object, tuple[int, int, int, int]] = {}  # variant -> (start, stop, rank, stamped layers)
         for r in range(pl.tp):
             t = templates.get(self.rank_variant(r)) if self.replicate else None
+            if t is not None:
+                self.program.reserve((pl.tp - r) * (t[1] - t[0]))  # room for the ranks left, in one step
             if t is not None and stamp_rank(self.em, t[0], t[1], t[2], r, self.hbm.bufs):
                 self.replicated_layers += t[3]
                 self.stamped_ranks += 1
