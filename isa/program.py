@@ -231,7 +231,7 @@ class Program:
     def reserve(self, extra: int) -> None:
         """Make room for ``extra`` more instructions in one step (bulk builders that know how many they will
         append call this instead of letting the table double: no doubling peak, one copy)."""
-        if self._n + extra > len(self._instr):
+        if extra > 0 and self._n + extra > len(self._instr):
             self._resize_instr(self._n + extra)
 
     def _rows(self) -> dict[bytes, int]:

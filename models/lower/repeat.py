@@ -286,6 +286,9 @@ def try_replicate(
     return copies
 
 
+#: instructions stamped per step of :func:`stamp_rank` (bounds its temporaries)
+_PIECE = 1 << 16
+
 #: opcodes whose immediates name a semaphore or a core (a rank's block using them is not stamped: the
 #: immediates would need renaming too)
 _CORE_IMMS = frozenset(op for op, fields in IMM_FIELDS.items() if any(k == "sem" or n == "peer" for n, k, _ in fields))
@@ -320,18 +323,26 @@ def stamp_rank(em: Emitter, start: int, stop: int, src: int, dst: int, hbm_bufs:
     for i, n in enumerate(tnames):
         if n.endswith(rs):
             tmap[i] = p._tensor_index.get(n[: -len(rs)] + rd, -1)
-    opnd = _stamp_operands(p, blk["opnd"], tmap)
-    if opnd is None:
-        return False
+    aps = p.aps
+    hb = aps["space"] == int(Space.hbm)
+    no_image = hb & (tmap[np.where(hb, aps["tensor"], 0)] < 0)  # per AP-table row
+    for a in range(0, len(blk), _PIECE):
+        o = blk["opnd"][a : a + _PIECE]
+        if no_image[np.maximum(o, 0)][o >= 0].any():
+            return False
     smap = np.full(len(p.semaphores) + 1, -1, np.int64)  # index -1 -> -1
     for s in used:  # ids in declaration order = the block's first-use order
         smap[int(s)] = p.semaphore(dp + p.semaphores[int(s)][len(sp):])
-    rec = blk.copy()
-    rec["core"] = dst
-    rec["opnd"] = opnd
-    rec["wsem"] = smap[rec["wsem"]]
-    rec["ssem"] = smap[rec["ssem"]]
-    p.append_records(rec)
+    p.reserve(len(blk))
+    for a in range(0, len(blk), _PIECE):  # in pieces: temporaries stay small whatever the block's size
+        rec = blk[a : a + _PIECE].copy()
+        opnd = _stamp_operands(p, rec["opnd"], tmap)
+        assert opnd is not None  # checked above
+        rec["core"] = dst
+        rec["opnd"] = opnd
+        rec["wsem"] = smap[rec["wsem"]]
+        rec["ssem"] = smap[rec["ssem"]]
+        p.append_records(rec)
     em.tags.extend(*em.tags.arrays(start, stop))
     for (core, eng, q), st in list(em._streams.items()):  # the new streams, as emitting would leave them
         if core == src:

@@ -291,6 +291,10 @@ class _Lowering:
                                    spec.hidden, pl.adt, pl.global_col(segs[0]), ncol)
             self.layers(rk, segs, ncol)
             chunk_end(pl, rk, segs, ncol)
+            if rk.r == 0 and segs is chunks[0]:
+                # room for the whole program at once, estimated from the first chunk of the first rank (later
+                # prefill chunks are longer: a generous margin; untouched capacity costs no memory)
+                self.program.reserve(int(1.5 * len(self.program) * len(chunks) * pl.tp) - len(self.program))
         if spec.kind == "decoder" or spec.family == "vit":
             head(pl, rk)
 
