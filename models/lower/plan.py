@@ -52,14 +52,22 @@ def dma_queue_split(chip: ChipConfig) -> tuple[int, int, int]:
     return (min(e, nq), *((e, e) if nq >= 2 * e else (0, nq)))
 
 
-#: The chip fields the lowering reads (dotted paths into :class:`ChipConfig`); a program depends on the chip
-#: through these only (:func:`lowering_chip_fields`, the key of :mod:`.cache`). ``macs_per_pe_per_cycle``
-#: only through its keys (which matmul dtypes the tensor engine supports); ``name`` only in error messages.
+#: The chip fields the lowering reads (dotted paths into :class:`ChipConfig`), the ISA validator it runs on
+#: its result included (the memories' access rules); a program depends on the chip through these only
+#: (:func:`lowering_chip_fields`, the key of :mod:`.cache`). ``macs_per_pe_per_cycle`` only through its keys
+#: (which matmul dtypes the tensor engine supports); ``name`` only in error messages.
 LOWERING_CHIP_FIELDS = (
     "sbuf.partitions",
     "sbuf.bytes_per_partition",
+    "sbuf.max_free_elements",
+    "sbuf.no_access_engines",
+    "sbuf.partition_start_rules",
+    "psum.partitions",
     "psum.banks",
     "psum.bytes_per_partition",
+    "psum.max_free_elements",
+    "psum.no_access_engines",
+    "psum.partition_start_rules",
     "tensor_engine.rows",
     "tensor_engine.cols",
     "tensor_engine.moving_free_max",
