@@ -34,12 +34,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from infsim.isa import AccessPattern, DType, Engine, Op, Program, Space, make
 from infsim.isa.opcodes import MAX_WAITS, OPSPECS
 from infsim.isa.operand import row_major_dims
+from infsim.isa.records import IMM_PLAN
 
 from .alloc import LoweringError
 from .tags import UNTAGGED, OpClass, TagLog
+
+#: the ``accumulate`` flag bit of a matmul record (isa/records.py)
+_ACC_BIT = next(1 << int(f[4:]) for n, k, f, _ in IMM_PLAN[Op.matmul] if n == "accumulate")
 
 
 @dataclass(eq=False)
@@ -234,6 +240,54 @@ class Emitter:
                 b.last_write = {st.sem: done}
                 b.reads = {}
         return idx
+
+    def matmuls(self, core: int, grid: list[tuple[Tile, Tile, Tile, bool]]) -> None:
+        """Emit ``matmul(dst, stationary, moving, accumulate)`` for every entry of ``grid`` on the tensor
+        stream of ``core``, in order: the program is the one :meth:`emit` called for each gives, built in bulk.
+
+        An entry whose every (buffer, read-or-write) pair already occurred earlier in the grid needs no wait:
+        the histories it would consult (the buffers', their aliases') have changed since only by this stream's
+        own instructions, whose entries a stream never waits for, and what the earlier entry needed is in the
+        stream's known waits. Such entries are packed as copies of the last fully emitted one (operands, the
+        accumulate flag, no waits), the others go through :meth:`emit`."""
+        st = self.stream(core, Engine.tensor)
+        p, sem = self.p, st.sem
+        seen: set[tuple[int, bool]] = set()
+        template = -1
+        pending: list[tuple[int, int, int, bool]] = []
+        cls, layer = self.op_class, self.layer
+
+        def flush() -> None:
+            if not pending:
+                return
+            rec = np.repeat(p.instr[template : template + 1], len(pending))
+            arr = np.array(pending, np.int64)
+            rec["opnd"][:, 0], rec["opnd"][:, 1], rec["opnd"][:, 2] = arr[:, 0], arr[:, 1], arr[:, 2]
+            rec["flags"] = (rec["flags"] & (0xFF ^ _ACC_BIT)) | np.where(arr[:, 3] != 0, _ACC_BIT, 0).astype(np.uint8)
+            rec["wsem"] = -1
+            rec["wval"] = 0
+            p.append_records(rec)
+            for _ in pending:
+                self.tags.append(cls, layer)
+            pending.clear()
+
+        for dst, stat, mov, acc in grid:
+            keys = ((id(dst.buf), True), (id(stat.buf), False), (id(mov.buf), False))
+            if template < 0 or not all(k in seen for k in keys):
+                flush()
+                template = self.emit(Op.matmul, core, Engine.tensor, dst=dst, stationary=stat, moving=mov,
+                                     accumulate=acc)
+                seen.update(keys)
+                continue
+            pending.append((p.ap_id(dst.ap), p.ap_id(stat.ap), p.ap_id(mov.ap), acc))
+            st.count += 1
+            done = st.count
+            for b in (stat.buf, mov.buf):
+                if done > b.reads.get(sem, 0):
+                    b.reads[sem] = done
+            dst.buf.last_write = {sem: done}
+            dst.buf.reads = {}
+        flush()
 
     def new_write_epoch(self, buf: Buf) -> None:
         """Start a new group of partial writes to ``buf``: later partial writes wait for earlier readers

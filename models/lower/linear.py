@@ -45,13 +45,15 @@ def linear(pl: LoweringPlan, rk: Rank, weight: str, xin: list[Buf], xdt: DType, 
                 outs.append((j, rk.bank().tile(DType.fp32, ncol, pcount=msz), msz))
         slab = rk.ws.next_slab(weight)
         sdt = slab.ap.dtype
+        grid = []  # the slab's matmuls, emitted in bulk (Emitter.matmuls)
         for i in range(sl.nk):
             kt = sl.kt0 + i
             ks = plan.ksize(kt)
             mov = xin[kt].tile(xdt, ncol, pcount=ks)
             for jj, (_j, pt, msz) in enumerate(outs):
                 stat = slab.buf.tile(sdt, msz, pcount=ks, byte=(i * sl.csz + jj * pl.cols) * sdt.itemsize)
-                rk.mm(pt, stat, mov, acc=kt > 0)
+                grid.append((pt, stat, mov, kt > 0))
+        rk.em.matmuls(rk.core, grid)
         rk.ws.slab_done()
     for j, pt, msz in outs:
         evict(j, pt, msz)
