@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 
 from infsim.config import load_chip
+from infsim.isa import Engine, Op
 from infsim.isa.interp import run
 from infsim.isa.validate import check
 from infsim.models.graph import Workload
 from infsim.models.lower import LoweringError, lower, repeat
 from infsim.models.lower.check import find_races
+from infsim.models.lower.emit import Emitter
 from infsim.models.lower.io import make_inputs, read_logits
 from infsim.models.lower.transformer import _Lowering
 from infsim.models.reference import forward, random_params
@@ -166,6 +168,24 @@ def test_stamped_layers_equal_full_emission(phase: str, b: int, c: int, tp: int)
 
     assert streams(lf) == streams(lu)
     assert hbm(lf) == hbm(lu)
+
+
+@pytest.mark.parametrize("phase,dtype", [("decode", "int8"), ("prefill", "bf16"), ("decode", "fp8_e4m3")])
+def test_bulk_matmuls_equal_emission(phase: str, dtype: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Emitter.matmuls (a slab's matmul grid packed in bulk) gives the program emitting each matmul gives."""
+    spec = spec_from_config(LLAMA, "t")
+    wl = Workload.make(phase, 2, 300, tp=2, dtype=dtype)
+    fast = lower(spec, wl, CHIP)
+
+    def one_by_one(self: Emitter, core: int, grid: list) -> None:
+        for dst, stat, mov, acc in grid:
+            self.emit(Op.matmul, core, Engine.tensor, dst=dst, stationary=stat, moving=mov, accumulate=acc)
+
+    monkeypatch.setattr(Emitter, "matmuls", one_by_one)
+    ref = lower(spec, wl, CHIP)
+    assert fast.program.instr.tobytes() == ref.program.instr.tobytes()
+    assert fast.program.aps.tobytes() == ref.program.aps.tobytes()
+    assert np.array_equal(fast.op_class, ref.op_class) and np.array_equal(fast.layer, ref.layer)
 
 
 @pytest.mark.parametrize("cfg,tp", [(LLAMA, 2), (LLAMA, 4), (GPT2, 4)], ids=["llama-tp2", "llama-tp4", "gpt2-tp4"])
