@@ -65,7 +65,8 @@ def test_dma_arbiter_alone_matches_the_engine() -> None:
                         stats=[StreamStats(k, len(streams[k])) for k in keys], start=np.zeros(n, np.int64),
                         end=np.zeros(n, np.int64), occ_end=np.zeros(n, np.int64))
     cols = [ins[c].astype(np.int64) for c in ("op", "wsem", "wval", "ssem", "sval")]
-    queues = [DmaQueue(k, key[0], key[2], streams[key], cols[0], costs, *cols[1:], np.zeros(n, np.int64))
+    access = memory.access(p, costs)
+    queues = [DmaQueue(k, key[0], key[2], streams[key], cols[0], costs, *cols[1:], np.zeros(n, np.int64), access)
               for k, key in enumerate(keys)]
     arbiter = DmaArbiter(env, sems, memory, INF2.dma, state, queues)
     arbiter.start()

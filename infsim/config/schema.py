@@ -123,6 +123,9 @@ class HbmConfig(_Model):
         "timing model behind the engine's memory interface, a name registered in infsim.engine.memory "
         "(dram: DRAM-level streaming efficiency of dram_preset; simple: bandwidth + latency)"))
     channels_per_stack: int | None = Field(default=None, gt=0, json_schema_extra=sensible(1, 64))
+    address_hash: Literal["none", "fold"] = Field(default="none", description=(
+        "how the memory controller selects channel and bank from an address, for the dram model's access "
+        "patterns: none (the DRAM preset's modular mapping) or fold (hashed, infsim.hw.hbm.mapping)"))
 
 
 class LinkConfig(_Model):

@@ -12,8 +12,9 @@ with the DMA engines, the memory interface and the collective interface as share
 * :mod:`infsim.engine.events` -- bare simpy events and the priority that orders DMA decisions last;
 * :mod:`infsim.engine.costs` -- per-instruction static costs from the hardware models, vectorised;
 * :mod:`infsim.engine.memory` -- the ``MemoryModel`` interface and its registry, with the models beside it:
-  ``simple`` (bandwidth pool + latency) and ``dram`` (the default: the pool charged at the DRAM-command-level
-  model's streaming efficiency);
+  ``simple`` (bandwidth pool + latency) and ``dram`` (the default: the pool charged per transfer at the
+  DRAM-command-level model's efficiency for its access pattern, with read/write mixing), and the
+  command-level replay that ``dram`` is tested against;
 * :mod:`infsim.engine.collectives` -- the ``CollectiveTiming`` interface and its registry, with the model
   beside it: ``link`` (the topology-aware link model of :mod:`infsim.hw.collectives`);
 * :mod:`infsim.engine.synthetic` -- a realistic synthetic program for benchmarks.

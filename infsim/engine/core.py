@@ -198,8 +198,9 @@ class Simulator:
                 call_at(env, 0, lambda _e, gen=gen: self._drive(gen))
             else:
                 env.process(self._plain_compute(k))
+        access = self.memory.access(self.program, self.costs)
         queues = [DmaQueue(k, self.keys[k][0], self.keys[k][2], self.streams[self.keys[k]], self.op, self.costs,
-                           self.wsem, self.wval, self.ssem, self.sval, self._sig_suffix) for k in dma_keys]
+                           self.wsem, self.wval, self.ssem, self.sval, self._sig_suffix, access) for k in dma_keys]
         dma = DmaArbiter(env, self.sems, self.memory, self.chip.dma, self.state, queues)
         dma.start()
         env.run()

@@ -37,7 +37,7 @@ from infsim.isa.opcodes import Op
 
 from .costs import Costs
 from .events import LOW_PRIORITY, call_at
-from .memory import MemoryModel
+from .memory import HbmAccess, MemoryModel
 from .semaphores import NEVER, SAT, Semaphores
 from .streams import StreamState
 
@@ -47,11 +47,13 @@ class DmaQueue:
 
     ``idx``: the queue's instructions in program order; ``op``, ``wsem``/``wval``, ``ssem``/``sval``: the
     program's opcode and wait/signal columns; ``sig_suffix``: per instruction, the lower bound on (next
-    signal of its stream - its start) that the lookahead uses (:meth:`StreamState.final`).
+    signal of its stream - its start) that the lookahead uses (:meth:`StreamState.final`); ``access``: the
+    memory model's per-instruction access-pattern efficiencies, passed with each transfer.
     """
 
     def __init__(self, sid: int, core: int, queue: int, idx: np.ndarray, op: np.ndarray, costs: Costs,
-                 wsem: np.ndarray, wval: np.ndarray, ssem: np.ndarray, sval: np.ndarray, sig_suffix: np.ndarray):
+                 wsem: np.ndarray, wval: np.ndarray, ssem: np.ndarray, sval: np.ndarray, sig_suffix: np.ndarray,
+                 access: HbmAccess):
         c = costs
         self.sid = sid
         self.core = core
@@ -64,6 +66,7 @@ class DmaQueue:
             c.hbm_read_addr[idx].tolist()
         self.wb, self.wc, self.wa = c.hbm_write[idx].tolist(), c.hbm_write_chip[idx].tolist(), \
             c.hbm_write_addr[idx].tolist()
+        self.re, self.we = access.read_eff[idx].tolist(), access.write_eff[idx].tolist()
         self.w0s, self.w0v = wsem[idx, 0].tolist(), wval[idx, 0].tolist()
         self.w1s, self.w1v = wsem[idx, 1].tolist(), wval[idx, 1].tolist()
         self.s0s, self.s0v = ssem[idx, 0].tolist(), sval[idx, 0].tolist()
@@ -236,11 +239,11 @@ class DmaArbiter:
             occ = now + cd
             lat = self.memory.latency_ps
             if crb:
-                end = self.memory.transfer(q.rc[p], now, crb, False, q.ra[p], rb / max(d, 1) * 1000.0)
+                end = self.memory.transfer(q.rc[p], now, crb, False, q.ra[p], rb / max(d, 1) * 1000.0, q.re[p])
                 occ = max(occ, end - lat)
                 q.data_end = max(q.data_end, end)
             if cwb:
-                end = self.memory.transfer(q.wc[p], now, cwb, True, q.wa[p], wb / max(d, 1) * 1000.0)
+                end = self.memory.transfer(q.wc[p], now, cwb, True, q.wa[p], wb / max(d, 1) * 1000.0, q.we[p])
                 occ = max(occ, end - lat)
                 q.data_end = max(q.data_end, end)
             data_end = occ

@@ -15,10 +15,11 @@ No discrete-event engine and no shared-resource arbitration. Every instruction g
 A numba scoreboard then computes every start time ``start_i = max(free_i, crossing of each wait)``
 over all streams at once (semaphore crossings from the completions of the signalling instructions;
 conservative lookahead as in the engine's fast path, with a global clock instead of an event queue).
-The critical-path makespan is finally raised to the resource bounds: per chip, HBM bytes over the memory
-model's streaming bandwidth (:meth:`~infsim.engine.memory.MemoryModel.stream_gbps`: ``hbm.bandwidth_gbps``
-for ``simple``, after the DRAM-level efficiency for ``dram``) plus its latency; per DMA engine, the sum of
-its queues' occupancy.
+The critical-path makespan is finally raised to the resource bounds: per chip, the HBM pin time of its
+transfers (:func:`hbm_pin_bytes`: each transfer's bytes over the memory model's efficiency for its access
+pattern, :meth:`~infsim.engine.memory.MemoryModel.access` -- 1 for ``simple``, the DRAM-level figure for
+``dram`` -- plus the pool's read/write mixing cost) over the pin bandwidth, plus its latency; per DMA
+engine, the sum of its queues' occupancy.
 
 Left out (by design): HBM contention timing, DMA-engine sharing order, link contention. Expected to
 stay within ~10 % of the cycle engine on the example programs (tested).
@@ -250,6 +251,18 @@ def _durations(program: Program, chip: ChipConfig, costs: Costs,
     return busy, lat, link
 
 
+def hbm_pin_bytes(program: Program, costs: Costs, memory: MemoryModel, nchips: int) -> np.ndarray:
+    """Per chip, the bytes of HBM pin time the program's transfers occupy: each transfer's bytes over its
+    access-pattern efficiency (:meth:`MemoryModel.access`), plus the read/write mixing cost of the memory
+    model's pool with all of a chip's reads and writes taken as concurrent (``kappa x min(w / W, r)``)."""
+    acc = memory.access(program, costs)
+    reads = np.zeros(nchips)
+    writes = np.zeros(nchips)
+    np.add.at(reads, costs.hbm_read_chip, costs.hbm_read / acc.read_eff)
+    np.add.at(writes, costs.hbm_write_chip, costs.hbm_write / acc.write_eff)
+    return reads + writes + memory.kappa * np.minimum(writes / memory.write_batch, reads)
+
+
 def analyze(program: Program, chip: ChipConfig, *, costs: Costs | None = None, memory: MemoryModel | None = None,
             trace: bool = False, t0: float | None = None) -> SimResult:
     """The analytical estimate of ``program`` on ``chip`` (see the module docstring); ``memory``: the HBM
@@ -335,13 +348,9 @@ def analyze(program: Program, chip: ChipConfig, *, costs: Costs | None = None, m
     # resource bounds
     bounds = [makespan]
     nchips = int(max(costs.hbm_read_chip.max(initial=0), costs.hbm_write_chip.max(initial=0))) + 1
-    per_chip = np.zeros(nchips)
-    np.add.at(per_chip, costs.hbm_read_chip, costs.hbm_read)
-    np.add.at(per_chip, costs.hbm_write_chip, costs.hbm_write)
-    hbm_gbps = memory.stream_gbps()
-    for b in per_chip:
+    for b in hbm_pin_bytes(program, costs, memory, nchips):
         if b > 0:
-            bounds.append(int(np.ceil(b / (hbm_gbps * 1e-3))) + hbm_lat)
+            bounds.append(int(np.ceil(b / memory.peak_bpps)) + hbm_lat)
     dma = op == int(Op.dma_copy)
     if dma.any():
         eng_of = ins["core"].astype(np.int64) * 4096 + ins["queue"].astype(np.int64) % chip.dma.engines_per_core

@@ -44,6 +44,15 @@ _HBM = 0
 def contiguous_run(space: int, pcount: int, pstride: int, strides: np.ndarray | list[int],
                    sizes: np.ndarray | list[int], ndims: int) -> int:
     """Elements per structurally contiguous block of one access pattern (see the module docstring)."""
+    return row_pattern(space, pcount, pstride, strides, sizes, ndims)[0]
+
+
+def row_pattern(space: int, pcount: int, pstride: int, strides: np.ndarray | list[int],
+                sizes: np.ndarray | list[int], ndims: int) -> tuple[int, int]:
+    """``(run, stride)`` in elements: the contiguous block (:func:`contiguous_run`) and the distance between
+    the starts of consecutive blocks, i.e. the stride of the first dimension that breaks contiguity
+    (its absolute value; ``stride == run`` when the whole pattern is one block). Dimensions further out
+    are not described: a pattern of rows of rows is taken as rows at the innermost breaking stride."""
     run = 1
     for j in range(ndims - 1, -1, -1):
         sz = int(sizes[j])
@@ -52,10 +61,12 @@ def contiguous_run(space: int, pcount: int, pstride: int, strides: np.ndarray | 
         if int(strides[j]) == run:
             run *= sz
         else:
-            return run
-    if space == _HBM and (pcount == 1 or pstride == run):
-        run *= pcount
-    return run
+            return run, abs(int(strides[j]))
+    if space == _HBM and pcount > 1:
+        if pstride == run:
+            return run * pcount, run * pcount
+        return run, abs(int(pstride))
+    return run, run
 
 
 def ap_runs(aps: np.ndarray) -> np.ndarray:

@@ -127,6 +127,9 @@ class HbmController(_Model):
     address_mapping: str = Field(
         description="field order MSB->LSB from tokens ro, ra, bg, ba, co, ch (e.g. 'rorabgbachco'); 'ra' has size 1"
     )
+    address_hash: Literal["none", "fold"] = Field(
+        default="none", description="none: the mapping's fields as they are; fold: channel, bank group and bank "
+        "offset by a digit sum of the higher address bits (see infsim.hw.hbm.mapping)")
     page_policy: Literal["open", "closed"] = "open"
     read_queue: int = Field(gt=0, description="read queue entries per channel")
     write_queue: int = Field(gt=0, description="write queue entries per channel")

@@ -18,6 +18,19 @@ The result is memoized per (pattern, direction); a 13.5 GB read costs one lookup
 (``refresh='amortized'``) the time is first-data latency + (n - 1) x (T[j1 + L] - T[j1]) / L, the mean over
 the refresh phase at which a transfer starts; ``refresh='cold'`` is the exact start-at-cycle-0 timeline.
 
+Strided transfers (:meth:`HbmModel.pattern_efficiency`): rows of ``row_bytes`` contiguous bytes
+``stride_bytes`` apart (:func:`~.patterns.strided`), as many rows as give the busiest channel 64 bursts
+(the pattern's steady state: a short transfer alone would measure the first activations of its banks,
+which other traffic hides), are simulated command by command, all arriving at once, with refresh
+switched off (``tREFI`` beyond the probe). A channel ``c``
+serving the probe is busy from its first to its last completion plus one burst, ``T_c``; the pattern's
+efficiency is its bytes over ``sum_c T_c`` of pin time, relative to the same figure for a sequential
+stream of 64 bursts per channel, times the streaming efficiency with refresh (above). So it counts what the
+pattern costs the channels it uses -- whole bursts for partial ones, row misses, bank conflicts inside
+the transfer -- and not how evenly it spreads over the channels (a transfer confined to a few channels
+is as efficient as one spread over all; see :mod:`infsim.engine.memory.dram` for why). Memoized per
+(row bytes, stride, offset in the first burst, direction).
+
 Comparison with DRAMsim3 (``hbm2-dramsim3``; DRAMsim3 is not a dependency, the figures come from a build
 of its source at commit 2981759, one channel, 150k cycles): DRAMsim3 has a 32-entry read transaction
 queue, a 32-entry write buffer drained when full, and per-bank command queues of 8; we have one FR-FCFS
@@ -46,8 +59,8 @@ from infsim.errors import InfsimError
 
 from .config import HbmPresetConfig, load_hbm_preset
 from .fast import simulate_channel_fast
-from .mapping import AddressMap
-from .patterns import generate
+from .mapping import AddressMap, digit_sum
+from .patterns import generate, strided
 from .protocol import param_vector, refresh_offset
 from .stats import HbmStats, build_stats
 
@@ -82,7 +95,10 @@ class HbmModel:
                               f"{self.n_channels} channels, more than the {MAX_CHANNELS} the DRAM-level model "
                               "simulates (its bulk-transfer window grows with the channel count)")
         self._memo: dict[tuple[str, bool], tuple[np.ndarray, int, int, int]] = {}
+        self._pattern_memo: dict[tuple[int, int, int, bool], float] = {}
+        self._no_refresh: HbmModel | None = None
         self.window_periods = 3.5  # refresh periods (P x tREFI) simulated for the bulk-transfer shortcut
+        self.probe_bursts_per_channel = 64  # bursts per channel of a strided-transfer probe
 
     @property
     def peak_gbps(self) -> float:
@@ -162,7 +178,16 @@ class HbmModel:
         period = self._period_cycles()
         tbl = self.cfg.organization.burst_cycles
         m = int(self.window_periods * period / tbl) + 64  # requests per channel (~window_periods at peak)
-        arr, addr, wr = generate(self.amap, pattern, m * self.n_channels, is_write)
+        if pattern == "stream" and self.amap.fields[-1] == "ch":
+            # channel 0's share of the sequential stream, without generating the other channels' requests:
+            # one burst of every n_channels, the one whose (hashed) channel is 0
+            k = np.arange(m, dtype=np.int64)
+            nch = self.n_channels
+            lane = (-digit_sum(k, nch)) % nch if self.amap.hashed else 0
+            addr = (k * nch + lane) * self.access_bytes
+            wr = np.full(m, bool(is_write))
+        else:
+            _, addr, wr = generate(self.amap, pattern, m * self.n_channels, is_write)
         f = self.amap.decode(addr)
         sel = np.nonzero(f["ch"] == 0)[0]
         cyc = np.zeros(len(sel), dtype=np.int64)
@@ -206,3 +231,53 @@ class HbmModel:
                     refresh: str = "amortized") -> float:
         """Achieved GB/s of a bulk transfer (from :meth:`stream_time_ns`)."""
         return nbytes / self.stream_time_ns(nbytes, is_write, pattern, refresh)
+
+    # ---- strided transfers ------------------------------------------------------------------------
+    def _busy_time(self, addr: np.ndarray, is_write: bool) -> float:
+        """Sum over channels of first-to-last completion plus one burst (cycles), refresh switched off."""
+        if self._no_refresh is None:
+            never = 1 << 40  # tREFI far beyond any probe: no refresh falls due
+            self._no_refresh = HbmModel(self.cfg, self.stacks, overrides={"timing.tREFI": never})
+        res = self._no_refresh.simulate(np.zeros(len(addr)), addr, np.full(len(addr), is_write))
+        ch = self.amap.decode(addr)["ch"]
+        comp = res.complete_ns / self.cfg.organization.tck_ns
+        first = np.full(self.n_channels, np.inf)
+        last = np.full(self.n_channels, -np.inf)
+        np.minimum.at(first, ch, comp)
+        np.maximum.at(last, ch, comp)
+        used = np.isfinite(first)
+        return float((last[used] - first[used]).sum() + used.sum() * self.cfg.organization.burst_cycles)
+
+    def pattern_efficiency(self, row_bytes: int, stride_bytes: int, is_write: bool = False, offset: int = 0) -> float:
+        """Steady-state share of pin bandwidth a strided pattern gets from the channels it uses (module
+        docstring); a contiguous one (``stride_bytes == row_bytes``) streams."""
+        if row_bytes <= 0 or stride_bytes < 0:
+            raise InfsimError(f"row_bytes must be > 0 and stride_bytes >= 0, got {row_bytes}, {stride_bytes}")
+        ab = self.access_bytes
+        stream = self.stream_gbps(1 << 30, is_write) / self.peak_gbps
+        if stride_bytes == row_bytes:
+            return stream
+        off = offset % ab
+        key = (row_bytes, stride_bytes, off, is_write)
+        hit = self._pattern_memo.get(key)
+        if hit is not None:
+            return hit
+        n = self.probe_bursts_per_channel * self.n_channels
+        ref_key = (0, 0, 0, is_write)  # the steady sequential stream the probes are measured against
+        if ref_key not in self._pattern_memo:
+            self._pattern_memo[ref_key] = self._busy_time(strided(ab, n * ab, n * ab, 1), is_write) / (n * ab)
+        per_row = (off + row_bytes - 1) // ab + 1
+        rows = math.ceil(n / per_row)
+        addr = strided(ab, row_bytes, stride_bytes, rows, off)
+        # stop at the row where the busiest channel has its share of the probe
+        ch = self.amap.decode(addr)["ch"]
+        onehot = np.zeros((len(ch), self.n_channels), dtype=np.int32)
+        onehot[np.arange(len(ch)), ch] = 1
+        busiest = np.maximum.accumulate(np.cumsum(onehot, axis=0).max(axis=1))
+        cut = int(np.searchsorted(busiest, self.probe_bursts_per_channel))
+        rows = min(rows, cut // per_row + 1)
+        addr = addr[: rows * per_row]
+        cost = self._busy_time(addr, is_write) / (rows * row_bytes)
+        eff = min(1.0, self._pattern_memo[ref_key] / cost) * stream
+        self._pattern_memo[key] = eff
+        return eff

@@ -1,0 +1,112 @@
+"""The HBM access pattern of every DMA instruction of a program, and the per-instruction efficiencies a
+memory model derives from them (the quantity both engines consume with the shared HBM rate profile).
+
+A DMA transfer's HBM side is one access pattern (:mod:`isa.operand`). Its shape, as the DRAM sees it,
+is summarised by three numbers (:func:`hbm_rows`):
+
+* ``row_bytes``: the structurally contiguous block (:func:`infsim.hw.dma.contiguous_run`, in bytes);
+* ``stride_bytes``: the distance between the starts of consecutive blocks (the stride of the first
+  dimension that breaks contiguity; ``== row_bytes`` for a contiguous transfer);
+* ``offset``: the transfer's first byte address (its position inside the first DRAM burst matters).
+
+Left out: dimensions beyond the first breaking one (a pattern of rows of rows is taken as rows at the
+innermost breaking stride), the order in which a DMA engine's descriptors reach the memory controller.
+
+:class:`HbmAccess` holds per instruction the *efficiency* of its read and of its write side: payload
+bytes per byte of pin time, so a transfer of ``n`` bytes occupies ``n / eff`` bytes of the chip's HBM
+pin bandwidth (``1.0`` where an instruction has no such side, and for every transfer of the ``simple``
+model). A memory model computes it once before a run (:meth:`MemoryModel.access
+<infsim.engine.memory.MemoryModel.access>`), vectorised over the instructions and memoised per distinct
+pattern.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from infsim.hw import dma as dma_hw
+from infsim.isa.dtypes import DType
+from infsim.isa.opcodes import Op, Space
+from infsim.isa.program import Program
+
+
+@dataclass(frozen=True)
+class HbmRows:
+    """Per instruction, the HBM side of its DMA as rows (module docstring); zeros where it has no such side."""
+
+    read_row: np.ndarray
+    read_stride: np.ndarray
+    write_row: np.ndarray
+    write_stride: np.ndarray
+
+
+@dataclass(frozen=True)
+class HbmAccess:
+    """Per instruction: payload bytes per byte of HBM pin time of its read and its write side (module
+    docstring)."""
+
+    read_eff: np.ndarray
+    write_eff: np.ndarray
+
+    @classmethod
+    def ones(cls, n: int) -> HbmAccess:
+        """Every transfer at the full pin rate (the ``simple`` model)."""
+        return cls(np.ones(n), np.ones(n))
+
+
+def _ap_rows(aps: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(row_bytes, stride_bytes)`` of the AP table rows ``rows``."""
+    row_b = np.zeros(len(rows), dtype=np.int64)
+    stride_b = np.zeros(len(rows), dtype=np.int64)
+    for k, a in enumerate(rows.tolist()):
+        r = aps[a]
+        run, stride = dma_hw.row_pattern(int(r["space"]), int(r["pcount"]), int(r["pstride"]), r["strides"],
+                                         r["sizes"], int(r["ndims"]))
+        isz = DType(int(r["dtype"])).itemsize
+        row_b[k], stride_b[k] = run * isz, stride * isz
+    return row_b, stride_b
+
+
+def hbm_rows(program: Program) -> HbmRows:
+    """The rows of every DMA instruction's HBM source and destination (module docstring)."""
+    ins = program.instr
+    n = len(ins)
+    aps = program.aps
+    out = []
+    is_dma = ins["op"] == int(Op.dma_copy)
+    for slot in (1, 0):  # source (read), destination (write)
+        a = np.where(is_dma, ins["opnd"][:, slot].astype(np.int64), -1)
+        row = np.zeros(n, dtype=np.int64)
+        stride = np.zeros(n, dtype=np.int64)
+        if len(aps):
+            hbm = (a >= 0) & (aps["space"][np.maximum(a, 0)] == int(Space.hbm))
+            used = np.unique(a[hbm])
+            rb, sb = _ap_rows(aps, used)
+            pos = np.searchsorted(used, a[hbm])
+            row[hbm], stride[hbm] = rb[pos], sb[pos]
+        out += [row, stride]
+    return HbmRows(*out)
+
+
+def per_instruction(rows: HbmRows, read_addr: np.ndarray, write_addr: np.ndarray, burst_bytes: int,
+                    efficiency: Callable[[int, int, bool, int], float]) -> HbmAccess:
+    """:class:`HbmAccess` from ``efficiency(row_bytes, stride_bytes, is_write, offset_in_burst)``, called once
+    per distinct pattern."""
+    effs = []
+    for row, stride, addr, write in ((rows.read_row, rows.read_stride, read_addr, False),
+                                     (rows.write_row, rows.write_stride, write_addr, True)):
+        eff = np.ones(len(row))
+        has = row > 0
+        if has.any():
+            keys = np.stack([row[has], stride[has], np.asarray(addr)[has] % burst_bytes], axis=1)
+            uniq, inv = np.unique(keys, axis=0, return_inverse=True)
+            vals = np.array([efficiency(int(r), int(s), write, int(o)) for r, s, o in uniq.tolist()])
+            eff[has] = vals[inv.reshape(-1)]
+        effs.append(eff)
+    return HbmAccess(effs[0], effs[1])
+
+
+__all__ = ["HbmAccess", "HbmRows", "hbm_rows", "per_instruction"]
