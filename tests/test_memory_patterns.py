@@ -16,6 +16,7 @@ from infsim.engine.memory import probe_cache as pc
 from infsim.engine.memory.access import hbm_rows
 from infsim.engine.memory.replay import replay, transfer_bursts
 from infsim.engine.memory.simple import RateProfile, SimpleMemory
+from infsim.engine.synthetic import TRANSFER_MIXES, transfer_mix
 from infsim.hw.hbm import closed_form as cf
 from infsim.hw.hbm import load_hbm_preset
 from infsim.isa import DType, Program, hbm, make, sbuf
@@ -133,39 +134,14 @@ def test_probe_cache_round_trip(tmp_path, monkeypatch) -> None:  # noqa: ANN001
 FAST_DMA = load_chip("inf2", {"dma.engine_gbps": 250.0, "dma.descriptor_overhead_ns": 0.0})
 
 
-def _mix(kind: str, queues: int = 4, reps: int = 8) -> Program:
-    p = Program(num_cores=1, cores_per_chip=2)
-    p.add_tensor("w", "bf16", (4096, 8192))
-    p.add_tensor("o", "bf16", (4096, 8192))
-    for q in range(queues):
-        for r in range(reps):
-            k = q * reps + r
-            if kind == "stream":  # 256 KiB contiguous
-                p.append(make("dma_copy", sbuf(128, 1024, DType.bf16), hbm("w", 128, 1024, DType.bf16, offset=k << 18),
-                              queue=q))
-            elif kind == "tile":  # 128 rows of 1 KiB, 16 KiB apart (a weight tile of a wide matrix)
-                src = hbm("w", 128, 512, DType.bf16, row_stride=8192, offset=(k % 16) * 1024 + (k // 16) * (128 << 14))
-                p.append(make("dma_copy", sbuf(128, 512, DType.bf16), src, queue=q))
-            elif kind == "gather":  # 64 rows of 128 B, 1 KiB apart
-                src = hbm("w", 64, 64, DType.bf16, row_stride=512, offset=k << 16)
-                p.append(make("dma_copy", sbuf(64, 64, DType.bf16), src, queue=q))
-            elif kind == "scatter":  # the K-cache column write: 2 B rows 4352 B apart
-                dst = hbm("o", 128, 1, DType.bf16, row_stride=2176, offset=2 * k)
-                p.append(make("dma_copy", dst, sbuf(128, 1, DType.bf16), queue=q))
-            else:  # "copy": reads and writes of 256 KiB, every other queue / "mix": one queue in four writes
-                write = q % 2 == 1 if kind == "copy" else q % 4 == 3
-                h = hbm("o" if write else "w", 128, 1024, DType.bf16, offset=k << 18)
-                s = sbuf(128, 1024, DType.bf16)
-                p.append(make("dma_copy", h, s, queue=q) if write else make("dma_copy", s, h, queue=q))
-    return p
-
-
-@pytest.mark.parametrize("kind", ["stream", "tile", "gather", "scatter", "copy", "mix"])
+@pytest.mark.parametrize("kind", TRANSFER_MIXES)
 def test_engine_memory_timing_against_command_level_replay(kind: str) -> None:
-    """Within 15%: when the HBM side of the last transfer is done, in the engine (its end less the fixed DMA
-    and HBM latencies) and in the replay of the same transfers' bursts, issued at the engine's start times
-    and DMA rates, through the command-level controllers (measured 0.86-1.04)."""
-    p = _mix(kind)
+    """When the HBM side of the last transfer is done, in the engine (its end less the fixed DMA and HBM
+    latencies) and in the replay of the same transfers' bursts, issued at the engine's start times and DMA
+    rates, through the command-level controllers: within 10% for one direction (measured 0.91-1.04), 20%
+    for read/write mixes (0.83-0.96 over two placements of the tensors: the closed form is within 11% of
+    the controller, and the greedy pool lets the first transfers of an instant run unmixed)."""
+    p = transfer_mix(kind)
     res = simulate(p, FAST_DMA, trace=True)
     costs = compute_costs(p, FAST_DMA)
     ref = replay(p, FAST_DMA, costs, res.timeline.start_ps)
@@ -174,7 +150,8 @@ def test_engine_memory_timing_against_command_level_replay(kind: str) -> None:
     assert hbm_side.all()
     engine_done = res.timeline.end_ps - int(FAST_DMA.dma.fixed_latency_ns * 1000) - mem.latency_ps
     t0 = res.timeline.start_ps.min()
-    assert (engine_done.max() - t0) == pytest.approx(ref.max() - t0, rel=0.15)
+    tol = 0.20 if kind in ("copy", "mix") else 0.10
+    assert (engine_done.max() - t0) == pytest.approx(ref.max() - t0, rel=tol)
     if kind in ("stream", "copy", "mix"):  # HBM-bound: the pool is full
         nbytes = costs.hbm_read.sum() + costs.hbm_write.sum()
         assert nbytes / (engine_done.max() - t0) > 0.5 * mem.peak_bpps

@@ -1,4 +1,5 @@
-"""A synthetic, realistic instruction mix of any size (for the engine benchmark and tests).
+"""Synthetic programs for the engine benchmark and tests: a realistic instruction mix of any size, and
+HBM transfer mixes.
 
 :func:`synthetic_program` builds a tiled-GEMM-like pipeline per core, double-buffered:
 
@@ -8,13 +9,20 @@ and for the eviction of the PSUM bank two tiles back, the last signals), a Scala
 (activation), two VectorE ops, and a SBUF->HBM store every fourth tile (a GpSimd copy otherwise).
 Loads of a slot wait until the matmuls of its previous use are done. Records are generated in bulk
 with numpy (no per-instruction Python), so building a million instructions takes well under a second.
+
+:func:`transfer_mix` is DMA transfers only, of one HBM access pattern per program, ``reps`` per queue on
+``queues`` queues of each of ``cores`` cores, no waits (the memory model's test cases against the
+command-level replay, :mod:`infsim.engine.memory.replay`): ``stream`` 256 KiB contiguous reads; ``tile``
+128 rows of 1 KiB, 16 KiB apart (a weight tile of a wide matrix); ``gather`` 64 rows of 128 B, 1 KiB apart;
+``scatter`` the K-cache column write (2 B rows 4352 B apart); ``copy`` 256 KiB reads and writes on
+alternate queues; ``mix`` one queue in four writes.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from infsim.isa import DType, Program, hbm, psum, sbuf
+from infsim.isa import DType, Program, hbm, make, psum, sbuf
 from infsim.isa.opcodes import Engine, Op
 from infsim.isa.program import INSTR_DTYPE, INTS_UNUSED
 
@@ -117,4 +125,40 @@ def synthetic_program(n_target: int, cores: int = 2, k_tiles: int = 4, seed: int
             blk[copy, per_tile - 1] = last
             out[sel, c] = blk
     p.append_records(out.reshape(-1))
+    return p
+
+
+TRANSFER_MIXES = ("stream", "tile", "gather", "scatter", "copy", "mix")
+
+
+def transfer_mix(kind: str, queues: int = 4, reps: int = 8, cores: int = 1) -> Program:
+    """DMA transfers of one access pattern (module docstring)."""
+    if kind not in TRANSFER_MIXES:
+        raise ValueError(f"unknown transfer mix '{kind}' (one of {', '.join(TRANSFER_MIXES)})")
+    p = Program(num_cores=cores, cores_per_chip=max(cores, 2))
+    p.add_tensor("w", "bf16", (4096, 8192))
+    p.add_tensor("o", "bf16", (4096, 8192))
+    for c in range(cores):
+        for q in range(queues):
+            for r in range(reps):
+                k = (c * queues + q) * reps + r
+                if kind == "stream":
+                    src = hbm("w", 128, 1024, DType.bf16, offset=k << 18)
+                    p.append(make("dma_copy", sbuf(128, 1024, DType.bf16), src, queue=q, core=c))
+                elif kind == "tile":
+                    src = hbm("w", 128, 512, DType.bf16, row_stride=8192,
+                              offset=(k % 16) * 1024 + (k // 16) * (128 << 14))
+                    p.append(make("dma_copy", sbuf(128, 512, DType.bf16), src, queue=q, core=c))
+                elif kind == "gather":
+                    src = hbm("w", 64, 64, DType.bf16, row_stride=512, offset=k << 16)
+                    p.append(make("dma_copy", sbuf(64, 64, DType.bf16), src, queue=q, core=c))
+                elif kind == "scatter":
+                    dst = hbm("o", 128, 1, DType.bf16, row_stride=2176, offset=2 * k)
+                    p.append(make("dma_copy", dst, sbuf(128, 1, DType.bf16), queue=q, core=c))
+                else:
+                    write = q % 2 == 1 if kind == "copy" else q % 4 == 3
+                    h = hbm("o" if write else "w", 128, 1024, DType.bf16, offset=k << 18)
+                    s = sbuf(128, 1024, DType.bf16)
+                    p.append(make("dma_copy", h, s, queue=q, core=c) if write
+                             else make("dma_copy", s, h, queue=q, core=c))
     return p

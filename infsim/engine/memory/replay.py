@@ -52,14 +52,16 @@ def transfer_bursts(program: Program, i: int, slot: int, burst_bytes: int) -> np
     return burst[new] * burst_bytes
 
 
-def replay(program: Program, chip: ChipConfig, costs: Costs, start_ps: np.ndarray, chip_index: int = 0) -> np.ndarray:
+def replay(program: Program, chip: ChipConfig, costs: Costs, start_ps: np.ndarray, chip_index: int = 0,
+           overrides: dict | None = None) -> np.ndarray:
     """Per instruction, the completion time (ps) of its last HBM burst on chip ``chip_index`` in the
     command-level replay of a run whose instructions started at ``start_ps`` (module docstring); ``-1``
-    for instructions without an HBM side there."""
+    for instructions without an HBM side there. ``overrides``: fields of the HBM preset to change for
+    the replay (e.g. ``{"controller.read_queue": 256}``)."""
     if not chip.hbm.dram_preset:
         raise InfsimError(f"chip '{chip.name}' has no hbm.dram_preset to replay against")
     model = HbmModel(chip.hbm.dram_preset, stacks=chip.hbm.stacks,
-                     overrides={"controller.address_hash": chip.hbm.address_hash})
+                     overrides={"controller.address_hash": chip.hbm.address_hash, **(overrides or {})})
     ab = model.access_bytes
     op = program.instr["op"]
     arrive, addrs, writes, owner = [], [], [], []
