@@ -25,10 +25,21 @@ restarts at an aligned slot), computes once its first slab has arrived, and ends
 compute and its last slab; serial work (norms, collectives, a head's dependency chain) advances only the
 compute chain while the DMA keeps prefetching. Attention's K/V loads share the DMA engines with the
 weight prefetch pending when it starts; within a (sequence, kv head) the key-block loops pipeline across
-engines and heads are double-buffered (load of the next under compute of this one). HBM bandwidth is
-shared by the active cores of a chip. Ranks are symmetric.
+engines and heads are double-buffered (load of the next under compute of this one). While weights are
+pending, a head's loads also wait on their engines for the weight chunk in service (an engine serves its
+queues round robin, ``dma.arbitration_bytes`` per turn): one chunk of load latency per head. HBM bandwidth
+is shared by the active cores of a chip. Ranks are symmetric.
 
-Left out (the cycle engine has them): semaphore latencies between instructions, PSUM-bank and SBUF-slot
+HBM time is counted as the cycle engine's memory model charges it (:mod:`infsim.engine.memory`): every
+transfer the phase makes occupies its bytes over the model's efficiency for its access pattern
+(:meth:`~infsim.engine.memory.MemoryModel.pattern_efficiency`) of the chip's pin bandwidth -- weight slabs
+(contiguous), K^T rows of the keys ``max_ctx`` apart, V rows of a block one block apart, the K-cache
+column and V rows written per new token -- plus the model's read/write mixing cost with the phase's reads
+and writes taken as concurrent.
+
+Left out (the cycle engine has them): semaphore latencies between instructions, the engine turns taken by
+the lowering's sync ``nop`` carriers on the K/V queues (each waits a weight chunk too: GPT-2 decode, whose
+64-wide heads do little compute per load, comes out ~10-15% fast), PSUM-bank and SBUF-slot
 back-pressure beyond the ring depth, the lowering's SBUF aliasing between phases, contention between
 collectives. The agreement with the cycle engine is a test (``tests/test_fidelity_step.py``).
 """
@@ -60,16 +71,20 @@ class PhaseCost:
 
     dma: float = 0.0  # summed DMA engine time (spread over the queues)
     hbm_bytes: float = 0.0
+    hbm_rd: float = 0.0  # bytes of HBM pin time of the reads (bytes over their access pattern's efficiency)
+    hbm_wr: float = 0.0  # ... of the writes
     tensor: float = 0.0
     vector: float = 0.0
     scalar: float = 0.0
     gpsimd: float = 0.0
     serial: float = 0.0  # on the compute chain, not overlapped by compute (collectives, dependency chains)
+    serial_shared: float = 0.0  # attention: ``serial`` when every K/V load waits a weight chunk (_Pipe.attention)
     dma_lat: float = 0.0  # summed fixed DMA latency of the weight slabs (matters when the ring is shallow)
     first_dma: float = 0.0  # latency before the first compute of the phase can start
 
     def add(self, o: PhaseCost) -> None:
-        for f in ("dma", "hbm_bytes", "tensor", "vector", "scalar", "gpsimd", "serial", "dma_lat"):
+        for f in ("dma", "hbm_bytes", "hbm_rd", "hbm_wr", "tensor", "vector", "scalar", "gpsimd", "serial",
+                  "serial_shared", "dma_lat"):
             setattr(self, f, getattr(self, f) + getattr(o, f))
         self.first_dma = max(self.first_dma, o.first_dma)
 
@@ -101,9 +116,10 @@ def _memo(fn):  # noqa: ANN001, ANN202
 
 
 class _Costs:
-    def __init__(self, chip: ChipConfig, spec: ModelSpec, wl: Workload):
+    def __init__(self, chip: ChipConfig, spec: ModelSpec, wl: Workload, mem: MemoryModel, max_ctx: int):
         self._memo: dict[tuple, object] = {}
-        self.chip, self.spec, self.wl = chip, spec, wl
+        self.chip, self.spec, self.wl, self.mem = chip, spec, wl, mem
+        self.max_ctx = max_ctx  # the lowering's K/V cache length (rows of K^T, token slots of V)
         self.P = chip.sbuf.partitions
         self.cols = chip.tensor_engine.cols
         # DMA parallelism: one transfer at a time per engine; K/V loads split over the lowering's
@@ -123,6 +139,7 @@ class _Costs:
         self.s_ns = 1.0 / chip.scalar_engine.clock_ghz
         self.g_ns = 1.0 / chip.gpsimd_engine.clock_ghz
         self.s_block = min(4 * self.cols, (chip.psum.banks // 2) * self.cols)
+        self.weight_chunk_ns = 0.0  # engine time of one arbitration chunk of the weight stream (estimate() sets it)
 
     # elementary costs -------------------------------------------------------------------------
     def mm_ns(self, k: int, m: int, n: int, count: int, rate: float | None = None, reuse: bool = False) -> float:
@@ -148,6 +165,16 @@ class _Costs:
         """Engine occupancy of one transfer (the HBM and fixed DMA latencies do not occupy it)."""
         return float(dma_hw.engine_time_ns(self.chip.dma, int(nbytes), int(chunks)))
 
+    def hbm(self, c: PhaseCost, nbytes: float, row_bytes: int, stride_bytes: int, write: bool = False) -> None:
+        """Count a transfer of ``nbytes`` in rows of ``row_bytes``, ``stride_bytes`` apart, in HBM: its
+        bytes and its pin time at the memory model's efficiency for the pattern."""
+        pin = nbytes / self.mem.pattern_efficiency(row_bytes, stride_bytes, write)
+        c.hbm_bytes += nbytes
+        if write:
+            c.hbm_wr += pin
+        else:
+            c.hbm_rd += pin
+
     @property
     def dma_lat_ns(self) -> float:
         """Latency a transfer adds after its engine time: HBM latency + the fixed DMA latency."""
@@ -163,7 +190,7 @@ class _Costs:
             b = sl.elems * isz
             c.dma += self.dma_ns(b, sl.rows)
             c.dma_lat += self.dma_lat_ns
-            c.hbm_bytes += b
+            self.hbm(c, b, b, b)  # a slab is one contiguous block in HBM (the lowering's weight layout)
         c.first_dma = self.dma_ns(plan.slabs[0].elems * isz, plan.slabs[0].rows) + self.dma_lat_ns
         kt = math.ceil(k / self.P)
         mt = math.ceil(n / self.cols)
@@ -206,15 +233,20 @@ class _Costs:
         hd, P, kb = self.spec.head_dim, self.P, self.kdt.itemsize
         c = PhaseCost()
         c.dma += kvh_r * self.dma_ns(hd * n_tokens * kb, hd)
+        # K^T [hd, max_ctx]: hd rows of the chunk's tokens; V partition-major: a row of hd per token, rows of
+        # one block max_ctx / P * hd apart
+        self.hbm(c, kvh_r * hd * n_tokens * kb, n_tokens * kb, self.max_ctx * kb, True)
+        v_stride = self.max_ctx // P * hd * kb
         if decode:
             c.dma += kvh_r * self.dma_ns(hd * kb, 1)  # the staged V row: one contiguous descriptor
+            self.hbm(c, kvh_r * hd * kb, hd * kb, hd * kb, True)
         else:
             blocks = math.ceil(n_tokens / P)
             n = min(P, n_tokens)
             c.tensor += kvh_r * self.mm_ns(hd, n, P, blocks, self.kv_rate)
             c.vector += kvh_r * self.vec_ns(n, hd, 1, blocks)
             c.dma += kvh_r * blocks * self.dma_ns(n * hd * kb, n)
-        c.hbm_bytes += 2 * kvh_r * hd * n_tokens * kb
+            self.hbm(c, kvh_r * hd * n_tokens * kb, hd * kb, v_stride, True)
         return c
 
     @_memo
@@ -246,7 +278,10 @@ class _Costs:
             vparts = max(1, min(vrows // 16, self.kv_queues // 2))
             v_part = self.dma_ns(vrows * vblk * hd * kb / vparts, vrows / vparts)
             per_head.dma += vparts * v_part
-            per_head.hbm_bytes += k_bytes + vrows * vblk * hd * kb
+            # K^T rows of the keys, max_ctx apart; V: per partition the blocks' rows, one block apart
+            if n_hbm > 0:
+                self.hbm(per_head, k_bytes, n_hbm * kb, self.max_ctx * kb)
+            self.hbm(per_head, vrows * vblk * hd * kb, vblk * hd * kb, self.max_ctx // P * hd * kb)
             # K and V parts share the queues: the head's data is complete after ~ (parts of K + V) / queues
             waves = math.ceil((parts + vparts) / self.q)
             load_lat = self.dma_lat_ns + waves * max(k_part, v_part)
@@ -288,9 +323,12 @@ class _Costs:
         # single score/probability buffers, so heads do not overlap each other on the engines
         comp = chain
         c.serial += kvh_r * max(comp, (comp + load_lat) / 2.0)
+        # with the weight stream pending on the same engines, each head's loads wait for the weight chunk in
+        # service on their engines (round robin, one chunk per turn): one chunk more of load latency
+        wait = self.weight_chunk_ns if s.kind == "decoder" else 0.0
+        c.serial_shared += kvh_r * max(comp, (comp + load_lat + wait) / 2.0)
         c.first_dma = load_lat
-        c.hbm_bytes += kvh_r * per_head.hbm_bytes
-        for f in ("dma", "tensor", "vector", "scalar", "gpsimd"):
+        for f in ("dma", "hbm_bytes", "hbm_rd", "hbm_wr", "tensor", "vector", "scalar", "gpsimd"):
             setattr(c, f, kvh_r * getattr(per_head, f))
         return c
 
@@ -317,16 +355,22 @@ class _Pipe:
     """
 
     def __init__(self, queues: int, hbm_share_gbps: float, ring_ns: float, ring: int, last_lat_ns: float,
-                 shared_queues: bool):
+                 shared_queues: bool, kappa: float = 0.0, write_batch: int = 1):
         self.q, self.hbm, self.ring_ns, self.ring, self.last_lat = queues, hbm_share_gbps, ring_ns, ring, last_lat_ns
+        self.kappa, self.write_batch = kappa, write_batch
         self.shared = shared_queues
         self.dma = self.comp = self.cons = self.prev_d = 0.0
         self.reach = ring_ns  # prefetch reach into the next weight segment
 
+    def pin(self, c: PhaseCost) -> float:
+        """Bytes of HBM pin time of a phase: reads and writes over their patterns' efficiencies, plus the
+        memory model's read/write mixing cost with the phase's reads and writes concurrent."""
+        return c.hbm_rd + c.hbm_wr + self.kappa * min(c.hbm_wr / self.write_batch, c.hbm_rd)
+
     def dma_time(self, c: PhaseCost) -> float:
         streams = self.q if self.ring >= self.q else self.ring
         engine = (c.dma + (c.dma_lat if self.ring < self.q else 0.0)) / streams
-        return max(engine, c.hbm_bytes / self.hbm)
+        return max(engine, self.pin(c) / self.hbm)
 
     def weights(self, c: PhaseCost) -> None:
         d = self.dma_time(c)
@@ -370,14 +414,17 @@ class _Pipe:
         the first load's transfer takes up to twice as long and the loads' total ``d`` is stretched by
         up to ``d``; on shared queues they wait behind it. The heads' chain (``serial``) runs after the
         first load."""
-        d = max(c.dma / self.q, c.hbm_bytes / self.hbm)
+        d = max(c.dma / self.q, self.pin(c) / self.hbm)
         t0 = self.comp
         pending = max(0.0, self.dma - t0) + min(self.reach, next_dma_ns)
         if self.shared:  # the K/V loads wait in line behind the pending prefetch
             self.comp = t0 + pending + max(c.first_dma + c.serial, d)
         else:
             first = c.first_dma + min(max(0.0, c.first_dma - self.last_lat), pending)
-            self.comp = max(t0 + first + c.serial, t0 + d + min(d, pending))
+            # the heads whose loads are issued while weights are pending wait a weight chunk each
+            share = min(1.0, pending / c.serial_shared) if c.serial_shared > 0 else 0.0
+            serial = c.serial + share * (c.serial_shared - c.serial)
+            self.comp = max(t0 + first + serial, t0 + d + min(d, pending))
         self.dma = max(self.dma, t0) + d
 
 
@@ -386,10 +433,9 @@ def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: Colle
     """Closed-form latency of one step (see the module docstring). ``collectives`` and ``memory`` (a model or
     a registered name) default to the chip's models; the memory model gives the HBM streaming bandwidth."""
     g = build_graph(spec, wl)
-    cc = _Costs(chip, spec, wl)
     coll = collectives if collectives is not None else make_collectives(chip)
     mem = memory if memory is not None and not isinstance(memory, str) else make_memory(chip, memory)
-    P = cc.P
+    P = chip.sbuf.partitions
     tp = wl.tp
     hd = spec.head_dim
     heads_r, kvh_r, inter_r = split(spec.heads, tp), split(spec.kv_heads, tp), split(spec.intermediate, tp)
@@ -398,6 +444,7 @@ def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: Colle
     tokens = wl.batch * seq
     notes: list[str] = []
     plan = plan_step(spec, wl, chip)  # the lowering's own token chunk, weight ring and slab layout
+    cc = _Costs(chip, spec, wl, mem, plan.max_ctx)
     tc, ring_depth = plan.token_chunk, plan.ring_depth
     if tc is None or ring_depth is None:  # e.g. a context too long for the lowering's SBUF plan: estimate anyway
         tc = min(chip.tensor_engine.moving_free_max, chip.psum.bytes_per_partition // chip.psum.banks // 4, tokens)
@@ -406,11 +453,17 @@ def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: Colle
                      "assumed")
     chunks = math.ceil(tokens / tc)
     active = min(tp, chip.cores_per_chip)
-    hbm_share = mem.stream_gbps() / active  # the cycle engine's memory model (dram: DRAM-level efficiency)
+    hbm_share = mem.peak_bpps * 1e3 / active  # the pin bandwidth, charged per transfer as the cycle engine's model
     q = chip.dma.engines_per_core
     # prefetch depth in time: the weight ring holds ring_depth slabs of the layers (the largest one's size)
     slab_bytes = P * plan.max_slab_free * cc.wdt.itemsize
-    ring_ns = ring_depth * max(cc.dma_ns(slab_bytes, P) / q, slab_bytes / hbm_share)
+    slab = PhaseCost()
+    cc.hbm(slab, slab_bytes, slab_bytes, slab_bytes)
+    ring_ns = ring_depth * max(cc.dma_ns(slab_bytes, P) / q, slab.hbm_rd / hbm_share)
+    # a DMA engine serves its queues round robin, dma.arbitration_bytes per turn: a K/V load behind the
+    # weight stream waits for one chunk of a slab
+    chunk = min(chip.dma.arbitration_bytes or slab_bytes, slab_bytes)
+    cc.weight_chunk_ns = cc.dma_ns(slab_bytes, P) * chunk / max(slab_bytes, 1)
     members = tuple(range(tp))
     ab = DType.parse(wl.act_dtype).itemsize
 
@@ -423,7 +476,8 @@ def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: Colle
     pad = (-plan.layer_slabs) % ring_depth  # slots skipped to align the next group (layer, head) to the ring
     boundary = min(1.0, (pad + 1) / ring_depth)
     # without queues of their own the K/V loads queue behind the weight prefetch
-    pipe = _Pipe(q, hbm_share, ring_ns, ring_depth, cc.dma_lat_ns, shared_queues=cc.other_q0 == 0)
+    pipe = _Pipe(q, hbm_share, ring_ns, ring_depth, cc.dma_lat_ns, shared_queues=cc.other_q0 == 0,
+                 kappa=mem.kappa, write_batch=mem.write_batch)
     phases: list[tuple[str, float]] = []
     hbm_total = 0.0
     decode = wl.phase == "decode"

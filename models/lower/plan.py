@@ -366,6 +366,7 @@ class StepPlan:
     layer_slabs: int  # weight slabs of one layer (one rank)
     max_slab_free: int  # elements per partition of the largest slab of a layer
     error: str | None = None
+    max_ctx: int = 0  # token slots of the K/V cache (context + new tokens, rounded up to the partitions)
 
 
 def plan_step(spec: ModelSpec, workload: Workload, chip: ChipConfig) -> StepPlan:
@@ -377,4 +378,4 @@ def plan_step(spec: ModelSpec, workload: Workload, chip: ChipConfig) -> StepPlan
     except LoweringError as e:  # the weight plans are made before the SBUF allocation that failed
         tc, ring, err = None, None, str(e)
     layer = [p for n, p in pl.plans.items() if n.startswith("L0.")]
-    return StepPlan(tc, ring, sum(len(p.slabs) for p in layer), max(p.max_slab_free for p in layer), err)
+    return StepPlan(tc, ring, sum(len(p.slabs) for p in layer), max(p.max_slab_free for p in layer), err, pl.max_ctx)
