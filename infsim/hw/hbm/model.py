@@ -55,9 +55,10 @@ from pathlib import Path
 
 import numpy as np
 
+from infsim.config.bounds import bounds_for
 from infsim.errors import InfsimError
 
-from .config import HbmPresetConfig, load_hbm_preset
+from .config import HbmPresetConfig, HbmTiming, load_hbm_preset
 from .fast import simulate_channel_fast
 from .mapping import AddressMap, digit_sum
 from .patterns import generate, strided
@@ -235,12 +236,15 @@ class HbmModel:
     # ---- strided transfers ------------------------------------------------------------------------
     def _busy_time(self, addr: np.ndarray, is_write: bool) -> float:
         """Sum over channels of first-to-last completion plus one burst (cycles), refresh switched off."""
+        never = int(bounds_for(HbmTiming, "tREFI", 1)[1])  # the largest tREFI the config accepts
         if self._no_refresh is None:
-            never = 1 << 40  # tREFI far beyond any probe: no refresh falls due
             self._no_refresh = HbmModel(self.cfg, self.stacks, overrides={"timing.tREFI": never})
         res = self._no_refresh.simulate(np.zeros(len(addr)), addr, np.full(len(addr), is_write))
         ch = self.amap.decode(addr)["ch"]
         comp = res.complete_ns / self.cfg.organization.tck_ns
+        if len(comp) and comp.max() >= never:  # the first REF falls due at tREFI or later: none did
+            raise InfsimError(f"pattern probe of {len(addr)} bursts ran past tREFI = {never} cycles; "
+                              "refresh would have fallen inside it")
         first = np.full(self.n_channels, np.inf)
         last = np.full(self.n_channels, -np.inf)
         np.minimum.at(first, ch, comp)
