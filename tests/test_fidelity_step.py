@@ -60,8 +60,9 @@ def test_analytical_scales_with_hbm_bandwidth() -> None:
 #: cases outside the band since the lowering stopped emitting wait-carrying nops (issue 14): the cycle
 #: engine applied a zero-latency nop's signal at its start, ahead of the long matmuls before it, so the
 #: old programs woke consumers early; without those nops these cycle latencies rose ~11% (analytical/cycle
-#: 0.89-0.90). To be re-checked once the engines apply a stream's signals in program order.
-_OUTSIDE_BAND = {"nextgen-hbm3e-decode-b32-c2048-bf16", "nextgen-hbm3e-decode-b32-c2048-fp8_e4m3"}
+#: 0.89-0.90). The step fidelity's K/V-behind-weight-chunk term (i13b) brought bf16 back inside the band;
+#: fp8 stays outside. To be re-checked once the engines apply a stream's signals in program order.
+_OUTSIDE_BAND = {"nextgen-hbm3e-decode-b32-c2048-fp8_e4m3"}
 
 
 def _case_id(chip: str, w: Workload) -> str:
