@@ -67,10 +67,12 @@ def test_local_cluster_gives_identical_results(tmp_path: Path) -> None:
     from distributed import Client, LocalCluster
 
     local = run_sweep(SPEC, tmp_path / "local", workers=2)
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
-        dist = run_sweep(SPEC, tmp_path / "dask", scheduler=client)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with Client(cluster) as client:
+            dist = run_sweep(SPEC, tmp_path / "dask", scheduler=client)
+        by_address = run_sweep(SPEC, tmp_path / "address", scheduler=cluster.scheduler_address)  # as --scheduler
     pd.testing.assert_frame_equal(_canon(local), _canon(dist))
+    pd.testing.assert_frame_equal(_canon(local), _canon(by_address))
 
 
 def test_sigkill_mid_sweep_loses_and_duplicates_nothing(tmp_path: Path) -> None:

@@ -195,6 +195,42 @@ def test_bad_options_fail_fast(tmp_path: Path, kw: dict[str, Any], match: str) -
     assert not (tmp_path / "out" / "parts").exists()
 
 
+@pytest.mark.parametrize("answer", [b"", b"HTTP/1.0 200 OK\r\n\r\n" + b"x" * 64])
+def test_scheduler_address_of_a_server_that_is_not_dask(answer: bytes) -> None:
+    """A web server on the port (silent until it gets a request) kept dask's Client waiting forever; one that
+    answers made dask read a frame length of exabytes (MemoryError)."""
+    import socket
+    import threading
+
+    from infsim.studies.sweep import _connect
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    conns: list[socket.socket] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            conns.append(conn)
+            if answer:
+                conn.sendall(answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    t0 = time.perf_counter()
+    try:
+        with pytest.raises(SweepError, match=rf"--scheduler tcp://127.0.0.1:{port}: not a dask scheduler or not "
+                                             r"answering \(.+\)$"):
+            _connect(f"tcp://127.0.0.1:{port}", timeout_s=1.0)
+    finally:
+        server.close()
+        for c in conns:
+            c.close()
+    assert time.perf_counter() - t0 < 15
+
+
 def test_huge_grid_is_refused_before_building_it(tmp_path: Path) -> None:
     axes = {f"energy.{f}": [float(i) for i in range(10)] for f in (
         "vector_op_pj", "scalar_op_pj", "sbuf_pj_per_byte", "psum_pj_per_byte", "hbm_pj_per_bit", "link_pj_per_bit",

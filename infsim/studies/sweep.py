@@ -42,6 +42,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from infsim.config import ChipConfig
+from infsim.config.loader import shorten
 from infsim.errors import InfsimError
 from infsim.models.graph import Workload
 from infsim.progress import progress_bar
@@ -368,12 +369,16 @@ def check_options(workers: int | None, batch_size: int) -> int:
 
 
 def _connect(scheduler: str, timeout_s: float = 10.0) -> Any:
-    """A dask Client for the scheduler ``address`` or :class:`SweepError` within ``timeout_s`` (a refused
-    or unresolvable address fails at once)."""
+    """A dask Client for the scheduler ``address`` or :class:`SweepError` within about ``timeout_s``: a refused
+    or unresolvable address fails at once, and so does a server that is not dask's. dask bounds the TCP
+    connection but not its handshake (a web server on that port, waiting for a request, kept
+    ``Client()`` waiting forever), so the handshake is tried first under our own time limit."""
+    import asyncio
     import socket
     from urllib.parse import urlsplit
 
     from distributed import Client
+    from distributed.comm import connect
 
     parts = urlsplit(scheduler if "://" in scheduler else f"tcp://{scheduler}")
     try:
@@ -387,10 +392,19 @@ def _connect(scheduler: str, timeout_s: float = 10.0) -> Any:
     except OSError as e:
         raise SweepError(f"--scheduler {scheduler}: cannot reach the dask scheduler "
                          f"({e.strerror or type(e).__name__})") from None
+
+    async def handshake() -> None:
+        comm = await asyncio.wait_for(connect(f"tcp://{host}:{port}", timeout=timeout_s), timeout_s)
+        await comm.close()
+
     try:
+        asyncio.run(handshake())
         return Client(scheduler, timeout=f"{timeout_s}s")
-    except (OSError, TimeoutError) as e:
-        raise SweepError(f"--scheduler {scheduler}: not a dask scheduler or not answering ({e})") from None
+    except Exception as e:  # noqa: BLE001 - a server that is not dask's answers with anything (an HTTP page read
+        # as a frame length made dask allocate 3 EiB: MemoryError)
+        why = shorten(" ".join(f"{type(e).__name__}: {e}".split()), 160) if str(e) else \
+            f"no dask handshake within {timeout_s:g} s"
+        raise SweepError(f"--scheduler {scheduler}: not a dask scheduler or not answering ({why})") from None
 
 
 def _run_dask(client: Any, batches: Iterator[list[dict[str, Any]]], on_rows: Any) -> None:
