@@ -1,7 +1,7 @@
 """Test configuration: the hypothesis profiles (``ci`` keeps property tests bounded, ``dev`` is the default,
 ``thorough`` runs many more examples), chosen with ``HYPOTHESIS_PROFILE``. There are no shared fixtures yet:
 helpers shared by several test modules are plain modules beside them (``strategies.py``, ``engine_programs.py``,
-``preset_sources.py``)."""
+``preset_sources.py``, ``cli_harness.py``: the command line in a forked child with a time limit and a memory cap)."""
 
 from __future__ import annotations
 
