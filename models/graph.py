@@ -217,7 +217,8 @@ def build_graph(spec: ModelSpec, wl: Workload) -> Graph:
         if spec.rotary:
             op("rope", "elementwise", elem_ops=3 * t * (heads + kvh) * hd)
         if spec.kind == "decoder":
-            kv_read = 2 * b * kvh * hd * wl.context * kvb if wl.phase == "decode" else 0
+            # the cached positions attention reads: the context, at most the sliding window's
+            kv_read = 2 * b * kvh * hd * (kv_len - seq) * kvb if wl.phase == "decode" else 0
             op("kv_cache", "elementwise", kv_read_bytes=kv_read, kv_write_bytes=2 * t * kvh * hd * kvb)
         op("attn_scores", "attention", m=seq, n=kv_len, k=hd, count=b * heads)
         op("softmax", "softmax", elem_ops=5 * b * heads * seq * kv_len)

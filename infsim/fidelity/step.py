@@ -220,6 +220,7 @@ class _Costs:
         else:
             apply = _pipelined((self.vec_ns(P, t, 2, ht), self.vec_ns(P, t, 1, ht, "scalar")), ht)
         c.dma += self.dma_ns(P * ht * 4 * (2 if layer else 1), P)
+        c.hbm_bytes += P * ht * 4 * (2 if layer else 1)  # the scale (and shift) vectors, fp32 per partition
         # a norm is a dependency chain (sums -> statistic -> broadcast -> per-tile scale) that the next
         # projection waits for (its first column block needs every normalised tile): serial work
         c.serial += self.dma_lat_ns + stats + mid + apply
@@ -489,10 +490,13 @@ def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: Colle
         hbm_total += c.hbm_bytes
 
     ht = math.ceil(h / P)
+    if spec.family == "vit":  # the images (bytes only: their loads are not timed)
+        hbm_total += wl.batch * spec.num_channels * spec.image_size**2 * ab // tp
     for ci in range(chunks):
         t = min(tc, tokens - ci * tc)
         if spec.family != "vit":  # the chunk's hidden states, one [P, t] tile per descriptor row
             pipe.load_input(ht * cc.dma_ns(P * t * ab, P))
+            hbm_total += ht * P * t * ab
         if spec.family == "vit":
             weights(cc.linear(spec.num_channels * spec.patch_size**2, h, t, 2))
         for _L in range(spec.layers):
@@ -552,9 +556,12 @@ def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: Colle
             weights(m)
             pipe.serial(allreduce(t))
             if no_norm:  # post-norm: the second LayerNorm closes the layer
-                pipe.serial(cc.norm(t).serial)
+                closing = cc.norm(t)
+                pipe.serial(closing.serial)
+                hbm_total += closing.hbm_bytes
         if spec.kind == "encoder" and spec.family != "vit":  # hidden states out
             pipe.store_output(ht * cc.dma_ns(P * t * ab, P))
+            hbm_total += ht * P * t * ab
         phases.append((f"chunk{ci}", pipe.comp))
     if spec.kind == "decoder" or spec.family == "vit":
         pipe.group_boundary(boundary)
@@ -566,6 +573,7 @@ def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: Colle
             hc.add(cc.norm(t))
             hc.add(cc.linear(h, split(spec.vocab, tp), t, 1))
         weights(hc)
+        hbm_total += wl.batch * split(spec.vocab, tp) * ab  # the logits written (bytes only: not timed)
     total = pipe.comp
     return Estimate(total, phases, g, hbm_total * tp, notes=notes)
 
