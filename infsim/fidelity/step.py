@@ -183,7 +183,8 @@ class _Costs:
     # ops ----------------------------------------------------------------------------------------
     @_memo
     def linear(self, k: int, n: int, t: int, evict_inputs: int = 1, evict_engine: str = "vector") -> PhaseCost:
-        plan = plan_linear(k, n, self.P, self.s_block, self.chip.dma.min_efficient_chunk_bytes, self.wdt.itemsize)
+        plan = plan_linear(k, n, self.P, self.s_block, self.chip.dma.min_efficient_chunk_bytes, self.wdt.itemsize,
+                           self.cols)
         c = PhaseCost()
         isz = self.wdt.itemsize
         for sl in plan.slabs:

@@ -63,10 +63,10 @@ def mlp_up(pl: LoweringPlan, rk: Rank, L: int, ncol: int, xn2: list[Buf], prefix
 
         def ev_up1(j: int, pt: Tile, msz: int) -> None:
             scale = scale_tile(pl, rk, pre + "w_up", j, msz)
-            b = bias_tile(rk, f"L{L}.b_up", 0, j, msz) if spec.qkv_bias else None
+            b = bias_tile(rk, f"L{L}.b_up", 0, j, msz) if spec.mlp_bias else None
             evict_copy(rk, h[j].tile(mdt, ncol, pcount=msz), pt, scale, b, func)
 
-        if spec.qkv_bias:
+        if spec.mlp_bias:
             rk.load_vec(rank_tensor(f"L{L}.b_up", rk.r), 0)
         linear(pl, rk, pre + "w_up", xn2, mdt, ncol, ev_up1)
     return h
