@@ -21,9 +21,10 @@ Conventions (the lowering follows them, so FLOPs match exactly):
   row-split, followed by an all-reduce of the hidden state. Heads are split ``ceil(heads/tp)`` per rank
   (padded, as Neuron's transformers library pads heads); KV heads likewise, replicated when
   ``kv_heads < tp``. The LM head is split over the vocabulary (an all-gather of logits follows).
-* Mixture of experts: every token is routed to ``experts_per_token`` experts; decode touches
-  ``min(experts, tokens x experts_per_token)`` distinct experts (balanced routing assumed), whose weights
-  are read once. Experts are split over ranks like a dense MLP (each rank holds a slice of every expert).
+* Mixture of experts: every token is routed to ``experts_per_token`` experts; a step touches
+  :func:`.moe.experts_touched` distinct experts (static balanced routing, ``min(experts, tokens x
+  experts_per_token)`` when ``experts_per_token`` divides ``experts``), whose weights are read once.
+  Experts are split over ranks like a dense MLP (each rank holds a slice of every expert).
 * Encoders (BERT, ViT) have no KV cache; BERT returns hidden states (no head); ViT adds the patch
   embedding and a classifier on the class token.
 """
@@ -35,6 +36,7 @@ from dataclasses import dataclass, field
 
 from infsim.isa.dtypes import DType
 
+from . import moe
 from .spec import ModelError, ModelSpec
 
 PHASES = ("prefill", "decode")
@@ -241,7 +243,7 @@ def build_graph(spec: ModelSpec, wl: Workload) -> Graph:
         op("mlp_norm", "norm", weight_bytes=nw, elem_ops=norm_ops * t * h)
         if spec.is_moe:
             e, k_e = spec.num_experts, spec.experts_per_token
-            touched = min(e, t * k_e)
+            touched = moe.experts_touched(spec, t)
             op("router", "matmul", m=t, n=e, k=h, weight_bytes=h * e * wb)
             op("router_topk", "softmax", elem_ops=5 * t * e)
             # each token's k experts: grouped per expert, t*k token-rows in all

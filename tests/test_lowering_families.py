@@ -18,7 +18,7 @@ from infsim.models.lower import lower
 from infsim.models.lower.check import find_races
 from infsim.models.lower.io import make_inputs, read_logits
 from infsim.models.reference import forward, random_params
-from infsim.models.spec import ModelSpec, RopeScaling, spec_from_config
+from infsim.models.spec import ModelError, ModelSpec, RopeScaling, load_model, spec_from_config
 
 CHIP = load_chip("inf2")
 TOL = 0.02  # bf16 activations and weights: the programs land within ~1% of the float64 reference
@@ -62,12 +62,15 @@ def _run(spec: ModelSpec, wl: Workload, params: dict, x: np.ndarray, kc: np.ndar
 
 def _params(spec: ModelSpec) -> dict[str, np.ndarray]:
     """Random parameters with the features under test made to matter: q/k biases as large as the
-    projections' outputs, sharper attention scores (where positions and soft-capping matter)."""
+    projections' outputs, sharper attention scores (where positions and soft-capping matter), sharper
+    routing weights."""
     params = random_params(spec, 0)
     for name in params:
         if name.endswith((".bq", ".bk", ".bv")):
             params[name] = params[name] * 10
         if name.endswith((".wq", ".wk")):
+            params[name] = params[name] * 4
+        if name.endswith(".router"):  # routing weights far from uniform
             params[name] = params[name] * 4
     return params
 
@@ -141,3 +144,76 @@ def test_rope_scaling_types() -> None:
     assert spec.rope_scaling == RopeScaling("llama3", 32.0, 1.0, 4.0, 64)
     lin = spec_from_config({**BASE, "model_type": "llama", "rope_scaling": {"type": "linear", "factor": 2.0}}, "l")
     assert lin.rope_scaling == RopeScaling("linear", 2.0)
+
+
+MIXTRAL = {**BASE, "model_type": "mixtral", "num_local_experts": 4, "num_experts_per_tok": 2}
+
+
+@pytest.mark.parametrize(("phase", "tp", "dtype"), [("prefill", 1, "bf16"), ("decode", 2, "bf16"),
+                                                    ("prefill", 2, "int8"), ("decode", 1, "int8")])
+def test_moe_matches_numpy(phase: str, tp: int, dtype: str) -> None:
+    """Mixture of experts (static balanced routing, :mod:`infsim.models.moe`) against the numpy reference:
+    the router's softmax over each token's experts weights the experts' outputs (a reference without the
+    weights differs by far more than the tolerance), TP 2 all-reduces the experts' partial sums, int8
+    applies the router's and the experts' scales."""
+    spec = spec_from_config(MIXTRAL, "mixtral")
+    params = _params(spec)
+    rng = np.random.default_rng(5)
+    s = 10 if phase == "prefill" else 1
+    x = rng.normal(0, 1, (3, s, spec.hidden))
+    kc = vc = None
+    pos0 = 0
+    if phase == "decode":
+        _, kc, vc = forward(spec, params, rng.normal(0, 1, (3, 9, spec.hidden)))
+        pos0 = 9
+    wl = Workload.make(phase, 3, s if phase == "prefill" else pos0, tp=tp, dtype=dtype)
+    lw = lower(spec, wl, CHIP)
+    ref, _, _ = forward(spec, params, x, pos0, kc, vc, token_chunk=lw.token_chunk)
+    flat = {**params}
+    for L in range(spec.layers):  # uniform weights: what the output would be with the router ignored
+        flat[f"L{L}.router"] = np.zeros_like(params[f"L{L}.router"])
+    assert _rel(forward(spec, flat, x, pos0, kc, vc, token_chunk=lw.token_chunk)[0], ref) > 5 * TOL
+    assert not check(lw.program, CHIP)
+    assert find_races(lw.program) == []
+    got = read_logits(lw, run(lw.program, make_inputs(lw, params, x, kc, vc), CHIP))
+    assert _rel(got, ref) < (0.08 if dtype == "int8" else TOL)
+
+
+def test_moe_prefill_chunks_touch_their_experts() -> None:
+    """A prefill in several token chunks (the last one short): each chunk runs the experts its own tokens
+    go to, and the lowering's FLOPs equal the graph's when one chunk holds every token."""
+    spec = spec_from_config({**MIXTRAL, "num_local_experts": 8}, "mixtral")
+    params = _params(spec)
+    x = np.random.default_rng(6).normal(0, 1, (1, 11, spec.hidden))
+    lw = lower(spec, Workload.make("prefill", 1, 11), CHIP, token_chunk=4)
+    ref, _, _ = forward(spec, params, x, token_chunk=4)
+    assert _rel(read_logits(lw, run(lw.program, make_inputs(lw, params, x), CHIP)), ref) < TOL
+    one = lower(spec, Workload.make("prefill", 1, 11), CHIP)
+    fl = one.matmul_flops()
+    assert fl["linear"] + fl["attention"] == one.graph.flops()
+
+
+def test_zoo_entries_read_their_features() -> None:
+    """The zoo's configs of the new families (published Hugging Face values) give the features they have."""
+    g = load_model("gemma-2-9b")
+    assert (g.head_dim, g.q_dim, g.attn_softcap, g.final_softcap, g.post_norms, g.activation) == (
+        256, 4096, 50.0, 30.0, True, "gelu_tanh")
+    assert [g.window(L) for L in range(3)] == [4096, None, 4096] and g.tie_embeddings
+    assert load_model("qwen2-7b").qkv_bias and not load_model("qwen2-7b").o_bias
+    assert load_model("qwen2-7b").window(0) is None  # use_sliding_window false
+    phi = load_model("phi-3-mini-4k-instruct")
+    assert phi.fused_qkv and phi.fused_gate_up and phi.window(0) == 2047
+    assert load_model("llama-3.1-8b").rope_scaling == RopeScaling("llama3", 8.0, 1.0, 4.0, 8192)
+    assert load_model("llama-3.2-1b-instruct").tie_embeddings
+
+
+@pytest.mark.parametrize(("cfg", "message"), [
+    ({"model_type": "qwen3"}, r"unsupported architecture 'qwen3' \(missing: q/k RMSNorm"),
+    ({"model_type": "deepseek_v3"}, r"missing: multi-head latent attention"),
+    ({"model_type": "llama", "rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, r"'rope_scaling'.*'yarn'"),
+    ({"model_type": "phi3", "partial_rotary_factor": 0.5}, r"'partial_rotary_factor'.*missing: partial rotary"),
+    ({"model_type": "llama", "mlp_bias": True}, r"'mlp_bias'.*missing: biases in a gated MLP"),
+])
+def test_unsupported_names_the_missing_feature(cfg: dict, message: str) -> None:
+    with pytest.raises(ModelError, match=message):
+        spec_from_config({**BASE, **cfg}, "m")

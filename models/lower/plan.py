@@ -24,6 +24,7 @@ from infsim.config.schema import ChipConfig
 from infsim.feasibility import check_step, matmul_dtype
 from infsim.isa import DType
 
+from .. import moe as moe_routing
 from ..graph import Workload, split
 from ..spec import ModelSpec
 from .alloc import LoweringError, Role, allocate
@@ -149,6 +150,9 @@ class LoweringPlan:
                 f"head_dim <= {self.P}, or a multiple of {self.P} ({2 * self.P} with rotary embeddings))"
             )
         self.qrows = self.P if self.packed else min(hd, self.P)  # features per q/k/v/attention tile
+        if spec.num_experts > self.P:
+            raise LoweringError(f"{spec.num_experts} experts unsupported (missing: routing weights over more than "
+                                f"{self.P} experts; the router's outputs lie one expert per partition)")
         self.heads_r = split(spec.heads, wl.tp)
         self.kvh_r = split(spec.kv_heads, wl.tp)
         self.qt = self.tiles_for(self.heads_r)  # q (and attention output) tiles
@@ -212,7 +216,7 @@ class LoweringPlan:
             shapes[f"L{L}.wo"] = (self.heads_r * hd, h)
             if s.is_moe:
                 shapes[f"L{L}.router"] = (h, s.num_experts)
-                for e in self.experts_touched():
+                for e in self.experts_touched(self.wl.batch * self.seq):
                     shapes[f"L{L}.e{e}.w_gate"] = (h, self.inter_r)
                     shapes[f"L{L}.e{e}.w_up"] = (h, self.inter_r)
                     shapes[f"L{L}.e{e}.w_down"] = (self.inter_r, h)
@@ -230,24 +234,29 @@ class LoweringPlan:
             shapes["classifier"] = (h, split(s.vocab, self.tp))
         return shapes
 
-    def experts_touched(self) -> list[int]:
-        s = self.spec
-        t = self.wl.batch * self.wl.seq
-        return list(range(min(s.num_experts, t * s.experts_per_token)))
+    def experts_touched(self, ncol: int) -> list[int]:
+        """The experts a chunk of ``ncol`` tokens runs, in the order it runs them (:mod:`..moe`)."""
+        return [r.expert for r in moe_routing.expert_runs(self.spec, ncol)]
 
     def vec_tiles(self) -> int:
         """Feature tiles of the longest per-channel vector (bias or int8 scale) of any op."""
         return max([math.ceil(self.spec.hidden / self.P)] + [math.ceil(p.n / p.m) for p in self.plans.values()])
 
-    def weight_groups(self, chunks: int) -> list[list[str]]:
-        """The weights in the order the step consumes them, one group per layer (per chunk) and one for
-        the head (the weight stream aligns every group to the ring)."""
+    def weight_groups(self, chunk_cols: list[int]) -> list[list[str]]:
+        """The weights in the order the step consumes them, one group per layer (per chunk of
+        ``chunk_cols[i]`` tokens: MoE runs the experts the chunk touches) and one for the head (the weight
+        stream aligns every group to the ring)."""
         groups: list[list[str]] = []
-        for _ in range(chunks):
+        for ncol in chunk_cols:
             if self.spec.family == "vit":
                 groups.append(["patch_embed"])
             for L in range(self.spec.layers):
-                groups.append([n for n in self.plans if n.startswith(f"L{L}.")])
+                names = [n for n in self.plans if n.startswith(f"L{L}.")]
+                if self.spec.is_moe:
+                    experts = [f"L{L}.e{e}." for e in self.experts_touched(ncol)]
+                    dense = [n for n in names if n.count(".") == 1]  # not L{L}.e{x}.*
+                    names = dense + [x + w for x in experts for w in ("w_gate", "w_up", "w_down")]
+                groups.append(names)
         groups.append([n for n in self.plans if n in ("lm_head", "classifier")])
         return groups
 
@@ -292,7 +301,8 @@ class LoweringPlan:
             Role("x", ht * tc * ab, 0, last),
             Role("xlast", ht * self.wl.batch * ab, 0, last),
             Role("xn", ht * tc * mb, PH_NORM1, PH_QKV),
-            Role("xn2", ht * tc * mb, PH_NORM2, PH_UP),
+            # (MoE: every expert's up projection reads it, interleaved with the down projections)
+            Role("xn2", ht * tc * mb, PH_NORM2, PH_DOWN if s.is_moe else PH_UP),
             Role("xnh", ht * self.wl.batch * mb, PH_HEAD, PH_HEAD),
             Role("q", qt * tc * kb, PH_QKV, PH_ATTN),
             # decoders copy k/v to the HBM cache right after the projections (attention reads the cache)
@@ -343,9 +353,15 @@ class LoweringPlan:
             roles += [Role(f"dq{i}", slab_free * 2, 0, last) for i in range(2)]
         if s.is_moe:
             roles += [
-                Role("route", s.num_experts * tc * 4, PH_UP, PH_DOWN),
-                Role("xe", ht * tc * mb, PH_UP, PH_DOWN),
+                # router exp(logits) (experts on partitions) and the normalised routing weights
+                Role("route", tc * 4, PH_UP, PH_DOWN),
+                Role("routew", tc * 2, PH_UP, PH_DOWN),
+                Role("moe_w", tc * 4, PH_UP, PH_DOWN),  # one run's weights broadcast over partitions
+                Role("moe_tmp", tc * 4, PH_UP, PH_DOWN),
                 Role("moe_acc", ht * tc * 4, PH_UP, PH_DOWN),
+                Role("moe_mask", 4 * tc * 4, PH_UP, PH_UP),  # chosen-expert mask: iota, two compares, sum
+                Role("moe_sel", P * 6, PH_UP, PH_DOWN),  # one-hot [experts, P]: iota (int32), bf16
+                Role("moe_ones", P * 2, 0, last),  # bf16 ones on the experts' partitions (the weights' sums)
             ]
         return roles
 

@@ -152,7 +152,7 @@ class _Lowering:
                 continue
             start, stamped = len(self.program), self.replicated_layers
             rk = Rank(pl, self.em, self.hbm, r)
-            rk.ws.plan(pl.weight_groups(len(chunks)))
+            rk.ws.plan(pl.weight_groups([sum(seg.n for seg in c) for c in chunks]))
             self.lower_rank(rk, chunks)
             templates.setdefault(self.rank_variant(r), (start, len(self.program), r, self.replicated_layers - stamped))
         if len(self.em.tags) != len(self.program):
@@ -314,6 +314,9 @@ class _Lowering:
         rk.ones_row = const.tile(DType.bf16, P, pcount=1, byte=16)
         rk.vec(Op.memset, dst=rk.ones_col, value=1.0)
         rk.vec(Op.memset, dst=rk.ones_row, value=1.0)
+        if self.pl.spec.is_moe:  # ones on the experts' partitions (routing-weight sums and broadcasts)
+            ones = rk.buf_single("moe_ones").tile(DType.bf16, P, pcount=self.pl.spec.num_experts)
+            rk.vec(Op.memset, dst=ones, value=1.0)
         if self.pl.spec.rotary:
             kdt = self.pl.kdt
             n = self.pl.hd_t * P  # the rotation matrices side by side
@@ -386,7 +389,7 @@ class _Lowering:
                 xn2 = rk.tiles("xn2", pl.ht, pl.tc * pl.mdt.itemsize)
                 norm(pl, rk, f"L{L}.mlp_norm", x, ncol, xn2, pl.mdt)
             if pl.spec.is_moe:
-                moe(pl, rk, L, ncol, xn2)
+                self.moe_residual(rk, L, moe(pl, rk, L, ncol, xn2), ncol)
             else:
                 h = mlp_up(pl, rk, L, ncol, xn2)
                 em.op_class = OpClass.mlp_down
@@ -437,6 +440,23 @@ class _Lowering:
         """Block outputs go through the partial output ``ao`` (all-reduced and/or normalised) before the
         residual add, rather than straight into ``x`` by the eviction."""
         return self.pl.tp > 1 or self.pl.spec.post_norms
+
+    def moe_residual(self, rk: Rank, L: int, acc: list[Buf], ncol: int) -> None:
+        """The experts' combined output (fp32 ``acc``) into the residual ``x``: added directly, or (TP > 1,
+        post-norms) through ``ao``, all-reduced and normalised first."""
+        pl = self.pl
+        adt = pl.adt
+        x = rk.tiles("x", pl.ht, pl.tc * adt.itemsize)
+        ao = rk.tiles("ao", pl.ht, pl.tc * adt.itemsize) if self.via_ao else x
+        with self.em.tagged(OpClass.residual, L):
+            for j in range(pl.ht):
+                msz = pl.fsize(pl.spec.hidden, j)
+                a, t = acc[j].tile(DType.fp32, ncol, pcount=msz), ao[j].tile(adt, ncol, pcount=msz)
+                if self.via_ao:
+                    rk.vec(Op.tensor_copy, dst=t, src=a)
+                else:
+                    rk.vec(Op.tensor_tensor, dst=t, in0=a, in1=t, op=AluOp.add)
+        self.all_reduce_residual(rk, ncol, f"L{L}.post_mlp_norm")
 
     def all_reduce_residual(self, rk: Rank, ncol: int, post_norm: str) -> None:
         """TP > 1: all-reduce the partial output ``ao`` over the ranks; post-norms: normalise it with the
