@@ -1,7 +1,8 @@
-"""The model families beyond Llama (Qwen2, Phi-3, Gemma-2, Llama-3.1/3.2) and sliding windows: each tiny
-instance lowered and run through the interpreter equals the numpy forward pass, with a race-free
-program; every feature the test is about changes the reference output by far more than the tolerance
-(so that a lowering ignoring it fails)."""
+"""The model families beyond Llama (Qwen2, Phi-3, Gemma, Gemma-2, Llama-3.1/3.2), sliding windows and
+mixture of experts: each tiny instance lowered and run through the interpreter equals the numpy forward
+pass, with a race-free program; every feature the test is about changes the reference output by far more
+than the tolerance (so that a lowering ignoring it fails). Also: the zoo entries, and configs infsim
+cannot model refused naming what is missing."""
 
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ CONFIGS = {
     "gemma2": {**BASE, "model_type": "gemma2", "head_dim": 256, "num_attention_heads": 2, "num_key_value_heads": 1,
                "sliding_window": 6, "attn_logit_softcapping": 5.0, "final_logit_softcapping": 0.5,
                "query_pre_attn_scalar": 16},
+    # Gemma (1): head_dim 256 by default, GeGLU, RMSNorm by (1 + weight), embeddings scaled; no window
+    "gemma": {**BASE, "model_type": "gemma", "num_attention_heads": 2, "num_key_value_heads": 1},
     "llama3.1": {**BASE, "model_type": "llama", "rope_theta": 500000.0, "tie_word_embeddings": True,
                  "rope_scaling": {"factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                                   "original_max_position_embeddings": 64, "rope_type": "llama3"}},
@@ -44,6 +47,7 @@ WITHOUT = {
     "phi3": [{"sliding_window": None}],
     "gemma2": [{"sliding_window": None}, {"attn_softcap": 0.0}, {"final_softcap": 0.0}, {"post_norms": False},
                {"norm_offset": 0.0}, {"embed_scale": 1.0}, {"query_pre_attn_scalar": 0.0}],
+    "gemma": [{"norm_offset": 0.0}, {"embed_scale": 1.0}],
     "llama3.1": [{"rope_scaling": None}],
 }
 
