@@ -11,14 +11,20 @@ Conventions (the lowering follows them, so FLOPs match exactly):
 * Prefill processes ``batch x seq`` tokens with an empty cache and computes the full ``seq x seq`` score
   matrix per head (the causal mask is applied, masked blocks are *not* skipped); the LM head runs on the
   last token of each sequence only. Decode processes ``batch`` new tokens against ``context`` cached
-  tokens (attention over ``context + 1`` keys, capped by ``sliding_window``).
+  tokens (attention over ``context + 1`` keys). A layer with a sliding window (:meth:`ModelSpec.window`)
+  attends to at most ``window`` keys per query: decode reads ``window - 1`` cached tokens per kv head,
+  prefill counts ``seq x min(seq, window)`` scores (a band instead of the square).
+* Gemma-2's extra work is counted where it happens: the embedding scale (one multiply per input
+  element), the score soft-capping (one tanh per score), the post-attention and post-MLP norms, the
+  final-logit soft-capping (a tanh and a multiply per logit).
 * Tensor parallelism (Megatron-style): q/k/v and gate/up are column-split, o_proj and down are
   row-split, followed by an all-reduce of the hidden state. Heads are split ``ceil(heads/tp)`` per rank
   (padded, as Neuron's transformers library pads heads); KV heads likewise, replicated when
   ``kv_heads < tp``. The LM head is split over the vocabulary (an all-gather of logits follows).
-* Mixture of experts: every token is routed to ``experts_per_token`` experts; decode touches
-  ``min(experts, tokens x experts_per_token)`` distinct experts (balanced routing assumed), whose weights
-  are read once. Experts are split over ranks like a dense MLP (each rank holds a slice of every expert).
+* Mixture of experts: every token is routed to ``experts_per_token`` experts; a step touches
+  :func:`.moe.experts_touched` distinct experts (static balanced routing, ``min(experts, tokens x
+  experts_per_token)`` when ``experts_per_token`` divides ``experts``), whose weights are read once.
+  Experts are split over ranks like a dense MLP (each rank holds a slice of every expert).
 * Encoders (BERT, ViT) have no KV cache; BERT returns hidden states (no head); ViT adds the patch
   embedding and a classifier on the class token.
 """
@@ -30,6 +36,7 @@ from dataclasses import dataclass, field
 
 from infsim.isa.dtypes import DType
 
+from . import moe
 from .spec import ModelError, ModelSpec
 
 PHASES = ("prefill", "decode")
@@ -182,9 +189,7 @@ def build_graph(spec: ModelSpec, wl: Workload) -> Graph:
     else:
         seq = wl.seq
     t = b * seq  # tokens this step
-    kv_len = wl.context + seq if spec.kind == "decoder" else seq
-    if spec.sliding_window:
-        kv_len = min(kv_len, int(spec.sliding_window))
+    kv_len_full = wl.context + seq if spec.kind == "decoder" else seq
     g = Graph(spec, wl)
     ops = g.ops
     if spec.family == "vit":
@@ -203,12 +208,16 @@ def build_graph(spec: ModelSpec, wl: Workload) -> Graph:
         )
     else:
         ops.append(Op("embed", "embedding", -1, act_read_bytes=t * h * ab // tp, elem_ops=t * h // tp))
+        if spec.embed_scale != 1.0:
+            ops.append(Op("embed_scale", "elementwise", -1, elem_ops=t * h))
     norm_ops = 4 if spec.norm == "rms" else 6
     for L in range(spec.layers):
 
         def op(name: str, kind: str, **kw: int | str) -> None:
             ops.append(Op(f"L{L}.{name}", kind, L, **kw))  # noqa: B023
 
+        window = spec.window(L)
+        kv_len = min(kv_len_full, window) if window else kv_len_full
         nw = h * wb * (1 if spec.norm == "rms" else 2)
         op("attn_norm", "norm", weight_bytes=nw, elem_ops=norm_ops * t * h)
         op("q_proj", "matmul", m=t, n=heads * hd, k=h, weight_bytes=h * heads * hd * wb)
@@ -221,16 +230,20 @@ def build_graph(spec: ModelSpec, wl: Workload) -> Graph:
             kv_read = 2 * b * kvh * hd * (kv_len - seq) * kvb if wl.phase == "decode" else 0
             op("kv_cache", "elementwise", kv_read_bytes=kv_read, kv_write_bytes=2 * t * kvh * hd * kvb)
         op("attn_scores", "attention", m=seq, n=kv_len, k=hd, count=b * heads)
+        if spec.attn_softcap:
+            op("attn_softcap", "elementwise", elem_ops=b * heads * seq * kv_len)
         op("softmax", "softmax", elem_ops=5 * b * heads * seq * kv_len)
         op("attn_values", "attention", m=seq, n=hd, k=kv_len, count=b * heads)
         op("o_proj", "matmul", m=t, n=h, k=heads * hd, weight_bytes=heads * hd * h * wb)
         if tp > 1:
             op("attn_all_reduce", "collective", collective="all_reduce", collective_bytes=t * h * ab)
+        if spec.post_norms:
+            op("post_attn_norm", "norm", weight_bytes=nw, elem_ops=norm_ops * t * h)
         op("attn_residual", "elementwise", elem_ops=t * h)
         op("mlp_norm", "norm", weight_bytes=nw, elem_ops=norm_ops * t * h)
         if spec.is_moe:
             e, k_e = spec.num_experts, spec.experts_per_token
-            touched = min(e, t * k_e)
+            touched = moe.experts_touched(spec, t)
             op("router", "matmul", m=t, n=e, k=h, weight_bytes=h * e * wb)
             op("router_topk", "softmax", elem_ops=5 * t * e)
             # each token's k experts: grouped per expert, t*k token-rows in all
@@ -248,6 +261,8 @@ def build_graph(spec: ModelSpec, wl: Workload) -> Graph:
             op("down_proj", "matmul", m=t, n=h, k=inter, weight_bytes=inter * h * wb)
         if tp > 1:
             op("mlp_all_reduce", "collective", collective="all_reduce", collective_bytes=t * h * ab)
+        if spec.post_norms:
+            op("post_mlp_norm", "norm", weight_bytes=nw, elem_ops=norm_ops * t * h)
         op("mlp_residual", "elementwise", elem_ops=t * h)
     nw = h * wb * (1 if spec.norm == "rms" else 2)
     if spec.kind == "decoder":
@@ -256,6 +271,8 @@ def build_graph(spec: ModelSpec, wl: Workload) -> Graph:
         ops.append(
             Op("lm_head", "matmul", -1, b, vocab, h, weight_bytes=h * vocab * wb, act_write_bytes=b * vocab * ab)
         )
+        if spec.final_softcap:
+            ops.append(Op("logit_softcap", "elementwise", -1, elem_ops=2 * b * vocab))
         if tp > 1:
             ops.append(
                 Op("logits_all_gather", "collective", -1, collective="all_gather", collective_bytes=b * vocab * tp * ab)

@@ -59,6 +59,7 @@ from infsim.hw import systolic
 from infsim.hw.elementwise import elementwise_cycles
 from infsim.isa.dtypes import DType
 from infsim.isa.opcodes import Op
+from infsim.models import moe as moe_routing
 from infsim.models.graph import Graph, Workload, build_graph, split
 from infsim.models.lower.plan import dma_queue_split, plan_step
 from infsim.models.lower.weights import plan_linear
@@ -182,8 +183,13 @@ class _Costs:
 
     # ops ----------------------------------------------------------------------------------------
     @_memo
-    def linear(self, k: int, n: int, t: int, evict_inputs: int = 1, evict_engine: str = "vector") -> PhaseCost:
-        plan = plan_linear(k, n, self.P, self.s_block, self.chip.dma.min_efficient_chunk_bytes, self.wdt.itemsize)
+    def linear(self, k: int, n: int, t: int, evict_inputs: int = 1, evict_engine: str = "vector",
+               kp: int = 0, m: int = 0) -> PhaseCost:
+        """``[k, n]`` over ``t`` tokens in k-tiles of ``kp`` (default ``P``) and output tiles of ``m``
+        (default the tensor engine's columns) features, the lowering's tiling."""
+        kp, m = kp or self.P, m or self.cols
+        plan = plan_linear(k, n, kp, self.s_block // m * m, self.chip.dma.min_efficient_chunk_bytes,
+                           self.wdt.itemsize, m)
         c = PhaseCost()
         isz = self.wdt.itemsize
         for sl in plan.slabs:
@@ -192,13 +198,13 @@ class _Costs:
             c.dma_lat += self.dma_lat_ns
             self.hbm(c, b, b, b)  # a slab is one contiguous block in HBM (the lowering's weight layout)
         c.first_dma = self.dma_ns(plan.slabs[0].elems * isz, plan.slabs[0].rows) + self.dma_lat_ns
-        kt = math.ceil(k / self.P)
-        mt = math.ceil(n / self.cols)
-        c.tensor += self.mm_ns(min(self.P, k), min(self.cols, n), t, kt * mt)
+        kt = math.ceil(k / kp)
+        mt = math.ceil(n / m)
+        c.tensor += self.mm_ns(min(kp, k), min(m, n), t, kt * mt)
         if self.int8:
             c.vector += sum(self.vec_ns(sl.rows, sl.nk * sl.csz) for sl in plan.slabs)
             evict_engine = "scalar"
-        ev = self.vec_ns(min(self.cols, n), t, evict_inputs, mt, evict_engine)
+        ev = self.vec_ns(min(m, n), t, evict_inputs, mt, evict_engine)
         setattr(c, evict_engine, getattr(c, evict_engine) + ev)
         return c
 
@@ -228,6 +234,36 @@ class _Costs:
         return c
 
     @_memo
+    def moe(self, t: int) -> PhaseCost:
+        """A mixture-of-experts MLP over a chunk of ``t`` tokens as the lowering runs it
+        (:mod:`infsim.models.lower.mlp`): router, routing weights, every expert over its own run of tokens
+        (:mod:`infsim.models.moe`), the weighted combine in its down projection's eviction."""
+        s, P = self.spec, self.P
+        e = s.num_experts
+        inter_r = split(s.intermediate, self.wl.tp)
+        ht = math.ceil(s.hidden / P)
+        c = self.linear(s.hidden, e, t, 1, "scalar")  # (a copy: _memo)
+        # chosen-expert mask (iota + two compares + product per slot), the weights' sums (a ones matmul),
+        # reciprocal, normalisation
+        c.gpsimd += self.vec_ns(e, t, 0, s.experts_per_token, "gpsimd")
+        c.vector += self.vec_ns(e, t, 1, 3 * s.experts_per_token) + self.vec_ns(e, t, 2, 1 + 2 * s.experts_per_token)
+        c.tensor += self.mm_ns(e, e, t, 1)
+        c.scalar += self.vec_ns(e, t, 1, 1, "scalar")
+        c.vector += self.vec_ns(P, t, 0, ht)  # accumulator reset
+        for r in moe_routing.expert_runs(s, t):
+            n = r.c1 - r.c0
+            c.add(self.linear(s.hidden, inter_r, n, 1, "scalar"))
+            c.add(self.linear(s.hidden, inter_r, n, 2))
+            c.add(self.linear(inter_r, s.hidden, n, 2))  # eviction: weight multiply ...
+            c.vector += self.vec_ns(P, n, 2, ht)  # ... and the accumulator add
+            # the expert's weights broadcast over partitions: one-hot (iota, compare), matmul, copy
+            c.gpsimd += self.vec_ns(e, P, 0, 1, "gpsimd")
+            c.vector += self.vec_ns(e, P) + self.vec_ns(P, n)
+            c.tensor += self.mm_ns(e, P, n, 1)
+        c.vector += self.vec_ns(P, t, 2, ht)  # into the residual
+        return c
+
+    @_memo
     def kv_write(self, n_tokens: int, kvh_r: int, decode: bool) -> PhaseCost:
         """Writing this chunk's K (DMA) and V (transposed to rows on the tensor engine, copied, DMA) of one
         sequence to the HBM cache."""
@@ -244,15 +280,17 @@ class _Costs:
         else:
             blocks = math.ceil(n_tokens / P)
             n = min(P, n_tokens)
-            c.tensor += kvh_r * self.mm_ns(hd, n, P, blocks, self.kv_rate)
+            c.tensor += kvh_r * self.mm_ns(min(hd, P), n, P, blocks * math.ceil(hd / P), self.kv_rate)
             c.vector += kvh_r * self.vec_ns(n, hd, 1, blocks)
             c.dma += kvh_r * blocks * self.dma_ns(n * hd * kb, n)
             self.hbm(c, kvh_r * hd * n_tokens * kb, hd * kb, v_stride, True)
         return c
 
     @_memo
-    def attention(self, kv_len: int, n_q: int, heads_r: int, kvh_r: int, decode: bool) -> PhaseCost:
-        """One sequence: all kv heads of this rank. ``serial`` holds the heads' pipelined time: with K/V
+    def attention(self, kv_len: int, n_q: int, heads_r: int, kvh_r: int, decode: bool,
+                  window: int = 0) -> PhaseCost:
+        """One sequence: all kv heads of this rank (``window``: the layer's sliding window, 0 for none;
+        decode passes the keys it reads). ``serial`` holds the heads' pipelined time: with K/V
         double-buffered, head ``g+1``'s load may start when head ``g-1``'s compute is done, so the period
         is ``max(C, (C + L) / 2)`` for compute ``C`` and load latency ``L`` (fixed latency + the largest
         part's transfer; parts run on parallel queues)."""
@@ -260,17 +298,25 @@ class _Costs:
         c = PhaseCost()
         group = math.ceil(heads_r / kvh_r)
         kb = self.kdt.itemsize
-        stack = decode and hd == P
+        hd_t = math.ceil(hd / P)  # partition tiles of a head (head_dim 256: two)
+        hdp = min(hd, P)
+        stack = decode and hd % P == 0
         # (query rows, keys) per query block; causal prefill: block t sees the keys up to its last query
         causal_prefill = s.causal and not decode
         blocks = [(group, kv_len)] if stack else [
             (min(P, n_q - t), min(kv_len, kv_len - n_q + t + min(P, n_q - t)) if causal_prefill else kv_len)
             for t in range(0, n_q, P)] * group
+        q0 = kv_len - n_q  # position of the first query (prefill)
+        band = bool(window) and causal_prefill and kv_len > window  # some queries see a window's keys only
+        lo = max(0, q0 - window + 1) if band else 0  # first key loaded
+        if band:  # a query block's keys start a whole number of V blocks after lo (the band mask does the rest)
+            blocks = [(rows, q0 + t + rows - (lo + (max(0, q0 + t - window + 1) - lo) // P * P))
+                      for t in range(0, n_q, P) for rows in [min(P, n_q - t)]] * group
         per_head = PhaseCost()
         load_lat = 0.0
         if s.kind == "decoder":
-            n_hbm = kv_len - 1 if decode else kv_len
-            parts = max(1, min(hd // 16, self.kv_queues // 2))
+            n_hbm = (kv_len - 1 if decode else kv_len) - lo
+            parts = hd_t * max(1, min(hdp // 16, self.kv_queues // 2))
             k_bytes = hd * n_hbm * kb
             k_part = self.dma_ns(k_bytes / parts, hd / parts) if n_hbm > 0 else 0.0
             per_head.dma += parts * k_part
@@ -289,37 +335,47 @@ class _Costs:
         psum_bank_fp32 = self.chip.psum.bytes_per_partition // self.chip.psum.banks // 4
         blk = min(self.chip.tensor_engine.moving_free_max, psum_bank_fp32)
         chain = 0.0  # one head's dependency chain (see below)
+        cap = s.attn_softcap
         for rows, nk in blocks:
             nblocks = math.ceil(nk / blk)
             kb_n = math.ceil(nk / P)
-            # scores: one matmul + one eviction (causal prefill: + iota, mask, add) per key block
-            s_t = self.mm_ns(hd, rows, min(blk, nk), nblocks, self.kv_rate)
+            # scores: one matmul (per head tile) + one eviction (causal prefill: + iota, mask, add) per key
+            # block; soft-capping evicts through tanh on the scalar engine
+            s_t = self.mm_ns(hdp, rows, min(blk, nk), nblocks * hd_t, self.kv_rate)
             s_v = self.vec_ns(rows, min(blk, nk), 1, nblocks)
             s_g = 0.0
+            s_s = 0.0
+            masked = 0
             if causal_prefill:  # only the key blocks that reach past the block's first query are masked
                 masked = nblocks - (nk - rows) // blk
+                if band:  # and those that start a window's length before the block's last query
+                    masked = nblocks
                 s_g = self.vec_ns(rows, min(blk, nk), 0, masked, "gpsimd")
                 s_v += self.vec_ns(rows, min(blk, nk), 1, masked) + self.vec_ns(rows, min(blk, nk), 2, masked)
                 s_v -= self.vec_ns(rows, min(blk, nk), 1, masked)  # their eviction is the masked add
+            if cap:
+                s_s = self.vec_ns(rows, min(blk, nk), 1, nblocks, "scalar")
+                s_v -= self.vec_ns(rows, min(blk, nk), 1, nblocks - masked)  # no copies left
             # softmax over the whole row: max, bias, exp + sum, reciprocal, scale
             soft_v = self.vec_ns(rows, nk) + self.vec_ns(rows, 1) + self.vec_ns(rows, nk)
             soft_s = self.vec_ns(rows, nk, 1, 1, "scalar", reduce=True) + self.vec_ns(rows, 1, 1, 1, "scalar")
             # per 128-key block: P^T (transpose + copy), P x V (encoder: V^T transposed + copied first)
-            p_t = self.mm_ns(rows, min(P, nk), P, kb_n, self.kv_rate) + self.mm_ns(min(P, nk), hd, rows, kb_n,
-                                                                                   self.kv_rate)
+            p_t = self.mm_ns(rows, min(P, nk), P, kb_n, self.kv_rate) + self.mm_ns(min(P, nk), hdp, rows,
+                                                                                   kb_n * hd_t, self.kv_rate)
             p_v = self.vec_ns(min(P, nk), rows, 1, kb_n)
             if s.kind == "encoder":
                 p_t += self.mm_ns(hd, min(P, nk), P, kb_n, self.kv_rate)
                 p_v += self.vec_ns(min(P, nk), hd, 1, kb_n)
-            final_v = self.vec_ns(hd, rows)
+            final_v = self.vec_ns(hdp, rows, 1, hd_t)
             per_head.tensor += s_t + p_t
             per_head.vector += s_v + soft_v + p_v + final_v
-            per_head.scalar += soft_s
+            per_head.scalar += soft_s + s_s
             per_head.gpsimd += s_g
             # the key blocks of the score and of the P x V loops pipeline across engines (PSUM bank and
             # P^T buffers rotate): a loop over n blocks takes its slowest engine's total plus one block
             # of the others; the softmax in between needs the whole row
-            chain += _pipelined((s_t, s_v, s_g), nblocks) + soft_v + soft_s + _pipelined((p_t, p_v), kb_n) + final_v
+            stages = (s_t, s_v, s_g, s_s) if cap else (s_t, s_v, s_g)
+            chain += _pipelined(stages, nblocks) + soft_v + soft_s + _pipelined((p_t, p_v), kb_n) + final_v
         # one head is a dependency chain through the engines (scores -> softmax -> transpose -> PV) using
         # single score/probability buffers, so heads do not overlap each other on the engines
         comp = chain
@@ -492,6 +548,12 @@ def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: Colle
     ht = math.ceil(h / P)
     if spec.family == "vit":  # the images (bytes only: their loads are not timed)
         hbm_total += wl.batch * spec.num_channels * spec.image_size**2 * ab // tp
+    packed = P % hd == 0  # heads packed P // head_dim to a partition tile, else in tiles of their own
+
+    def head_tiles(n: int) -> int:
+        return math.ceil(n * hd / P) if packed else n * math.ceil(hd / P)
+
+    head_rows = 0 if packed else min(hd, P)  # q/k/v output tiles (o_proj input tiles) of one head
     for ci in range(chunks):
         t = min(tc, tokens - ci * tc)
         if spec.family != "vit":  # the chunk's hidden states, one [P, t] tile per descriptor row
@@ -499,23 +561,27 @@ def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: Colle
             hbm_total += ht * P * t * ab
         if spec.family == "vit":
             weights(cc.linear(spec.num_channels * spec.patch_size**2, h, t, 2))
-        for _L in range(spec.layers):
+        if spec.embed_scale != 1.0:  # Gemma: the embeddings scaled, one vector op per feature tile
+            pipe.serial(cc.vec_ns(P, t, 1, ht))
+        for L in range(spec.layers):
             pipe.group_boundary(boundary)
+            window = spec.window(L) or 0
             # (A) norm, q/k/v projections, rotary, K/V cache writes
             a = cc.norm(t) if not no_norm else PhaseCost()
             for n in (heads_r * hd, kvh_r * hd, kvh_r * hd):
-                a.add(cc.linear(h, n, t, 1, "scalar" if spec.qkv_bias or cc.int8 else "vector"))
+                a.add(cc.linear(h, n, t, 1, "scalar" if spec.qkv_bias or cc.int8 else "vector", 0, head_rows))
             if spec.rotary:
-                qt, kt = math.ceil(heads_r * hd / P), math.ceil(kvh_r * hd / P)
+                qt, kt = head_tiles(heads_r), head_tiles(kvh_r)
                 a.tensor += cc.mm_ns(P, P, t, qt + kt)
                 a.vector += cc.vec_ns(P, t, 2, 3 * (qt + kt))
             if spec.kind == "decoder":
                 if decode:  # the chunk's t sequences (each chunk counted every sequence of the batch before)
                     for _ in range(t):
                         a.add(cc.kv_write(1, kvh_r, True))
-                    # new V rows staged by one transpose + copy per kv head for up to P sequences
+                    # new V rows staged by one transpose + copy per kv head (and head tile) for up to P
+                    # sequences
                     for s0 in range(0, t, P):
-                        a.tensor += kvh_r * cc.mm_ns(hd, min(t - s0, P), P, 1, cc.kv_rate)
+                        a.tensor += kvh_r * cc.mm_ns(min(hd, P), min(t - s0, P), P, math.ceil(hd / P), cc.kv_rate)
                         a.vector += kvh_r * cc.vec_ns(min(t - s0, P), hd)
                 else:
                     for seq_start in range(ci * tc, ci * tc + t, seq):
@@ -526,22 +592,17 @@ def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: Colle
             if decode:
                 kv_len = wl.context + 1
                 for _ in range(t):
-                    b.add(cc.attention(min(kv_len, spec.sliding_window or kv_len), 1, heads_r, kvh_r, True))
+                    b.add(cc.attention(min(kv_len, window or kv_len), 1, heads_r, kvh_r, True))
             else:
                 for seq_start in range(ci * tc, ci * tc + t, seq):
                     n_q = min(seq, ci * tc + t - seq_start)
                     kv_len = (seq_start % seq) + n_q if spec.causal else seq
-                    b.add(cc.attention(kv_len, n_q, heads_r, kvh_r, False))
+                    b.add(cc.attention(kv_len, n_q, heads_r, kvh_r, False, window))
             # (C) o_proj, all-reduce, norm, MLP, all-reduce
-            o = cc.linear(heads_r * hd, h, t, 2)
+            o = cc.linear(heads_r * hd, h, t, 2, "vector", head_rows)
             m = cc.norm(t)  # pre-norm: before the MLP; post-norm (BERT): after attention, the same place
             if spec.is_moe:
-                m.add(cc.linear(h, spec.num_experts, t, 1, "scalar"))
-                touched = min(spec.num_experts, t * spec.experts_per_token)
-                for _e in range(touched):
-                    m.add(cc.linear(h, inter_r, t, 1, "scalar"))
-                    m.add(cc.linear(h, inter_r, t, 2))
-                    m.add(cc.linear(inter_r, h, t, 2))
+                m.add(cc.moe(t))
             elif spec.gated_mlp:
                 m.add(cc.linear(h, inter_r, t, 1, "scalar"))
                 m.add(cc.linear(h, inter_r, t, 2))
@@ -553,8 +614,16 @@ def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: Colle
             hbm_total += b.hbm_bytes
             weights(o)
             pipe.serial(allreduce(t))
+            if spec.post_norms:  # Gemma-2: the attention output normalised before the residual add
+                pn = cc.norm(t)
+                pipe.serial(pn.serial + cc.vec_ns(P, t, 2, ht))
+                hbm_total += pn.hbm_bytes
             weights(m)
             pipe.serial(allreduce(t))
+            if spec.post_norms:
+                pn = cc.norm(t)
+                pipe.serial(pn.serial + cc.vec_ns(P, t, 2, ht))
+                hbm_total += pn.hbm_bytes
             if no_norm:  # post-norm: the second LayerNorm closes the layer
                 closing = cc.norm(t)
                 pipe.serial(closing.serial)
@@ -565,13 +634,15 @@ def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: Colle
         phases.append((f"chunk{ci}", pipe.comp))
     if spec.kind == "decoder" or spec.family == "vit":
         pipe.group_boundary(boundary)
+        # final soft-capping: the logits evicted through tanh on the scalar engine
+        evict = "scalar" if spec.final_softcap else "vector"
         first = min(wl.batch, tc)
         hc = cc.norm(first)
-        hc.add(cc.linear(h, split(spec.vocab, tp), first, 1))
+        hc.add(cc.linear(h, split(spec.vocab, tp), first, 1, evict))
         for b0 in range(tc, wl.batch, tc):  # more sequences than one token chunk: the head runs per chunk
             t = min(tc, wl.batch - b0)
             hc.add(cc.norm(t))
-            hc.add(cc.linear(h, split(spec.vocab, tp), t, 1))
+            hc.add(cc.linear(h, split(spec.vocab, tp), t, 1, evict))
         weights(hc)
         hbm_total += wl.batch * split(spec.vocab, tp) * ab  # the logits written (bytes only: not timed)
     total = pipe.comp

@@ -1,24 +1,35 @@
 """Attention of one layer, from the normalised hidden state to the attention output tiles (``attn``).
 
 * q/k/v projections (:func:`.linear.linear`, biases loaded once before them), evicted feature-major in
-  the KV dtype.
-* Rotary embedding: the signed permutation matrix on the tensor engine, two vector multiplies (by the
-  cos/sin columns of the chunk's positions) and an add.
+  the KV dtype. Heads lie in tiles as :meth:`.plan.LoweringPlan.head_loc` says: packed several to a
+  tile when ``head_dim`` divides the partitions, else in tiles of their own (one partial tile, or
+  ``head_dim / P`` full ones whose partial products the score matmuls accumulate).
+* Rotary embedding: the signed permutation matrix on the tensor engine (heads of ``2P`` features: the
+  two halves swap tiles, a signed identity each), two vector multiplies (by the cos/sin columns of the
+  chunk's positions, the ``rope_scaling`` applied to the tables) and an add.
 * Decoders write the new keys/values to the HBM cache (K transposed ``[B, kv_heads, hd, ctx]``, V
   partition-major ``[B, kv_heads, P, ctx/P, hd]``: both are long contiguous runs); V rows are transposed
   on the tensor engine first (decode: one transpose per kv head into the ``vstage`` role).
 * Per (sequence, kv head): K^T and V loaded from the cache over several DMA queues (decode: the new
-  token from SBUF), scores ``q^T K`` (rows = query tokens, or the heads of a GQA group in decode) with
-  the causal mask generated on GpSimd (iota + compare), a row softmax (vector max, scalar exp with the
-  max as per-partition bias and a fused sum, reciprocal, scale), then the probabilities transposed on
-  the tensor engine and multiplied by V blocks, software-pipelined one block ahead.
+  token from SBUF), scores ``q^T K`` (rows = query tokens, or the heads of a GQA group in decode), a row
+  softmax (vector max, scalar exp with the max as per-partition bias and a fused sum, reciprocal,
+  scale), then the probabilities transposed on the tensor engine and multiplied by V blocks,
+  software-pipelined one block ahead. The masks are generated on GpSimd (iota + compare) and added to
+  the scores where a key block needs them: causal (keys after the query) and, in a layer with a sliding
+  window, the keys ``window`` or more positions before the query. A decode step reads only the last
+  ``window`` keys (its V rows moved to partition ``(t - start) % P`` by the DMAs, so that P x V blocks
+  start at partition 0); a prefill query block the whole V blocks its window reaches. Soft-capping
+  (Gemma-2) evicts
+  the scores through ``tanh`` with the attention scale folded in, and the softmax exponent scales by the
+  cap.
 
 Tags (:mod:`.tags`): ``qkv``, ``rope``, ``kv_write``, ``kv_load``, ``attn_scores``, ``softmax``,
 ``attn_pv``. The output projection, the residual and the TP all-reduce are the caller's
 (:mod:`.transformer`).
 
 Left out: flash-style blocking of very long contexts (an attention whose keys do not fit in SBUF is an
-error), paged KV caches, position encodings other than rotary (learned positions are in the input).
+error), paged KV caches, a ring-buffer cache for sliding-window layers (the cache holds every
+position), position encodings other than rotary (learned positions are in the input).
 """
 
 from __future__ import annotations
@@ -29,6 +40,8 @@ import numpy as np
 
 from infsim.isa import ActFunc, AluOp, DType, Engine, Op, ReduceOp
 
+from ..reference import rope_inv_freq
+from ..spec import ModelSpec
 from .alloc import LoweringError
 from .emit import Buf, Tile
 from .linear import Evict, bias_tile, evict_copy, linear, scale_tile
@@ -36,15 +49,17 @@ from .plan import V_ROW_SLOTS, LoweringPlan, Segment, rank_tensor
 from .rank import Rank
 from .tags import OpClass
 
+#: score added to masked positions (exp of it underflows to 0 after any scale the softmax applies)
+MASKED = -30000.0
+
 
 def attention(
     pl: LoweringPlan, rk: Rank, L: int, segs: list[Segment], ncol: int, xn: list[Buf], xdt: DType
 ) -> list[Buf]:
     """Layer ``L``'s attention of the chunk ``segs`` (``ncol`` columns of ``xn``, dtype ``xdt``); returns
     the attention output tiles (feature-major, matmul dtype), the input of the output projection."""
-    spec, P, hd, kb, em = pl.spec, pl.P, pl.hd, pl.kdt, rk.em
-    qt = math.ceil(pl.heads_r * hd / P)
-    kt = math.ceil(pl.kvh_r * hd / P)
+    spec, kb, em = pl.spec, pl.kdt, rk.em
+    qt, kt = pl.qt, pl.kt
     q = rk.tiles("q", qt, pl.tc * kb.itemsize)
     k = rk.tiles("k", kt, pl.tc * kb.itemsize)
     v = rk.tiles("v", kt, pl.tc * kb.itemsize)
@@ -67,8 +82,8 @@ def attention(
     if spec.rotary:
         em.op_class = OpClass.rope
         load_rope(pl, rk, segs)  # once for q and k (a reload would wait for q's rotation to finish)
-        rope(pl, rk, ncol, q, qt, pl.heads_r)
-        rope(pl, rk, ncol, k, kt, pl.kvh_r)
+        rope(pl, rk, ncol, q, pl.heads_r)
+        rope(pl, rk, ncol, k, pl.kvh_r)
     attn = rk.tiles("attn", qt, pl.tc * pl.mdt.itemsize)
     if spec.kind == "decoder":
         em.op_class = OpClass.kv_write
@@ -90,33 +105,58 @@ def load_rope(pl: LoweringPlan, rk: Rank, segs: list[Segment]) -> None:
             rk.dma(buf.tile(kb, seg.n, byte=seg.c0 * kb.itemsize), src, partial=True)
 
 
-def rope(pl: LoweringPlan, rk: Rank, ncol: int, tiles: list[Buf], nt: int, nheads: int) -> None:
-    """Rotate the ``nheads`` heads held in the first ``nt`` of ``tiles`` in place."""
+def rope(pl: LoweringPlan, rk: Rank, ncol: int, tiles: list[Buf], nheads: int) -> None:
+    """Rotate the ``nheads`` heads held in ``tiles`` in place."""
     P, kb = pl.P, pl.kdt
     cos = rk.buf_single("cos")
     sin = rk.buf_single("sin")
     rt = rk.buf_single("rt0")
-    for t in range(nt):
-        rows = min(P, nheads * pl.hd - t * P)
+    if pl.hd_t == 2:  # halves of P features each: rotate_half swaps the tiles (x0, x1) -> (-x1, x0)
+        for h in range(nheads):
+            ti, _ = pl.head_loc(h)
+            x = [tiles[ti + s].tile(kb, ncol, pcount=P) for s in range(2)]
+            rots = []
+            for s in range(2):
+                rot = rk.bank().tile(DType.fp32, ncol, pcount=P)
+                rk.mm(rot, rk.rot.buf.tile(kb, P, pcount=P, byte=s * P * kb.itemsize), x[1 - s], acc=False)
+                rots.append(rot)
+            for s in range(2):
+                _rotate(rk, x[s], rots[s], rt.tile(DType.fp32, ncol, pcount=P), cos, sin, kb, ncol, P)
+        return
+    for t in range(pl.tiles_for(nheads)):
+        rows = min(P, nheads * pl.hd - t * P) if pl.packed else pl.hd
         x = tiles[t].tile(kb, ncol, pcount=rows)
         rot = rk.bank().tile(DType.fp32, ncol, pcount=rows)
         rk.mm(rot, rk.rot.buf.tile(kb, rows, pcount=rows), x, acc=False)
-        tmp = rt.tile(DType.fp32, ncol, pcount=rows)
-        rk.vec(Op.tensor_tensor, dst=tmp, in0=rot, in1=sin.tile(kb, ncol, pcount=rows), op=AluOp.mul)
-        rk.vec(Op.tensor_tensor, dst=x, in0=x, in1=cos.tile(kb, ncol, pcount=rows), op=AluOp.mul)
-        rk.vec(Op.tensor_tensor, dst=x, in0=x, in1=tmp, op=AluOp.add)
+        _rotate(rk, x, rot, rt.tile(DType.fp32, ncol, pcount=rows), cos, sin, kb, ncol, rows)
 
 
-def rope_tables(hd: int, P: int, max_ctx: int, theta: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(cos [P, max_ctx], sin [P, max_ctx], rot [P, P]) for heads of ``hd`` packed P // hd per tile."""
-    inv = 1.0 / (theta ** (np.arange(0, hd, 2, dtype=np.float64) / hd))
-    pos = np.arange(max_ctx, dtype=np.float64)
-    ang = np.outer(np.concatenate([inv, inv]), pos)  # [hd, ctx]
-    cos = np.tile(np.cos(ang), (P // hd, 1))
-    sin = np.tile(np.sin(ang), (P // hd, 1))
+def _rotate(rk: Rank, x: Tile, rot: Tile, tmp: Tile, cos: Buf, sin: Buf, kb: DType, ncol: int, rows: int) -> None:
+    """``x = x * cos + rot * sin`` (``rot``: the rotated ``x`` in PSUM)."""
+    rk.vec(Op.tensor_tensor, dst=tmp, in0=rot, in1=sin.tile(kb, ncol, pcount=rows), op=AluOp.mul)
+    rk.vec(Op.tensor_tensor, dst=x, in0=x, in1=cos.tile(kb, ncol, pcount=rows), op=AluOp.mul)
+    rk.vec(Op.tensor_tensor, dst=x, in0=x, in1=tmp, op=AluOp.add)
+
+
+def rope_tables(spec: ModelSpec, P: int, max_ctx: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(cos [P, max_ctx], sin [P, max_ctx], rot) of the lowering's head layout (see
+    :meth:`.plan.LoweringPlan.head_loc`): ``rot [P, P]`` the signed permutation of rotate_half over the
+    heads of a tile, or, for heads of ``2P`` features, ``[2, P, P]``: ``-I`` and ``I``, the first half's
+    and the second half's rotations from the other half."""
+    hd = spec.head_dim
+    inv = rope_inv_freq(spec)
+    ang = np.outer(np.concatenate([inv, inv]), np.arange(max_ctx, dtype=np.float64))  # [hd, ctx]
+    rows = P if (P % hd == 0 or hd > P) else hd  # feature rows of a tile that hold a head
+    idx = np.arange(rows) % hd
+    cos = np.zeros((P, max_ctx))
+    sin = np.zeros((P, max_ctx))
+    cos[:rows], sin[:rows] = np.cos(ang[idx]), np.sin(ang[idx])
+    if hd > P:
+        eye = np.eye(P)
+        return cos, sin, np.stack([-eye, eye])
     rot = np.zeros((P, P))
     half = hd // 2
-    for base in range(0, P, hd):
+    for base in range(0, rows - hd + 1, hd):
         for i in range(half):
             rot[base + i + half, base + i] = -1.0  # out[i] = -x[i + half]
             rot[base + i, base + i + half] = 1.0  # out[i + half] = x[i]
@@ -145,10 +185,12 @@ def kv_write(pl: LoweringPlan, rk: Rank, L: int, segs: list[Segment], k: list[Bu
         stage_new_v(pl, rk, segs, v)
     for seg in segs:
         for g in range(pl.kvh_r):
-            ti, p0 = pl.head_loc(g)
-            src = k[ti].tile(kb, seg.n, pcount=hd, pstart=p0, byte=seg.c0 * kb.itemsize)
-            off = ((seg.b * pl.kvh_r + g) * hd * pl.max_ctx + seg.t0) * kb.itemsize
-            rk.dma(kc.hbm(kb, hd, pl.max_ctx, ((1, seg.n),), byte=off), src, partial=True)
+            for sub in range(pl.hd_t):
+                ti, p0 = pl.head_loc(g, sub)
+                rows = pl.sub_rows(sub)
+                src = k[ti].tile(kb, seg.n, pcount=rows, pstart=p0, byte=seg.c0 * kb.itemsize)
+                off = (((seg.b * pl.kvh_r + g) * hd + sub * P) * pl.max_ctx + seg.t0) * kb.itemsize
+                rk.dma(kc.hbm(kb, rows, pl.max_ctx, ((1, seg.n),), byte=off), src, partial=True)
             if decode and seg.n == 1:
                 # one token: its staged V row (partition = chunk column) is one contiguous cache row
                 row = rk.buf_single("vstage").tile(kb, hd, pcount=1, pstart=seg.c0 % P, byte=g * hd * kb.itemsize)
@@ -160,27 +202,34 @@ def kv_write(pl: LoweringPlan, rk: Rank, L: int, segs: list[Segment], k: list[Bu
             while t < seg.t1:
                 n = min(seg.t1 - t, P - t % P)
                 col = seg.c0 + (t - seg.t0)
-                rowt = vrows[nv % V_ROW_SLOTS].tile(kb, hd, pcount=n)
+                slot = vrows[nv % V_ROW_SLOTS]
                 nv += 1
-                rk.transpose_into(rowt, v[ti].tile(kb, n, pcount=hd, pstart=p0, byte=col * kb.itemsize))
+                for sub in range(pl.hd_t):
+                    ti, p0 = pl.head_loc(g, sub)
+                    rows = pl.sub_rows(sub)
+                    rk.transpose_into(slot.tile(kb, rows, pcount=n, byte=sub * P * kb.itemsize),
+                                      v[ti].tile(kb, n, pcount=rows, pstart=p0, byte=col * kb.itemsize))
+                rowt = slot.tile(kb, hd, pcount=n)
                 rk.dma(vc.hbm(kb, n, nblk * hd, ((1, hd),), byte=_v_row_offset(pl, seg.b, g, t)), rowt, partial=True)
                 t += n
 
 
 def stage_new_v(pl: LoweringPlan, rk: Rank, segs: list[Segment], v: list[Buf]) -> None:
     """Decode: transpose each kv head's new V columns ``[hd, sequences]`` into rows ``[sequences, hd]``
-    (one TensorE transpose per kv head) into the ``vstage`` role."""
+    (one TensorE transpose per kv head and head tile) into the ``vstage`` role."""
     P, hd, kb = pl.P, pl.hd, pl.kdt
     stage = rk.buf_single("vstage")
     ncol = len(segs)
     if ncol > P:
         raise LoweringError(f"decode batch {ncol} > {P} sequences per chunk is not supported by V staging")
     for g in range(pl.kvh_r):
-        ti, p0 = pl.head_loc(g)
-        rk.transpose_into(
-            stage.tile(kb, hd, pcount=ncol, byte=g * hd * kb.itemsize),
-            v[ti].tile(kb, ncol, pcount=hd, pstart=p0, byte=segs[0].c0 * kb.itemsize),
-        )
+        for sub in range(pl.hd_t):
+            ti, p0 = pl.head_loc(g, sub)
+            rows = pl.sub_rows(sub)
+            rk.transpose_into(
+                stage.tile(kb, rows, pcount=ncol, byte=(g * hd + sub * P) * kb.itemsize),
+                v[ti].tile(kb, ncol, pcount=rows, pstart=p0, byte=segs[0].c0 * kb.itemsize),
+            )
 
 
 def split_load(
@@ -194,9 +243,10 @@ def split_load(
     row_stride: int,
     byte: int,
     epoch: bool = True,
+    dst_byte: int = 0,
 ) -> None:
     """Load ``rows`` x ``cols`` elements (HBM rows ``row_stride`` apart) into partitions ``p0..`` of
-    ``dst``, as several DMAs over partition groups on different queues."""
+    ``dst`` (from byte ``dst_byte``), as several DMAs over partition groups on different queues."""
     kb = pl.kdt
     parts = max(1, min(rows // 16, pl.other_queues // 2))
     per = math.ceil(rows / parts)
@@ -205,54 +255,72 @@ def split_load(
     for r0 in range(0, rows, per):
         n = min(per, rows - r0)
         rk.dma(
-            dst.tile(kb, cols, pcount=n, pstart=p0 + r0),
+            dst.tile(kb, cols, pcount=n, pstart=p0 + r0, byte=dst_byte),
             src.hbm(kb, n, row_stride, ((1, cols),), byte=byte + r0 * row_stride * kb.itemsize),
             partial=True,
         )
 
 
 def _load_kv(
-    pl: LoweringPlan, rk: Rank, L: int, seg: Segment, g: int, lo: int, kv_len: int, kbuf: Buf, vbuf: Buf, k: list[Buf]
+    pl: LoweringPlan, rk: Rank, L: int, seg: Segment, g: int, lo: int, kbuf: Buf, vbuf: Buf, k: list[Buf]
 ) -> None:
-    """K^T and V of sequence ``seg.b``, kv head ``g``, keys ``lo..lo+kv_len`` into ``kbuf``/``vbuf``
-    (decoders: from the HBM cache; decode: the new token from SBUF)."""
+    """K^T and V of sequence ``seg.b``, kv head ``g``, keys ``lo .. seg.t1`` into ``kbuf`` (key ``j`` at
+    column ``j - lo`` of every head tile, tile ``s`` from column ``s * kvmax``) and ``vbuf`` (key ``j`` at
+    partition ``(j - lo) % P`` of block ``(j - lo) // P``); decoders: from the HBM cache, decode: the new
+    token from SBUF."""
     P, hd, kb = pl.P, pl.hd, pl.kdt
-    kv_len_all = seg.t1
     nblk = pl.max_ctx // P
-    ti_k, p0_k = pl.head_loc(g)
     kname, vname = rank_tensor(f"L{L}.k_cache", rk.r), rank_tensor(f"L{L}.v_cache", rk.r)
     decode = pl.wl.phase == "decode" and seg.n == 1
     kc = rk.hbm.region(kname, "old") if decode else rk.hbm(kname)
     vc = rk.hbm.region(vname, "old") if decode else rk.hbm(vname)
-    n_hbm = kv_len - 1 if decode else kv_len  # decode: the new token comes from SBUF
-    old_all = kv_len_all - 1 if decode else kv_len_all
-    off = ((seg.b * pl.kvh_r + g) * hd * pl.max_ctx + lo) * kb.itemsize
-    if n_hbm > 0:  # split over partition groups on several queues (the DMA engines work in parallel)
-        split_load(pl, rk, kbuf, p0_k, hd, n_hbm, kc, pl.max_ctx, off)
-    # V rows: all blocks of this (b, g), partition-major
+    end = seg.t1 - 1 if decode else seg.t1  # keys lo .. end from HBM (decode: the new token from SBUF)
+    if end > lo:  # split over partition groups on several queues (the DMA engines work in parallel)
+        if pl.hd_t > 1:
+            rk.em.new_write_epoch(kbuf)
+        for sub in range(pl.hd_t):
+            _, p0_k = pl.head_loc(g, sub)
+            off = (((seg.b * pl.kvh_r + g) * hd + sub * P) * pl.max_ctx + lo) * kb.itemsize
+            split_load(pl, rk, kbuf, p0_k, pl.sub_rows(sub), end - lo, kc, pl.max_ctx, off, epoch=pl.hd_t == 1,
+                       dst_byte=sub * pl.kvmax * kb.itemsize)
+    # V rows: the cache is partition-major (position t at partition t % P of block t // P); vbuf holds
+    # key lo + i * P + p at partition p of block i, the DMAs shifting partitions by lo % P where needed
     voff = ((seg.b * pl.kvh_r + g) * P * nblk) * hd * kb.itemsize
-    if decode:
-        # cached rows of full blocks, then the partial last block: the new token's slot is left out
-        # so that its row (from vstage) can be written in parallel in the same write epoch
-        full, rem = divmod(old_all, P)
+    off, b0 = lo % P, lo // P
+
+    def v_rows(p0: int, p1: int, blk: int, nb: int, dblk: int, epoch: bool = False) -> None:
+        """vbuf partitions p0..p1 of blocks dblk.. <- cache partitions (p0 + off) % P.. of blocks blk.."""
+        if p1 <= p0 or nb <= 0:
+            return
+        row = (p0 + off) % P
+        split_load(pl, rk, vbuf, p0, p1 - p0, nb * hd, vc, nblk * hd, voff + (row * nblk + blk) * hd * kb.itemsize,
+                   epoch=epoch, dst_byte=dblk * hd * kb.itemsize)
+
+    n = end - lo  # keys from HBM
+    full, rem = divmod(max(n, 0), P)
+    if decode or lo:
+        # whole blocks, then the partial last one; in decode the new token's slot is left out so that its
+        # row (from vstage) can be written in the same write epoch
         rk.em.new_write_epoch(vbuf)
-        if full:
-            split_load(pl, rk, vbuf, 0, P, full * hd, vc, nblk * hd, voff, epoch=False)
-        if rem:
-            split_load(pl, rk, vbuf, 0, rem, hd, vc, nblk * hd, voff + full * hd * kb.itemsize, epoch=False)
-    elif old_all > 0:
-        vblk = math.ceil(old_all / P)
-        vrows = min(P, old_all)
-        split_load(pl, rk, vbuf, 0, vrows, vblk * hd, vc, nblk * hd, voff)
+        split = P - off  # vbuf partitions below it come from cache block b0 + i, the others from b0 + i + 1
+        v_rows(0, split, b0, full, 0)
+        v_rows(split, P, b0 + 1, full, 0)
+        v_rows(0, min(rem, split), b0 + full, 1, full)
+        v_rows(split, rem, b0 + full + 1, 1, full)
+    elif n > 0:
+        v_rows(0, min(P, n), 0, math.ceil(n / P), 0, epoch=True)
     if decode:
         t = seg.t1 - 1  # position of the new token
-        rk.vec(
-            Op.tensor_copy,
-            dst=kbuf.tile(kb, 1, pcount=hd, pstart=p0_k, byte=(t - lo) * kb.itemsize),
-            src=k[ti_k].tile(kb, 1, pcount=hd, pstart=p0_k, byte=seg.c0 * kb.itemsize),
-        )
+        for sub in range(pl.hd_t):
+            ti_k, p0_k = pl.head_loc(g, sub)
+            rows = pl.sub_rows(sub)
+            rk.vec(
+                Op.tensor_copy,
+                dst=kbuf.tile(kb, 1, pcount=rows, pstart=p0_k, byte=(sub * pl.kvmax + t - lo) * kb.itemsize),
+                src=k[ti_k].tile(kb, 1, pcount=rows, pstart=p0_k, byte=seg.c0 * kb.itemsize),
+            )
         rk.dma(
-            vbuf.tile(kb, hd, pcount=1, pstart=t % P, byte=(t // P) * hd * kb.itemsize),
+            vbuf.tile(kb, hd, pcount=1, pstart=(t - lo) % P, byte=((t - lo) // P) * hd * kb.itemsize),
             rk.buf_single("vstage").tile(kb, hd, pcount=1, pstart=seg.c0 % P, byte=g * hd * kb.itemsize),
             partial=True,
         )
@@ -272,58 +340,80 @@ def attend(
     """Attention of the query tokens of ``seg`` for the q heads of kv head ``g``."""
     spec, P, hd, kb, em = pl.spec, pl.P, pl.hd, pl.kdt, rk.em
     causal_prefill = spec.causal and pl.wl.phase == "prefill"
-    kv_len_all = seg.t1  # keys 0 .. t1 (decoder: the cache up to this token; encoder: the sequence)
-    lo = max(0, kv_len_all - int(spec.sliding_window)) if spec.sliding_window else 0
-    kv_len = kv_len_all - lo
+    window = spec.window(L)
+    # keys the segment's queries reach: from the first query's window start to the segment's end
+    lo = max(0, seg.t0 - window + 1) if window else 0
     heads = list(range(g * pl.group, min((g + 1) * pl.group, pl.heads_r)))
-    stack = (not causal_prefill) and seg.n == 1 and hd == P
+    stack = (not causal_prefill) and seg.n == 1 and hd % P == 0
+    subs = range(pl.hd_t)
     em.op_class = OpClass.kv_load
     slot = rk.kv_slot
     rk.kv_slot ^= 1
     kbuf = rk.buf_single(f"kbuf{slot}")
     vbuf = rk.buf_single(f"vbuf{slot}")
-    ti_k, p0_k = pl.head_loc(g)
     if spec.kind == "decoder":
-        _load_kv(pl, rk, L, seg, g, lo, kv_len, kbuf, vbuf, k)
+        _load_kv(pl, rk, L, seg, g, lo, kbuf, vbuf, k)
     # (encoder: keys/values of this sequence are the chunk's own k/v tiles, read in place below)
     sc = rk.buf_single("sc")
     pr = rk.buf_single("pr")
     st = rk.buf_single("stats")
     blk_n = min(pl.chip.tensor_engine.moving_free_max, pl.bank_bytes // 4)
+    cap = spec.attn_softcap
     groups = [heads] if stack else [[h] for h in heads]
     for hs in groups:
         qblocks = [(0, 1)] if stack else [(t, min(P, seg.n - t)) for t in range(0, seg.n, P)]
         for tq0, nq in qblocks:
             rows = len(hs) if stack else nq
-            ti, p0 = pl.head_loc(hs[0])
             col = seg.c0 + tq0
-            if stack:
-                qs = q[ti].tile(kb, dims=((pl.tc, len(hs)),), pstart=p0, pcount=hd, byte=col * kb.itemsize)
+            qloc = [pl.head_loc(hs[0], sub) for sub in subs]
+            if stack:  # the group's heads as columns: head tiles hd_t tiles apart
+                qs = [q[ti].tile(kb, dims=((pl.hd_t * pl.tc, len(hs)),), pstart=p0, pcount=pl.sub_rows(sub),
+                                 byte=col * kb.itemsize) for sub, (ti, p0) in zip(subs, qloc)]
             else:
-                qs = q[ti].tile(kb, nq, pstart=p0, pcount=hd, byte=col * kb.itemsize)
-            # causal: query token positions seg.t0+tq0 .. ; keys lo .. lo+kv_len
+                qs = [q[ti].tile(kb, nq, pstart=p0, pcount=pl.sub_rows(sub), byte=col * kb.itemsize)
+                      for sub, (ti, p0) in zip(subs, qloc)]
+            # queries at positions qpos0 .. qlast see keys klo .. khi
+            # (a prefill query block starts a whole number of V blocks after lo: the keys before its
+            # window the band mask removes)
             qpos0 = seg.t0 + tq0
-            n_keys = min(kv_len, qpos0 + nq - lo) if causal_prefill else kv_len
+            qlast = qpos0 + nq - 1
+            klo = lo + (max(0, qpos0 - window + 1) - lo) // P * P if window else 0
+            khi = qlast + 1 if causal_prefill else seg.t1
+            n_keys = khi - klo
             scores = sc.tile(DType.fp32, n_keys, pcount=rows)
             em.op_class = OpClass.attn_scores
             for k0 in range(0, n_keys, blk_n):
                 nk = min(blk_n, n_keys - k0)
+                kpos = klo + k0  # position of the block's first key
                 ps = rk.bank().tile(DType.fp32, nk, pcount=rows)
-                if spec.kind == "decoder":
-                    mv = kbuf.tile(kb, nk, pcount=hd, pstart=p0_k, byte=k0 * kb.itemsize)
-                else:
-                    mv = k[ti_k].tile(kb, nk, pcount=hd, pstart=p0_k, byte=(seg.c0 - seg.t0 + k0) * kb.itemsize)
-                rk.mm(ps, qs, mv, acc=False)
+                for sub in subs:
+                    ti_k, p0_k = pl.head_loc(g, sub)
+                    if spec.kind == "decoder":
+                        mv = kbuf.tile(kb, nk, pcount=pl.sub_rows(sub), pstart=p0_k,
+                                       byte=(sub * pl.kvmax + kpos - lo) * kb.itemsize)
+                    else:
+                        mv = k[ti_k].tile(kb, nk, pcount=pl.sub_rows(sub), pstart=p0_k,
+                                          byte=(seg.c0 - seg.t0 + kpos) * kb.itemsize)
+                    rk.mm(ps, qs[sub], mv, acc=sub > 0)
                 dst = sc.tile(DType.fp32, nk, pcount=rows, byte=k0 * 4)
-                if causal_prefill and lo + k0 + nk > qpos0:
+                # value = key_pos - query_pos: causal masks > 0, a window masks <= -window
+                masks = [(AluOp.gt, 0.0)] if causal_prefill and kpos + nk > qpos0 else []
+                if window and kpos <= qlast - window:
+                    masks.append((AluOp.le, float(-window)))
+                src = ps
+                if cap:  # soft-capping: tanh(scale * s / cap); the softmax multiplies by cap
+                    rk.act(ActFunc.tanh, dst, ps, scale_imm=spec.attn_scale / cap)
+                    src = dst
+                elif not masks:
+                    rk.vec(Op.tensor_copy, dst=dst, src=ps)
+                for cmp, edge in masks:
                     mask = rk.buf_single("mask")
-                    # value = key_pos - query_pos; masked where > 0
                     em.emit(
                         Op.iota,
                         rk.core,
                         Engine.gpsimd,
                         dst=mask.tile(DType.int32, nk, pcount=rows),
-                        base=lo + k0 - qpos0,
+                        base=kpos - qpos0,
                         channel_multiplier=-1,
                         multipliers=(1,),
                     )
@@ -332,18 +422,17 @@ def attend(
                         Op.tensor_scalar,
                         dst=mk,
                         src=mask.tile(DType.int32, nk, pcount=rows),
-                        op0=AluOp.gt,
-                        imm0=0.0,
+                        op0=cmp,
+                        imm0=edge,
                         op1=AluOp.mul,
-                        imm1=-30000.0,
+                        imm1=MASKED,
                     )
-                    rk.vec(Op.tensor_tensor, dst=dst, in0=ps, in1=mk, op=AluOp.add)
-                else:
-                    rk.vec(Op.tensor_copy, dst=dst, src=ps)
+                    rk.vec(Op.tensor_tensor, dst=dst, in0=src, in1=mk, op=AluOp.add)
+                    src = dst
             m = st.tile(DType.fp32, 1, pcount=rows, byte=0)
             nb = st.tile(DType.fp32, 1, pcount=rows, byte=4)
             ssum = st.tile(DType.fp32, 1, pcount=rows, byte=8)
-            scale = 1.0 / math.sqrt(hd)
+            scale = cap or spec.attn_scale
             em.op_class = OpClass.softmax
             rk.vec(Op.tensor_reduce, dst=m, src=scores, op=ReduceOp.max, axes=1)
             rk.vec(Op.tensor_scalar, dst=nb, src=m, op0=AluOp.mul, imm0=-scale)
@@ -351,44 +440,49 @@ def attend(
             rk.act(ActFunc.exp, probs, scores, bias=nb, scale_imm=scale, reduce_dst=ssum)
             rk.act(ActFunc.reciprocal, ssum, ssum)
             rk.vec(Op.tensor_scalar, dst=probs, src=probs, scalar0=ssum, op0=AluOp.mul)
-            # out^T [hd, rows] = sum over key blocks V_blk^T . P^T
+            # out^T [hd, rows] = sum over key blocks V_blk^T . P^T, one PSUM tile per head tile
             em.op_class = OpClass.attn_pv
-            po = rk.bank().tile(DType.fp32, rows, pcount=hd, pstart=p0)  # lane-aligned with the head
+            po = [rk.bank().tile(DType.fp32, rows, pcount=pl.sub_rows(sub), pstart=p0)  # lane-aligned with the head
+                  for sub, (_, p0) in zip(subs, qloc)]
             pts = [rk.buf_single("pt0"), rk.buf_single("pt1")]
-            nkb = math.ceil(n_keys / P)
+            # key blocks of P, aligned with vbuf's blocks
+            edges = [*range(klo, khi, P), khi]
+            blocks = list(zip(edges[:-1], edges[1:]))
 
-            def stage(bi: int, n_keys: int = n_keys, rows: int = rows, pts: list[Buf] = pts) -> tuple[Tile, Tile]:
-                """P^T (and, encoder, V) of key block ``bi``, ready for its P x V matmul."""
-                k0 = bi * P
-                nk = min(P, n_keys - k0)
+            def stage(bi: int, rows: int = rows, klo: int = klo, blocks: list = blocks,
+                      pts: list[Buf] = pts) -> tuple[Tile, list[Tile]]:
+                """P^T (and V: the decoder's cache block, the encoder's V^T transposed) of key block ``bi``."""
+                a, b = blocks[bi]
+                nk = b - a
                 ptile = pts[bi % 2].tile(kb, rows, pcount=nk)
-                rk.transpose_into(ptile, pr.tile(kb, nk, pcount=rows, byte=k0 * kb.itemsize))
-                kpos = lo + k0  # absolute key position of this block's first key
-                if spec.kind == "decoder":
-                    # key kpos+i lives at partition (kpos+i) % P, block (kpos+i) // P; lowering keeps
-                    # blocks aligned: lo and k0 are multiples of P except with a sliding window
-                    if kpos % P:
-                        raise LoweringError("sliding-window start not aligned to the partition count")
-                    return ptile, vbuf.tile(kb, hd, pcount=nk, byte=(kpos // P) * hd * kb.itemsize)
-                vti, vp0 = pl.head_loc(g)
-                # encoder: V^T tile [hd, tokens] -> need [keys, hd]: transpose the block
-                vs = vbuf.tile(kb, hd, pcount=nk, byte=(bi % 2) * hd * kb.itemsize)
-                rk.transpose_into(
-                    vs, v[vti].tile(kb, nk, pcount=hd, pstart=vp0, byte=(seg.c0 - seg.t0 + k0) * kb.itemsize)
-                )
+                rk.transpose_into(ptile, pr.tile(kb, nk, pcount=rows, byte=(a - klo) * kb.itemsize))
+                if spec.kind == "decoder":  # key a + i at partition i of vbuf block (a - lo) // P
+                    return ptile, [vbuf.tile(kb, pl.sub_rows(sub), pcount=nk,
+                                             byte=((a - lo) // P * hd + sub * P) * kb.itemsize) for sub in subs]
+                vs = []
+                for sub in subs:  # encoder: V^T tile [hd, tokens] -> need [keys, hd]: transpose the block
+                    vti, vp0 = pl.head_loc(g, sub)
+                    rsub = pl.sub_rows(sub)
+                    t = vbuf.tile(kb, rsub, pcount=nk, byte=((bi % 2) * hd + sub * P) * kb.itemsize)
+                    rk.transpose_into(t, v[vti].tile(kb, nk, pcount=rsub, pstart=vp0,
+                                                     byte=(seg.c0 - seg.t0 + a) * kb.itemsize))
+                    vs.append(t)
                 return ptile, vs
 
             # software-pipelined: block bi+1's transposes are issued before block bi's matmul, so the
             # TensorE transposes the next block while the VectorE copies this one out of PSUM
             staged = stage(0)
-            for bi in range(nkb):
-                nxt = stage(bi + 1) if bi + 1 < nkb else None
-                rk.mm(po, staged[1], staged[0], acc=bi > 0)
+            for bi in range(len(blocks)):
+                nxt = stage(bi + 1) if bi + 1 < len(blocks) else None
+                for sub in subs:
+                    rk.mm(po[sub], staged[1][sub], staged[0], acc=bi > 0)
                 if nxt is not None:
                     staged = nxt
             # evict into the attention output tiles
-            if stack:
-                dst = attn[ti].tile(pl.mdt, dims=((pl.tc, len(hs)),), pstart=p0, pcount=hd, byte=col * pl.mdt.itemsize)
-            else:
-                dst = attn[ti].tile(pl.mdt, nq, pstart=p0, pcount=hd, byte=col * pl.mdt.itemsize)
-            rk.vec(Op.tensor_copy, dst=dst, src=po)
+            for sub, (ti, p0) in zip(subs, qloc):
+                if stack:
+                    dst = attn[ti].tile(pl.mdt, dims=((pl.hd_t * pl.tc, len(hs)),), pstart=p0,
+                                        pcount=pl.sub_rows(sub), byte=col * pl.mdt.itemsize)
+                else:
+                    dst = attn[ti].tile(pl.mdt, nq, pstart=p0, pcount=pl.sub_rows(sub), byte=col * pl.mdt.itemsize)
+                rk.vec(Op.tensor_copy, dst=dst, src=po[sub])

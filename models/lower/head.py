@@ -7,8 +7,11 @@ each evicted ``[features, b]`` tile is transposed on the tensor engine into the 
 ``[b, features]``, which one copy moves to SBUF and one DMA writes (``b`` descriptors); feature-major
 writes would cost one DMA element per partition and queue behind the weight stream.
 
-Tags (:mod:`.tags`): ``input_dma``, ``patch_embed``, ``output_dma``, ``head`` (the last-token picks
-included), ``norm`` (the final norm). Left out: sampling, the all-gather of the logits over
+Final-logit soft-capping (Gemma-2) evicts the logits through ``tanh(x / cap)`` and multiplies by the cap
+in the copy of the row block.
+
+Tags (:mod:`.tags`): ``input_dma``, ``patch_embed``, ``output_dma``, ``head`` (the last-token picks and
+the soft-capping included), ``norm`` (the final norm). Left out: sampling, the all-gather of the logits over
 tensor-parallel ranks (each rank writes its vocabulary shard), the embedding lookup (the program input
 is the gathered embedding rows; ViT: the patches and the position embeddings).
 """
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import math
 
-from infsim.isa import AluOp, DType, Engine, Op
+from infsim.isa import ActFunc, AluOp, DType, Engine, Op
 
 from .alloc import LoweringError
 from .emit import Buf, Tile
@@ -103,10 +106,17 @@ def head(pl: LoweringPlan, rk: Rank) -> None:
     vpad = rk.hbm.program.tensors[out].shape[1]
     blk: list[Buf] = []
 
+    cap = spec.final_softcap
+
     def ev(j: int, pt: Tile, msz: int) -> None:
         scale = scale_tile(pl, rk, name, j, msz)
         col = cols[j % 2].tile(adt, b, pcount=msz)
-        evict_copy(rk, col, pt, scale)
+        if cap and scale is None:  # soft-capping: tanh(logits / cap) here, times cap on the way out
+            rk.act(ActFunc.tanh, col, pt, scale_imm=1.0 / cap)
+        else:
+            evict_copy(rk, col, pt, scale)
+            if cap:
+                rk.act(ActFunc.tanh, col, col, scale_imm=1.0 / cap)
         jj = j % tpb
         if jj == 0:
             blk[:] = [rk.bank()]
@@ -117,7 +127,10 @@ def head(pl: LoweringPlan, rk: Rank) -> None:
         j0 = j - jj
         width = min(n, (j + 1) * P) - j0 * P
         row = rows[(j // tpb) % LOGIT_ROW_SLOTS].tile(adt, width, pcount=b)
-        rk.vec(Op.tensor_copy, dst=row, src=blk[0].tile(DType.fp32, width, pcount=b))
+        if cap:
+            rk.vec(Op.tensor_scalar, dst=row, src=blk[0].tile(DType.fp32, width, pcount=b), op0=AluOp.mul, imm0=cap)
+        else:
+            rk.vec(Op.tensor_copy, dst=row, src=blk[0].tile(DType.fp32, width, pcount=b))
         with rk.em.tagged(OpClass.output_dma):
             rk.dma(rk.hbm(out).hbm(adt, b, vpad, ((1, width),), byte=j0 * P * adt.itemsize), row, partial=True)
 

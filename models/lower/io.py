@@ -13,6 +13,7 @@ import numpy as np
 
 from infsim.isa import DType, cast
 
+from ..reference import split_params
 from .attention import rope_tables
 from .transformer import Lowered
 from .weights import pack
@@ -36,11 +37,15 @@ def _kv_index(lw: Lowered, r: int) -> list[int]:
     return [(r * spec.kv_heads) // tp]
 
 
-def _feat(vec: np.ndarray, P: int, nt: int) -> np.ndarray:
-    """[n] -> [P, nt] with element (p, t) = vec[t*P + p] (zero padded)."""
-    out = np.zeros(P * nt)
-    out[: len(vec)] = vec
-    return out.reshape(nt, P).T
+def _feat(vec: np.ndarray, P: int, nt: int, m: int | None = None) -> np.ndarray:
+    """[n] -> [P, nt] with element (p, t) = vec[t*m + p] (tiles of ``m <= P`` features, default ``P``; zero
+    padded)."""
+    m = P if m is None else m
+    out = np.zeros((nt, P))
+    for t in range(nt):
+        part = vec[t * m : (t + 1) * m]
+        out[t, : len(part)] = part
+    return out.T
 
 
 def make_inputs(
@@ -51,7 +56,10 @@ def make_inputs(
     v_cache: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """HBM inputs of every rank from canonical ``params`` (see models/reference.py), the embedded input
-    ``x [B, S, h]`` and (decode) the caches ``[layers, B, kv_heads, ctx, hd]``."""
+    ``x [B, S, h]`` and (decode) the caches ``[layers, B, kv_heads, ctx, hd]``. Weight preparation, as
+    an offline step would do it: fused checkpoint matrices split per projection, weights sharded over
+    the ranks and packed into slabs (int8: quantised per output channel), Gemma's ``1 + weight`` of the
+    RMSNorms folded into the stored norm weights."""
     spec, wl, chip, prog = lw.spec, lw.workload, lw.chip, lw.program
     P = chip.sbuf.partitions
     tp = lw.ranks
@@ -63,6 +71,7 @@ def make_inputs(
     ht = math.ceil(spec.hidden / P)
     wdt = DType.parse(wl.weight_dtype)
     int8 = wdt in (DType.int8, DType.uint8)
+    qm = lw.plans["L0.wq"].m  # features per q/k/v tile (the head layout's)
     out: dict[str, np.ndarray] = {}
 
     def put(name: str, r: int, arr: np.ndarray) -> None:
@@ -75,40 +84,48 @@ def make_inputs(
             scale = np.maximum(np.abs(w).max(axis=0), 1e-12) / 127.0
             q = np.clip(np.rint(w / scale), -127, 127)
             put(name, r, pack(plan, q))
-            put(name + ".scale", r, _feat(scale, P, math.ceil(plan.n / P)))
+            put(name + ".scale", r, _feat(scale, P, math.ceil(plan.n / plan.m), plan.m))
         else:
             put(name, r, pack(plan, w))
 
+    def put_norm(name: str, r: int) -> None:
+        vecs = [spec.norm_offset + params[name]] if spec.norm == "rms" else [params[name], params[name + "_b"]]
+        put(name, r, np.stack([_feat(v, P, ht) for v in vecs]))
+
+    norms = ("attn_norm", "mlp_norm") + (("post_attn_norm", "post_mlp_norm") if spec.post_norms else ())
+    experts = [f"e{e}." for e in range(spec.num_experts)] if spec.is_moe else [""]
     for r in range(tp):
         kvi = _kv_index(lw, r)
         for L in range(spec.layers):
             pre = f"L{L}."
-            put_w(pre + "wq", r, _shard_cols(params[pre + "wq"], r, heads_r, hd))
-            wk = np.concatenate([params[pre + "wk"][:, g * hd : (g + 1) * hd] for g in kvi], axis=1)
-            wv = np.concatenate([params[pre + "wv"][:, g * hd : (g + 1) * hd] for g in kvi], axis=1)
-            put_w(pre + "wk", r, wk)
-            put_w(pre + "wv", r, wv)
+            w = split_params(spec, params, pre)
+            put_w(pre + "wq", r, _shard_cols(w["wq"], r, heads_r, hd))
+            put_w(pre + "wk", r, np.concatenate([w["wk"][:, g * hd : (g + 1) * hd] for g in kvi], axis=1))
+            put_w(pre + "wv", r, np.concatenate([w["wv"][:, g * hd : (g + 1) * hd] for g in kvi], axis=1))
             put_w(pre + "wo", r, _shard_cols(params[pre + "wo"].T, r, heads_r, hd).T)
-            if spec.gated_mlp:
-                put_w(pre + "w_gate", r, _shard_cols(params[pre + "w_gate"], r, inter_r, 1))
-            put_w(pre + "w_up", r, _shard_cols(params[pre + "w_up"], r, inter_r, 1))
-            put_w(pre + "w_down", r, _shard_cols(params[pre + "w_down"].T, r, inter_r, 1).T)
-            for n in ("attn_norm", "mlp_norm"):
-                vecs = [params[pre + n]] + ([params[pre + n + "_b"]] if spec.norm == "layer" else [])
-                put(pre + n, r, np.stack([_feat(v, P, ht) for v in vecs]))
+            if spec.is_moe:
+                put_w(pre + "router", r, params[pre + "router"])  # every rank routes every token
+            for ex in experts:
+                name = pre + ex
+                if name + "w_gate" not in lw.plans and name + "w_up" not in lw.plans:
+                    continue  # an expert this step does not touch
+                if spec.gated_mlp:
+                    put_w(name + "w_gate", r, _shard_cols(w[ex + "w_gate"], r, inter_r, 1))
+                put_w(name + "w_up", r, _shard_cols(w[ex + "w_up"], r, inter_r, 1))
+                put_w(name + "w_down", r, _shard_cols(params[name + "w_down"].T, r, inter_r, 1).T)
+            for n in norms:
+                put_norm(pre + n, r)
             if spec.qkv_bias:
-                qt = math.ceil(heads_r * hd / P)
-                kt = math.ceil(kvh_r * hd / P)
-                nt = max(qt, kt)
+                nt = max(lw.program.tensors[f"{pre}bqkv.r{r}"].shape[-1], 1)
                 bq = _shard_cols(params[pre + "bq"][None], r, heads_r, hd)[0]
                 bk = np.concatenate([params[pre + "bk"][g * hd : (g + 1) * hd] for g in kvi])
                 bv = np.concatenate([params[pre + "bv"][g * hd : (g + 1) * hd] for g in kvi])
-                put(pre + "bqkv", r, np.stack([_feat(bq, P, nt), _feat(bk, P, nt), _feat(bv, P, nt)]))
-                put(
-                    pre + "bo_down",
-                    r,
-                    np.stack([_feat(params[pre + "bo"], P, ht), _feat(params[pre + "b_down"], P, ht)]),
-                )
+                put(pre + "bqkv", r, np.stack([_feat(bq, P, nt, qm), _feat(bk, P, nt, qm), _feat(bv, P, nt, qm)]))
+            if spec.o_bias or spec.mlp_bias:
+                zero = np.zeros(spec.hidden)
+                bo, bd = params.get(pre + "bo", zero), params.get(pre + "b_down", zero)
+                put(pre + "bo_down", r, np.stack([_feat(bo, P, ht), _feat(bd, P, ht)]))
+            if spec.mlp_bias:
                 bu = _shard_cols(params[pre + "b_up"][None], r, inter_r, 1)[0]
                 put(pre + "b_up", r, _feat(bu, P, math.ceil(inter_r / P)))
             if spec.kind == "decoder":
@@ -122,15 +139,14 @@ def make_inputs(
                         vc[:, i] = vv.reshape(wl.batch, lw.max_ctx // P, P, hd).transpose(0, 2, 1, 3)
                 put(pre + "k_cache", r, kc)
                 put(pre + "v_cache", r, vc)
-        vecs = [params["final_norm"]] + ([params["final_norm_b"]] if spec.norm == "layer" else [])
-        put("final_norm", r, np.stack([_feat(v, P, ht) for v in vecs]))
+        put_norm("final_norm", r)
         if spec.kind == "decoder":
             put_w("lm_head", r, _shard_cols(params["lm_head"], r, vocab_r, 1))
         xt = np.zeros((ht * P, x.shape[0] * x.shape[1]))
         xt[: spec.hidden] = x.reshape(-1, spec.hidden).T
         put("x", r, xt)
         if spec.rotary:
-            cos, sin, rot = rope_tables(hd, P, lw.max_ctx, spec.rope_theta)
+            cos, sin, rot = rope_tables(spec, P, lw.max_ctx)
             put("rope", r, np.stack([cos, sin]))
             put("rot", r, rot)
     return out

@@ -25,9 +25,11 @@ from .rank import Rank
 Evict = Callable[[int, Tile, int], None]
 
 
-def linear(pl: LoweringPlan, rk: Rank, weight: str, xin: list[Buf], xdt: DType, ncol: int, evict: Evict) -> None:
-    """``y^T = W^T x^T`` tile by tile for ``ncol`` tokens of ``xin`` (dtype ``xdt``); ``evict(j, psum_tile,
-    msz)`` consumes output tile ``j``."""
+def linear(
+    pl: LoweringPlan, rk: Rank, weight: str, xin: list[Buf], xdt: DType, ncol: int, evict: Evict, col0: int = 0
+) -> None:
+    """``y^T = W^T x^T`` tile by tile for ``ncol`` tokens of ``xin`` (dtype ``xdt``) from column ``col0``;
+    ``evict(j, psum_tile, msz)`` consumes output tile ``j``."""
     plan = pl.plans[weight]
     if pl.int8:
         rk.load_vec(rank_tensor(weight + ".scale", rk.r))
@@ -39,9 +41,9 @@ def linear(pl: LoweringPlan, rk: Rank, weight: str, xin: list[Buf], xdt: DType, 
                 evict(j, pt, msz)
             outs = []
             cur_cb = sl.cb
-            for m0 in range(0, sl.csz, pl.cols):
-                msz = min(pl.cols, sl.csz - m0)
-                j = (sl.c0 + m0) // pl.cols
+            for m0 in range(0, sl.csz, plan.m):
+                msz = min(plan.m, sl.csz - m0)
+                j = (sl.c0 + m0) // plan.m
                 outs.append((j, rk.bank().tile(DType.fp32, ncol, pcount=msz), msz))
         slab = rk.ws.next_slab(weight)
         sdt = slab.ap.dtype
@@ -49,9 +51,9 @@ def linear(pl: LoweringPlan, rk: Rank, weight: str, xin: list[Buf], xdt: DType, 
         for i in range(sl.nk):
             kt = sl.kt0 + i
             ks = plan.ksize(kt)
-            mov = xin[kt].tile(xdt, ncol, pcount=ks)
+            mov = xin[kt].tile(xdt, ncol, pcount=ks, byte=col0 * xdt.itemsize)
             for jj, (_j, pt, msz) in enumerate(outs):
-                stat = slab.buf.tile(sdt, msz, pcount=ks, byte=(i * sl.csz + jj * pl.cols) * sdt.itemsize)
+                stat = slab.buf.tile(sdt, msz, pcount=ks, byte=(i * sl.csz + jj * plan.m) * sdt.itemsize)
                 grid.append((pt, stat, mov, kt > 0))
         rk.em.matmuls(rk.core, grid)
         rk.ws.slab_done()

@@ -24,6 +24,7 @@ from infsim.config.schema import ChipConfig
 from infsim.feasibility import check_step, matmul_dtype
 from infsim.isa import DType
 
+from .. import moe as moe_routing
 from ..graph import Workload, split
 from ..spec import ModelSpec
 from .alloc import LoweringError, Role, allocate
@@ -139,11 +140,23 @@ class LoweringPlan:
         self.kdt = DType.parse(wl.kv_dtype)
         self.adt = DType.parse(wl.act_dtype)
         hd = spec.head_dim
-        if hd > self.P or self.P % hd or hd < 32:
-            raise LoweringError(f"head_dim {hd} unsupported: must divide {self.P} and be >= 32")
         self.hd = hd
+        # head layout (see head_loc): packed P // hd heads per tile, or tiles of their own
+        self.packed = self.P % hd == 0
+        self.hd_t = math.ceil(hd / self.P)  # tiles per head
+        if hd < 32 or (not self.packed and hd > self.P and (hd % self.P or (spec.rotary and hd != 2 * self.P))):
+            raise LoweringError(
+                f"head_dim {hd} unsupported (missing: heads over partial partition tiles; supported: 32 <= "
+                f"head_dim <= {self.P}, or a multiple of {self.P} ({2 * self.P} with rotary embeddings))"
+            )
+        self.qrows = self.P if self.packed else min(hd, self.P)  # features per q/k/v/attention tile
+        if spec.num_experts > self.P:
+            raise LoweringError(f"{spec.num_experts} experts unsupported (missing: routing weights over more than "
+                                f"{self.P} experts; the router's outputs lie one expert per partition)")
         self.heads_r = split(spec.heads, wl.tp)
         self.kvh_r = split(spec.kv_heads, wl.tp)
+        self.qt = self.tiles_for(self.heads_r)  # q (and attention output) tiles
+        self.kt = self.tiles_for(self.kvh_r)  # k and v tiles
         self.group = math.ceil(self.heads_r / self.kvh_r)
         self.inter_r = split(spec.intermediate, wl.tp)
         self.ht = math.ceil(spec.hidden / self.P)  # feature tiles of the hidden state
@@ -164,10 +177,33 @@ class LoweringPlan:
         """Features of tile ``t`` of an ``n``-feature vector (``P`` but for a partial last tile)."""
         return min(self.P, n - t * self.P)
 
-    def head_loc(self, h: int) -> tuple[int, int]:
-        """(tile, partition start) of head ``h`` in a feature-major q/k/v/attn role."""
-        hpt = self.P // self.hd
-        return h // hpt, (h % hpt) * self.hd
+    def head_loc(self, h: int, sub: int = 0) -> tuple[int, int]:
+        """(tile, partition start) of head ``h`` (its ``sub``-th tile of ``P`` features) in a feature-major
+        q/k/v/attn role. Heads of ``head_dim`` dividing ``P`` are packed ``P // head_dim`` per tile; other
+        heads have tiles of their own: one of ``head_dim`` features (``head_dim < P``, the partitions
+        beyond unused) or ``head_dim / P`` full ones."""
+        if self.packed:
+            hpt = self.P // self.hd
+            return h // hpt, (h % hpt) * self.hd
+        return h * self.hd_t + sub, 0
+
+    def sub_rows(self, sub: int) -> int:
+        """Features of a head's ``sub``-th tile."""
+        return min(self.P, self.hd - sub * self.P)
+
+    def tiles_for(self, nheads: int) -> int:
+        """Feature tiles of ``nheads`` heads in the head layout."""
+        return math.ceil(nheads * self.hd / self.P) if self.packed else nheads * self.hd_t
+
+    def tiling(self, name: str) -> tuple[int, int]:
+        """(input features per k-tile, output features per tile) of weight ``name``: the head layout's
+        tiles for the q/k/v outputs and the o_proj input, ``P`` and the tensor engine's columns else."""
+        kind = name.rsplit(".", 1)[-1]
+        if not self.packed and kind in ("wq", "wk", "wv"):
+            return self.P, self.qrows
+        if not self.packed and kind == "wo":
+            return self.qrows, self.cols
+        return self.P, self.cols
 
     def linear_shapes(self) -> dict[str, tuple[int, int]]:
         """``[in, out]`` of every weight of one rank, in the order they are consumed within a layer."""
@@ -180,7 +216,7 @@ class LoweringPlan:
             shapes[f"L{L}.wo"] = (self.heads_r * hd, h)
             if s.is_moe:
                 shapes[f"L{L}.router"] = (h, s.num_experts)
-                for e in self.experts_touched():
+                for e in self.experts_touched(self.wl.batch * self.seq):
                     shapes[f"L{L}.e{e}.w_gate"] = (h, self.inter_r)
                     shapes[f"L{L}.e{e}.w_up"] = (h, self.inter_r)
                     shapes[f"L{L}.e{e}.w_down"] = (self.inter_r, h)
@@ -198,25 +234,29 @@ class LoweringPlan:
             shapes["classifier"] = (h, split(s.vocab, self.tp))
         return shapes
 
-    def experts_touched(self) -> list[int]:
-        s = self.spec
-        t = self.wl.batch * self.wl.seq
-        return list(range(min(s.num_experts, t * s.experts_per_token)))
+    def experts_touched(self, ncol: int) -> list[int]:
+        """The experts a chunk of ``ncol`` tokens runs, in the order it runs them (:mod:`..moe`)."""
+        return [r.expert for r in moe_routing.expert_runs(self.spec, ncol)]
 
     def vec_tiles(self) -> int:
         """Feature tiles of the longest per-channel vector (bias or int8 scale) of any op."""
-        longest = max([self.spec.hidden] + [p.n for p in self.plans.values()])
-        return math.ceil(longest / self.P)
+        return max([math.ceil(self.spec.hidden / self.P)] + [math.ceil(p.n / p.m) for p in self.plans.values()])
 
-    def weight_groups(self, chunks: int) -> list[list[str]]:
-        """The weights in the order the step consumes them, one group per layer (per chunk) and one for
-        the head (the weight stream aligns every group to the ring)."""
+    def weight_groups(self, chunk_cols: list[int]) -> list[list[str]]:
+        """The weights in the order the step consumes them, one group per layer (per chunk of
+        ``chunk_cols[i]`` tokens: MoE runs the experts the chunk touches) and one for the head (the weight
+        stream aligns every group to the ring)."""
         groups: list[list[str]] = []
-        for _ in range(chunks):
+        for ncol in chunk_cols:
             if self.spec.family == "vit":
                 groups.append(["patch_embed"])
             for L in range(self.spec.layers):
-                groups.append([n for n in self.plans if n.startswith(f"L{L}.")])
+                names = [n for n in self.plans if n.startswith(f"L{L}.")]
+                if self.spec.is_moe:
+                    experts = [f"L{L}.e{e}." for e in self.experts_touched(ncol)]
+                    dense = [n for n in names if n.count(".") == 1]  # not L{L}.e{x}.*
+                    names = dense + [x + w for x in experts for w in ("w_gate", "w_up", "w_down")]
+                groups.append(names)
         groups.append([n for n in self.plans if n in ("lm_head", "classifier")])
         return groups
 
@@ -251,8 +291,7 @@ class LoweringPlan:
         s, P = self.spec, self.P
         ab, mb, kb = self.adt.itemsize, self.mdt.itemsize, self.kdt.itemsize
         ht = self.ht
-        qt = math.ceil(self.heads_r * self.hd / P)
-        kt = math.ceil(self.kvh_r * self.hd / P)
+        qt, kt = self.qt, self.kt
         it = math.ceil(self.inter_r / P)
         kvmax = self.kvmax
         nblk = math.ceil(kvmax / P)
@@ -262,7 +301,8 @@ class LoweringPlan:
             Role("x", ht * tc * ab, 0, last),
             Role("xlast", ht * self.wl.batch * ab, 0, last),
             Role("xn", ht * tc * mb, PH_NORM1, PH_QKV),
-            Role("xn2", ht * tc * mb, PH_NORM2, PH_UP),
+            # (MoE: every expert's up projection reads it, interleaved with the down projections)
+            Role("xn2", ht * tc * mb, PH_NORM2, PH_DOWN if s.is_moe else PH_UP),
             Role("xnh", ht * self.wl.batch * mb, PH_HEAD, PH_HEAD),
             Role("q", qt * tc * kb, PH_QKV, PH_ATTN),
             # decoders copy k/v to the HBM cache right after the projections (attention reads the cache)
@@ -275,7 +315,8 @@ class LoweringPlan:
             # copies run ahead of the row DMAs' completion latency
             *[Role(f"vrow{i}", self.hd * kb, PH_QKV, PH_ATTN) for i in range(V_ROW_SLOTS)],
             Role("attn", qt * tc * mb, PH_ATTN, PH_OPROJ),
-            Role("ao", ht * tc * ab if (self.tp > 1 or s.qkv_bias or self.int8) else 0, PH_OPROJ, PH_DOWN),
+            Role("ao", ht * tc * ab if (self.tp > 1 or s.o_bias or s.mlp_bias or self.int8 or s.post_norms) else 0,
+                 PH_OPROJ, PH_DOWN),
             Role("h", it * tc * mb, PH_UP, PH_DOWN),
             Role("gact", tc * 4, PH_UP, PH_UP),
             Role("sc", kvmax * 4, PH_ATTN, PH_ATTN),
@@ -284,8 +325,8 @@ class LoweringPlan:
             Role("pt0", P * kb, PH_ATTN, PH_ATTN),
             Role("pt1", P * kb, PH_ATTN, PH_ATTN),
             # K^T and V of one (sequence, kv head), double-buffered: the next head's loads overlap compute
-            Role("kbuf0", kvmax * kb, PH_ATTN, PH_ATTN),
-            Role("kbuf1", kvmax * kb, PH_ATTN, PH_ATTN),
+            Role("kbuf0", self.hd_t * kvmax * kb, PH_ATTN, PH_ATTN),
+            Role("kbuf1", self.hd_t * kvmax * kb, PH_ATTN, PH_ATTN),
             Role("vbuf0", nblk * self.hd * kb, PH_ATTN, PH_ATTN),
             Role("vbuf1", nblk * self.hd * kb, PH_ATTN, PH_ATTN),
             Role("stats", 64, PH_ATTN, PH_ATTN),
@@ -302,7 +343,7 @@ class LoweringPlan:
             Role("sin", tc * kb, PH_QKV, PH_QKV),
             Role("rt0", tc * 4, PH_QKV, PH_QKV),
             Role("const", 4 * P + 16, 0, last),
-            Role("rot", P * kb, 0, last),
+            Role("rot", self.hd_t * P * kb, 0, last),
             # LM head: evicted [features, b] logit tiles (2) and [b, block] row blocks on their way to HBM
             *[Role(f"locol{i}", self.wl.batch * ab, PH_HEAD, PH_HEAD) for i in range(2)],
             *[Role(f"lorow{i}", self.s_block * ab, PH_HEAD, PH_HEAD) for i in range(LOGIT_ROW_SLOTS)],
@@ -312,9 +353,15 @@ class LoweringPlan:
             roles += [Role(f"dq{i}", slab_free * 2, 0, last) for i in range(2)]
         if s.is_moe:
             roles += [
-                Role("route", s.num_experts * tc * 4, PH_UP, PH_DOWN),
-                Role("xe", ht * tc * mb, PH_UP, PH_DOWN),
+                # router exp(logits) (experts on partitions) and the normalised routing weights
+                Role("route", tc * 4, PH_UP, PH_DOWN),
+                Role("routew", tc * 2, PH_UP, PH_DOWN),
+                Role("moe_w", tc * 4, PH_UP, PH_DOWN),  # one run's weights broadcast over partitions
+                Role("moe_tmp", tc * 4, PH_UP, PH_DOWN),
                 Role("moe_acc", ht * tc * 4, PH_UP, PH_DOWN),
+                Role("moe_mask", 4 * tc * 4, PH_UP, PH_UP),  # chosen-expert mask: iota, two compares, sum
+                Role("moe_sel", P * 6, PH_UP, PH_DOWN),  # one-hot [experts, P]: iota (int32), bf16
+                Role("moe_ones", P * 2, 0, last),  # bf16 ones on the experts' partitions (the weights' sums)
             ]
         return roles
 
@@ -325,10 +372,16 @@ class LoweringPlan:
         spec, wl = self.spec, self.wl
         mmin = self.chip.dma.min_efficient_chunk_bytes
         for name, (k, n) in self.linear_shapes().items():
-            self.plans[name] = plan_linear(k, n, self.P, self.s_block, mmin, self.wdt.itemsize)
+            p, m = self.tiling(name)
+            self.plans[name] = plan_linear(k, n, p, self.s_block // m * m, mmin, self.wdt.itemsize, m)
         total_ctx = (wl.context + wl.seq) if spec.kind == "decoder" else self.seq
         self.max_ctx = math.ceil(total_ctx / self.P) * self.P
-        self.kvmax = min(total_ctx, spec.sliding_window or total_ctx)
+        # keys of one (sequence, kv head) in SBUF: a decode step's window when every layer has one (a
+        # prefill chunk's queries together reach back further), else the whole context
+        windows = [spec.window(L) for L in range(spec.layers)]
+        windowed = spec.kind == "decoder" and wl.phase == "decode" and all(windows)
+        self.kvmax = min(total_ctx, max(w or 0 for w in windows)) if windowed else total_ctx
+
         cap = self.chip.sbuf.bytes_per_partition
         te_max = self.chip.tensor_engine.moving_free_max
         tokens = wl.batch * self.seq

@@ -49,6 +49,8 @@ class OpClass(IntEnum):
     moe_router = 19  # MoE router projection and its exp
     head = 20  # LM head / classifier (final tokens picked, logits transposed to rows)
     patch_embed = 21  # ViT patch embedding projection
+    embed = 22  # input embeddings scaled (Gemma: by sqrt(hidden))
+    moe_combine = 23  # MoE routing weights (chosen-expert mask, normalisation, broadcasts), accumulator
 
 
 #: the tag of instructions emitted outside any tagged block (a lowering bug: :func:`~.transformer.lower`

@@ -152,7 +152,7 @@ class _Lowering:
                 continue
             start, stamped = len(self.program), self.replicated_layers
             rk = Rank(pl, self.em, self.hbm, r)
-            rk.ws.plan(pl.weight_groups(len(chunks)))
+            rk.ws.plan(pl.weight_groups([sum(seg.n for seg in c) for c in chunks]))
             self.lower_rank(rk, chunks)
             templates.setdefault(self.rank_variant(r), (start, len(self.program), r, self.replicated_layers - stamped))
         if len(self.em.tags) != len(self.program):
@@ -186,7 +186,7 @@ class _Lowering:
         output biases (:meth:`residual_evict`). Everything else a rank emits depends on its number only
         through its core and its tensors' names (heads and features split evenly: :func:`~..graph.split`
         pads), which :func:`~.repeat.stamp_rank` renames."""
-        return bool(self.pl.spec.qkv_bias) and r == 0
+        return bool(self.pl.spec.o_bias or self.pl.spec.mlp_bias) and r == 0
 
     def declare_tensors(self) -> None:
         """The program's HBM tensors of every rank (weights, norm weights, biases, caches, inputs, outputs);
@@ -204,22 +204,23 @@ class _Lowering:
                     p.add_tensor(
                         rank_tensor(name + ".scale", r),
                         DType.fp32,
-                        (pl.P, math.ceil(plan.n / pl.P)),
+                        (pl.P, math.ceil(plan.n / plan.m)),
                         TensorKind.weight,
                         chip,
                     )
             nvec = 2 if spec.norm == "layer" else 1
+            norms = ("attn_norm", "mlp_norm") + (("post_attn_norm", "post_mlp_norm") if spec.post_norms else ())
             for L in range(spec.layers):
-                p.add_tensor(rank_tensor(f"L{L}.attn_norm", r), DType.fp32, (nvec, pl.P, ht), TensorKind.weight, chip)
-                p.add_tensor(rank_tensor(f"L{L}.mlp_norm", r), DType.fp32, (nvec, pl.P, ht), TensorKind.weight, chip)
+                for n in norms:
+                    p.add_tensor(rank_tensor(f"L{L}.{n}", r), DType.fp32, (nvec, pl.P, ht), TensorKind.weight, chip)
                 if spec.qkv_bias:
-                    qt = math.ceil(pl.heads_r * pl.hd / pl.P)
-                    kt = math.ceil(pl.kvh_r * pl.hd / pl.P)
-                    it = math.ceil(pl.inter_r / pl.P)
                     p.add_tensor(
-                        rank_tensor(f"L{L}.bqkv", r), DType.fp32, (3, pl.P, max(qt, kt)), TensorKind.weight, chip
+                        rank_tensor(f"L{L}.bqkv", r), DType.fp32, (3, pl.P, max(pl.qt, pl.kt)), TensorKind.weight, chip
                     )
+                if spec.o_bias or spec.mlp_bias:  # [o_proj's, down's] (zeros where the model has none)
                     p.add_tensor(rank_tensor(f"L{L}.bo_down", r), DType.fp32, (2, pl.P, ht), TensorKind.weight, chip)
+                if spec.mlp_bias:
+                    it = math.ceil(pl.inter_r / pl.P)
                     p.add_tensor(rank_tensor(f"L{L}.b_up", r), DType.fp32, (pl.P, it), TensorKind.weight, chip)
                 if spec.kind == "decoder":
                     p.add_tensor(
@@ -240,7 +241,8 @@ class _Lowering:
             p.add_tensor(rank_tensor("x", r), pl.adt, (ht * pl.P, tokens), TensorKind.input, chip)
             if spec.rotary:
                 p.add_tensor(rank_tensor("rope", r), pl.kdt, (2, pl.P, pl.max_ctx), TensorKind.input, chip)
-                p.add_tensor(rank_tensor("rot", r), pl.kdt, (pl.P, pl.P), TensorKind.input, chip)
+                rot = (pl.P, pl.P) if pl.hd_t == 1 else (pl.hd_t, pl.P, pl.P)
+                p.add_tensor(rank_tensor("rot", r), pl.kdt, rot, TensorKind.input, chip)
             if spec.family == "vit":
                 pk = spec.num_channels * spec.patch_size**2
                 p.add_tensor(
@@ -286,9 +288,14 @@ class _Lowering:
                 patch_embed(pl, rk, segs, ncol)
             else:
                 # (BERT: the embeddings LayerNorm is folded into the input, the summed embeddings)
+                x = rk.tiles("x", pl.ht, pl.tc * pl.adt.itemsize)
                 with em.tagged(OpClass.input_dma):
-                    rk.columns_dma(rk.tiles("x", pl.ht, pl.tc * pl.adt.itemsize), rank_tensor("x", rk.r),
-                                   spec.hidden, pl.adt, pl.global_col(segs[0]), ncol)
+                    rk.columns_dma(x, rank_tensor("x", rk.r), spec.hidden, pl.adt, pl.global_col(segs[0]), ncol)
+                if spec.embed_scale != 1.0:  # Gemma: embeddings times sqrt(hidden)
+                    with em.tagged(OpClass.embed):
+                        for t in range(pl.ht):
+                            xt = x[t].tile(pl.adt, ncol, pcount=pl.fsize(spec.hidden, t))
+                            rk.vec(Op.tensor_scalar, dst=xt, src=xt, op0=AluOp.mul, imm0=spec.embed_scale)
             self.layers(rk, segs, ncol)
             chunk_end(pl, rk, segs, ncol)
             if rk.r == 0 and segs is chunks[0]:
@@ -307,10 +314,15 @@ class _Lowering:
         rk.ones_row = const.tile(DType.bf16, P, pcount=1, byte=16)
         rk.vec(Op.memset, dst=rk.ones_col, value=1.0)
         rk.vec(Op.memset, dst=rk.ones_row, value=1.0)
+        if self.pl.spec.is_moe:  # ones on the experts' partitions (routing-weight sums and broadcasts)
+            ones = rk.buf_single("moe_ones").tile(DType.bf16, P, pcount=self.pl.spec.num_experts)
+            rk.vec(Op.memset, dst=ones, value=1.0)
         if self.pl.spec.rotary:
             kdt = self.pl.kdt
-            rk.rot = rk.buf_single("rot").tile(kdt, P)
-            rk.dma(rk.rot, rk.hbm(rank_tensor("rot", rk.r)).hbm(kdt, P, P, ((1, P),)))
+            n = self.pl.hd_t * P  # the rotation matrices side by side
+            rk.rot = rk.buf_single("rot").tile(kdt, n)
+            dims = ((1, P),) if self.pl.hd_t == 1 else ((P * P, self.pl.hd_t), (1, P))
+            rk.dma(rk.rot, rk.hbm(rank_tensor("rot", rk.r)).hbm(kdt, P, P, dims))
 
     def layers(self, rk: Rank, segs: list[Segment], ncol: int) -> None:
         """All layers of a chunk; the middle ones are stamped out from a verified periodic block."""
@@ -377,7 +389,7 @@ class _Lowering:
                 xn2 = rk.tiles("xn2", pl.ht, pl.tc * pl.mdt.itemsize)
                 norm(pl, rk, f"L{L}.mlp_norm", x, ncol, xn2, pl.mdt)
             if pl.spec.is_moe:
-                moe(pl, rk, L, ncol, xn2)
+                self.moe_residual(rk, L, moe(pl, rk, L, ncol, xn2), ncol)
             else:
                 h = mlp_up(pl, rk, L, ncol, xn2)
                 em.op_class = OpClass.mlp_down
@@ -389,30 +401,32 @@ class _Lowering:
     # ---- the residual stream ------------------------------------------------------------------
     def residual_projection(self, rk: Rank, L: int, weight: str, xin: list[Buf], which_bias: int, ncol: int) -> None:
         """Output projection ``L{L}.{weight}`` of a block (``o_proj``: 0, ``down_proj``: 1 in the
-        ``bo_down`` biases) added into the residual ``x``, all-reduced over the TP ranks first."""
+        ``bo_down`` biases) added into the residual ``x``, all-reduced over the TP ranks (and normalised,
+        with post-norms) first."""
         name = f"L{L}.{weight}"
         linear(self.pl, rk, name, xin, self.pl.mdt, ncol, self.residual_evict(rk, L, name, which_bias, ncol))
-        self.all_reduce_residual(rk, ncol)
+        self.all_reduce_residual(rk, ncol, f"L{L}.{('post_attn_norm', 'post_mlp_norm')[which_bias]}")
 
     def residual_evict(self, rk: Rank, L: int, name: str, which_bias: int, ncol: int) -> Evict:
         """Eviction for o_proj/down_proj: (+bias), into the partial output ``ao`` (TP > 1: all-reduced
-        afterwards) or added into the residual ``x``."""
+        afterwards; post-norms: normalised afterwards) or added into the residual ``x``."""
         pl = self.pl
-        adt, qkv_bias = pl.adt, pl.spec.qkv_bias
+        adt = pl.adt
+        has_bias = (pl.spec.o_bias, pl.spec.mlp_bias)[which_bias]
         x = rk.tiles("x", pl.ht, pl.tc * adt.itemsize)
         ao = rk.tiles("ao", pl.ht, pl.tc * adt.itemsize)
-        if qkv_bias:
+        if has_bias:
             rk.load_vec(rank_tensor(f"L{L}.bo_down", rk.r), which_bias)
 
         def ev(j: int, pt: Tile, msz: int) -> None:
             scale = scale_tile(pl, rk, name, j, msz)
-            bias = bias_tile(rk, f"L{L}.bo_down", which_bias, j, msz) if qkv_bias else None
+            bias = bias_tile(rk, f"L{L}.bo_down", which_bias, j, msz) if has_bias else None
             xt = x[j].tile(adt, ncol, pcount=msz)
-            if pl.tp == 1 and scale is None and bias is None:
+            if not self.via_ao and scale is None and bias is None:
                 rk.vec(Op.tensor_tensor, dst=xt, in0=pt, in1=xt, op=AluOp.add)
                 return
             a = ao[j].tile(adt, ncol, pcount=msz)
-            if pl.tp > 1:
+            if self.via_ao:
                 evict_copy(rk, a, pt, scale, bias if self.rank_variant(rk.r) else None)  # bias added once: rank 0
                 return
             evict_copy(rk, a, pt, scale, bias)
@@ -421,24 +435,52 @@ class _Lowering:
 
         return ev
 
-    def all_reduce_residual(self, rk: Rank, ncol: int) -> None:
-        """TP > 1: all-reduce the partial output ``ao`` over the ranks and add it into ``x``."""
+    @property
+    def via_ao(self) -> bool:
+        """Block outputs go through the partial output ``ao`` (all-reduced and/or normalised) before the
+        residual add, rather than straight into ``x`` by the eviction."""
+        return self.pl.tp > 1 or self.pl.spec.post_norms
+
+    def moe_residual(self, rk: Rank, L: int, acc: list[Buf], ncol: int) -> None:
+        """The experts' combined output (fp32 ``acc``) into the residual ``x``: added directly, or (TP > 1,
+        post-norms) through ``ao``, all-reduced and normalised first."""
         pl = self.pl
-        if pl.tp == 1:
+        adt = pl.adt
+        x = rk.tiles("x", pl.ht, pl.tc * adt.itemsize)
+        ao = rk.tiles("ao", pl.ht, pl.tc * adt.itemsize) if self.via_ao else x
+        with self.em.tagged(OpClass.residual, L):
+            for j in range(pl.ht):
+                msz = pl.fsize(pl.spec.hidden, j)
+                a, t = acc[j].tile(DType.fp32, ncol, pcount=msz), ao[j].tile(adt, ncol, pcount=msz)
+                if self.via_ao:
+                    rk.vec(Op.tensor_copy, dst=t, src=a)
+                else:
+                    rk.vec(Op.tensor_tensor, dst=t, in0=a, in1=t, op=AluOp.add)
+        self.all_reduce_residual(rk, ncol, f"L{L}.post_mlp_norm")
+
+    def all_reduce_residual(self, rk: Rank, ncol: int, post_norm: str) -> None:
+        """TP > 1: all-reduce the partial output ``ao`` over the ranks; post-norms: normalise it with the
+        weights ``post_norm``; then add it into ``x`` (nothing to do without either)."""
+        pl = self.pl
+        if not self.via_ao:
             return
         ht, adt = pl.ht, pl.adt
         x = rk.tiles("x", ht, pl.tc * adt.itemsize)
         ao = rk.tiles("ao", ht, pl.tc * adt.itemsize)
-        # one all-reduce over the whole partial output (all tiles, contiguous in the ao role)
-        whole = rk.single.get("ao_all")
-        if whole is None:  # the whole partial output (all tiles); aliases order it with every tile
-            nbytes = ht * pl.tc * adt.itemsize
-            whole = Buf(f"ao_all.c{rk.core}", Space.sbuf, rk.core, 0, pl.P, pl.role_off["ao"], nbytes)
-            link_aliases(rk.registry, whole)
-            rk.single["ao_all"] = whole
-        t = whole.tile(adt, dims=((pl.tc, ht), (1, ncol)), pcount=min(pl.P, pl.spec.hidden))
-        with self.em.tagged(OpClass.collective):
-            self.em.emit(Op.all_reduce, rk.core, Engine.cc, 0, dst=t, src=t, group="tp", op=ReduceOp.add)
+        if pl.tp > 1:
+            # one all-reduce over the whole partial output (all tiles, contiguous in the ao role)
+            whole = rk.single.get("ao_all")
+            if whole is None:  # the whole partial output (all tiles); aliases order it with every tile
+                nbytes = ht * pl.tc * adt.itemsize
+                whole = Buf(f"ao_all.c{rk.core}", Space.sbuf, rk.core, 0, pl.P, pl.role_off["ao"], nbytes)
+                link_aliases(rk.registry, whole)
+                rk.single["ao_all"] = whole
+            t = whole.tile(adt, dims=((pl.tc, ht), (1, ncol)), pcount=min(pl.P, pl.spec.hidden))
+            with self.em.tagged(OpClass.collective):
+                self.em.emit(Op.all_reduce, rk.core, Engine.cc, 0, dst=t, src=t, group="tp", op=ReduceOp.add)
+        if pl.spec.post_norms:
+            with self.em.tagged(OpClass.norm):
+                norm(pl, rk, post_norm, ao, ncol, ao, adt)
         with self.em.tagged(OpClass.residual):
             for j in range(ht):
                 msz = pl.fsize(pl.spec.hidden, j)

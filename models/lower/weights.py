@@ -1,12 +1,14 @@
 """Weight layout in HBM: partition-major slabs, so every DMA descriptor moves a long contiguous run.
 
 A linear layer ``y = x W`` with ``W`` of shape ``[K, N]`` (in x out) is split into column blocks of
-``S`` output features and k-tiles of ``P`` input features (``P`` = SBUF partitions). The k-tiles of one
-column block are grouped ``nk`` at a time into a *slab* stored as ``[P, nk, S]`` (partition-major): a DMA
-of a slab gives partition ``p`` one contiguous run of ``nk * S`` elements, which is chosen to reach the
-DMA engines' minimum efficient chunk (``dma.min_efficient_chunk_bytes``). Slabs are stored in
-consumption order (column block, then k-tile group), so the weights of a layer stream through HBM
-sequentially. Padding: none, except the partitions beyond a partial last k-tile (zeros).
+``S`` output features and k-tiles of ``P`` input features (``P`` = SBUF partitions; fewer where the
+input is a set of attention heads that do not share tiles, see :meth:`.plan.LoweringPlan.head_loc`);
+a column block is computed in output tiles of ``M`` features (the tensor engine's columns, or one head).
+The k-tiles of one column block are grouped ``nk`` at a time into a *slab* stored as ``[P, nk, S]``
+(partition-major): a DMA of a slab gives partition ``p`` one contiguous run of ``nk * S`` elements,
+which is chosen to reach the DMA engines' minimum efficient chunk (``dma.min_efficient_chunk_bytes``).
+Slabs are stored in consumption order (column block, then k-tile group), so the weights of a layer
+stream through HBM sequentially. Padding: none, except the partitions beyond a partial last k-tile (zeros).
 
 This is the layout an offline weight-preparation step (as the Neuron compiler's) would produce; the
 numpy :func:`pack` builds it for functional tests.
@@ -45,6 +47,7 @@ class LinearPlan:
     s: int  # output features per column block
     nk: int  # k-tiles per slab
     slabs: tuple[Slab, ...]
+    m: int  # output features per output tile (a matmul's stationary free size, a PSUM tile's partitions)
 
     @property
     def ktiles(self) -> int:
@@ -63,8 +66,9 @@ class LinearPlan:
 
 
 @functools.lru_cache(maxsize=4096)
-def plan_linear(k: int, n: int, p: int, s: int, min_chunk_bytes: int, itemsize: int) -> LinearPlan:
-    """Slab plan for a ``[k, n]`` weight on ``p`` partitions with column blocks of ``s`` features."""
+def plan_linear(k: int, n: int, p: int, s: int, min_chunk_bytes: int, itemsize: int, m: int) -> LinearPlan:
+    """Slab plan for a ``[k, n]`` weight in k-tiles of ``p`` partitions, column blocks of ``s`` features
+    and output tiles of ``m`` features (``s`` a multiple of ``m``)."""
     kt = math.ceil(k / p)
     slabs: list[Slab] = []
     off = 0
@@ -72,12 +76,12 @@ def plan_linear(k: int, n: int, p: int, s: int, min_chunk_bytes: int, itemsize: 
         csz = min(s, n - c0)
         nk = max(1, min(kt, math.ceil(min_chunk_bytes / (csz * itemsize))))
         for kt0 in range(0, kt, nk):
-            m = min(nk, kt - kt0)
+            nkt = min(nk, kt - kt0)
             rows = p if kt > 1 else k
-            slabs.append(Slab(len(slabs), cb, c0, csz, kt0, m, rows, off))
-            off += rows * m * csz
+            slabs.append(Slab(len(slabs), cb, c0, csz, kt0, nkt, rows, off))
+            off += rows * nkt * csz
     nk_nominal = max(1, min(kt, math.ceil(min_chunk_bytes / (min(s, n) * itemsize))))
-    return LinearPlan(k, n, p, s, nk_nominal, tuple(slabs))
+    return LinearPlan(k, n, p, s, nk_nominal, tuple(slabs), m)
 
 
 def pack(plan: LinearPlan, w: np.ndarray) -> np.ndarray:
