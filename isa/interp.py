@@ -102,7 +102,7 @@ from .errors import DeadlockError, IsaError
 from .opcodes import COLLECTIVE_OPS, OPSPECS, ActFunc, AluOp, Engine, Op, ReduceOp, Space
 from .operand import AccessPattern
 from .program import Program, TensorKind
-from .records import INSTR_DTYPE, decode_imms
+from .records import INSTR_DTYPE, decode_imms, imm_enum, imm_float, imm_int, imm_ints
 
 if TYPE_CHECKING:  # pragma: no cover
     from infsim.config.schema import ChipConfig
@@ -110,7 +110,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["InterpError", "InterpResult", "run"]
 
 _GROUP_COLLECTIVES = frozenset({Op.all_reduce, Op.all_gather, Op.reduce_scatter})
-_FIELDS = INSTR_DTYPE.names
+_FIELDS: tuple[str, ...] = INSTR_DTYPE.names or ()
 _CHUNK = 1024
 _RAW = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 
@@ -286,6 +286,11 @@ class _Ins:
 
     def where(self) -> str:
         return f"instruction {self.index} ({self.op.name} on core {self.core} {self.engine.name}[{self.queue}])"
+
+
+def _collective_desc(ins: _Ins) -> str:
+    """``all_reduce op=add``: a collective's opcode and reduction, for mismatch messages."""
+    return ins.op.name + (f" op={imm_enum(ins.imms, 'op', ReduceOp).name}" if "op" in ins.imms else "")
 
 
 @dataclass
@@ -556,7 +561,7 @@ class _Machine:
         """The per-partition operand ``slot`` if the instruction has it, else the immediate ``imm`` (fp32)."""
         if slot in ins.operands:
             return self._per_partition(ins, slot, partitions)
-        return np.float32(ins.imms[imm])
+        return np.float32(imm_float(ins.imms, imm))
 
     # -- execution of one (non-communicating) instruction --
     def execute(self, ins: _Ins) -> None:
@@ -595,20 +600,20 @@ class _Machine:
         p, f = self._same_pf(ins, "dst", "in0", "in1")
         a = self._f32(ins, "in0").reshape(p, f)
         b = self._f32(ins, "in1").reshape(p, f)
-        self._wr(ins, "dst", _alu(ins.imms["op"], a, b))  # type: ignore[arg-type]
+        self._wr(ins, "dst", _alu(imm_enum(ins.imms, "op", AluOp), a, b))
 
     def _op_tensor_scalar(self, ins: _Ins) -> None:
         p, f = self._same_pf(ins, "dst", "src")
         x = self._f32(ins, "src").reshape(p, f)
         s0 = self._per_partition_or_imm(ins, "scalar0", "imm0", p)
         s1 = self._per_partition_or_imm(ins, "scalar1", "imm1", p)
-        y = _alu(ins.imms["op0"], x, s0)  # type: ignore[arg-type]
-        y = _alu(ins.imms["op1"], y, s1)  # type: ignore[arg-type]
+        y = _alu(imm_enum(ins.imms, "op0", AluOp), x, s0)
+        y = _alu(imm_enum(ins.imms, "op1", AluOp), y, s1)
         self._wr(ins, "dst", y)
 
     def _op_tensor_reduce(self, ins: _Ins) -> None:
         src_ap, dst_ap = ins.operands["src"][1], ins.operands["dst"][1]
-        axes = int(ins.imms["axes"])  # type: ignore[call-overload]
+        axes = imm_int(ins.imms, "axes")
         nd = len(src_ap.dims)
         if not (1 <= axes <= nd):
             raise InterpError(f"{ins.where()}: axes={axes} but src has {nd} free dimension(s)")
@@ -619,7 +624,7 @@ class _Machine:
             raise InterpError(f"{ins.where()}: operand 'dst' is {dst_ap.partitions} x {dst_ap.free_size}, "
                               f"expected {p} x {outer} (src without its {axes} innermost dimension(s))")
         x = self._f32(ins, "src").reshape(p, outer, inner)
-        self._wr(ins, "dst", _reduce(ins.imms["op"], x, axis=2))  # type: ignore[arg-type]
+        self._wr(ins, "dst", _reduce(imm_enum(ins.imms, "op", ReduceOp), x, axis=2))
 
     def _op_tensor_copy(self, ins: _Ins) -> None:
         self._same_pf(ins, "dst", "src")
@@ -633,11 +638,11 @@ class _Machine:
 
     def _op_memset(self, ins: _Ins) -> None:
         ap = ins.operands["dst"][1]
-        self._wr(ins, "dst", np.full(ap.shape, np.float32(ins.imms["value"]), np.float32))
+        self._wr(ins, "dst", np.full(ap.shape, np.float32(imm_float(ins.imms, "value")), np.float32))
 
     def _op_iota(self, ins: _Ins) -> None:
         ap = ins.operands["dst"][1]
-        mult = tuple(ins.imms["multipliers"])  # type: ignore[arg-type]
+        mult = imm_ints(ins.imms, "multipliers")
         if len(mult) != len(ap.dims):
             raise InterpError(f"{ins.where()}: {len(mult)} multipliers for {len(ap.dims)} free dimension(s) of dst")
         m32 = np.uint64(0xFFFFFFFF)
@@ -645,8 +650,8 @@ class _Machine:
         def u(v: int) -> np.uint64:
             return np.uint64(v & 0xFFFFFFFF)
 
-        acc = np.full(ap.shape, u(int(ins.imms["base"])), np.uint64)  # type: ignore[call-overload]
-        coefs = (int(ins.imms["channel_multiplier"]), *mult)  # type: ignore[call-overload]
+        acc = np.full(ap.shape, u(imm_int(ins.imms, "base")), np.uint64)
+        coefs = (imm_int(ins.imms, "channel_multiplier"), *mult)
         for k, (c, sz) in enumerate(zip(coefs, ap.shape)):
             shp = [1] * len(ap.shape)
             shp[k] = sz
@@ -667,7 +672,7 @@ class _Machine:
         scale = self._per_partition_or_imm(ins, "scale", "scale_imm", p)
         bias = self._per_partition_or_imm(ins, "bias", "bias_imm", p)
         x = x * scale + bias
-        y = _activation(ins.imms["func"], x)  # type: ignore[arg-type]
+        y = _activation(imm_enum(ins.imms, "func", ActFunc), x)
         red = None
         if "reduce_dst" in ins.operands:
             rap = ins.operands["reduce_dst"][1]
@@ -723,7 +728,7 @@ class _Machine:
         return True
 
     def _try_barrier(self, s: _Stream, ins: _Ins) -> bool:
-        sem = int(ins.imms["sem"])  # type: ignore[call-overload]
+        sem = imm_int(ins.imms, "sem")
         progressed = False
         if not s.arrived:
             if not self._waits_hold(ins):
@@ -732,7 +737,7 @@ class _Machine:
             s.arrived = True
             progressed = True
         k = s.barriers.get(sem, 0) + 1
-        if self.sems[sem] >= k * int(ins.imms["count"]):  # type: ignore[call-overload]
+        if self.sems[sem] >= k * imm_int(ins.imms, "count"):
             s.barriers[sem] = k
             self._complete(s)
             return True
@@ -758,8 +763,7 @@ class _Machine:
             if h.op not in _GROUP_COLLECTIVES or h.imms["group"] != ins.imms["group"]:
                 return None
             if h.op != ins.op or h.imms.get("op") != ins.imms.get("op"):
-                desc = h.op.name + (f" op={h.imms['op'].name}" if "op" in h.imms else "")  # type: ignore[attr-defined]
-                mine = ins.op.name + (f" op={ins.imms['op'].name}" if "op" in ins.imms else "")  # type: ignore[attr-defined]
+                desc, mine = _collective_desc(h), _collective_desc(ins)
                 raise InterpError(f"collective mismatch on group '{ins.imms['group']}': {ins.where()} is {mine} but "
                                   f"instruction {h.index} on core {m} is {desc}")
             if h.operands["src"][1].num_elements != ins.operands["src"][1].num_elements:
@@ -773,7 +777,7 @@ class _Machine:
 
     def _peer_head(self, ins: _Ins) -> _Stream | None:
         """The stream whose head is the send/recv matching ``ins`` (waits satisfied), lowest key first."""
-        peer = int(ins.imms["peer"])  # type: ignore[call-overload]
+        peer = imm_int(ins.imms, "peer")
         if not (0 <= peer < self.p.num_cores):
             raise InterpError(f"{ins.where()}: peer {peer} is not a core of the program "
                               f"({self.p.num_cores} core(s))")
@@ -795,18 +799,20 @@ class _Machine:
             other = self._peer_head(ins)
             if other is None:
                 return False
+            oh = other.head
+            assert oh is not None  # _peer_head returns only a stream whose head is the matching send/recv
             snd, rcv = (s, other) if ins.op == Op.send else (other, s)
             with np.errstate(all="ignore"):
-                self._sendrecv(snd.head, rcv.head)  # type: ignore[arg-type]
+                self._sendrecv(*((ins, oh) if ins.op == Op.send else (oh, ins)))
             self._complete(snd)
             self._complete(rcv)
             return True
         streams = self._member_heads(ins)
         if streams is None:
             return False
-        heads = [st.head for st in streams]
+        heads = [h for st in streams if (h := st.head) is not None]  # _member_heads checked each head is set
         with np.errstate(all="ignore"):
-            self._group_collective(heads)  # type: ignore[arg-type]
+            self._group_collective(heads)
         for st in streams:
             self._complete(st)
         return True
@@ -851,7 +857,7 @@ class _Machine:
             return
         stack = np.stack([self.mem.view(a, h.core, False, h, "src").astype(np.float32).reshape(-1)
                           for h, a in zip(heads, srcs)])
-        red = _reduce(heads[0].imms["op"], stack, axis=0)  # type: ignore[arg-type]
+        red = _reduce(imm_enum(heads[0].imms, "op", ReduceOp), stack, axis=0)
         chunk = count // n
         for r, (h, d) in enumerate(zip(heads, dsts)):
             part = red if op == Op.all_reduce else red[r * chunk:(r + 1) * chunk]
@@ -884,8 +890,8 @@ class _Machine:
             unmet = [(sem, v) for sem, v in ins.waits if self.sems[sem] < v]
             reasons = [f"waits for semaphore '{names[sem]}' >= {v} (current {self.sems[sem]})" for sem, v in unmet]
             if not unmet and ins.op == Op.barrier:
-                sem = int(ins.imms["sem"])  # type: ignore[call-overload]
-                need = (s.barriers.get(sem, 0) + 1) * int(ins.imms["count"])  # type: ignore[call-overload]
+                sem = imm_int(ins.imms, "sem")
+                need = (s.barriers.get(sem, 0) + 1) * imm_int(ins.imms, "count")
                 reasons.append(f"barrier waits for semaphore '{names[sem]}' >= {need} (current {self.sems[sem]})")
             elif not unmet and ins.op in (Op.send, Op.recv):
                 other = "recv" if ins.op == Op.send else "send"
@@ -902,9 +908,7 @@ class _Machine:
                         missing.append(f"core {m} cc[{ins.queue}] (at instruction {h.index} {h.op.name})")
                 reasons.append(f"waits for group '{ins.imms['group']}' members: " + ", ".join(missing))
             lines.append(base + " " + "; ".join(reasons))
-        err = DeadlockError(f"deadlock: {len(active)} stream(s) blocked: " + " | ".join(lines))
-        err.blocked = lines  # type: ignore[attr-defined]
-        raise err
+        raise DeadlockError(f"deadlock: {len(active)} stream(s) blocked: " + " | ".join(lines), lines)
 
 
 def run(program: Program, inputs: Mapping[str, np.ndarray] | None = None, chip: ChipConfig | None = None, *,

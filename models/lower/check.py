@@ -41,8 +41,9 @@ def _regions(program: Program, idx: int, base: dict[str, int]) -> list[tuple[boo
         if ap is None:
             continue
         if ap.space == Space.hbm:
-            chip = program.tensors[ap.tensor].chip  # type: ignore[index]
-            out.append((slot.output, ("hbm", chip), _addresses(ap, base[ap.tensor])))  # type: ignore[index]
+            assert ap.tensor is not None  # an HBM access pattern names its tensor (AccessPattern checks it)
+            chip = program.tensors[ap.tensor].chip
+            out.append((slot.output, ("hbm", chip), _addresses(ap, base[ap.tensor])))
         else:
             out.append((slot.output, (ap.space.name, ins.core), _addresses(ap, 0)))
     return out

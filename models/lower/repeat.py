@@ -81,7 +81,7 @@ def _remap_aps(program: Program, opnd: np.ndarray, tmap: np.ndarray, append: boo
     changed[hb] = newt != rows["tensor"][hb]
     rows["tensor"][hb] = newt
     if not append:
-        return rows  # type: ignore[return-value]
+        return rows
     new_idx = used.copy()
     if changed.any():
         start = program.append_aps(rows[changed])
@@ -120,7 +120,7 @@ def try_replicate(
     if not np.array_equal(c2 - c1, delta):
         return 0
     # same fields apart from waits and operands
-    for f in b1.dtype.names:
+    for f in b1.dtype.names or ():
         if f in ("wval", "opnd"):
             continue
         if not np.array_equal(b1[f], b2[f]):
