@@ -36,6 +36,7 @@ SPEC = load_model("llama-2-7b")
         ("prefill", 1, 512, 2, "bf16"),
     ],
 )
+@pytest.mark.slow  # full-size Llama-2-7B lowered and simulated cycle by cycle
 def test_analytical_within_10_percent_of_cycle(phase: str, batch: int, context: int, tp: int, dtype: str) -> None:
     wl = Workload.make(phase, batch, context, tp=tp, dtype=dtype)
     est = estimate(SPEC, wl, CHIP)
