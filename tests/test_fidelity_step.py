@@ -65,6 +65,7 @@ _CASES = [
 ]
 
 
+@pytest.mark.slow  # each case lowers and simulates a 2-layer step cycle by cycle
 @pytest.mark.parametrize("chip_name,workload", _CASES)
 def test_default_set_analytical_within_10_percent(chip_name: str, workload: Workload) -> None:
     chip = load_chip(chip_name)
