@@ -119,9 +119,10 @@ def validate_trace(obj: Any) -> list[str]:
         events = obj
     else:
         return ["trace must be a JSON object or array"]
-    named_pids: set[int] = set()
-    named_tids: set[tuple[int, int]] = set()
-    used: set[tuple[int, int]] = set()
+    # ids as the file gives them (JSON values, not yet known to be integers)
+    named_pids: set[Any] = set()
+    named_tids: set[tuple[Any, Any]] = set()
+    used: set[tuple[Any, Any]] = set()
     for n, e in enumerate(events):
         where = f"event {n}"
         if not isinstance(e, dict):

@@ -10,7 +10,9 @@ submodules:
 * ``asm`` (text assembly; ``asm_lexer``, ``asm_printer``), ``encoding`` (binary encoding);
 * ``validate`` (static checks against a chip config; ``validate_aps``, ``validate_instr``,
   ``validate_report``);
-* ``interp`` (the reference interpreter: the semantics).
+* ``interp`` (the reference interpreter: the semantics; ``interp_numerics`` the arithmetic, ``interp_state``
+  the memories, decoded instructions and the result);
+* ``strategies`` (hypothesis strategies for random ISA programs; needs ``hypothesis``).
 """
 
 from .dtypes import DType, cast

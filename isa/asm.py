@@ -92,7 +92,7 @@ class _Parser:
         if handler is None:
             raise ln.error(f"unknown directive {ln.found() if not name else repr('.' + name)} "
                            "(expected .program, .tensor, .sem, .group or .stream)", start)
-        ln.pos = m.end()  # type: ignore[union-attr]
+        ln.skip(m)
         if ln.pos < len(ln.text) and not ln.text[ln.pos].isspace():
             raise ln.error(f"unknown directive '.{name}{ln.text[ln.pos]}...'", start)
         handler(ln, start)
@@ -195,7 +195,7 @@ class _Parser:
         name = m.group(0) if m else ""
         if name not in DType.__members__:
             raise ln.error(f"expected a dtype ({_DTYPE_NAMES}), found {ln.found()}", pos)
-        ln.pos = m.end()  # type: ignore[union-attr]
+        ln.skip(m)
         return DType[name]
 
     def operand(self, ln: Line, spec: OpSpec, slot: str) -> AccessPattern:
@@ -226,10 +226,10 @@ class _Parser:
         sp = m.group(0) if m else ""
         tensor = None
         if sp in ("sbuf", "psum"):
-            ln.pos = m.end()  # type: ignore[union-attr]
+            ln.skip(m)
             space = Space[sp]
         elif sp == "hbm":
-            ln.pos = m.end()  # type: ignore[union-attr]
+            ln.skip(m)
             ln.expect(".", "'.' and a tensor name after 'hbm'")
             tpos = ln.pos
             tensor = ln.match(NAME, "a tensor name").group(0)
@@ -257,7 +257,7 @@ class _Parser:
         ln.ws()
         ln.expect("+", "'+OFFSET' (byte offset)")
         offset = ln.int_("a byte offset")
-        dims = []
+        dims: list[tuple[int, int]] = []
         while True:
             ln.ws()
             if ln.peek() != "(":
@@ -288,7 +288,7 @@ class _Parser:
         tok = m.group(0) if m else ""
         if not tok:
             raise ln.error(f"expected a value for '{name}', found {ln.found()}")
-        ln.pos = m.end()  # type: ignore[union-attr]
+        ln.skip(m)
         p = self.prog(ln)
         if kind in ENUM_KINDS:
             enum = ENUM_KINDS[kind]
@@ -340,7 +340,7 @@ class _Parser:
     def sync_list(self, ln: Line, key: str) -> tuple[tuple[str, int], ...]:
         rx, form, limit = (WAIT, "SEM>=VALUE", MAX_WAITS) if key == "wait" else (SIGNAL, "SEM+VALUE", MAX_SIGNALS)
         p = self.prog(ln)
-        out = []
+        out: list[tuple[str, int]] = []
         while True:
             ipos = ln.pos
             m = ln.match(rx, f"'{form}'")
@@ -369,7 +369,7 @@ class _Parser:
         if opname not in Op.__members__:
             raise ln.error(f"expected an opcode or a directive, found {ln.found()} (opcodes: "
                            f"{', '.join(o.name for o in Op)})")
-        ln.pos = m.end()  # type: ignore[union-attr]
+        ln.skip(m)
         if self.stream is None:
             raise ln.error("instruction before any '.stream cC.ENGINE' directive", opos)
         op = Op[opname]
@@ -389,7 +389,7 @@ class _Parser:
             kpos = ln.pos
             km = KEY.match(ln.text, ln.pos)
             key = km.group(0) if km else ""
-            if not key or not ln.text.startswith("=", km.end()):  # type: ignore[union-attr]
+            if km is None or not key or not ln.text.startswith("=", km.end()):
                 raise ln.error(f"expected a field 'name=value' of {op.name}, found {ln.found()}")
             if key not in slot_index and key not in imm_kind and key not in ("wait", "signal"):
                 allowed = [*slot_index, *imm_kind, "wait", "signal"]
@@ -397,7 +397,7 @@ class _Parser:
             if key in seen:
                 raise ln.error(f"field '{key}' given twice", kpos)
             seen.add(key)
-            ln.pos = km.end() + 1  # type: ignore[union-attr]
+            ln.pos = km.end() + 1
             if key in slot_index:
                 operands[slot_index[key]] = self.operand(ln, spec, key)
             elif key == "wait":

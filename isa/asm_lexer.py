@@ -51,7 +51,9 @@ class Line:
 
     def ws(self) -> None:
         """Skip white space."""
-        self.pos = WS.match(self.text, self.pos).end()  # type: ignore[union-attr]
+        m = WS.match(self.text, self.pos)
+        assert m is not None  # WS matches the empty string
+        self.pos = m.end()
 
     def at_end(self) -> bool:
         """Skip white space; True at the end of the line."""
@@ -77,6 +79,11 @@ class Line:
         if not self.text.startswith(s, self.pos):
             raise self.error(f"expected {what or repr(s)}, found {self.found()}")
         self.pos += len(s)
+
+    def skip(self, m: re.Match[str] | None) -> None:
+        """Move the cursor past ``m``, a match at the cursor the caller has already checked is there."""
+        assert m is not None
+        self.pos = m.end()
 
     def match(self, rx: re.Pattern[str], what: str) -> re.Match[str]:
         """Consume a non-empty match of ``rx`` or raise ``expected WHAT``."""

@@ -18,7 +18,7 @@ from .dtypes import DType
 from .opcodes import OPSPECS, Engine, Op, Space
 from .operand import AccessPattern
 from .program import Program
-from .records import ENUM_KINDS, IMM_FIELDS, INTS_UNUSED
+from .records import ENUM_KINDS, IMM_FIELDS, INSTR_DTYPE, INTS_UNUSED
 
 __all__ = ["print_program", "format_operand"]
 
@@ -74,7 +74,7 @@ def print_program(p: Program) -> str:
     if len(ins):
         apt = _ap_texts(p)
         gnames = list(p.groups)
-        c = {f: ins[f].tolist() for f in ins.dtype.names}  # type: ignore[union-attr]
+        c = {f: ins[f].tolist() for f in INSTR_DTYPE.names or ()}
         # per-opcode format: slot names and (imm name, kind, field) triples
         fmts = {op: ([s.name for s in spec.slots], IMM_FIELDS[op]) for op, spec in OPSPECS.items()}
         enum_by_kind = ENUM_KINDS

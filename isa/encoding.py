@@ -149,12 +149,12 @@ def _list(h: dict[str, Any], key: str) -> list[Any]:
     return v
 
 
-def _first_bad(mask: np.ndarray) -> int | None:
+def _first_bad(mask: np.ndarray | np.bool_) -> int | None:
     idx = np.flatnonzero(mask)
     return int(idx[0]) if len(idx) else None
 
 
-def _refuse(table: str, mask: np.ndarray, field: str, values: np.ndarray, expected: str) -> None:
+def _refuse(table: str, mask: np.ndarray | np.bool_, field: str, values: np.ndarray, expected: str) -> None:
     i = _first_bad(mask)
     if i is not None:
         v = values[i]

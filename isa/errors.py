@@ -6,6 +6,8 @@ is wrong and where (file:line:column for text, instruction index and field for p
 
 from __future__ import annotations
 
+from typing import Any
+
 from infsim.errors import InfsimError
 
 
@@ -35,15 +37,24 @@ class EncodingError(IsaError):
 class ValidationError(IsaError):
     """A program violates a constraint of the chip it is validated against.
 
-    ``problems`` lists every violation found (each one names the instruction index, field and limit).
+    ``problems`` lists every violation found (each one names the instruction index, field and limit);
+    ``items`` the structured :class:`~infsim.isa.validate.Problem` records when the validator raised it.
     """
 
-    def __init__(self, problems: list[str]):
+    def __init__(self, problems: list[str], items: list[Any] | None = None):
         self.problems = list(problems)
+        self.items: list[Any] = list(items) if items is not None else []
         head = problems[0] if problems else "invalid program"
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         super().__init__(head + more)
 
 
 class DeadlockError(IsaError):
-    """A program can never finish: some stream waits on a semaphore nobody will signal enough."""
+    """A program can never finish: some stream waits on a semaphore nobody will signal enough.
+
+    ``blocked`` has one line per blocked stream (its instruction and what it waits for).
+    """
+
+    def __init__(self, message: str, blocked: list[str] | None = None):
+        self.blocked: list[str] = list(blocked) if blocked is not None else []
+        super().__init__(message)

@@ -101,7 +101,9 @@ def normalize_imms(spec: OpSpec, imms: dict[str, object]) -> dict[str, object]:
                     ) from None
             elif not isinstance(v, enum):
                 try:
-                    v = enum(int(v))  # type: ignore[arg-type]
+                    if not isinstance(v, (int, np.integer)):
+                        raise ValueError(v)
+                    v = enum(int(v))
                 except ValueError:
                     raise OperandError(f"{spec.name}: immediate '{imm.name}': {v!r} is not a {imm.kind}") from None
         elif imm.kind == "bool":
@@ -115,7 +117,10 @@ def normalize_imms(spec: OpSpec, imms: dict[str, object]) -> dict[str, object]:
                 raise OperandError(f"{spec.name}: immediate '{imm.name}' must be a number, got {v!r}")
             v = float(v)
         elif imm.kind == "ints":
-            v = tuple(int(x) for x in v)  # type: ignore[union-attr]
+            if not isinstance(v, (list, tuple, np.ndarray)) or not all(
+                    isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in v):
+                raise OperandError(f"{spec.name}: immediate '{imm.name}' must be a sequence of integers, got {v!r}")
+            v = tuple(int(x) for x in v)
             if len(v) > MAX_FREE_DIMS:
                 raise OperandError(f"{spec.name}: immediate '{imm.name}' has {len(v)} values, at most {MAX_FREE_DIMS}")
         elif imm.kind in ("sem", "group"):

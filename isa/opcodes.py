@@ -165,8 +165,9 @@ MAX_WAITS = 2
 MAX_SIGNALS = 2
 
 
-def _s(name: str, spaces: frozenset[Space], **kw: object) -> Slot:
-    return Slot(name, spaces, **kw)  # type: ignore[arg-type]
+def _s(name: str, spaces: frozenset[Space], *, output: bool = False, optional: bool = False,
+       dtypes: frozenset[DType] = ALL_DTYPES) -> Slot:
+    return Slot(name, spaces, output, optional, dtypes)
 
 
 OPSPECS: dict[Op, OpSpec] = {

@@ -22,6 +22,7 @@ Field ranges are those of the binary encoding; constructing an AP outside them r
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypedDict, Unpack
 
 from .dtypes import DType
 from .errors import OperandError
@@ -127,10 +128,24 @@ class AccessPattern:
     def innermost_stride_bytes(self) -> int:
         return (self.dims[-1][0] if self.dims else 1) * self.dtype.itemsize
 
-    def with_(self, **changes: object) -> AccessPattern:
+    def with_(self, **changes: Unpack[_ApFields]) -> AccessPattern:
+        """A copy with the given fields changed (checked again by ``__post_init__``)."""
         from dataclasses import replace
 
-        return replace(self, **changes)  # type: ignore[arg-type]
+        return replace(self, **changes)
+
+
+class _ApFields(TypedDict, total=False):
+    """The fields of :class:`AccessPattern`, as keywords of :meth:`AccessPattern.with_`."""
+
+    space: Space
+    dtype: DType
+    partition_start: int
+    partitions: int
+    offset: int
+    dims: tuple[tuple[int, int], ...]
+    tensor: str | None
+    partition_stride: int
 
 
 def row_major_dims(free: int | tuple[int, ...]) -> tuple[tuple[int, int], ...]:

@@ -56,6 +56,7 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import cast
 
 import numpy as np
 
@@ -368,19 +369,21 @@ class Program:
             elif kind == "bool":
                 flags |= int(bool(v)) << int(f[4:])
             elif kind == "ints":
-                vals = list(v) + [INTS_UNUSED] * (MAX_FREE_DIMS - len(v))  # type: ignore[arg-type]
-                for x in vals[: len(v)]:  # type: ignore[arg-type]
+                iv = cast(tuple[int, ...], v)  # normalize_imms made kind "ints" a tuple of ints
+                vals = list(iv) + [INTS_UNUSED] * (MAX_FREE_DIMS - len(iv))
+                for x in iv:
                     if not (-(2**31) < x < 2**31):
                         raise OperandError(f"instruction {self._n}: immediate '{name}' value {x} out of int32 range")
                 ints = vals
             elif kind == "int":
-                if not (-(2**63) <= int(v) < 2**63):  # type: ignore[arg-type]
+                n = cast(int, v)  # normalize_imms made kind "int" an int
+                if not (-(2**63) <= n < 2**63):
                     raise OperandError(f"instruction {self._n}: immediate '{name}' out of int64 range")
-                fv[pos] = int(v)  # type: ignore[arg-type]
+                fv[pos] = n
             elif kind == "float":
-                fv[pos] = float(v)  # type: ignore[arg-type]
+                fv[pos] = cast(float, v)  # normalize_imms made kind "float" a float
             else:
-                fv[pos] = int(v)  # type: ignore[call-overload]
+                fv[pos] = int(cast(IntEnum, v))  # normalize_imms made the enum kinds members of their enum
         sem_index = self._sem_index
         ws, wv = [-1] * MAX_WAITS, [0] * MAX_WAITS
         for k, (s, v) in enumerate(ins.waits):
@@ -398,7 +401,7 @@ class Program:
             self._grow_instr(1)
         buf = self._instr_buf
         if buf is None or buf[0] is not self._instr:  # the table was replaced (growth, decoding)
-            buf = self._instr_buf = (self._instr, memoryview(self._instr.view(np.uint8)))
+            buf = self._instr_buf = (self._instr, self._instr.view(np.uint8).data)
         REC_STRUCT.pack_into(buf[1], self._n * REC_STRUCT.size, ins.op, eng, ins.queue, flags, ins.core, *fv,
                               *ints, *opnd, *ws, *wv, *ss, *sv)
         self._n += 1

@@ -19,16 +19,16 @@ bytes); the records hold whatever a generator writes into them.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from enum import IntEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
 from .opcodes import MAX_FREE_DIMS, MAX_OPERANDS, MAX_SIGNALS, MAX_WAITS, OPSPECS, ActFunc, AluOp, Op, OpSpec, ReduceOp
 
 __all__ = ["AP_DTYPE", "INSTR_DTYPE", "INTS_UNUSED", "REC_STRUCT", "ENUM_KINDS", "IMM_FIELDS", "IMM_PLAN",
-           "decode_imms"]
+           "decode_imms", "imm_int", "imm_float", "imm_ints", "imm_enum"]
 
 ENUM_KINDS: dict[str, type[IntEnum]] = {"AluOp": AluOp, "ReduceOp": ReduceOp, "ActFunc": ActFunc}
 
@@ -139,3 +139,38 @@ def decode_imms(op: Op, r: Record, sem: Callable[[int], object], groups: Sequenc
         else:
             imms[name] = float(r[f])
     return imms
+
+
+_E = TypeVar("_E", bound=IntEnum)
+
+
+def imm_int(imms: Mapping[str, object], name: str) -> int:
+    """Immediate ``name`` of a decoded/normalized instruction as an ``int`` (kinds int, sem index, bool)."""
+    v = imms[name]
+    if not isinstance(v, int):
+        raise TypeError(f"immediate '{name}' is {v!r}, not an integer")
+    return v
+
+
+def imm_float(imms: Mapping[str, object], name: str) -> float:
+    """Immediate ``name`` as a ``float`` (kind float; an int is accepted)."""
+    v = imms[name]
+    if not isinstance(v, (int, float)):
+        raise TypeError(f"immediate '{name}' is {v!r}, not a number")
+    return float(v)
+
+
+def imm_ints(imms: Mapping[str, object], name: str) -> tuple[int, ...]:
+    """Immediate ``name`` as a tuple of ints (kind ints)."""
+    v = imms[name]
+    if not isinstance(v, tuple):
+        raise TypeError(f"immediate '{name}' is {v!r}, not a tuple of integers")
+    return tuple(int(x) for x in v)
+
+
+def imm_enum(imms: Mapping[str, object], name: str, enum: type[_E]) -> _E:
+    """Immediate ``name`` as a member of ``enum`` (kinds AluOp, ReduceOp, ActFunc)."""
+    v = imms[name]
+    if not isinstance(v, enum):
+        raise TypeError(f"immediate '{name}' is {v!r}, not a {enum.__name__}")
+    return v

@@ -78,9 +78,7 @@ def validate(program: Program, chip: ChipConfig) -> None:
     """
     problems = check(program, chip)
     if problems:
-        err = ValidationError([str(p) for p in problems])
-        err.items = problems  # type: ignore[attr-defined]
-        raise err
+        raise ValidationError([str(p) for p in problems], problems)
 
 
 def check(program: Program, chip: ChipConfig) -> list[Problem]:
@@ -150,22 +148,22 @@ def _semaphores(rep: Reporter, p: Program) -> None:
     first_count: dict[int, int] = {}
     seen: dict[tuple[int, int, int, int], int] = {}
     for j in range(len(bar)):
-        i, s, c = int(bar[j]), int(bsem[j]), int(bcount[j])
+        i, bs, c = int(bar[j]), int(bsem[j]), int(bcount[j])
         if not bvalid[j]:
-            rep.add(i, "sem", f"semaphore index {s} not declared ({ns} semaphores)")
+            rep.add(i, "sem", f"semaphore index {bs} not declared ({ns} semaphores)")
             continue
         if c < 1:
             rep.add(i, "count", f"{c} (a barrier counts at least 1 arrival)")
             continue
-        fc = first_count.setdefault(s, c)
+        fc = first_count.setdefault(bs, c)
         if c != fc:
-            rep.add(i, "count", f"{c} != {fc}, the count of the first barrier on {names[s]}")
+            rep.add(i, "count", f"{c} != {fc}, the count of the first barrier on {names[bs]}")
         r = ins[i]
-        key = (int(r["core"]), int(r["engine"]), int(r["queue"]), s)
+        key = (int(r["core"]), int(r["engine"]), int(r["queue"]), bs)
         kth = seen[key] = seen.get(key, 0) + 1
-        if kth * c > total[s]:
-            rep.add(i, "count", f"barrier #{kth} of this stream on {names[s]} needs {names[s]} >= {kth * c} "
-                                f"but all arrivals and signals total {int(total[s])} (deadlock)")
+        if kth * c > total[bs]:
+            rep.add(i, "count", f"barrier #{kth} of this stream on {names[bs]} needs {names[bs]} >= {kth * c} "
+                                f"but all arrivals and signals total {int(total[bs])} (deadlock)")
 
 
 def _declared(rep: Reporter, idx: np.ndarray, sem: np.ndarray, ns: int, field: str) -> np.ndarray:

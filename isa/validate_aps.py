@@ -93,8 +93,7 @@ class ApTable:
         bad = bad_space | ~dt_ok | bad_nd | bad_size | bad_pc | bad_ps | bad_ext_on | bad_tid | bad_ext_hbm
         self.bad = bad
         self.problems: dict[int, list[tuple[str, str]]] = {}  # AP -> [(field suffix, message)]
-        for a in np.flatnonzero(bad):
-            a = int(a)
+        for a in np.flatnonzero(bad).tolist():
             pr: list[tuple[str, str]] = []
             if bad_space[a]:
                 pr.append(("space", f"unknown memory space code {int(space[a])}"))
@@ -143,8 +142,7 @@ class ApTable:
         cbad_free = onchip & (free > maxfree)
         self.compute_bad = cbad_rule | cbad_free
         self.compute_problems: dict[int, list[tuple[str, str]]] = {}
-        for a in np.flatnonzero(self.compute_bad):
-            a = int(a)
+        for a in np.flatnonzero(self.compute_bad).tolist():
             pr = []
             sname = Space(int(space[a])).name
             if cbad_rule[a]:

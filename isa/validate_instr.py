@@ -62,9 +62,9 @@ def _shape_str(shape: tuple[int, ...]) -> str:
     return "[" + ", ".join(str(s) for s in shape) + "]"
 
 
-def _dn(d: object) -> str:
-    d = int(d)  # type: ignore[call-overload]
-    return DType(d).name if d < _N_DT else f"dtype code {d}"
+def _dn(d: int | np.integer) -> str:
+    code = int(d)
+    return DType(code).name if code < _N_DT else f"dtype code {code}"
 
 
 class InstructionRules:
@@ -122,10 +122,10 @@ class InstructionRules:
         sop = op[order]
         bounds = np.flatnonzero(np.diff(sop)) + 1
         for chunk in np.split(order, bounds):
-            o = int(op[chunk[0]])
-            if o >= _N_OPS:
+            code = int(op[chunk[0]])
+            if code >= _N_OPS:
                 continue
-            self.check_op(Op(o), chunk, eng[chunk], chip_of[chunk], core[chunk])
+            self.check_op(Op(code), chunk, eng[chunk], chip_of[chunk], core[chunk])
 
     def check_op(self, op: Op, idx: np.ndarray, eng: np.ndarray, chip_of: np.ndarray, core: np.ndarray) -> None:
         aps = self.aps

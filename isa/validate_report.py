@@ -63,8 +63,11 @@ class Reporter:
         self._out.append((-1 if index is None else index, len(self._out), Problem(index, field, message, where)))
 
     def emit(self, idx: np.ndarray, mask: np.ndarray, field: str | Callable[[int], str],
-             message: Callable[[int], str]) -> None:
-        """Report ``field``/``message(k)`` for every position ``k`` where ``mask`` holds (``idx[k]`` = index)."""
+             message: Callable[..., str]) -> None:
+        """Report ``field``/``message(k)`` for every position ``k`` where ``mask`` holds (``idx[k]`` = index).
+
+        ``message`` is called as ``message(k)``; it is typed ``Callable[..., str]`` because callers bind loop
+        values as lambda defaults (``lambda j, a=a: ...``), which mypy cannot infer against ``[int]``."""
         for k in np.flatnonzero(mask):
             f = field(int(k)) if callable(field) else field
             self.add(int(idx[k]), f, message(int(k)))

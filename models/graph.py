@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TypedDict, Unpack
 
 from infsim.isa.dtypes import DType
 
@@ -119,6 +120,23 @@ class Op:
     @property
     def hbm_bytes(self) -> int:
         return self.weight_bytes + self.kv_read_bytes + self.kv_write_bytes + self.act_read_bytes + self.act_write_bytes
+
+
+class _OpFields(TypedDict, total=False):
+    """The fields of :class:`Op` after ``name``, ``kind`` and ``layer``, as keywords of the per-layer builder."""
+
+    m: int
+    n: int
+    k: int
+    count: int
+    weight_bytes: int
+    kv_read_bytes: int
+    kv_write_bytes: int
+    act_read_bytes: int
+    act_write_bytes: int
+    elem_ops: int
+    collective: str
+    collective_bytes: int
 
 
 @dataclass
@@ -213,7 +231,7 @@ def build_graph(spec: ModelSpec, wl: Workload) -> Graph:
     norm_ops = 4 if spec.norm == "rms" else 6
     for L in range(spec.layers):
 
-        def op(name: str, kind: str, **kw: int | str) -> None:
+        def op(name: str, kind: str, **kw: Unpack[_OpFields]) -> None:
             ops.append(Op(f"L{L}.{name}", kind, L, **kw))  # noqa: B023
 
         window = spec.window(L)

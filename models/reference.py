@@ -194,15 +194,17 @@ def forward(
     ``pos0 + S`` at least); encoders return the final hidden states ``[B, S, h]``. ``token_chunk``: the
     tokens per chunk of mixture-of-experts routing (the lowering's ``Lowered.token_chunk``; ``None``: all
     tokens in one chunk)."""
+    if (k_cache is None) != (v_cache is None):
+        raise ValueError("forward: give both k_cache and v_cache, or neither")
     b, s, h = x.shape
     hd, nh, nkv = spec.head_dim, spec.heads, spec.kv_heads
     ctx = pos0 + s
     if spec.kind == "decoder":
         kc = np.zeros((spec.layers, b, nkv, ctx, hd))
         vc = np.zeros((spec.layers, b, nkv, ctx, hd))
-        if k_cache is not None and pos0:
+        if k_cache is not None and v_cache is not None and pos0:
             kc[:, :, :, :pos0] = k_cache[:, :, :, :pos0]
-            vc[:, :, :, :pos0] = v_cache[:, :, :, :pos0]  # type: ignore[index]
+            vc[:, :, :, :pos0] = v_cache[:, :, :, :pos0]
     else:
         kc = vc = np.zeros((spec.layers, b, nkv, s, hd))
     x = x.astype(np.float64) * spec.embed_scale

@@ -1,7 +1,16 @@
 """Test configuration: the hypothesis profiles (``ci`` keeps property tests bounded, ``dev`` is the default,
-``thorough`` runs many more examples), chosen with ``HYPOTHESIS_PROFILE``. There are no shared fixtures yet:
-helpers shared by several test modules are plain modules beside them (``strategies.py``, ``engine_programs.py``,
-``preset_sources.py``, ``cli_harness.py``: the command line in a forked child with a time limit and a memory cap)."""
+``thorough`` runs many more examples), chosen with ``HYPOTHESIS_PROFILE``; the ``slow`` marker; shared chip
+fixtures.
+
+Fixture: ``inf2`` (the inf2 preset, loaded once per session; chip configs are frozen, so sharing it is
+safe). Helpers shared by several test modules that are not fixtures are plain modules beside
+them (``engine_programs.py``, ``preset_sources.py``, ``cli_harness.py``: the command line in a forked child
+with a time limit and a memory cap); the hypothesis strategies for ISA programs are part of
+the library (``infsim.isa.strategies``).
+
+The ``slow`` marker tags the tests that take tens of seconds (full-size models, the notebooks, the study):
+CI still runs them; ``pytest -m "not slow"`` is the quick loop while editing.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +19,10 @@ import os
 import shutil
 import tempfile
 
+import pytest
 from hypothesis import HealthCheck, settings
+
+from infsim.config import ChipConfig, load_chip
 
 settings.register_profile("ci", max_examples=40, deadline=None, derandomize=True,
                           suppress_health_check=[HealthCheck.too_slow])
@@ -24,3 +36,9 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 _CACHE = tempfile.mkdtemp(prefix="infsim-lowering-")
 os.environ["INFSIM_LOWERING_CACHE"] = _CACHE
 atexit.register(shutil.rmtree, _CACHE, True)
+
+
+@pytest.fixture(scope="session")
+def inf2() -> ChipConfig:
+    """The inf2 preset (the baseline chip of most tests)."""
+    return load_chip("inf2")

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from strategies import access_patterns, programs
 
 from infsim.isa import AsmParseError, DType, Op, Program, hbm, make, psum, sbuf
 from infsim.isa.asm import format_operand, parse, parse_file, parse_with_lines, print_program
 from infsim.isa.opcodes import Space
 from infsim.isa.operand import AccessPattern
+from infsim.isa.strategies import access_patterns, programs
 
 _FEW = settings(max_examples=min(settings.default.max_examples, 15), deadline=None,
                 suppress_health_check=[HealthCheck.too_slow])

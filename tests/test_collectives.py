@@ -94,7 +94,7 @@ def test_reduction_rate_adds_to_reduce_steps_only(p: int) -> None:
 
 
 @pytest.mark.parametrize("p", [4, 8, 12, 24])
-def test_bidir_ring_is_the_closed_form_at_twice_the_bandwidth(p: int) -> None:
+def test_bidir_ring_is_the_closed_form_at_twice_the_bandwidth(p: int, inf2: ChipConfig) -> None:
     chip = _uniform_ring(p)
     L = chip.links
     for S in (8192, 16 * 2**20):
@@ -104,7 +104,6 @@ def test_bidir_ring_is_the_closed_form_at_twice_the_bandwidth(p: int) -> None:
             assert r.time_ns == pytest.approx(f(S, p, 2 * L.link_gbps, L.latency_ns, L.collective_step_overhead_ns),
                                               rel=REL)
             assert len(r.link_bytes) == 2 * p  # both directions of every link
-    inf2 = load_chip("inf2")
     big = 16 * 2**20
     assert simulate_collective(inf2, "all_reduce", 24, big, "bidir").time_ns < \
         0.6 * simulate_collective(inf2, "all_reduce", 24, big, "ring").time_ns
@@ -131,10 +130,10 @@ def test_ring_on_torus_snake_matches_closed_form(preset: str) -> None:
 
 @pytest.mark.parametrize("p", PS)
 @pytest.mark.parametrize("op", ["all_reduce", "all_gather", "reduce_scatter"])
-def test_ring_on_inf2_matches_dependency_model(p: int, op: str) -> None:
+def test_ring_on_inf2_matches_dependency_model(p: int, op: str, inf2: ChipConfig) -> None:
     """On the real inf2 placement the hops differ (on-chip, NeuronLink, multi-hop closing hop) but no
     link is shared, so the event simulation equals the contention-free longest-path evaluation."""
-    chip = load_chip("inf2")
+    chip = inf2
     for nbytes in (8192, 4 * 2**20):
         r = simulate_collective(chip, op, p, nbytes)
         assert r.time_ns == pytest.approx(r.contention_free_ns, rel=REL)
@@ -142,8 +141,8 @@ def test_ring_on_inf2_matches_dependency_model(p: int, op: str) -> None:
         assert r.bus_gbps <= hop_bw * (1 + REL)  # every rank serialises its 2(p-1) messages on its hop
 
 
-def test_tp2_on_inf2_is_one_chip() -> None:
-    chip = load_chip("inf2")
+def test_tp2_on_inf2_is_one_chip(inf2: ChipConfig) -> None:
+    chip = inf2
     S = 2**20
     r = simulate_collective(chip, "all_reduce", 2, S)
     assert r.chip_link_bytes == 0 and r.link_energy_j == 0
@@ -154,8 +153,8 @@ def test_tp2_on_inf2_is_one_chip() -> None:
         rel=REL)
 
 
-def test_tp24_on_inf2_is_a_ring_of_12_chips_by_2_cores() -> None:
-    chip = load_chip("inf2")
+def test_tp24_on_inf2_is_a_ring_of_12_chips_by_2_cores(inf2: ChipConfig) -> None:
+    chip = inf2
     S = 8 * 2**20
     r = simulate_collective(chip, "all_reduce", 24, S)
     assert list(r.cores) == list(range(24))
@@ -170,7 +169,7 @@ def test_tp24_on_inf2_is_a_ring_of_12_chips_by_2_cores() -> None:
     assert r.steps == 46
 
 
-def test_per_step_overhead_is_paid_once_per_step_on_the_critical_path() -> None:
+def test_per_step_overhead_is_paid_once_per_step_on_the_critical_path(inf2: ChipConfig) -> None:
     """TP 24 decode all-reduce (8 KiB): time is linear in the step overhead with slope 2(p-1) = 46."""
     base = load_chip("inf2", ["links.collective_step_overhead_ns=0"])
     more = load_chip("inf2", ["links.collective_step_overhead_ns=1000"])
@@ -179,12 +178,12 @@ def test_per_step_overhead_is_paid_once_per_step_on_the_critical_path() -> None:
     assert t1 - t0 == pytest.approx(46 * 1000, rel=1e-9)
     launch = load_chip("inf2", ["links.collective_launch_overhead_ns=700"])
     t2 = simulate_collective(launch, "all_reduce", 24, 8192).time_ns
-    t3 = simulate_collective(load_chip("inf2"), "all_reduce", 24, 8192).time_ns
+    t3 = simulate_collective(inf2, "all_reduce", 24, 8192).time_ns
     assert t2 - t3 == pytest.approx(700, rel=1e-9)
 
 
-def test_contention_two_collectives_on_one_ring() -> None:
-    chip = load_chip("inf2")
+def test_contention_two_collectives_on_one_ring(inf2: ChipConfig) -> None:
+    chip = inf2
     for S in (8192, 2**20, 16 * 2**20):
         one = simulate_collective(chip, "all_reduce", 24, S)
         a, b = simulate_concurrent(chip, [CollectiveSpec("all_reduce", 24, S), CollectiveSpec("all_reduce", 24, S)])
@@ -202,8 +201,8 @@ def test_contention_two_collectives_on_one_ring() -> None:
     assert a.time_ns > 1.8 * one.time_ns  # bandwidth-bound: close to 2x
 
 
-def test_disjoint_collectives_do_not_interfere() -> None:
-    chip = load_chip("inf2")
+def test_disjoint_collectives_do_not_interfere(inf2: ChipConfig) -> None:
+    chip = inf2
     S = 4 * 2**20
     alone = simulate_collective(chip, "all_reduce", [0, 1], S)
     a, b = simulate_concurrent(chip, [CollectiveSpec("all_reduce", [0, 1], S),
@@ -223,8 +222,8 @@ def test_tree_matches_closed_form_on_switch(p: int) -> None:
     assert r.steps == 2 * int(math.log2(p))
 
 
-def test_hier_on_inf2() -> None:
-    chip = load_chip("inf2")
+def test_hier_on_inf2(inf2: ChipConfig) -> None:
+    chip = inf2
     S = 8 * 2**20
     h = simulate_collective(chip, "all_reduce", 24, S, "hier")
     assert h.steps == 1 + 22 + 1
@@ -264,8 +263,8 @@ def test_hier_and_tree_schedules_move_the_right_data() -> None:
                 assert into_root == pytest.approx(S * (s.p - 1) / s.p)
 
 
-def test_send_recv() -> None:
-    chip = load_chip("inf2")
+def test_send_recv(inf2: ChipConfig) -> None:
+    chip = inf2
     S = 2**20
     r = simulate_collective(chip, "send_recv", [0, 23], S)
     path = Topology.from_chip(chip).core_path(0, 23)
@@ -275,16 +274,16 @@ def test_send_recv() -> None:
     assert r.link_bytes == {"chip0->chip11": S}
 
 
-def test_chunking_does_not_change_uncontended_time() -> None:
-    chip = load_chip("inf2")
+def test_chunking_does_not_change_uncontended_time(inf2: ChipConfig) -> None:
+    chip = inf2
     a = simulate_collective(chip, "all_reduce", 8, 4 * 2**20)
     b = simulate_collective(chip, "all_reduce", 8, 4 * 2**20, max_chunks=64)
     assert a.time_ns == pytest.approx(b.time_ns, rel=REL)
     assert a.link_bytes.keys() == b.link_bytes.keys()
 
 
-def test_engine_api_run_join_and_time_units() -> None:
-    chip = load_chip("inf2")
+def test_engine_api_run_join_and_time_units(inf2: ChipConfig) -> None:
+    chip = inf2
     m = CollectiveModel(chip)
     env = simpy.Environment()
     pr = m.run(env, "all_reduce", [0, 1], 2**20)
@@ -334,8 +333,8 @@ def test_engine_api_run_join_and_time_units() -> None:
         CollectiveModel(chip, num_cores=4).schedule("all_reduce", [0, 7], 8)
 
 
-def test_two_engine_collectives_share_links() -> None:
-    chip = load_chip("inf2")
+def test_two_engine_collectives_share_links(inf2: ChipConfig) -> None:
+    chip = inf2
     m = CollectiveModel(chip)
     env = simpy.Environment()
     a = m.run(env, "all_reduce", list(range(24)), 2**22)
@@ -346,8 +345,8 @@ def test_two_engine_collectives_share_links() -> None:
     assert len(m.records) == 2
 
 
-def test_engine_adapter_duration_ps() -> None:
-    chip = load_chip("inf2")
+def test_engine_adapter_duration_ps(inf2: ChipConfig) -> None:
+    chip = inf2
     lc = LinkCollectives(chip)
     L = chip.links
 
@@ -431,7 +430,7 @@ def test_cli_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert pts[0]["chip_link_bytes"] == 0
 
 
-def test_cli_text_and_errors(capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_text_and_errors(capsys: pytest.CaptureFixture[str], inf2: ChipConfig) -> None:
     assert main(["collective", "all-gather", "--ranks", "4", "--bytes", "64K", "--algorithm", "tree"]) == 0
     assert "time_us" in capsys.readouterr().out
     assert main(["collective", "all_reduce", "--ranks", "24", "--bytes", "8K", "--json",
@@ -439,7 +438,7 @@ def test_cli_text_and_errors(capsys: pytest.CaptureFixture[str]) -> None:
     no_ovh = json.loads(capsys.readouterr().out)["points"][0]["time_us"]
     assert main(["collective", "all_reduce", "--ranks", "24", "--bytes", "8K", "--json"]) == 0
     preset = json.loads(capsys.readouterr().out)["points"][0]["time_us"]
-    ovh_us = load_chip("inf2").links.collective_step_overhead_ns / 1e3
+    ovh_us = inf2.links.collective_step_overhead_ns / 1e3
     assert preset - no_ovh == pytest.approx(46 * ovh_us)
     assert main(["collective", "all_reduce", "--ranks", "25", "--bytes", "1M"]) == 1
     assert "exceeds" in capsys.readouterr().err

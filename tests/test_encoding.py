@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import programs
 
 from infsim.isa import DType, EncodingError, OperandError, Program, hbm, make, psum, sbuf
 from infsim.isa.encoding import MAGIC, decode, encode, load, save
 from infsim.isa.opcodes import Space
 from infsim.isa.operand import AccessPattern
 from infsim.isa.program import AP_DTYPE, INSTR_DTYPE
+from infsim.isa.strategies import programs
 
 
 def _sample() -> Program:

@@ -36,6 +36,7 @@ SPEC = load_model("llama-2-7b")
         ("prefill", 1, 512, 2, "bf16"),
     ],
 )
+@pytest.mark.slow  # full-size Llama-2-7B lowered and simulated cycle by cycle
 def test_analytical_within_10_percent_of_cycle(phase: str, batch: int, context: int, tp: int, dtype: str) -> None:
     wl = Workload.make(phase, batch, context, tp=tp, dtype=dtype)
     est = estimate(SPEC, wl, CHIP)
@@ -78,6 +79,7 @@ _CASES = [
 ]
 
 
+@pytest.mark.slow  # each case lowers and simulates a 2-layer step cycle by cycle
 @pytest.mark.parametrize("chip_name,workload", _CASES)
 def test_default_set_analytical_within_10_percent(chip_name: str, workload: Workload) -> None:
     chip = load_chip(chip_name)

@@ -138,7 +138,7 @@ def test_deadlock_names_every_blocked_stream() -> None:
     assert "core 0 sync[0] at instruction 4 (sem_wait) waits for semaphore 'b' >= 5 (current 1)" in msg
     assert "core 1 tensor[0] at instruction 2 (matmul) waits for semaphore 'b' >= 2 (current 1)" in msg
     assert "'a'" not in msg  # satisfied waits are not blamed
-    assert len(ei.value.blocked) == 3  # type: ignore[attr-defined]
+    assert len(ei.value.blocked) == 3
 
 
 def test_max_steps() -> None:

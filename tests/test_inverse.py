@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from infsim.config import load_chip
 from infsim.studies.inverse import MAX_SCALING, RESOURCES, scaled, what_it_takes
 
@@ -62,6 +64,7 @@ def test_unreachable_is_reported() -> None:
     assert r.best_within_bounds["speedup"] < 50.0
 
 
+@pytest.mark.slow  # the exhaustive search it is checked against
 def test_branch_and_bound_matches_exhaustive() -> None:
     # same cheapest cost and speedup as the reference that tries every combination in cost order, on a
     # space small enough to enumerate (5 resources x 3 levels): reachable targets near the bottom and the

@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 
-from infsim.config import load_chip
+from infsim.config import ChipConfig, load_chip
 from infsim.errors import ConfigError, InfsimError
 from infsim.hw.links import Topology
 
@@ -16,8 +16,8 @@ def _torus_distance(a: tuple[int, int], b: tuple[int, int], dims: tuple[int, int
     return sum(min((q - p) % n, (p - q) % n) for p, q, n in zip(a, b, dims))
 
 
-def test_inf2_ring_links_and_placement() -> None:
-    chip = load_chip("inf2")
+def test_inf2_ring_links_and_placement(inf2: ChipConfig) -> None:
+    chip = inf2
     t = Topology.from_chip(chip)
     assert (t.num_chips, t.cores_per_chip, t.num_cores) == (12, 2, 24)
     links = t.chip_links()
@@ -28,8 +28,8 @@ def test_inf2_ring_links_and_placement() -> None:
     assert (t.chip_of(4), t.local_core(4)) == (2, 0)
 
 
-def test_ring_routes_are_minimal_and_tie_goes_forward() -> None:
-    t = Topology.from_chip(load_chip("inf2"))
+def test_ring_routes_are_minimal_and_tie_goes_forward(inf2: ChipConfig) -> None:
+    t = Topology.from_chip(inf2)
     n = t.num_chips
     for a, b in itertools.permutations(range(n), 2):
         route = t.chip_route(a, b)
@@ -42,8 +42,8 @@ def test_ring_routes_are_minimal_and_tie_goes_forward() -> None:
     assert t.chip_route(3, 3) == ()
 
 
-def test_intra_chip_path_uses_no_neuronlink() -> None:
-    chip = load_chip("inf2")
+def test_intra_chip_path_uses_no_neuronlink(inf2: ChipConfig) -> None:
+    chip = inf2
     t = Topology.from_chip(chip)
     p = t.core_path(0, 1)
     assert p.hops == 1 and t.links[p.links[0]].kind == "intra"
@@ -134,6 +134,6 @@ def test_none_topology_and_bad_cores() -> None:
         t.ring_order([1, 1])
 
 
-def test_ring_order_is_deterministic() -> None:
-    t = Topology.from_chip(load_chip("inf2"))
+def test_ring_order_is_deterministic(inf2: ChipConfig) -> None:
+    t = Topology.from_chip(inf2)
     assert t.ring_order([5, 0, 23, 1, 4]) == [0, 1, 4, 5, 23]

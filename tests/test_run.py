@@ -29,6 +29,7 @@ def test_zoo_models_run(name: str, fidelity: str) -> None:
     assert r.hbm_bytes >= r.min_hbm_bytes
 
 
+@pytest.mark.slow  # every zoo model lowered and simulated
 def test_every_zoo_model_is_runnable_at_small_size(tmp_path) -> None:
     """Every zoo architecture lowers and simulates (shrunk to 2 layers to keep CI fast)."""
     for name in zoo_names():

@@ -163,7 +163,7 @@ def test_problem_str_and_validation_error() -> None:
     with pytest.raises(ValidationError) as ei:
         validate(p, CHIP)
     assert ei.value.problems == texts
-    assert ei.value.items == probs  # type: ignore[attr-defined]
+    assert ei.value.items == probs
     assert str(ei.value).startswith(texts[0])
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -110,8 +110,11 @@ def cmd_interp(args: argparse.Namespace) -> int:
         arr = result.hbm(name)
         if arr.dtype.kind not in "biuf":  # ml_dtypes (bf16, fp8) have kind 'V'; .npy cannot name them
             arr = arr.astype(np.float32)
-        write_output(path, lambda f, a=arr: np.save(f, a, allow_pickle=False), "--output",
-                     f"--output {name}={path}")
+
+        def save(f: IO[bytes], a: np.ndarray = arr) -> None:
+            np.save(f, a, allow_pickle=False)
+
+        write_output(path, save, "--output", f"--output {name}={path}")
         written.append({"tensor": name, "file": path, "dtype": str(arr.dtype), "shape": list(arr.shape)})
     if args.json:
         print_json({"file": args.file, "chip": chip.name, "steps": result.steps, "semaphores": result.semaphores,

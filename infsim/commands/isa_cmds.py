@@ -113,7 +113,7 @@ def _fmt_default(v: Any) -> str:
 # ---- asm / disasm ----------------------------------------------------------------------------------
 
 def cmd_asm(args: argparse.Namespace) -> int:
-    from infsim.isa import encoding
+    import infsim.isa.encoding as encoding
     from infsim.isa.asm import parse_file_with_lines
     from infsim.isa.errors import AsmParseError
 
@@ -154,7 +154,7 @@ def cmd_asm(args: argparse.Namespace) -> int:
 
 
 def cmd_disasm(args: argparse.Namespace) -> int:
-    from infsim.isa import encoding
+    import infsim.isa.encoding as encoding
     from infsim.isa.asm import print_program
 
     if args.output:

@@ -58,7 +58,12 @@ def bounds_for(model: type[BaseModel], name: str, value: Any) -> tuple[float, fl
     field = model.model_fields.get(name)
     extra = field.json_schema_extra if field is not None else None
     if isinstance(extra, dict) and "sensible" in extra:
-        lo, hi, unit = extra["sensible"]  # type: ignore[misc]
+        sensible = extra["sensible"]
+        if not (isinstance(sensible, (list, tuple)) and len(sensible) == 3):
+            raise TypeError(f"{model.__name__}.{name}: json_schema_extra 'sensible' must be (lo, hi, unit), "
+                            f"got {sensible!r}")
+        lo, hi, unit = sensible
+        assert isinstance(lo, (int, float)) and isinstance(hi, (int, float))
         return float(lo), float(hi), str(unit)
     for suffix in sorted(UNIT_BOUNDS, key=len, reverse=True):
         if name.endswith(suffix):

@@ -13,7 +13,8 @@ presets (``infsim/config/hbm/*.yaml``) referenced by ``hbm.dram_preset``.
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Literal, TypeGuard, get_args
 
 from pydantic import Field, NonNegativeFloat, PositiveFloat, model_validator
 
@@ -23,6 +24,22 @@ from .bounds import BoundedModel, sensible
 MAX_HBM_STACKS = 16
 
 DTypeName = Literal["fp32", "bf16", "fp16", "fp8_e4m3", "fp8_e5m2", "int8", "uint8", "int32"]
+_DTYPE_NAMES: frozenset[str] = frozenset(get_args(DTypeName))
+
+
+def _is_dtype_name(name: str) -> TypeGuard[DTypeName]:
+    return name in _DTYPE_NAMES
+
+
+def by_dtype(table: Mapping[DTypeName, float], dtype: str, default: float | None = None) -> float:
+    """``table[dtype]`` for a per-dtype table of the config (``macs_per_pe_per_cycle``, ``mac_pj``) looked up by
+    a dtype name given as a plain string: ``default`` when the table has no entry for it (a name that is not
+    a dtype has none), ``KeyError`` when it has none and no default is given."""
+    if _is_dtype_name(dtype) and dtype in table:
+        return float(table[dtype])
+    if default is None:
+        raise KeyError(dtype)
+    return default
 
 
 _Model = BoundedModel
@@ -203,7 +220,7 @@ class ChipConfig(_Model):
     # ---- derived figures (used by reports; never stored) -----------------------------------
     def peak_tflops(self, dtype: str = "bf16") -> float:
         te = self.tensor_engine
-        rate = te.macs_per_pe_per_cycle.get(dtype, 0.0)  # type: ignore[call-overload]
+        rate = by_dtype(te.macs_per_pe_per_cycle, dtype, 0.0)
         return 2 * te.rows * te.cols * rate * te.clock_ghz * self.cores_per_chip / 1e3
 
     @property

@@ -68,6 +68,7 @@ random multi-stream programs.
 
 from __future__ import annotations
 
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import numpy as np
@@ -82,7 +83,7 @@ from infsim.isa.program import Program
 from .collectives import CollectiveTiming, make_collectives
 from .costs import Costs
 from .dma_arbiter import DmaArbiter, DmaQueue
-from .events import call_at
+from .events import Env, call_at
 from .memory import MemoryModel
 from .rendezvous import CollectiveRendezvous
 from .semaphores import NEVER, SAT, FastSems, PlainSems, Semaphores
@@ -105,7 +106,7 @@ class Simulator:
         self.chip = chip
         self.costs = costs
         self.mode = mode
-        self.env = simpy.Environment()
+        self.env = Env()
         nsem = max(len(program.semaphores), 1)
         self.sems: Semaphores = FastSems(self.env, nsem) if mode == "fast" else PlainSems(self.env, nsem)
         self.memory = memory
@@ -226,8 +227,9 @@ class Simulator:
             return
         self.sems.register(s, v, c, lambda: self._drive(gen))
 
-    def _fast_compute(self, k: int):  # type: ignore[no-untyped-def]
+    def _fast_compute(self, k: int) -> Iterator[tuple[int, int, int]]:
         env, sems = self.env, self.sems
+        assert isinstance(sems, FastSems)  # this driver runs only in mode 'fast'
         idx = self.streams[self.keys[k]]
         busy = self.costs.busy_ps[idx]
         lat = self.costs.lat_ps[idx]
@@ -315,7 +317,7 @@ class Simulator:
         self.t_local[k] = NEVER
 
     # ---- compute streams: plain per-instruction model ---------------------------------------------------------
-    def _plain_compute(self, k: int):  # type: ignore[no-untyped-def]
+    def _plain_compute(self, k: int) -> Generator[simpy.Event, Any, None]:
         env, sems = self.env, self.sems
         idx = self.streams[self.keys[k]].tolist()
         busy_a, lat_a = self.costs.busy_ps, self.costs.lat_ps
@@ -353,7 +355,7 @@ class Simulator:
 
 
     # ---- collective queues -------------------------------------------------------------------------------
-    def _cc_proc(self, k: int):  # type: ignore[no-untyped-def]
+    def _cc_proc(self, k: int) -> Generator[simpy.Event, Any, None]:
         env, sems = self.env, self.sems
         core = self.keys[k][0]
         seqs: dict[tuple, int] = {}

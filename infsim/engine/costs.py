@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from infsim.config.schema import ChipConfig, ElementwiseEngineConfig
+from infsim.config.schema import ChipConfig, ElementwiseEngineConfig, by_dtype
 from infsim.hw import dma as dma_hw
 from infsim.hw import systolic
 from infsim.hw.elementwise import elementwise_cycles
@@ -199,7 +199,7 @@ def compute_costs(program: Program, chip: ChipConfig) -> Costs:
     streams = program.streams()
     is_mm = op == int(Op.matmul)
     is_tr = op == int(Op.transpose)
-    rate_table = np.array([te.macs_per_pe_per_cycle.get(name, 0.0) for name in DTYPE_NAMES])  # type: ignore[call-overload]
+    rate_table = np.array([by_dtype(te.macs_per_pe_per_cycle, name, 0.0) for name in DTYPE_NAMES])
     for (_core, e, _q), idx in streams.items():
         if e != int(Engine.tensor):
             continue

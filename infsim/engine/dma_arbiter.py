@@ -36,7 +36,7 @@ from infsim.config.schema import DmaConfig
 from infsim.isa.opcodes import Op
 
 from .costs import Costs
-from .events import LOW_PRIORITY, call_at
+from .events import LOW_PRIORITY, Env, call_at
 from .memory import HbmAccess, MemoryModel
 from .semaphores import NEVER, SAT, Semaphores
 from .streams import StreamState
@@ -103,7 +103,7 @@ class DmaArbiter:
     it must be called once, after the other processes of the run are created.
     """
 
-    def __init__(self, env: simpy.Environment, sems: Semaphores, memory: MemoryModel, dma: DmaConfig,
+    def __init__(self, env: Env, sems: Semaphores, memory: MemoryModel, dma: DmaConfig,
                  state: StreamState, queues: list[DmaQueue]):
         self.env = env
         self.sems = sems

@@ -15,13 +15,13 @@ traffic. Also left out: the collective's SBUF/HBM traffic, and members finishing
 from __future__ import annotations
 
 import numpy as np
-import simpy
 
 from infsim.errors import InfsimError
 from infsim.isa.opcodes import Op
 from infsim.isa.program import Program
 
 from .collectives import CollectiveTiming
+from .events import Env
 
 
 class Rendezvous:
@@ -30,7 +30,7 @@ class Rendezvous:
 
     __slots__ = ("op", "members", "arrived", "event", "end", "src_bytes", "dst_bytes", "key")
 
-    def __init__(self, env: simpy.Environment, key: tuple, op: Op, members: tuple[int, ...]):
+    def __init__(self, env: Env, key: tuple, op: Op, members: tuple[int, ...]):
         self.key = key
         self.op = op
         self.members = members
@@ -46,7 +46,7 @@ class CollectiveRendezvous:
     with ``timing`` (see the module docstring). ``src_bytes`` / ``dst_bytes``: per instruction, the sizes it
     contributes (:class:`~infsim.engine.costs.Costs`)."""
 
-    def __init__(self, env: simpy.Environment, program: Program, timing: CollectiveTiming, src_bytes: np.ndarray,
+    def __init__(self, env: Env, program: Program, timing: CollectiveTiming, src_bytes: np.ndarray,
                  dst_bytes: np.ndarray):
         self.env = env
         self.program = program
@@ -75,9 +75,9 @@ class CollectiveRendezvous:
         if core not in members:
             raise InfsimError(f"instruction {i}: core {core} runs {op.name} on group "
                               f"'{names[gid]}' but is not a member {members}")
-        base = ("group", gid)
-        n = seqs.get(base, 0)
-        seqs[base] = n + 1
+        gbase = ("group", gid)
+        n = seqs.get(gbase, 0)
+        seqs[gbase] = n + 1
         return ("group", gid, n), op, members
 
     def arrive(self, i: int, core: int, seqs: dict[tuple, int]) -> tuple[Rendezvous, bool]:

@@ -24,7 +24,7 @@ from typing import Any
 
 import simpy
 
-from .events import call_at
+from .events import Env, call_at
 
 SAT = -1  # crossing(): the wait holds now
 NEVER = 1 << 62  # crossing(): the known signals never reach the value
@@ -45,7 +45,7 @@ class _Waiter:
 class FastSems:
     """Semaphores holding known future signals (see "The fast path" in the module docstring)."""
 
-    def __init__(self, env: simpy.Environment, nsem: int):
+    def __init__(self, env: Env, nsem: int):
         self.env = env
         self.applied = [0] * nsem
         self.total = [0] * nsem
@@ -161,7 +161,7 @@ class FastSems:
 class PlainSems:
     """Textbook semaphores: every signal is a timed event that adds to the counter and wakes waiters."""
 
-    def __init__(self, env: simpy.Environment, nsem: int):
+    def __init__(self, env: Env, nsem: int):
         self.env = env
         self.value = [0] * nsem
         self.total = [0] * nsem

@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import simpy
 
 from infsim.isa.opcodes import Op
 from infsim.isa.program import Program
+
+from .events import Env
 
 
 @dataclass
@@ -41,7 +42,7 @@ class StreamState:
     that can signal semaphore ``s`` (from the program, fixed).
     """
 
-    env: simpy.Environment
+    env: Env
     signalers: list[list[int]]
     t_local: list[int]
     lat_min: list[int]

@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from infsim.config.schema import ChipConfig
+from infsim.config.schema import ChipConfig, by_dtype
 from infsim.engine.collectives import CollectiveTiming, make_collectives
 from infsim.engine.memory import MemoryModel, make_memory
 from infsim.hw import dma as dma_hw
@@ -133,8 +133,8 @@ class _Costs:
         self.mdt = DType.bf16 if self.int8 else wdt
         self.kdt = DType.parse(wl.kv_dtype)
         te = chip.tensor_engine
-        self.rate = float(te.macs_per_pe_per_cycle[self.mdt.name])  # type: ignore[index]
-        self.kv_rate = float(te.macs_per_pe_per_cycle.get(self.kdt.name, 1.0))  # type: ignore[call-overload]
+        self.rate = by_dtype(te.macs_per_pe_per_cycle, self.mdt.name)
+        self.kv_rate = by_dtype(te.macs_per_pe_per_cycle, self.kdt.name, 1.0)
         self.te_ns = 1.0 / te.clock_ghz
         self.v_ns = 1.0 / chip.vector_engine.clock_ghz
         self.s_ns = 1.0 / chip.scalar_engine.clock_ghz
@@ -667,7 +667,7 @@ def estimate_energy(est: Estimate, spec: ModelSpec, wl: Workload, chip: ChipConf
     tp = wl.tp
     link = sum(o.collective_bytes for o in g.ops) * (2 * (tp - 1) / tp if tp > 1 else 0.0)
     out = {
-        "mac": macs * float(e.mac_pj.get(mdt, e.mac_pj.get("bf16", 0.0))) * 1e-12,  # type: ignore[call-overload]
+        "mac": macs * by_dtype(e.mac_pj, mdt, by_dtype(e.mac_pj, "bf16", 0.0)) * 1e-12,
         "sbuf": (2 * g.weight_bytes() + moving * isz) * e.sbuf_pj_per_byte * 1e-12,
         "psum": psum * 4 * 2 * e.psum_pj_per_byte * 1e-12,
         "hbm": est.hbm_bytes * 8 * e.hbm_pj_per_bit * 1e-12,

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from infsim.config.schema import EnergyConfig
+from infsim.config.schema import EnergyConfig, by_dtype
 from infsim.isa.dtypes import DType
 from infsim.isa.opcodes import Op
 
@@ -43,7 +43,7 @@ class EnergyReport:
 
 def mac_pj_table(cfg: EnergyConfig) -> np.ndarray:
     """pJ per MAC indexed by DType code (0 where the config has no entry)."""
-    return np.array([cfg.mac_pj.get(DType(d).name, 0.0) for d in range(len(DType))])  # type: ignore[call-overload]
+    return np.array([by_dtype(cfg.mac_pj, DType(d).name, 0.0) for d in range(len(DType))])
 
 
 def per_instruction_pj(cfg: EnergyConfig, macs: np.ndarray, mac_dtype: np.ndarray, sbuf_bytes: np.ndarray,

@@ -94,7 +94,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from infsim.config.schema import TensorEngineConfig
+from infsim.config.schema import TensorEngineConfig, by_dtype
 from infsim.errors import InfsimError
 
 __all__ = [
@@ -186,7 +186,7 @@ def _check_shapes(te: TensorEngineConfig, k: np.ndarray, m: np.ndarray, n: np.nd
 
 
 def matmul_timing(te: TensorEngineConfig, k: np.ndarray, m: np.ndarray, n: np.ndarray, rate: np.ndarray,
-                  new_stationary: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                  new_stationary: np.ndarray | bool) -> tuple[np.ndarray, np.ndarray]:
     """Timing of back-to-back ``matmul(stationary[K, M], moving[K, N])`` on one tensor engine.
 
     ``rate[i]`` is ``te.macs_per_pe_per_cycle[dtype]``; ``new_stationary[i]`` is False when ``i`` reuses
@@ -218,7 +218,7 @@ def transpose_timing(te: TensorEngineConfig, p: np.ndarray, f: np.ndarray, rate:
 
 def _rate(te: TensorEngineConfig, dtype: str) -> float:
     try:
-        return float(te.macs_per_pe_per_cycle[dtype])  # type: ignore[index]
+        return by_dtype(te.macs_per_pe_per_cycle, dtype)
     except KeyError:
         have = ", ".join(sorted(te.macs_per_pe_per_cycle))
         raise InfsimError(f"tensor_engine has no rate for dtype {dtype!r} (has: {have})") from None

@@ -90,10 +90,10 @@ def simulate(te: TensorEngineConfig, ops: list[MatmulOp], max_cycles: int = 1_00
         else:
             stats.append(np.asarray(op.stationary, dtype=np.float64))
             new.append(True)
-    shapes = []
-    for op, st in zip(ops, stats):
+    shapes: list[tuple[int, int, int]] = []
+    for op, stat_w in zip(ops, stats):
         mv = np.asarray(op.moving, dtype=np.float64)
-        K, M = st.shape
+        K, M = stat_w.shape
         K2, N = mv.shape
         assert K == K2 and 1 <= K <= R and 1 <= M <= C and 1 <= N <= te.moving_free_max
         shapes.append((K, M, N))

@@ -135,13 +135,13 @@ def run_batches(batches: Iterator[list[Task]], fn: Callable[[list[Task]], list[R
                     # the worker died with a job: replace it; split the job or record its one task
                     slot.proc.join()
                     reason = describe_exit(slot.proc.exitcode)
-                    job, isolated = slot.job or [], slot.isolated
+                    lost, isolated = slot.job or [], slot.isolated
                     slot.conn.close()
                     slots.remove(slot)
-                    if len(job) == 1 and isolated:
-                        on_rows([on_crash(job[0], reason)])
+                    if len(lost) == 1 and isolated:
+                        on_rows([on_crash(lost[0], reason)])
                     else:
-                        retry.extend([t] for t in job)
+                        retry.extend([t] for t in lost)
     except BaseException:  # interrupted, or a callback failed: stop at once
         for slot in slots:
             slot.proc.kill()

@@ -152,7 +152,7 @@ def count_pairs(spec: SweepSpec) -> int:
     if spec.random is not None:
         points = spec.random.samples
     else:
-        points = math.prod(len(v) for v in spec.axes.values())  # type: ignore[arg-type]
+        points = math.prod(len(v) for v in spec.axes.values())
     return points * len(spec.workloads)
 
 
@@ -174,7 +174,7 @@ def iter_design_points(spec: SweepSpec) -> Iterator[dict[str, Any]]:
     names = sorted(spec.axes)
     if spec.random is None:
         lists = [spec.axes[n] for n in names]
-        for combo in itertools.product(*lists):  # type: ignore[arg-type]
+        for combo in itertools.product(*lists):
             yield dict(zip(names, combo))
         return
     rng = random.Random(spec.random.seed)

@@ -125,10 +125,10 @@ def rope(pl: LoweringPlan, rk: Rank, ncol: int, tiles: list[Buf], nheads: int) -
         return
     for t in range(pl.tiles_for(nheads)):
         rows = min(P, nheads * pl.hd - t * P) if pl.packed else pl.hd
-        x = tiles[t].tile(kb, ncol, pcount=rows)
+        xt = tiles[t].tile(kb, ncol, pcount=rows)
         rot = rk.bank().tile(DType.fp32, ncol, pcount=rows)
-        rk.mm(rot, rk.rot.buf.tile(kb, rows, pcount=rows), x, acc=False)
-        _rotate(rk, x, rot, rt.tile(DType.fp32, ncol, pcount=rows), cos, sin, kb, ncol, rows)
+        rk.mm(rot, rk.rot.buf.tile(kb, rows, pcount=rows), xt, acc=False)
+        _rotate(rk, xt, rot, rt.tile(DType.fp32, ncol, pcount=rows), cos, sin, kb, ncol, rows)
 
 
 def _rotate(rk: Rank, x: Tile, rot: Tile, tmp: Tile, cos: Buf, sin: Buf, kb: DType, ncol: int, rows: int) -> None:

@@ -54,8 +54,9 @@ def _regions(program: Program, idx: int, base: dict[str, int]) -> list[tuple[boo
         if ap is None:
             continue
         if ap.space == Space.hbm:
-            chip = program.tensors[ap.tensor].chip  # type: ignore[index]
-            out.append((slot.output, ("hbm", chip), _addresses(ap, base[ap.tensor])))  # type: ignore[index]
+            assert ap.tensor is not None  # an HBM access pattern names its tensor (AccessPattern checks it)
+            chip = program.tensors[ap.tensor].chip
+            out.append((slot.output, ("hbm", chip), _addresses(ap, base[ap.tensor])))
         else:
             out.append((slot.output, (ap.space.name, ins.core), _addresses(ap, 0)))
     return out
@@ -137,9 +138,9 @@ def find_races(program: Program, limit: int = 20) -> list[str]:
                     break
             if hit:
                 ki, a = hit
-                where = f"byte {a}" if ki[0] == "hbm" else f"partition {a >> 32} byte {a & 0xFFFFFFFF}"
+                loc = f"byte {a}" if ki[0] == "hbm" else f"partition {a >> 32} byte {a & 0xFFFFFFFF}"
                 out.append(
-                    f"race: instruction {j} ({program[j].op.name}) and {i} ({program[i].op.name}) on {ki} {where}"
+                    f"race: instruction {j} ({program[j].op.name}) and {i} ({program[i].op.name}) on {ki} {loc}"
                 )
             if len(out) >= limit:
                 return out

@@ -8,6 +8,7 @@ numbers; the simulator itself never needs the data.
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 import numpy as np
 
@@ -60,6 +61,8 @@ def make_inputs(
     an offline step would do it: fused checkpoint matrices split per projection, weights sharded over
     the ranks and packed into slabs (int8: quantised per output channel), Gemma's ``1 + weight`` of the
     RMSNorms folded into the stored norm weights."""
+    if (k_cache is None) != (v_cache is None):
+        raise ValueError("make_inputs: give both k_cache and v_cache, or neither")
     spec, wl, chip, prog = lw.spec, lw.workload, lw.chip, lw.program
     P = chip.sbuf.partitions
     tp = lw.ranks
@@ -131,11 +134,11 @@ def make_inputs(
             if spec.kind == "decoder":
                 kc = np.zeros((wl.batch, kvh_r, hd, lw.max_ctx))
                 vc = np.zeros((wl.batch, kvh_r, P, lw.max_ctx // P, hd))
-                if k_cache is not None and wl.context:
+                if k_cache is not None and v_cache is not None and wl.context:
                     for i, g in enumerate(kvi):
                         kc[:, i, :, : wl.context] = k_cache[L, :, g, : wl.context].transpose(0, 2, 1)
                         vv = np.zeros((wl.batch, lw.max_ctx, hd))
-                        vv[:, : wl.context] = v_cache[L, :, g, : wl.context]  # type: ignore[index]
+                        vv[:, : wl.context] = v_cache[L, :, g, : wl.context]
                         vc[:, i] = vv.reshape(wl.batch, lw.max_ctx // P, P, hd).transpose(0, 2, 1, 3)
                 put(pre + "k_cache", r, kc)
                 put(pre + "v_cache", r, vc)
@@ -152,16 +155,22 @@ def make_inputs(
     return out
 
 
-def read_logits(lw: Lowered, result: object) -> np.ndarray:
+class HbmResult(Protocol):
+    """A run's result that can read an HBM tensor back (the reference interpreter's ``InterpResult``)."""
+
+    def hbm(self, name: str) -> np.ndarray: ...
+
+
+def read_logits(lw: Lowered, result: HbmResult) -> np.ndarray:
     """Logits ``[B, vocab]`` assembled from every rank's shard (``result.hbm(name)``)."""
     spec = lw.spec
     vocab_r = math.ceil(spec.vocab / lw.ranks)
-    parts = [np.asarray(result.hbm(f"logits.r{r}"), dtype=np.float64)[:, :vocab_r] for r in range(lw.ranks)]  # type: ignore[attr-defined]
+    parts = [np.asarray(result.hbm(f"logits.r{r}"), dtype=np.float64)[:, :vocab_r] for r in range(lw.ranks)]
     return np.concatenate(parts, axis=1)[:, : spec.vocab]
 
 
-def read_hidden(lw: Lowered, result: object) -> np.ndarray:
+def read_hidden(lw: Lowered, result: HbmResult) -> np.ndarray:
     """Encoder output hidden states ``[B, S, h]``."""
     spec, wl = lw.spec, lw.workload
-    h = np.asarray(result.hbm("hidden_out.r0"), dtype=np.float64)[: spec.hidden]  # type: ignore[attr-defined]
+    h = np.asarray(result.hbm("hidden_out.r0"), dtype=np.float64)[: spec.hidden]
     return h.T.reshape(wl.batch, wl.seq, spec.hidden)

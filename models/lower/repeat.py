@@ -170,7 +170,7 @@ def try_replicate(
     if not np.array_equal(c2 - c1, delta) or not np.array_equal(c1 - _sem_vec(p, s0.counts), delta):
         return 0
     # same fields apart from waits and operands
-    for f in b1.dtype.names:
+    for f in b1.dtype.names or ():
         if f in ("wval", "opnd"):
             continue
         if not (np.array_equal(b0[f], b1[f]) and np.array_equal(b1[f], b2[f])):

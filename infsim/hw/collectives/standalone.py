@@ -116,8 +116,8 @@ def simulate_concurrent(chip: ChipConfig, specs: Sequence[CollectiveSpec], *,
     def delayed(spec: CollectiveSpec, cores: list[int]) -> Generator[simpy.Event, Any, CollectiveRecord]:
         if spec.start_ns > 0:
             yield env.timeout(spec.start_ns)
-        rec = yield model.run(env, spec.op, cores, spec.nbytes, spec.algorithm)
-        return rec  # type: ignore[no-any-return]
+        rec: CollectiveRecord = yield model.run(env, spec.op, cores, spec.nbytes, spec.algorithm)
+        return rec
 
     for spec in specs:
         cores = _cores(spec.ranks)

@@ -108,9 +108,10 @@ def _check_channel(cfg: HbmPresetConfig, log: np.ndarray, idx: np.ndarray, ch: i
         if scope == "bank":
             return table.get(bank, never)
         best = never
-        for (g2, b2), cyc in table.items():
-            if g2 is None:
+        for key, cyc in table.items():
+            if key is None:
                 continue
+            g2, b2 = key
             if scope == "bg" and g2 == g:
                 best = max(best, cyc)
             elif scope == "bg_other" and g2 == g and b2 != b:

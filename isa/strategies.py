@@ -1,4 +1,5 @@
-"""Hypothesis strategies that build random, structurally valid ISA programs through the Python API.
+"""Hypothesis strategies that build random, structurally valid ISA programs through the Python API
+(``infsim.isa.strategies``: property tests of the ISA, in infsim's test suite and in users' own).
 
 What they generate is *encodable* (every field within the ranges the records hold, every name
 declared), not *legal* for any chip: sizes, bounds, spaces and dtypes per slot are drawn from the
@@ -8,6 +9,8 @@ opcode table but nothing checks them against a chip config (validation's job). R
 * :func:`access_patterns` -- AccessPatterns over a space, dtype and tensor choice;
 * :func:`instructions` -- one Instruction given the declarations it may refer to;
 * :func:`programs` -- whole Programs (declarations plus up to ``max_instructions`` instructions).
+
+Needs ``hypothesis`` (``pip install hypothesis``; the ``dev`` extra has it); infsim imports it only here.
 """
 
 from __future__ import annotations
@@ -15,12 +18,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from hypothesis import strategies as st
+try:
+    from hypothesis import strategies as st
+except ImportError as e:  # pragma: no cover - depends on the installation
+    raise ImportError("infsim.isa.strategies needs hypothesis, which is not installed: pip install hypothesis") from e
 
-from infsim.isa.dtypes import DType
-from infsim.isa.opcodes import MAX_FREE_DIMS, MAX_SIGNALS, MAX_WAITS, OPSPECS, Engine, Op, Space
-from infsim.isa.operand import I32_MAX, I32_MIN, I64_MAX, U16_MAX, U32_MAX, AccessPattern
-from infsim.isa.program import ENUM_KINDS, Instruction, Program, TensorKind, normalize_imms
+from .dtypes import DType
+from .opcodes import MAX_FREE_DIMS, MAX_SIGNALS, MAX_WAITS, OPSPECS, Engine, Op, Space
+from .operand import I32_MAX, I32_MIN, I64_MAX, U16_MAX, U32_MAX, AccessPattern
+from .program import ENUM_KINDS, Instruction, Program, TensorKind, normalize_imms
+
+__all__ = ["access_patterns", "instructions", "names", "programs"]
 
 ALL_OPS = tuple(Op)
 
@@ -93,7 +101,7 @@ def instructions(draw: st.DrawFn, *, tensors: Sequence[str] = (), semaphores: Se
     engine = draw(st.sampled_from(list(spec.engines)))
     queue = draw(st.integers(0, 3)) if engine in (Engine.dma, Engine.cc) else draw(st.sampled_from([0, 0, 0, 1]))
     core = draw(st.integers(0, num_cores - 1))
-    operands = []
+    operands: list[AccessPattern | None] = []
     for slot in spec.slots:
         if slot.optional and draw(st.booleans()):
             operands.append(None)
