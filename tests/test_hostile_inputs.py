@@ -205,8 +205,11 @@ def test_gemm_bounds(capsys: pytest.CaptureFixture[str]) -> None:
     fails(capsys, ["gemm", "100", "100", "100", "--array", "99999x2"], r"--array 99999x2: rows: 99999 is outside")
     t0 = time.perf_counter()
     assert main(["gemm", "1000000", "1000000", "1000000", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["utilization"] > 0.99
-    assert time.perf_counter() - t0 < 10
+    out = json.loads(capsys.readouterr().out)
+    assert out["macs"] == 10**18 and out["utilization"] > 0.99
+    # a runaway guard, not a speed target (that run took minutes before the closed form; ~4 s now, far more
+    # under load): the bound is loose so a busy CI machine cannot fail it
+    assert time.perf_counter() - t0 < 120
 
 
 def test_run_dtype_int32(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
