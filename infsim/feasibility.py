@@ -1,23 +1,36 @@
-"""Can this chip run this step at all? Checks shared by every fidelity, made before any of them runs, so that
-the analytical model never gives a latency for a step the lowering (the cycle fidelity's path) refuses.
+"""Can this chip run this step at all? The checks every fidelity makes before it runs, in one place, so that
+no fidelity gives a latency for a step another one refuses (``infsim run`` at either fidelity, every
+``compare``, ``what-it-takes``, ``sweep`` and ``search`` point goes through :func:`check_feasible`, and
+the lowering itself calls :func:`check_step` and :func:`check_hbm`).
 
-:func:`check_step` refuses, naming the option or chip field: a weight dtype the lowering has no kernels
-for (fp32, int32: only bf16, fp16, fp8 and 8-bit integer weights, dequantised to bf16 before the matmul),
-a matmul input dtype (weights, KV cache) that the chip's tensor engine has no rate for, and fewer than two
-PSUM banks (the lowering alternates matmul output blocks between banks).
+Each refusal is an :class:`InfeasibleError` whose ``limit`` names the resource (:data:`LIMITS`) and whose
+message names the option or config field behind it:
 
-:func:`check_capacity` refuses a step whose weights and KV cache alone exceed the HBM of the chips it
-runs on. It counts a lower bound (no padding, no activations, no layout): the lowering's exact check of
-its declared tensors refuses more at cycle fidelity. With it the analytical model no longer computes
-(for minutes) a latency for a batch of a billion sequences whose KV cache would need petabytes.
+* ``dtype`` (:func:`check_step`): a weight dtype the lowering has no kernels for (fp32, int32: only bf16,
+  fp16, fp8 and 8-bit integer weights, dequantised to bf16 before the matmul), or a matmul input dtype
+  (weights, KV cache) that the chip's tensor engine has no rate for;
+* ``psum`` (:func:`check_step`): fewer than two PSUM banks (the lowering alternates matmul output blocks
+  between banks);
+* ``instance``: tensor parallelism over more chips than the chip's instance has (``instance.chips``);
+* ``hbm`` (:func:`check_hbm`): the tensors a chip holds (weights in their slab layout, norm weights and
+  biases, the KV cache at the context's capacity, inputs and outputs: exactly what the lowering declares,
+  :meth:`infsim.models.lower.plan.LoweringPlan.rank_tensors`) beyond ``hbm.capacity_gib``;
+* ``sbuf``: no token chunk and weight-ring depth whose working set fits ``sbuf.bytes_per_partition`` (the
+  lowering's own SBUF placement, :meth:`~infsim.models.lower.plan.LoweringPlan.fit`; the PSUM bank size
+  bounds the token chunk there).
 
-Left out (issue 15): the exact footprint at analytical fidelity (padding, activations), working sets
-beyond SBUF, and the limits of the lowering's tiling (head dimension, array rows vs SBUF partitions),
-which the lowering checks itself.
+The plan behind the HBM and SBUF checks is computed in closed form per layer (no per-sequence work), so a
+batch of a billion sequences is refused at once rather than estimated for minutes.
+
+A model the lowering does not support at all (a head size, an array shape) is not "infeasible" but
+unsupported: that error (:class:`~infsim.models.lower.LoweringError`) passes through unchanged.
+
+Left out: host memory, the serving stack's memory, fragmentation of HBM.
 """
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from infsim.errors import InfsimError
@@ -25,14 +38,24 @@ from infsim.errors import InfsimError
 if TYPE_CHECKING:
     from infsim.config import ChipConfig
     from infsim.models.graph import Workload
+    from infsim.models.lower.plan import StepPlan
     from infsim.models.spec import ModelSpec
+
+#: the limits :class:`InfeasibleError` names (``limit``)
+LIMITS = ("dtype", "psum", "instance", "hbm", "sbuf")
 
 #: weight dtypes with lowering kernels (8-bit integers are dequantised to bf16 on chip)
 WEIGHT_DTYPES = ("bf16", "fp16", "fp8_e4m3", "fp8_e5m2", "int8", "uint8")
 
 
 class InfeasibleError(InfsimError):
-    """The chip cannot run the step as asked (a dtype it lacks, a resource too small)."""
+    """The chip cannot run the step as asked; ``limit`` names the resource (one of :data:`LIMITS`) and
+    ``reason`` is the message without the ``infeasible (limit):`` prefix."""
+
+    def __init__(self, message: str, limit: str) -> None:
+        super().__init__(f"infeasible ({limit}): {message}")
+        self.limit = limit
+        self.reason = message
 
 
 def matmul_dtype(weight_dtype: str) -> str:
@@ -41,51 +64,59 @@ def matmul_dtype(weight_dtype: str) -> str:
 
 
 def check_step(wl: Workload, chip: ChipConfig) -> None:
-    """Raise :class:`InfeasibleError` naming the first reason ``chip`` cannot run ``wl`` (see the module)."""
+    """:class:`InfeasibleError` (limit ``dtype`` or ``psum``) naming the first dtype or PSUM reason ``chip``
+    cannot run ``wl`` (see the module docstring)."""
     if wl.weight_dtype not in WEIGHT_DTYPES:
         raise InfeasibleError(f"--dtype {wl.weight_dtype}: weights of this dtype are not supported "
-                              f"(use {', '.join(WEIGHT_DTYPES)})")
+                              f"(use {', '.join(WEIGHT_DTYPES)})", "dtype")
     rates = chip.tensor_engine.macs_per_pe_per_cycle
     for flag, given, dt in (("--dtype", wl.weight_dtype, matmul_dtype(wl.weight_dtype)),
                             ("--kv-dtype", wl.kv_dtype, wl.kv_dtype)):
         if dt not in rates:
             via = f" (multiplied as {dt})" if dt != given else ""
             raise InfeasibleError(f"{flag} {given}{via}: chip '{chip.name}' has no tensor_engine."
-                                  f"macs_per_pe_per_cycle rate for {dt} (it has {', '.join(sorted(rates))})")
+                                  f"macs_per_pe_per_cycle rate for {dt} (it has {', '.join(sorted(rates))})", "dtype")
     if chip.psum.banks < 2:
         raise InfeasibleError(f"psum.banks {chip.psum.banks}: chip '{chip.name}' needs at least 2 PSUM banks "
-                              "(the lowering alternates matmul outputs between banks)")
+                              "(the lowering alternates matmul outputs between banks)", "psum")
 
 
-def min_hbm_bytes(spec: ModelSpec, wl: Workload) -> tuple[int, int]:
-    """(weight bytes, KV-cache bytes) the step keeps in HBM, over all ranks, without padding: the weights of
-    the op graph (replicas included) and, for a decoder, K and V of every cached and new position (at most
-    the sliding window) of every layer and sequence."""
-    from infsim.isa.dtypes import DType
-    from infsim.models.graph import build_graph
+def check_hbm(per_chip_bytes: dict[int, int], chip: ChipConfig, model: str, tp: int,
+              by_kind: dict[str, int] | None = None) -> None:
+    """:class:`InfeasibleError` (limit ``hbm``) when a chip's tensors exceed ``hbm.capacity_gib``.
+    ``by_kind``: one rank's bytes per kind (weights, kv_cache, activations), for the message."""
+    cap = chip.hbm_bytes
+    c, need = max(per_chip_bytes.items(), key=lambda kv: kv[1])
+    if need <= cap:
+        return
+    gib = 2**30
+    ranks_here = sum(1 for r in range(tp) if r // chip.cores_per_chip == c)
+    parts = ""
+    if by_kind:
+        parts = " (" + ", ".join(f"{k.replace('_', ' ')} {v * ranks_here / gib:.4g} GiB"
+                                 for k, v in by_kind.items()) + ")"
+    # a rank's tensors shrink about linearly with the ranks; a full chip holds cores_per_chip of them
+    cores = math.ceil(chip.cores_per_chip * (need / ranks_here) * tp / cap)
+    most = chip.cores_per_chip * chip.instance.chips
+    tp_hint = f"a larger --tp (about {cores} cores or more)" if cores <= most else "a larger --tp"
+    raise InfeasibleError(
+        f"model '{model}' with tp {tp}: chip {c} needs {need / gib:.4g} GiB of HBM{parts}, '{chip.name}' has "
+        f"{cap / gib:.4g} GiB (hbm.capacity_gib); use {tp_hint}, a smaller batch or context, or a chip with "
+        "more HBM", "hbm")
 
-    weights = build_graph(spec, wl).weight_bytes()
-    if spec.kind != "decoder":
-        return weights, 0
-    positions = wl.context + wl.seq
-    if spec.sliding_window:
-        positions = min(positions, spec.sliding_window)
-    kv = 2 * spec.layers * wl.batch * positions * spec.kv_dim * DType.parse(wl.kv_dtype).itemsize
-    return weights, kv
 
+def check_feasible(spec: ModelSpec, wl: Workload, chip: ChipConfig) -> StepPlan:
+    """The lowering's plan of the step, or :class:`InfeasibleError` naming the first limit it exceeds (see
+    the module docstring)."""
+    from infsim.models.lower.plan import plan_step
 
-def check_capacity(spec: ModelSpec, wl: Workload, chip: ChipConfig) -> None:
-    """Raise :class:`InfeasibleError` when the step's weights and KV cache (:func:`min_hbm_bytes`) exceed the
-    HBM of the ``ceil(tp / cores_per_chip)`` chips it runs on."""
-    import math
-
-    weights, kv = min_hbm_bytes(spec, wl)
-    chips = math.ceil(wl.tp / chip.cores_per_chip)
-    cap = chips * chip.hbm_bytes
-    if weights + kv > cap:
-        gib = 2**30
-        raise InfeasibleError(
-            f"model '{spec.name}' {wl.phase} batch {wl.batch} context {wl.prompt_or_context} with tp {wl.tp}: needs "
-            f"at least {(weights + kv) / gib:.4g} GiB of HBM (weights {weights / gib:.4g} GiB, KV cache "
-            f"{kv / gib:.4g} GiB), its {chips} chip(s) of '{chip.name}' hold {cap / gib:.4g} GiB; use a larger "
-            "--tp or a smaller batch or context")
+    check_step(wl, chip)
+    chips_needed = math.ceil(wl.tp / chip.cores_per_chip)
+    if chips_needed > chip.instance.chips:
+        raise InfeasibleError(f"--tp {wl.tp} needs {chips_needed} chips of '{chip.name}' but its instance "
+                              f"'{chip.instance.name}' has {chip.instance.chips} (instance.chips)", "instance")
+    plan = plan_step(spec, wl, chip)
+    check_hbm(plan.hbm_bytes_per_chip, chip, spec.name, wl.tp, plan.hbm_bytes_by_kind)
+    if plan.error is not None:
+        raise InfeasibleError(f"{plan.error} (sbuf.bytes_per_partition)", "sbuf")
+    return plan

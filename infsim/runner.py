@@ -22,6 +22,7 @@ from infsim.progress import progress_bar
 
 if TYPE_CHECKING:
     from infsim.models.graph import Workload
+    from infsim.models.lower.plan import StepPlan
 
 
 @dataclass
@@ -85,21 +86,16 @@ def run_workload(chip: ChipConfig, model: Any, wl: Workload, *, fidelity: str = 
     if fidelity not in FIDELITIES:
         raise InfsimError(f"unknown fidelity '{fidelity}' (expected one of {', '.join(FIDELITIES)})")
 
-    from infsim.feasibility import check_capacity, check_step
+    from infsim.feasibility import check_feasible
     from infsim.models.lower.cache import lower_cached
     from infsim.models.spec import ModelSpec, load_model
     from infsim.sim import simulate
 
     cfg = chip
     spec = model if isinstance(model, ModelSpec) else load_model(model)
-    check_step(wl, cfg)
-    check_capacity(spec, wl, cfg)
-    chips_needed = math.ceil(wl.tp / cfg.cores_per_chip)
-    if chips_needed > cfg.instance.chips:
-        raise InfsimError(f"--tp {wl.tp} needs {chips_needed} chips of '{cfg.name}' but its instance "
-                          f"'{cfg.instance.name}' has {cfg.instance.chips}")
+    plan = check_feasible(spec, wl, cfg)  # the same checks at every fidelity: InfeasibleError names the limit
     if fidelity == "analytical":
-        return _run_analytical(cfg, spec, wl, fidelity, memory)
+        return _run_analytical(cfg, spec, wl, fidelity, memory, plan)
     phase, batch = wl.phase, wl.batch
     bar = progress_bar(progress, total=2, desc=f"{spec.name} {phase} on {cfg.name}", leave=False)
     t0 = time.perf_counter()
@@ -130,12 +126,13 @@ def run_workload(chip: ChipConfig, model: Any, wl: Workload, *, fidelity: str = 
     )
 
 
-def _run_analytical(cfg: ChipConfig, spec: Any, wl: Workload, fidelity: str, memory: str | None) -> RunResult:
+def _run_analytical(cfg: ChipConfig, spec: Any, wl: Workload, fidelity: str, memory: str | None,
+                    plan: StepPlan) -> RunResult:
     """Closed forms per op (:mod:`infsim.fidelity.step`): no lowering, no event loop."""
     from infsim.fidelity.step import estimate, estimate_energy
 
     t0 = time.perf_counter()
-    est = estimate(spec, wl, cfg, memory=memory)
+    est = estimate(spec, wl, cfg, memory=memory, plan=plan)
     chips = math.ceil(wl.tp / cfg.cores_per_chip)
     energy = estimate_energy(est, spec, wl, cfg, chips)
     g = est.graph

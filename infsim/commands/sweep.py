@@ -27,7 +27,13 @@ def _run(args: argparse.Namespace) -> int:
     df = run_sweep(args.spec, args.out, workers=args.workers, scheduler=args.scheduler, batch_size=args.batch_size,
                    progress=True, max_pairs=MAX_PAIRS if args.max_points is None else args.max_points)
     ok = df[df["status"] == "ok"] if len(df) else df
-    print(f"{len(df)} rows in {args.out}/results.parquet ({len(df) - len(ok)} failed)")
+    infeasible = int((df["status"] == "infeasible").sum()) if len(df) else 0
+    print(f"{len(df)} rows in {args.out}/results.parquet ({infeasible} infeasible, "
+          f"{len(df) - len(ok) - infeasible} failed)")
+    if infeasible:
+        limits = df.loc[df["status"] == "infeasible", "limit"].value_counts()
+        print("infeasible design points (no latency; see the 'error' column): "
+              + ", ".join(f"{n} over the {lim} limit" for lim, n in limits.items()))
     if args.plot and len(ok):
         plot_sweep(ok, f"{args.out}/sweep.png")
         print(f"wrote {args.out}/sweep.png")

@@ -54,6 +54,7 @@ import numpy as np
 from infsim.config.schema import ChipConfig, by_dtype
 from infsim.engine.collectives import CollectiveTiming, make_collectives
 from infsim.engine.memory import MemoryModel, make_memory
+from infsim.feasibility import check_feasible
 from infsim.hw import dma as dma_hw
 from infsim.hw import systolic
 from infsim.hw.elementwise import elementwise_cycles
@@ -61,7 +62,7 @@ from infsim.isa.dtypes import DType
 from infsim.isa.opcodes import Op
 from infsim.models import moe as moe_routing
 from infsim.models.graph import Graph, Workload, build_graph, split
-from infsim.models.lower.plan import dma_queue_split, plan_step
+from infsim.models.lower.plan import StepPlan, dma_queue_split
 from infsim.models.lower.weights import plan_linear
 from infsim.models.spec import ModelSpec
 
@@ -486,9 +487,11 @@ class _Pipe:
 
 
 def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: CollectiveTiming | None = None,
-             memory: str | MemoryModel | None = None) -> Estimate:
+             memory: str | MemoryModel | None = None, plan: StepPlan | None = None) -> Estimate:
     """Closed-form latency of one step (see the module docstring). ``collectives`` and ``memory`` (a model or
-    a registered name) default to the chip's models; the memory model gives the HBM streaming bandwidth."""
+    a registered name) default to the chip's models; the memory model gives the HBM streaming bandwidth.
+    ``plan``: the step's plan from :func:`infsim.feasibility.check_feasible` (made here when not given); an
+    infeasible step raises :class:`~infsim.feasibility.InfeasibleError`, as at every fidelity."""
     g = build_graph(spec, wl)
     coll = collectives if collectives is not None else make_collectives(chip)
     mem = memory if memory is not None and not isinstance(memory, str) else make_memory(chip, memory)
@@ -500,14 +503,11 @@ def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: Colle
     seq = (spec.image_size // spec.patch_size) ** 2 + 1 if spec.family == "vit" else wl.seq
     tokens = wl.batch * seq
     notes: list[str] = []
-    plan = plan_step(spec, wl, chip)  # the lowering's own token chunk, weight ring and slab layout
+    if plan is None:  # the lowering's own token chunk, weight ring and slab layout; refuses what it cannot run
+        plan = check_feasible(spec, wl, chip)
     cc = _Costs(chip, spec, wl, mem, plan.max_ctx)
     tc, ring_depth = plan.token_chunk, plan.ring_depth
-    if tc is None or ring_depth is None:  # e.g. a context too long for the lowering's SBUF plan: estimate anyway
-        tc = min(chip.tensor_engine.moving_free_max, chip.psum.bytes_per_partition // chip.psum.banks // 4, tokens)
-        ring_depth = 16
-        notes.append(f"the lowering cannot plan this step ({plan.error}); nominal chunk {tc} and ring depth 16 "
-                     "assumed")
+    assert tc is not None and ring_depth is not None  # check_feasible refuses a step without a plan
     chunks = math.ceil(tokens / tc)
     active = min(tp, chip.cores_per_chip)
     hbm_share = mem.peak_bpps * 1e3 / active  # the pin bandwidth, charged per transfer as the cycle engine's model

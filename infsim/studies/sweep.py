@@ -248,19 +248,26 @@ def _row_inputs(task: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def failed_row(task: dict[str, Any], error: str, eval_s: float = 0.0) -> dict[str, Any]:
-    """The row of a pair that has no result: every input field, NaN results, ``status='error'`` and why."""
+def failed_row(task: dict[str, Any], error: str, eval_s: float = 0.0, *, limit: str = "") -> dict[str, Any]:
+    """The row of a pair that has no result: every input field, NaN results and why. ``limit`` set: the
+    design cannot run the workload (``status='infeasible'``, ``feasible=False``, the resource in ``limit``);
+    otherwise ``status='error'``."""
     row = _row_inputs(task)
     row.update({k: float("nan") for k in RESULT_FIELDS})
-    row.update(status="error", error=error, eval_s=eval_s)
+    row.update(status="infeasible" if limit else "error", feasible=not limit, limit=limit, error=error,
+               eval_s=eval_s)
     return row
 
 
 def evaluate(task: dict[str, Any]) -> dict[str, Any]:
-    """One row: every input field and every result field with ``status='ok'``, or ``status='error'`` and the
-    error. Any exception becomes a row (one not derived from :class:`InfsimError` is a bug of infsim, and
-    the row says so); only the death of the process itself escapes, and :mod:`.pool` records that."""
+    """One row: every input field and every result field with ``status='ok'``; a design point that cannot
+    run the workload (:class:`~infsim.feasibility.InfeasibleError`) is a row with ``status='infeasible'``,
+    ``feasible=False``, ``limit`` (the resource, :data:`infsim.feasibility.LIMITS`) and the reason in
+    ``error``, and no results (NaN); any other failure ``status='error'`` and the error. Any exception
+    becomes a row (one not derived from :class:`InfsimError` is a bug of infsim, and the row says so); only
+    the death of the process itself escapes, and :mod:`.pool` records that."""
     from infsim.config.loader import validate
+    from infsim.feasibility import InfeasibleError
     from infsim.runner import run_workload
 
     t0 = time.perf_counter()
@@ -269,6 +276,8 @@ def evaluate(task: dict[str, Any]) -> dict[str, Any]:
     try:
         cfg = validate(task["chip"], "sweep point")
         d = run_workload(cfg, task["model"], task["workload"], fidelity=task["fidelity"]).to_dict()
+    except InfeasibleError as e:  # a design that cannot run the workload: no latency, the limit and why
+        return failed_row(task, str(e), time.perf_counter() - t0, limit=e.limit)
     except InfsimError as e:
         return failed_row(task, str(e), time.perf_counter() - t0)
     except Exception as e:  # noqa: BLE001 - a bug must not end the sweep; the row names it
@@ -276,7 +285,7 @@ def evaluate(task: dict[str, Any]) -> dict[str, Any]:
         return failed_row(task, msg, time.perf_counter() - t0)
     row = _row_inputs(task)
     row.update({k: d[k] for k in RESULT_FIELDS})
-    row.update(status="ok", error="", eval_s=time.perf_counter() - t0)
+    row.update(status="ok", feasible=True, limit="", error="", eval_s=time.perf_counter() - t0)
     return row
 
 
@@ -324,6 +333,10 @@ def load_results(out: str | Path, *, repair: bool = False) -> Any:
     if not frames:
         return pd.DataFrame()
     df = pd.concat(frames, ignore_index=True)
+    if "feasible" not in df:  # parts written before the feasibility columns
+        df["feasible"], df["limit"] = True, ""
+    df["feasible"] = df["feasible"].fillna(True).astype(bool)
+    df["limit"] = df["limit"].fillna("")
     return df.drop_duplicates("key", keep="first").reset_index(drop=True)
 
 

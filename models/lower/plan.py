@@ -18,11 +18,11 @@ Left out: the instructions themselves (the block emitters, :mod:`.transformer` f
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from infsim.config.schema import ChipConfig
 from infsim.feasibility import check_step, matmul_dtype
-from infsim.isa import DType
+from infsim.isa import DType, TensorKind
 
 from .. import moe as moe_routing
 from ..graph import Workload, split
@@ -365,6 +365,59 @@ class LoweringPlan:
             ]
         return roles
 
+    def rank_tensors(self) -> list[tuple[str, DType, tuple[int, ...], TensorKind]]:
+        """``(name, dtype, shape, kind)`` of the HBM tensors one rank holds (every rank the same; the program
+        names rank ``r``'s copy :func:`rank_tensor` ``(name, r)``): weights in their slab layout, norm
+        weights, biases, int8 scales, the KV cache, inputs and outputs. Needs the weight plans and the
+        context capacity of :meth:`fit` (made before its SBUF placement, so also when that fails)."""
+        if not self.plans:
+            raise AssertionError("rank_tensors() before fit()")
+        spec, wl, P, ht = self.spec, self.wl, self.P, self.ht
+        W, I, O = TensorKind.weight, TensorKind.input, TensorKind.output  # noqa: E741
+        out: list[tuple[str, DType, tuple[int, ...], TensorKind]] = []
+        for name, plan in self.plans.items():
+            out.append((name, self.wdt, (plan.total_elems,), W))
+            if self.int8:
+                out.append((name + ".scale", DType.fp32, (P, math.ceil(plan.n / plan.m)), W))
+        nvec = 2 if spec.norm == "layer" else 1
+        norms = ("attn_norm", "mlp_norm") + (("post_attn_norm", "post_mlp_norm") if spec.post_norms else ())
+        for L in range(spec.layers):
+            for n in norms:
+                out.append((f"L{L}.{n}", DType.fp32, (nvec, P, ht), W))
+            if spec.qkv_bias:
+                out.append((f"L{L}.bqkv", DType.fp32, (3, P, max(self.qt, self.kt)), W))
+            if spec.o_bias or spec.mlp_bias:  # [o_proj's, down's] (zeros where the model has none)
+                out.append((f"L{L}.bo_down", DType.fp32, (2, P, ht), W))
+            if spec.mlp_bias:
+                out.append((f"L{L}.b_up", DType.fp32, (P, math.ceil(self.inter_r / P)), W))
+            if spec.kind == "decoder":
+                out.append((f"L{L}.k_cache", self.kdt, (wl.batch, self.kvh_r, self.hd, self.max_ctx), I))
+                out.append((f"L{L}.v_cache", self.kdt, (wl.batch, self.kvh_r, P, self.max_ctx // P, self.hd), I))
+        out.append(("final_norm", DType.fp32, (nvec, P, ht), W))
+        tokens = wl.batch * self.seq
+        out.append(("x", self.adt, (ht * P, tokens), I))
+        if spec.rotary:
+            out.append(("rope", self.kdt, (2, P, self.max_ctx), I))
+            out.append(("rot", self.kdt, (P, P) if self.hd_t == 1 else (self.hd_t, P, P), I))
+        if spec.family == "vit":
+            pk = spec.num_channels * spec.patch_size**2
+            out.append(("patches", self.mdt, (math.ceil(pk / P) * P, tokens), I))
+        if spec.kind == "decoder" or spec.family == "vit":
+            vr = split(spec.vocab, self.tp)
+            out.append(("logits", self.adt, (wl.batch, math.ceil(vr / P) * P), O))
+        else:
+            out.append(("hidden_out", self.adt, (ht * P, tokens), O))
+        return out
+
+    def hbm_bytes_per_chip(self) -> dict[int, int]:
+        """HBM bytes of the tensors of the ranks on each chip (:meth:`rank_tensors`; what the program declares)."""
+        per_rank = sum(math.prod(shape) * dt.itemsize for _, dt, shape, _ in self.rank_tensors())
+        cpc = self.chip.cores_per_chip
+        out: dict[int, int] = {}
+        for r in range(self.tp):
+            out[r // cpc] = out.get(r // cpc, 0) + per_rank
+        return out
+
     def fit(self) -> int:
         """Weight plans, token chunk, weight-ring depth and SBUF allocation, without emitting anything.
         Returns the peak SBUF bytes per partition (``self.tc`` is the token chunk, ``self.wring`` the
@@ -420,6 +473,8 @@ class StepPlan:
     max_slab_free: int  # elements per partition of the largest slab of a layer
     error: str | None = None
     max_ctx: int = 0  # token slots of the K/V cache (context + new tokens, rounded up to the partitions)
+    hbm_bytes_per_chip: dict[int, int] = field(default_factory=dict)  # :meth:`LoweringPlan.hbm_bytes_per_chip`
+    hbm_bytes_by_kind: dict[str, int] = field(default_factory=dict)  # one rank's: weights, kv_cache, activations
 
 
 def plan_step(spec: ModelSpec, workload: Workload, chip: ChipConfig) -> StepPlan:
@@ -431,4 +486,9 @@ def plan_step(spec: ModelSpec, workload: Workload, chip: ChipConfig) -> StepPlan
     except LoweringError as e:  # the weight plans are made before the SBUF allocation that failed
         tc, ring, err = None, None, str(e)
     layer = [p for n, p in pl.plans.items() if n.startswith("L0.")]
-    return StepPlan(tc, ring, sum(len(p.slabs) for p in layer), max(p.max_slab_free for p in layer), err, pl.max_ctx)
+    kinds: dict[str, int] = {"weights": 0, "kv_cache": 0, "activations": 0}
+    for name, dt, shape, kind in pl.rank_tensors():
+        k = "weights" if kind == TensorKind.weight else "kv_cache" if name.endswith("_cache") else "activations"
+        kinds[k] += math.prod(shape) * dt.itemsize
+    return StepPlan(tc, ring, sum(len(p.slabs) for p in layer), max(p.max_slab_free for p in layer), err,
+                    pl.max_ctx, pl.hbm_bytes_per_chip(), kinds)

@@ -31,15 +31,14 @@ with the next op's matmuls; what each block leaves out is said in its module.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from infsim.config.schema import ChipConfig
-from infsim.isa import AluOp, DType, Engine, Op, Program, ReduceOp, Space, TensorKind
+from infsim.isa import AluOp, DType, Engine, Op, Program, ReduceOp, Space
 
-from ..graph import Graph, Workload, build_graph, split
+from ..graph import Graph, Workload, build_graph
 from ..spec import ModelSpec
 from .alloc import LoweringError
 from .attention import attention
@@ -189,92 +188,23 @@ class _Lowering:
         return bool(self.pl.spec.o_bias or self.pl.spec.mlp_bias) and r == 0
 
     def declare_tensors(self) -> None:
-        """The program's HBM tensors of every rank (weights, norm weights, biases, caches, inputs, outputs);
-        :class:`LoweringError` if a chip's share does not fit its HBM."""
+        """The program's HBM tensors of every rank (:meth:`LoweringPlan.rank_tensors`: weights, norm weights,
+        biases, caches, inputs, outputs); :class:`~infsim.feasibility.InfeasibleError` if a chip's share does
+        not fit its HBM (:func:`infsim.feasibility.check_hbm`, the check every fidelity makes)."""
+        from infsim.feasibility import check_hbm
+
         pl, p = self.pl, self.program
-        spec, wl = pl.spec, pl.wl
         cpc = pl.chip.cores_per_chip
-        ht = pl.ht
-        tokens = wl.batch * pl.seq
+        tensors = pl.rank_tensors()
         for r in range(pl.tp):
-            chip = r // cpc
-            for name, plan in pl.plans.items():
-                p.add_tensor(rank_tensor(name, r), pl.wdt, (plan.total_elems,), TensorKind.weight, chip)
-                if pl.int8:
-                    p.add_tensor(
-                        rank_tensor(name + ".scale", r),
-                        DType.fp32,
-                        (pl.P, math.ceil(plan.n / plan.m)),
-                        TensorKind.weight,
-                        chip,
-                    )
-            nvec = 2 if spec.norm == "layer" else 1
-            norms = ("attn_norm", "mlp_norm") + (("post_attn_norm", "post_mlp_norm") if spec.post_norms else ())
-            for L in range(spec.layers):
-                for n in norms:
-                    p.add_tensor(rank_tensor(f"L{L}.{n}", r), DType.fp32, (nvec, pl.P, ht), TensorKind.weight, chip)
-                if spec.qkv_bias:
-                    p.add_tensor(
-                        rank_tensor(f"L{L}.bqkv", r), DType.fp32, (3, pl.P, max(pl.qt, pl.kt)), TensorKind.weight, chip
-                    )
-                if spec.o_bias or spec.mlp_bias:  # [o_proj's, down's] (zeros where the model has none)
-                    p.add_tensor(rank_tensor(f"L{L}.bo_down", r), DType.fp32, (2, pl.P, ht), TensorKind.weight, chip)
-                if spec.mlp_bias:
-                    it = math.ceil(pl.inter_r / pl.P)
-                    p.add_tensor(rank_tensor(f"L{L}.b_up", r), DType.fp32, (pl.P, it), TensorKind.weight, chip)
-                if spec.kind == "decoder":
-                    p.add_tensor(
-                        rank_tensor(f"L{L}.k_cache", r),
-                        pl.kdt,
-                        (wl.batch, pl.kvh_r, pl.hd, pl.max_ctx),
-                        TensorKind.input,
-                        chip,
-                    )
-                    p.add_tensor(
-                        rank_tensor(f"L{L}.v_cache", r),
-                        pl.kdt,
-                        (wl.batch, pl.kvh_r, pl.P, pl.max_ctx // pl.P, pl.hd),
-                        TensorKind.input,
-                        chip,
-                    )
-            p.add_tensor(rank_tensor("final_norm", r), DType.fp32, (nvec, pl.P, ht), TensorKind.weight, chip)
-            p.add_tensor(rank_tensor("x", r), pl.adt, (ht * pl.P, tokens), TensorKind.input, chip)
-            if spec.rotary:
-                p.add_tensor(rank_tensor("rope", r), pl.kdt, (2, pl.P, pl.max_ctx), TensorKind.input, chip)
-                rot = (pl.P, pl.P) if pl.hd_t == 1 else (pl.hd_t, pl.P, pl.P)
-                p.add_tensor(rank_tensor("rot", r), pl.kdt, rot, TensorKind.input, chip)
-            if spec.family == "vit":
-                pk = spec.num_channels * spec.patch_size**2
-                p.add_tensor(
-                    rank_tensor("patches", r),
-                    pl.mdt,
-                    (math.ceil(pk / pl.P) * pl.P, tokens),
-                    TensorKind.input,
-                    chip,
-                )
-            if spec.kind == "decoder" or spec.family == "vit":
-                vr = split(spec.vocab, pl.tp)
-                p.add_tensor(
-                    rank_tensor("logits", r),
-                    pl.adt,
-                    (wl.batch, math.ceil(vr / pl.P) * pl.P),
-                    TensorKind.output,
-                    chip,
-                )
-            else:
-                p.add_tensor(rank_tensor("hidden_out", r), pl.adt, (ht * pl.P, tokens), TensorKind.output, chip)
+            for name, dt, shape, kind in tensors:
+                p.add_tensor(rank_tensor(name, r), dt, shape, kind, r // cpc)
         if pl.tp > 1:
             p.add_group("tp", list(range(pl.tp)))
         per_chip: dict[int, int] = {}
         for t in p.tensors.values():
             per_chip[t.chip] = per_chip.get(t.chip, 0) + t.num_bytes
-        cap = pl.chip.hbm_bytes
-        worst = max(per_chip.items(), key=lambda kv: kv[1])
-        if worst[1] > cap:
-            raise LoweringError(
-                f"model '{spec.name}' with tp {pl.tp}: chip {worst[0]} needs {worst[1] / 2**30:.1f} GiB of HBM "
-                f"(weights, KV cache, activations), '{pl.chip.name}' has {cap / 2**30:.1f} GiB; use a larger --tp"
-            )
+        check_hbm(per_chip, pl.chip, pl.spec.name, pl.tp)
 
     # ---- per-rank program ---------------------------------------------------------------------
     def lower_rank(self, rk: Rank, chunks: list[list[Segment]]) -> None:
