@@ -67,6 +67,7 @@ class SimResult:
     num_instructions: int
     wall_s: float = 0.0
     timeline: Any = field(default=None, repr=False)  # per-instruction times for traces (trace=True)
+    costs: Any = field(default=None, repr=False)  # per-instruction costs (with trace=True; for breakdowns)
 
     @property
     def total_ns(self) -> float:
@@ -159,4 +160,5 @@ def build_result(program: Program, chip: ChipConfig, costs: Costs, *, fidelity: 
     rep = energy_report(chip.energy, program.instr["op"].astype(np.int64), pj, link_bytes, total_ps,
                         max(program.num_chips, 1))
     return SimResult(chip.name, fidelity, chip.tensor_engine.clock_ghz, int(total_ps), engines, int(hbm_read),
-                     int(hbm_write), int(link_bytes), rep.by_component, rep.by_class, len(program), wall_s, timeline)
+                     int(hbm_write), int(link_bytes), rep.by_component, rep.by_class, len(program), wall_s, timeline,
+                     costs if timeline is not None else None)

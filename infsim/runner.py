@@ -49,6 +49,7 @@ class RunResult:
     lower_s: float = 0.0
     sim_s: float = 0.0
     energy_breakdown_j: dict[str, float] = field(default_factory=dict)
+    breakdown: dict[str, Any] = field(default_factory=dict)  # infsim.breakdown.Breakdown.to_dict()
 
     @property
     def energy_per_token_j(self) -> float:
@@ -86,6 +87,7 @@ def run_workload(chip: ChipConfig, model: Any, wl: Workload, *, fidelity: str = 
     if fidelity not in FIDELITIES:
         raise InfsimError(f"unknown fidelity '{fidelity}' (expected one of {', '.join(FIDELITIES)})")
 
+    from infsim.breakdown import from_simulation
     from infsim.feasibility import check_feasible
     from infsim.models.lower.cache import lower_cached
     from infsim.models.spec import ModelSpec, load_model
@@ -102,8 +104,9 @@ def run_workload(chip: ChipConfig, model: Any, wl: Workload, *, fidelity: str = 
     lw = lower_cached(spec, wl, cfg)  # on-disk cache: see infsim.models.lower.cache
     t1 = time.perf_counter()
     bar.update(1)
-    res = simulate(lw.program, cfg, fidelity=fidelity, memory=memory)
+    res = simulate(lw.program, cfg, fidelity=fidelity, memory=memory, trace=True)
     t2 = time.perf_counter()
+    breakdown = from_simulation(lw, res, cfg, memory).to_dict()
     bar.update(1)
     bar.close()
     latency_s = res.total_ns * 1e-9
@@ -122,7 +125,7 @@ def run_workload(chip: ChipConfig, model: Any, wl: Workload, *, fidelity: str = 
         energy_j=res.energy_j, power_w=res.power_w, chips=lw.program.num_chips,
         utilization={k: sum(v) / len(v) for k, v in sorted(util.items())},
         min_hbm_bytes=lw.graph.hbm_bytes(), instructions=len(lw.program), lower_s=t1 - t0, sim_s=t2 - t1,
-        energy_breakdown_j=dict(res.energy_breakdown_j),
+        energy_breakdown_j=dict(res.energy_breakdown_j), breakdown=breakdown,
     )
 
 
@@ -146,5 +149,5 @@ def _run_analytical(cfg: ChipConfig, spec: Any, wl: Workload, fidelity: str, mem
         tokens_per_s=tokens / latency_s if latency_s else 0.0, flops=g.flops(), hbm_bytes=int(est.hbm_bytes),
         hbm_gbps=est.hbm_bytes / max(est.total_ns, 1e-9), energy_j=ej, power_w=ej / latency_s if latency_s else 0.0,
         chips=chips, utilization={}, min_hbm_bytes=g.hbm_bytes(), instructions=0, lower_s=0.0,
-        sim_s=time.perf_counter() - t0, energy_breakdown_j=energy,
+        sim_s=time.perf_counter() - t0, energy_breakdown_j=energy, breakdown=est.breakdown.to_dict(),
     )

@@ -39,15 +39,26 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(r.to_dict())
         return 0
+    from tabulate import tabulate
+
+    from infsim.breakdown import RESOURCE_LABELS, Breakdown
+
     print(f"{r.model} {r.phase} batch {r.batch} context {r.context} tp {r.tp} {r.dtype} on {r.chip} "
           f"({r.chips} chip(s), {r.fidelity} fidelity)")
     rows = [
-        ("latency_ms", f"{r.latency_ms:.3f}"), ("tokens_per_s", f"{r.tokens_per_s:.1f}"),
-        ("flops", f"{r.flops:.4g}"), ("hbm_bytes", f"{r.hbm_bytes:.4g} (graph minimum {r.min_hbm_bytes:.4g})"),
-        ("hbm_gbps", f"{r.hbm_gbps:.1f}"), ("energy_j", f"{r.energy_j:.4g}"), ("power_w", f"{r.power_w:.1f}"),
-        ("instructions", f"{r.instructions}"), ("wall_s", f"lower {r.lower_s:.2f}, simulate {r.sim_s:.2f}"),
+        ("latency", f"{r.latency_ms:.3f} ms"), ("throughput", f"{r.tokens_per_s:.1f} tokens/s"),
+        ("FLOPs", f"{r.flops:.4g}"), ("HBM traffic", f"{r.hbm_bytes:.4g} bytes (graph minimum {r.min_hbm_bytes:.4g})"),
+        ("HBM bandwidth", f"{r.hbm_gbps:.1f} GB/s"), ("energy", f"{r.energy_j:.4g} J"), ("power", f"{r.power_w:.1f} W"),
     ]
-    for k, v in rows:
-        print(f"  {k:14s} {v}")
-    print("  utilization    " + ", ".join(f"{k} {v:.0%}" for k, v in r.utilization.items()))
+    if r.fidelity == "cycle":
+        rows += [("instructions", f"{r.instructions}"),
+                 ("wall time", f"lower {r.lower_s:.2f} s, simulate {r.sim_s:.2f} s")]
+        rows.append(("utilization", ", ".join(f"{k} {v:.0%}" for k, v in r.utilization.items())))
+    print(tabulate(rows, tablefmt="plain", disable_numparse=True))
+    if r.breakdown:
+        bd = Breakdown(**r.breakdown)
+        step = bd.step
+        print(f"\nlimited by: {RESOURCE_LABELS[step['limit']]} ({step['limit_share']:.0%} of the step; a share is a "
+              "resource's work over the time, 'fixed latencies' the time no resource accounts for)")
+        print(bd.table())
     return 0

@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from infsim.breakdown import Breakdown, Part, build, latency_only
 from infsim.config.schema import ChipConfig, by_dtype
 from infsim.engine.collectives import CollectiveTiming, make_collectives
 from infsim.engine.memory import MemoryModel, make_memory
@@ -83,10 +84,14 @@ class PhaseCost:
     serial_shared: float = 0.0  # attention: ``serial`` when every K/V load waits a weight chunk (_Pipe.attention)
     dma_lat: float = 0.0  # summed fixed DMA latency of the weight slabs (matters when the ring is shallow)
     first_dma: float = 0.0  # latency before the first compute of the phase can start
+    # engine work inside ``serial`` (a norm's chain), for the breakdown only: it does not time anything
+    chain_tensor: float = 0.0
+    chain_vector: float = 0.0
+    chain_scalar: float = 0.0
 
     def add(self, o: PhaseCost) -> None:
         for f in ("dma", "hbm_bytes", "hbm_rd", "hbm_wr", "tensor", "vector", "scalar", "gpsimd", "serial",
-                  "serial_shared", "dma_lat"):
+                  "serial_shared", "dma_lat", "chain_tensor", "chain_vector", "chain_scalar"):
             setattr(self, f, getattr(self, f) + getattr(o, f))
         self.first_dma = max(self.first_dma, o.first_dma)
 
@@ -99,6 +104,7 @@ class Estimate:
     hbm_bytes: float = 0.0
     busy_ns: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    breakdown: Breakdown | None = None  # time per op category and its limiting resource (infsim.breakdown)
 
 
 def _memo(fn):  # noqa: ANN001, ANN202
@@ -232,6 +238,15 @@ class _Costs:
         # projection waits for (its first column block needs every normalised tile): serial work
         c.serial += self.dma_lat_ns + stats + mid + apply
         c.tensor = c.vector = c.scalar = 0.0
+        n = 2 if layer else 1
+        c.chain_tensor = self.mm_ns(P, 1, t, ht * n) + self.mm_ns(1, P, t, n)
+        c.chain_scalar = self.vec_ns(P, t, 1, ht, "scalar") + self.vec_ns(1, t, 1, 1, "scalar")
+        c.chain_vector = self.vec_ns(1, t, 1, 2 + 2 * (n - 1)) + self.vec_ns(P, t, 1, n)
+        if layer:
+            c.chain_vector += self.vec_ns(P, t, 2, 2 * ht) + self.vec_ns(P, t, 1, ht)
+        else:
+            c.chain_vector += self.vec_ns(P, t, 2, ht)
+            c.chain_scalar += self.vec_ns(P, t, 1, ht, "scalar")
         return c
 
     @_memo
@@ -524,10 +539,12 @@ def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: Colle
     members = tuple(range(tp))
     ab = DType.parse(wl.act_dtype).itemsize
 
-    def allreduce(t: int) -> float:
+    coll_fixed = make_collectives(latency_only(chip))  # the collectives' fixed part, for the breakdown
+
+    def allreduce(t: int, timing: CollectiveTiming = coll) -> float:
         if tp == 1:
             return 0.0
-        ps, _ = coll.duration_ps(Op.all_reduce, members, h * t * ab, h * t * ab, chip.cores_per_chip)
+        ps, _ = timing.duration_ps(Op.all_reduce, members, h * t * ab, h * t * ab, chip.cores_per_chip)
         return ps / 1000.0
 
     pad = (-plan.layer_slabs) % ring_depth  # slots skipped to align the next group (layer, head) to the ring
@@ -540,10 +557,52 @@ def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: Colle
     decode = wl.phase == "decode"
     no_norm = spec.family in ("bert", "roberta")  # post-norm: no norm before the q/k/v projections
 
-    def weights(c: PhaseCost) -> None:
+    # the breakdown: each advance of the compute chain charged to the op that caused it, with that op's work
+    parts: dict[str, Part] = {}
+
+    def work(c: PhaseCost, sign: float = 1.0) -> dict[str, float]:
+        return {"tensor": sign * (c.tensor + c.chain_tensor), "vector": sign * (c.vector + c.chain_vector),
+                "scalar": sign * (c.scalar + c.chain_scalar), "gpsimd": sign * c.gpsimd, "dma": sign * c.dma / q,
+                "hbm": sign * pipe.pin(c) / hbm_share}
+
+    def charge(cat: str, t0: float, c: PhaseCost | None = None, norm: PhaseCost | None = None, **extra: float) -> None:
+        """Charge the chain's advance since ``t0`` to ``cat``; a leading norm (part of ``c``) to ``norms``."""
+        delta = pipe.comp - t0
+        if norm is not None:
+            nn = min(norm.serial, delta)
+            parts.setdefault("norms", Part()).add(nn, **work(norm))
+            delta -= nn
+        p = parts.setdefault(cat, Part())
+        p.add(delta, **extra)
+        if c is not None:
+            p.add(**work(c))
+            if norm is not None:
+                p.add(**work(norm, -1.0))
+
+    def weights(c: PhaseCost, cat: str, norm: PhaseCost | None = None) -> None:
         nonlocal hbm_total
+        t0 = pipe.comp
         pipe.weights(c)
         hbm_total += c.hbm_bytes
+        charge(cat, t0, c, norm)
+
+    def collective(t: int) -> None:
+        t0 = pipe.comp
+        full = allreduce(t)
+        pipe.serial(full)
+        charge("collectives", t0, links=max(0.0, full - allreduce(t, coll_fixed)))
+
+    def post_norm(t: int) -> None:
+        """A norm of a block's output before its residual add (Gemma-2's post-norms): serial work."""
+        nonlocal hbm_total
+        t0 = pipe.comp
+        pn = cc.norm(t)
+        add_ns = cc.vec_ns(P, t, 2, ht)
+        pipe.serial(pn.serial + add_ns)
+        hbm_total += pn.hbm_bytes
+        w = work(pn)
+        w["vector"] += add_ns
+        parts.setdefault("norms", Part()).add(pipe.comp - t0, **w)
 
     ht = math.ceil(h / P)
     if spec.family == "vit":  # the images (bytes only: their loads are not timed)
@@ -557,17 +616,23 @@ def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: Colle
     for ci in range(chunks):
         t = min(tc, tokens - ci * tc)
         if spec.family != "vit":  # the chunk's hidden states, one [P, t] tile per descriptor row
+            t0 = pipe.comp
             pipe.load_input(ht * cc.dma_ns(P * t * ab, P))
             hbm_total += ht * P * t * ab
+            charge("other", t0, dma=ht * cc.dma_ns(P * t * ab, P) / q, hbm=ht * P * t * ab / hbm_share)
         if spec.family == "vit":
-            weights(cc.linear(spec.num_channels * spec.patch_size**2, h, t, 2))
+            weights(cc.linear(spec.num_channels * spec.patch_size**2, h, t, 2), "projections")
         if spec.embed_scale != 1.0:  # Gemma: the embeddings scaled, one vector op per feature tile
+            t0 = pipe.comp
             pipe.serial(cc.vec_ns(P, t, 1, ht))
+            charge("other", t0, vector=cc.vec_ns(P, t, 1, ht))
         for L in range(spec.layers):
             pipe.group_boundary(boundary)
             window = spec.window(L) or 0
             # (A) norm, q/k/v projections, rotary, K/V cache writes
-            a = cc.norm(t) if not no_norm else PhaseCost()
+            n1 = cc.norm(t) if not no_norm else PhaseCost()
+            a = PhaseCost()
+            a.add(n1)
             for n in (heads_r * hd, kvh_r * hd, kvh_r * hd):
                 a.add(cc.linear(h, n, t, 1, "scalar" if spec.qkv_bias or cc.int8 else "vector", 0, head_rows))
             if spec.rotary:
@@ -586,7 +651,7 @@ def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: Colle
                 else:
                     for seq_start in range(ci * tc, ci * tc + t, seq):
                         a.add(cc.kv_write(min(seq, ci * tc + t - seq_start), kvh_r, False))
-            weights(a)
+            weights(a, "projections", n1)
             # (B) attention, per sequence in the chunk
             b = PhaseCost()
             if decode:
@@ -600,7 +665,9 @@ def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: Colle
                     b.add(cc.attention(kv_len, n_q, heads_r, kvh_r, False, window))
             # (C) o_proj, all-reduce, norm, MLP, all-reduce
             o = cc.linear(heads_r * hd, h, t, 2, "vector", head_rows)
-            m = cc.norm(t)  # pre-norm: before the MLP; post-norm (BERT): after attention, the same place
+            n2 = cc.norm(t)  # pre-norm: before the MLP; post-norm (BERT): after attention, the same place
+            m = PhaseCost()
+            m.add(n2)
             if spec.is_moe:
                 m.add(cc.moe(t))
             elif spec.gated_mlp:
@@ -610,43 +677,46 @@ def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: Colle
             else:
                 m.add(cc.linear(h, inter_r, t, 1, "scalar"))
                 m.add(cc.linear(inter_r, h, t, 2))
+            t0 = pipe.comp
             pipe.attention(b, pipe.dma_time(o) + pipe.dma_time(m))
+            charge("attention", t0, b)
             hbm_total += b.hbm_bytes
-            weights(o)
-            pipe.serial(allreduce(t))
+            weights(o, "projections")
+            collective(t)
             if spec.post_norms:  # Gemma-2: the attention output normalised before the residual add
-                pn = cc.norm(t)
-                pipe.serial(pn.serial + cc.vec_ns(P, t, 2, ht))
-                hbm_total += pn.hbm_bytes
-            weights(m)
-            pipe.serial(allreduce(t))
+                post_norm(t)
+            weights(m, "mlp", n2)
+            collective(t)
             if spec.post_norms:
-                pn = cc.norm(t)
-                pipe.serial(pn.serial + cc.vec_ns(P, t, 2, ht))
-                hbm_total += pn.hbm_bytes
+                post_norm(t)
             if no_norm:  # post-norm: the second LayerNorm closes the layer
-                closing = cc.norm(t)
-                pipe.serial(closing.serial)
-                hbm_total += closing.hbm_bytes
+                t0 = pipe.comp
+                n3 = cc.norm(t)
+                pipe.serial(n3.serial)
+                hbm_total += n3.hbm_bytes
+                parts.setdefault("norms", Part()).add(pipe.comp - t0, **work(n3))
         if spec.kind == "encoder" and spec.family != "vit":  # hidden states out
+            t0 = pipe.comp
             pipe.store_output(ht * cc.dma_ns(P * t * ab, P))
             hbm_total += ht * P * t * ab
+            charge("other", t0, dma=ht * cc.dma_ns(P * t * ab, P) / q, hbm=ht * P * t * ab / hbm_share)
         phases.append((f"chunk{ci}", pipe.comp))
     if spec.kind == "decoder" or spec.family == "vit":
         pipe.group_boundary(boundary)
         # final soft-capping: the logits evicted through tanh on the scalar engine
         evict = "scalar" if spec.final_softcap else "vector"
-        first = min(wl.batch, tc)
-        hc = cc.norm(first)
-        hc.add(cc.linear(h, split(spec.vocab, tp), first, 1, evict))
-        for b0 in range(tc, wl.batch, tc):  # more sequences than one token chunk: the head runs per chunk
+        nf = PhaseCost()  # the final norms (charged to 'norms' in the breakdown), part of hc
+        hc = PhaseCost()
+        for b0 in range(0, wl.batch, tc):  # more sequences than one token chunk: the head runs per chunk
             t = min(tc, wl.batch - b0)
-            hc.add(cc.norm(t))
+            n = cc.norm(t)
+            nf.add(n)
+            hc.add(n)
             hc.add(cc.linear(h, split(spec.vocab, tp), t, 1, evict))
-        weights(hc)
+        weights(hc, "lm_head", nf)
         hbm_total += wl.batch * split(spec.vocab, tp) * ab  # the logits written (bytes only: not timed)
     total = pipe.comp
-    return Estimate(total, phases, g, hbm_total * tp, notes=notes)
+    return Estimate(total, phases, g, hbm_total * tp, notes=notes, breakdown=build(parts, total, "analytical"))
 
 
 def estimate_energy(est: Estimate, spec: ModelSpec, wl: Workload, chip: ChipConfig, chips: int) -> dict[str, float]:

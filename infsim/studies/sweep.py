@@ -260,12 +260,14 @@ def failed_row(task: dict[str, Any], error: str, eval_s: float = 0.0, *, limit: 
 
 
 def evaluate(task: dict[str, Any]) -> dict[str, Any]:
-    """One row: every input field and every result field with ``status='ok'``; a design point that cannot
-    run the workload (:class:`~infsim.feasibility.InfeasibleError`) is a row with ``status='infeasible'``,
-    ``feasible=False``, ``limit`` (the resource, :data:`infsim.feasibility.LIMITS`) and the reason in
-    ``error``, and no results (NaN); any other failure ``status='error'`` and the error. Any exception
-    becomes a row (one not derived from :class:`InfsimError` is a bug of infsim, and the row says so); only
-    the death of the process itself escapes, and :mod:`.pool` records that."""
+    """One row: every input field and every result field with ``status='ok'`` (and the breakdown's columns,
+    :meth:`infsim.breakdown.Breakdown.columns`); a design point that cannot run the workload
+    (:class:`~infsim.feasibility.InfeasibleError`) is a row with ``status='infeasible'``, ``feasible=False``,
+    ``limit`` (the resource, :data:`infsim.feasibility.LIMITS`) and the reason in ``error``, and no results
+    (NaN); any other failure ``status='error'`` and the error. Any exception becomes a row (one not derived
+    from :class:`InfsimError` is a bug of infsim, and the row says so); only the death of the process itself
+    escapes, and :mod:`.pool` records that."""
+    from infsim.breakdown import Breakdown
     from infsim.config.loader import validate
     from infsim.feasibility import InfeasibleError
     from infsim.runner import run_workload
@@ -285,6 +287,7 @@ def evaluate(task: dict[str, Any]) -> dict[str, Any]:
         return failed_row(task, msg, time.perf_counter() - t0)
     row = _row_inputs(task)
     row.update({k: d[k] for k in RESULT_FIELDS})
+    row.update(Breakdown(**d["breakdown"]).columns())  # bd.<category>_ms, bd.limit, bd.limit_share
     row.update(status="ok", feasible=True, limit="", error="", eval_s=time.perf_counter() - t0)
     return row
 
