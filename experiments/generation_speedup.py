@@ -51,7 +51,10 @@ def sensitivity(baseline: str, target: str, model: str, chips: int) -> list[dict
     for path, levels in SENSITIVITY.items():
         for lv in levels:
             v = lv if path == "cores_per_chip" else float(CHIP_PATHS.get(base_cfg, path)) * lv
-            cfg = load_chip(target, {path: v})
+            over = {path: v}
+            if path == "energy.static_w":  # the chip's whole static power: outside the cores and in them
+                over["energy.static_w_per_core"] = base_cfg.energy.static_w_per_core * lv
+            cfg = load_chip(target, over)
             r = compare(baseline, cfg, model, chips=chips, attribution=False)
             rows.append({"field": path, "value": v, "relative": lv, "geomean_speedup": r.geomean_speedup,
                          "geomean_perf_per_watt_ratio": r.geomean_perf_per_watt_ratio})

@@ -158,7 +158,7 @@ def build_result(program: Program, chip: ChipConfig, costs: Costs, *, fidelity: 
     pj = per_instruction_pj(chip.energy, costs.macs, costs.mac_dtype, costs.sbuf_bytes, costs.psum_bytes,
                             (costs.hbm_read + costs.hbm_write).astype(np.float64), costs.vector_ops, costs.scalar_ops)
     rep = energy_report(chip.energy, program.instr["op"].astype(np.int64), pj, link_bytes, total_ps,
-                        max(program.num_chips, 1))
+                        max(program.num_chips, 1), chip.static_power_w)
     return SimResult(chip.name, fidelity, chip.tensor_engine.clock_ghz, int(total_ps), engines, int(hbm_read),
                      int(hbm_write), int(link_bytes), rep.by_component, rep.by_class, len(program), wall_s, timeline,
                      costs if timeline is not None else None)

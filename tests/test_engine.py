@@ -144,7 +144,7 @@ def test_result_contract_and_table() -> None:
         assert {"busy_cycles", "instructions", "stall_cycles", "idle_cycles"} <= set(e)
         assert e["busy_cycles"] + e["stall_cycles"] + e["idle_cycles"] <= d["total_cycles"] + 2
     assert d["total_ns"] == pytest.approx(d["total_cycles"] / r.clock_ghz, abs=1)
-    assert d["energy_breakdown_j"]["static"] == pytest.approx(INF2.energy.static_w * r.total_ps * 1e-12)
+    assert d["energy_breakdown_j"]["static"] == pytest.approx(INF2.static_power_w * r.total_ps * 1e-12)
     assert d["energy_j"] == pytest.approx(sum(d["energy_breakdown_j"].values()))
     json.dumps(d)
     t = r.engine_table()

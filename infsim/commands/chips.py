@@ -45,7 +45,7 @@ def chip_summary(cfg: ChipConfig) -> dict[str, Any]:
         "sbuf_mib_per_chip": round(cfg.sbuf.total_bytes * cfg.cores_per_chip / 2**20, 3),
         "psum_mib_per_chip": round(cfg.psum.total_bytes * cfg.cores_per_chip / 2**20, 3),
         "links_gbps_per_chip": round(cfg.links.links_per_chip * cfg.links.link_gbps, 3),
-        "static_w": cfg.energy.static_w,
+        "static_w": cfg.static_power_w,
         "instance": cfg.instance.name,
         "instance_chips": cfg.instance.chips,
     }

@@ -30,6 +30,12 @@ def _run(args: argparse.Namespace) -> int:
     infeasible = int((df["status"] == "infeasible").sum()) if len(df) else 0
     print(f"{len(df)} rows in {args.out}/results.parquet ({infeasible} infeasible, "
           f"{len(df) - len(ok) - infeasible} failed)")
+    from infsim.studies.sweep import inert_axes
+
+    for axis, changed in inert_axes(df).items():
+        what = f"it changes only {', '.join(changed)}" if changed else "it changes no result"
+        hint = " (a fixed tp uses the same cores whatever the chip has: give tp: chip)" if "cores" in axis else ""
+        print(f"warning: axis {axis[5:]} does not change the latency: {what}{hint}")
     if infeasible:
         limits = df.loc[df["status"] == "infeasible", "limit"].value_counts()
         print("infeasible design points (no latency; see the 'error' column): "

@@ -174,7 +174,10 @@ class EnergyConfig(_Model):
     psum_pj_per_byte: float = Field(ge=0)
     hbm_pj_per_bit: float = Field(ge=0, description="HBM device + controller/PHY/NoC per bit moved")
     link_pj_per_bit: float = Field(ge=0)
-    static_w: float = Field(ge=0, description="static/idle power of one chip (leakage, clocks, HBM refresh)")
+    static_w: float = Field(ge=0, description="static/idle power of one chip outside its cores (HBM refresh and PHY, "
+                            "IO, clocks); the chip's static power is static_w + cores_per_chip x static_w_per_core")
+    static_w_per_core: float = Field(default=0.0, ge=0, description="static power of one core (logic and SRAM "
+                                     "leakage): follows cores_per_chip")
 
 
 class InstanceConfig(_Model):
@@ -222,6 +225,11 @@ class ChipConfig(_Model):
         te = self.tensor_engine
         rate = by_dtype(te.macs_per_pe_per_cycle, dtype, 0.0)
         return 2 * te.rows * te.cols * rate * te.clock_ghz * self.cores_per_chip / 1e3
+
+    @property
+    def static_power_w(self) -> float:
+        """Static power of one chip: ``energy.static_w + cores_per_chip x energy.static_w_per_core``."""
+        return self.energy.static_w + self.cores_per_chip * self.energy.static_w_per_core
 
     @property
     def hbm_bytes(self) -> int:

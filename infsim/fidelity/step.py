@@ -744,6 +744,6 @@ def estimate_energy(est: Estimate, spec: ModelSpec, wl: Workload, chip: ChipConf
         "link": link * 8 * e.link_pj_per_bit * 1e-12,
         "vector": g.elem_ops() * 0.5 * e.vector_op_pj * 1e-12,
         "scalar": g.elem_ops() * 0.5 * e.scalar_op_pj * 1e-12,
-        "static": e.static_w * est.total_ns * 1e-9 * chips,
+        "static": chip.static_power_w * est.total_ns * 1e-9 * chips,
     }
     return out

@@ -11,7 +11,8 @@ docs/references.md, [EF8]):
 * ``link``: bits sent over chip-to-chip links by collectives x ``link_pj_per_bit``;
 * ``vector``: element-ops of vector and GpSimd instructions (elements x inputs) x ``vector_op_pj``;
 * ``scalar``: elements through the activation engine x ``scalar_op_pj``;
-* ``static``: ``static_w`` x simulated time x chips used.
+* ``static``: the chip's static power (``static_w`` + cores x ``static_w_per_core``) x simulated time x chips
+  used.
 
 Reported: joules per component, total, average watts, and dynamic joules per instruction class
 (opcode). Left out: clock-gating detail (idle engines cost only static power), link idle power,
@@ -63,11 +64,12 @@ def per_instruction_pj(cfg: EnergyConfig, macs: np.ndarray, mac_dtype: np.ndarra
 
 
 def energy_report(cfg: EnergyConfig, ops: np.ndarray, per_instr_pj: dict[str, np.ndarray], link_bytes: float,
-                  time_ps: int, chips: int) -> EnergyReport:
-    """Sum the per-instruction energies, add link and static energy, and group by opcode."""
+                  time_ps: int, chips: int, static_w: float | None = None) -> EnergyReport:
+    """Sum the per-instruction energies, add link and static energy, and group by opcode. ``static_w``: one
+    chip's static power (:attr:`~infsim.config.schema.ChipConfig.static_power_w`; default ``cfg.static_w``)."""
     comp = {k: float(v.sum()) * 1e-12 for k, v in per_instr_pj.items()}
     comp["link"] = link_bytes * 8.0 * cfg.link_pj_per_bit * 1e-12
-    comp["static"] = cfg.static_w * time_ps * 1e-12 * chips
+    comp["static"] = (cfg.static_w if static_w is None else static_w) * time_ps * 1e-12 * chips
     by_component = {k: comp.get(k, 0.0) for k in COMPONENTS}
     total_instr = sum(per_instr_pj.values()) if per_instr_pj else np.zeros(len(ops))
     by_class: dict[str, float] = {}

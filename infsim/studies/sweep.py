@@ -71,11 +71,19 @@ class WorkloadEntry(BaseModel):
     batch: int = Field(1, ge=1)
     context: int = Field(2048, ge=1, description="prompt tokens (prefill) or cached tokens (decode)")
     dtype: str = "bf16"
-    tp: int | None = Field(None, ge=1, description="default: all cores of one chip")
+    tp: int | Literal["chip", "instance"] | None = Field(
+        None, description="tensor-parallel cores: a number, 'chip' (all cores of one chip: the default, and it "
+        "follows a cores_per_chip axis) or 'instance' (all cores of the chip's instance)")
 
-    def workload(self, cores_per_chip: int) -> Workload:
-        """The step this entry names, on a chip of ``cores_per_chip`` cores (the default ``tp``)."""
-        return Workload.make(self.phase, self.batch, self.context, tp=self.tp or cores_per_chip, dtype=self.dtype)
+    def workload(self, cores_per_chip: int, instance_chips: int = 1) -> Workload:
+        """The step this entry names on a chip of ``cores_per_chip`` cores in an instance of ``instance_chips``."""
+        if isinstance(self.tp, int):
+            if self.tp < 1:
+                raise InfsimError(f"tp must be >= 1, got {self.tp}")
+            tp = self.tp
+        else:
+            tp = cores_per_chip * (instance_chips if self.tp == "instance" else 1)
+        return Workload.make(self.phase, self.batch, self.context, tp=tp, dtype=self.dtype)
 
 
 def workload_fields(model: str, wl: Workload) -> dict[str, Any]:
@@ -135,7 +143,7 @@ def load_spec(spec: str | Path | dict[str, Any]) -> SweepSpec:
 
     for i, w in enumerate(s.workloads):  # every workload is valid, every model loads
         try:
-            w.workload(base.cores_per_chip)
+            w.workload(base.cores_per_chip, base.instance.chips)
             load_model(w.model)
         except InfsimError as e:
             raise SweepError(f"{src}: workloads.{i}: {e}") from None
@@ -200,7 +208,7 @@ def _key(chip_dump: dict[str, Any], wl: dict[str, Any], fidelity: str) -> str:
 def make_task(spec: SweepSpec, point: dict[str, Any], cfg: ChipConfig, entry: WorkloadEntry) -> dict[str, Any]:
     """One (design point, workload) pair with its key, as a dict of picklable values (for any executor)."""
     dump = cfg.model_dump()
-    wl = entry.workload(cfg.cores_per_chip)
+    wl = entry.workload(cfg.cores_per_chip, cfg.instance.chips)
     return {"key": _key(dump, workload_fields(entry.model, wl), spec.fidelity), "base": spec.base,
             "overrides": point, "chip": dump, "model": entry.model, "workload": wl, "fidelity": spec.fidelity}
 
@@ -502,6 +510,38 @@ def run_sweep(spec: str | Path | dict[str, Any], out: str | Path, *, workers: in
             run_batches(batches, evaluate_batch, n_workers, on_rows, crashed_row)
         bar.close()
         return _consolidate(outp)
+
+
+#: result columns compared by :func:`inert_axes`
+EFFECT_FIELDS = ("latency_ms", "tokens_per_s", "energy_j", "power_w", "hbm_bytes")
+
+
+def inert_axes(df: Any) -> dict[str, list[str]]:
+    """Axes that change nothing: ``{axis: result fields it changes}`` for every axis that changes no latency
+    (an empty list: no result at all). Compared between rows that differ only in that axis (same other axes
+    and workload), on feasible rows. A fixed ``tp`` makes ``cores_per_chip`` such an axis, for instance."""
+    axes = [c for c in df.columns if c.startswith("axis.")]
+    if "feasible" in df:
+        df = df[df["feasible"] & (df["error"] == "")]
+    if not len(df):
+        return {}
+    wl_cols = [c for c in df.columns if c.startswith("wl.") and c != "wl.tp"]  # tp may follow the chip
+    out: dict[str, list[str]] = {}
+    for a in axes:
+        if df[a].nunique() < 2:
+            continue
+        keys = [c for c in axes if c != a] + wl_cols
+        groups = [g for _, g in df.groupby(keys, dropna=False)] if keys else [df]
+        groups = [(None, g) for g in groups if g[a].nunique() > 1]
+        if not groups:
+            continue
+        changed = []
+        for f in EFFECT_FIELDS:
+            if any(g[f].round(12).nunique() > 1 for _, g in groups):
+                changed.append(f)
+        if "latency_ms" not in changed:
+            out[a] = changed
+    return out
 
 
 def pareto(df: Any, x: str = "power_w", y: str = "tokens_per_s") -> Any:
