@@ -13,7 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden" / "generation_speedup.json"
-IGNORED = {"wall_s"}
+IGNORED = {"wall_s", "provenance"}  # wall-clock time; the commit, argv and versions that produced it
 
 
 def _diff(a: object, b: object, path: str, out: list[str]) -> None:

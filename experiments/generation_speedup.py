@@ -18,15 +18,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from dataclasses import replace
 from pathlib import Path
 
 from infsim.config import CHIP_PATHS, load_chip
 from infsim.models.graph import Workload
+from infsim.provenance import provenance
 from infsim.runner import run_workload
 from infsim.studies.compare import compare
+from infsim.studies.plots import plot_roofline, plot_study_attribution, plot_study_speedups
 
 #: assumed numbers of the next-generation presets and the ranges the study varies them over
 SENSITIVITY = {
@@ -61,32 +62,21 @@ def sensitivity(baseline: str, target: str, model: str, chips: int) -> list[dict
     return rows
 
 
-def roofline(ax: object, baseline: str, targets: list[str], model: str, chips: int) -> list[dict]:
-    pts = []
-    colors = ["tab:blue", "tab:orange", "tab:green", "tab:red"]
-    for ci, name in enumerate([baseline, *targets]):
+def roofline(baseline: str, targets: list[str], model: str, chips: int) -> tuple[list[dict], dict]:
+    """The roofline points (analytical runs of :data:`ROOFLINE_WORKLOADS`) and each chip group's roofs
+    (peak bf16 and fp8 TFLOPS, HBM TB/s of ``chips`` chips)."""
+    pts, roofs = [], {}
+    for name in [baseline, *targets]:
         cfg = load_chip(name)
-        peak = cfg.peak_tflops("bf16") * chips
-        peak8 = cfg.peak_tflops("fp8_e4m3") * chips
-        bw = cfg.hbm.bandwidth_gbps * chips / 1e3  # TB/s
-        xs = [0.1 * 1.25**i for i in range(60)]
-        ax.plot(xs, [min(peak, bw * x) for x in xs], color=colors[ci], lw=1.5, label=f"{name} bf16 roof")  # type: ignore[attr-defined]
-        ax.plot(xs, [min(peak8, bw * x) for x in xs], color=colors[ci], lw=0.8, ls="--")  # type: ignore[attr-defined]
+        roofs[name] = (cfg.peak_tflops("bf16") * chips, cfg.peak_tflops("fp8_e4m3") * chips,
+                       cfg.hbm.bandwidth_gbps * chips / 1e3)
         for wl in ROOFLINE_WORKLOADS:
-            ph = wl.phase
             r = run_workload(cfg, model, replace(wl, tp=chips * cfg.cores_per_chip), fidelity="analytical")
-            ai = r.flops / max(r.hbm_bytes, 1)
-            tf = r.flops / (r.latency_ms * 1e-3) / 1e12
-            ax.scatter([ai], [tf], color=colors[ci], marker="o" if ph == "decode" else "s", s=18)  # type: ignore[attr-defined]
-            pts.append({"chip": name, "phase": ph, "batch": wl.batch, "context": wl.prompt_or_context,
-                        "dtype": wl.weight_dtype, "flop_per_byte": ai, "achieved_tflops": tf})
-    ax.set_xscale("log")  # type: ignore[attr-defined]
-    ax.set_yscale("log")  # type: ignore[attr-defined]
-    ax.set_xlabel("arithmetic intensity (FLOP / HBM byte)")  # type: ignore[attr-defined]
-    ax.set_ylabel("achieved TFLOPS (dense, whole chip group)")  # type: ignore[attr-defined]
-    ax.set_title(f"{model}: roofline, {chips} chip(s) per side (o decode, s prefill; dashed: fp8 roof)")  # type: ignore[attr-defined]
-    ax.legend(fontsize=7)  # type: ignore[attr-defined]
-    return pts
+            pts.append({"chip": name, "phase": wl.phase, "batch": wl.batch, "context": wl.prompt_or_context,
+                        "dtype": wl.weight_dtype, "flop_per_byte": r.flops / max(r.hbm_bytes, 1),
+                        "achieved_tflops": r.flops / (r.latency_ms * 1e-3) / 1e12,
+                        "limit": r.breakdown["step"]["limit"]})
+    return pts, roofs
 
 
 def main() -> None:
@@ -98,11 +88,6 @@ def main() -> None:
     ap.add_argument("--no-sensitivity", action="store_true")
     ap.add_argument("--speedup", type=float, default=4.0, help="what-it-takes target (default: %(default)s)")
     args = ap.parse_args()
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     targets = args.targets.split(",")
@@ -115,37 +100,14 @@ def main() -> None:
 
     inverse = {ph: what_it_takes(args.baseline, args.speedup, args.model, ph, progress=True)
                for ph in ("decode", "prefill")}
-    fig, axes = plt.subplots(1, len(targets), figsize=(7 * len(targets), 4.5), squeeze=False)
-    for ax, t in zip(axes[0], targets):
-        r = results[t]
-        labels = [f"{w.phase} b{w.batch}\nc{w.context} {w.dtype}" for w in r.rows]
-        ax.bar(range(len(r.rows)), [w.speedup for w in r.rows], color="tab:blue", label="speedup")
-        ax.plot(range(len(r.rows)), [w.perf_per_watt_ratio for w in r.rows], "o", color="tab:red", label="perf/W")
-        ax.axhline(4.0, color="gray", ls=":", label="claim: 4x perf")
-        ax.axhline(2.0, color="tab:red", ls=":", lw=0.8, label="claim: 2x perf/W")
-        ax.set_xticks(range(len(r.rows)), labels, rotation=45, ha="right", fontsize=7)
-        ax.set_ylabel(f"{t} / {args.baseline} (x)")
-        ax.set_title(f"{t}: geomean {r.geomean_speedup:.2f}x perf, {r.geomean_perf_per_watt_ratio:.2f}x perf/W")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "speedup.png", dpi=120)
-    fig, axes = plt.subplots(1, len(targets), figsize=(6 * len(targets), 4), squeeze=False)
-    for ax, t in zip(axes[0], targets):
-        items = sorted(results[t].attribution_log.items(), key=lambda kv: -kv[1])
-        ax.barh([k for k, _ in items], [v for _, v in items], color="tab:orange")
-        ax.axvline(0, color="k", lw=0.8)
-        ax.set_xlabel("Shapley contribution to mean ln(speedup)")
-        total_ln = math.log(results[t].geomean_speedup)
-        ax.set_title(f"why {t} is faster (total ln {total_ln:.2f})")
-    fig.tight_layout()
-    fig.savefig(out / "attribution.png", dpi=120)
-    fig, ax = plt.subplots(figsize=(8, 5.5))
-    pts = roofline(ax, args.baseline, targets, args.model, chips)
-    fig.tight_layout()
-    fig.savefig(out / "roofline.png", dpi=120)
+    plot_study_speedups(results, args.baseline, out / "speedup.png")
+    plot_study_attribution(results, out / "attribution.png")
+    pts, roofs = roofline(args.baseline, targets, args.model, chips)
+    plot_roofline(pts, roofs, f"{args.model}: roofline, {chips} chip(s) per side", out / "roofline.png")
     data = {"model": args.model, "baseline": args.baseline, "compare": {t: r.to_dict() for t, r in results.items()},
             "sensitivity": sens, "roofline_points": pts,
-            "what_it_takes": {ph: r.to_dict() for ph, r in inverse.items()}, "wall_s": time.time() - t0}
+            "what_it_takes": {ph: r.to_dict() for ph, r in inverse.items()}, "wall_s": time.time() - t0,
+            "provenance": provenance([load_chip(c) for c in (args.baseline, *targets)])}
     (out / "results.json").write_text(json.dumps(data, indent=2) + "\n")
     lines = [f"# Generation speedup: {', '.join(targets)} vs {args.baseline} ({args.model})", ""]
     for t, r in results.items():

@@ -65,7 +65,7 @@ class RunResult:
 def run(chip: ChipConfig | str | Path, model: Any, *, phase: str = "decode", batch: int = 1,
         context: int = 2048, tp: int = 1, dtype: str = "bf16", kv_dtype: str | None = None,
         fidelity: str = "cycle", overrides: list[str] | dict[str, Any] | None = None, memory: str | None = None,
-        progress: bool = False) -> RunResult:
+        progress: bool = False, trace: str | Path | None = None, trace_max_events: int | None = None) -> RunResult:
     """Simulate one step. ``model``: zoo name, config.json path or a ModelSpec. ``context``: prompt length
     (prefill) or cached tokens (decode). ``memory``: a registered memory model overriding the chip's
     ``hbm.memory_model`` (both fidelities)."""
@@ -75,13 +75,16 @@ def run(chip: ChipConfig | str | Path, model: Any, *, phase: str = "decode", bat
         raise InfsimError(f"--tp must be >= 1, got {tp}")
     cfg = load_chip(chip, overrides) if not isinstance(chip, ChipConfig) or overrides else chip
     wl = Workload.make(phase, batch, context, tp=tp, dtype=dtype, kv_dtype=kv_dtype)
-    return run_workload(cfg, model, wl, fidelity=fidelity, memory=memory, progress=progress)
+    return run_workload(cfg, model, wl, fidelity=fidelity, memory=memory, progress=progress, trace=trace,
+                        trace_max_events=trace_max_events)
 
 
 def run_workload(chip: ChipConfig, model: Any, wl: Workload, *, fidelity: str = "cycle", memory: str | None = None,
-                 progress: bool = False) -> RunResult:
+                 progress: bool = False, trace: str | Path | None = None,
+                 trace_max_events: int | None = None) -> RunResult:
     """Simulate one step given as a :class:`~infsim.models.graph.Workload` (what :func:`run` builds from its
-    arguments; the studies hold their workload sets as such)."""
+    arguments; the studies hold their workload sets as such). ``trace``: write a Perfetto/Chrome trace of
+    the run there (cycle fidelity; :func:`infsim.trace.write_trace`, slices named by layer and op)."""
     from infsim.sim import FIDELITIES
 
     if fidelity not in FIDELITIES:
@@ -97,6 +100,8 @@ def run_workload(chip: ChipConfig, model: Any, wl: Workload, *, fidelity: str = 
     spec = model if isinstance(model, ModelSpec) else load_model(model)
     plan = check_feasible(spec, wl, cfg)  # the same checks at every fidelity: InfeasibleError names the limit
     if fidelity == "analytical":
+        if trace is not None:
+            raise InfsimError("--trace needs --fidelity cycle (the analytical fidelity runs no instructions)")
         return _run_analytical(cfg, spec, wl, fidelity, memory, plan)
     phase, batch = wl.phase, wl.batch
     bar = progress_bar(progress, total=2, desc=f"{spec.name} {phase} on {cfg.name}", leave=False)
@@ -107,6 +112,11 @@ def run_workload(chip: ChipConfig, model: Any, wl: Workload, *, fidelity: str = 
     res = simulate(lw.program, cfg, fidelity=fidelity, memory=memory, trace=True)
     t2 = time.perf_counter()
     breakdown = from_simulation(lw, res, cfg, memory).to_dict()
+    if trace is not None:
+        from infsim.trace import write_trace
+
+        write_trace(res, trace, program=lw.program, tags=(lw.op_class, lw.layer), chip=cfg,
+                    max_events=trace_max_events, flag="--trace")
     bar.update(1)
     bar.close()
     latency_s = res.total_ns * 1e-9

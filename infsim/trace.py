@@ -15,6 +15,18 @@ Layout (opens in ui.perfetto.dev and chrome://tracing):
 
 Timestamps are microseconds (the format's unit) with nanosecond precision; ``displayTimeUnit`` is ns.
 :func:`validate_trace` checks a trace against the trace-event format rules used here.
+
+With the lowering's tags (:func:`write_trace` ``tags=(op_class, layer)``, as ``infsim run --trace`` passes
+them) slices are named by layer and op (``L3 mlp_up``, opcode in ``args``), DMA slices carry their bytes and
+queue, an instruction that waited on a semaphore after its engine was free gets a ``wait`` slice (category
+``stall``) before it, and each wait that another track's instruction satisfied is a flow arrow from that
+instruction to the waiting one (``ph: 's'/'f'``). A ``links GB/s`` counter per chip comes from the
+collectives' link bytes. ``max_events`` caps the size: beyond it only some layers are kept (the first,
+the last and evenly spaced ones between, plus everything outside the layers; ``otherData.sampled_layers``
+says which). A path ending in ``.gz`` is written gzip-compressed.
+
+Left out: the Perfetto protobuf format (the ``perfetto`` Python package only reads traces, through its
+trace processor, which it downloads at first use: not possible offline), per-byte HBM bank activity.
 """
 
 from __future__ import annotations
@@ -25,8 +37,10 @@ from typing import Any
 
 import numpy as np
 
+from infsim.config.schema import ChipConfig
 from infsim.errors import InfsimError
 from infsim.isa.opcodes import Engine, Op
+from infsim.isa.program import Program
 from infsim.result import SimResult
 
 CHIP_PID_BASE = 1_000_000
@@ -41,17 +55,59 @@ def _tid(engine: int, queue: int) -> int:
     return engine * 256 + queue
 
 
-def trace_events(result: SimResult, cores_per_chip: int = 1) -> list[dict[str, Any]]:
-    """The trace events of ``result`` (which must come from ``simulate(..., trace=True)``)."""
+#: default cap on the events of one trace (~150 bytes each as JSON, ~10x less gzip-compressed)
+MAX_EVENTS = 1_000_000
+
+
+def _sample_layers(layer: np.ndarray, per_layer: int, budget: int) -> tuple[np.ndarray, list[int] | None]:
+    """Which instructions to keep so that about ``budget`` remain: all, or those outside the layers and of a
+    subset of layers (first, last, evenly spaced between). Returns (mask, kept layers or None for all)."""
+    layers = np.unique(layer[layer >= 0])
+    if per_layer * len(layer) <= budget or not len(layers):
+        return np.ones(len(layer), bool), None
+    outside = int((layer < 0).sum())
+    per = max(1, int((layer >= 0).sum()) // len(layers))
+    k = max(min(2, len(layers)), min(len(layers), (budget // per_layer - outside) // per))
+    keep = sorted({int(layers[round(i * (len(layers) - 1) / max(k - 1, 1))]) for i in range(k)})
+    return (layer < 0) | np.isin(layer, keep), keep
+
+
+def trace_events(result: SimResult, cores_per_chip: int = 1, *, program: Program | None = None,
+                 tags: tuple[np.ndarray, np.ndarray] | None = None, chip: ChipConfig | None = None,
+                 max_events: int | None = None, info: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The trace events of ``result`` (which must come from ``simulate(..., trace=True)``). With ``program``
+    (and ``tags``: per-instruction op class and layer codes) the slices are named, DMA bytes, stalls and
+    flows added (see the module docstring); ``chip`` adds the links counter; ``info`` receives what was
+    sampled."""
+    from infsim.models.lower.tags import OP_CLASS_NAMES
+
     tl = result.timeline
     if tl is None:
         raise InfsimError("no timeline in this result: simulate with trace=True")
+    n = len(tl.start_ps)
+    keep = np.ones(n, bool)
+    sampled = None
+    cap = MAX_EVENTS if max_events is None else max_events
+    per_instr = 3 if program is not None else 1  # slice, possible stall, possible flow
+    if tags is not None:
+        keep, sampled = _sample_layers(tags[1], per_instr, cap)
+    elif n * per_instr > cap:  # no layers to sample by: the first instructions in time
+        keep = np.zeros(n, bool)
+        keep[np.argsort(tl.start_ps, kind="stable")[: max(1, cap // per_instr)]] = True
+        sampled = []
+    if info is not None:
+        info["sampled_layers"] = sampled
+        info["instructions"] = int(keep.sum())
     ev: list[dict[str, Any]] = []
     cores = sorted({k[0] for k in tl.streams})
     for c in cores:
         ev.append({"ph": "M", "name": "process_name", "pid": c, "tid": 0, "args": {"name": f"core {c}"}})
         ev.append({"ph": "M", "name": "process_sort_index", "pid": c, "tid": 0, "args": {"sort_index": c}})
     op_names = [o.name for o in Op]
+    ins = program.instr if program is not None else None
+    dma_bytes = result.costs.dma_bytes if (result.costs is not None and program is not None) else None
+    track_of = np.zeros(n, dtype=np.int64)  # (pid << 20) | tid of every instruction, for flows
+    occ_of = np.zeros(n, dtype=np.int64)
     for (core, eng, q), idx in tl.streams.items():
         tid = _tid(eng, q)
         ev.append({"ph": "M", "name": "thread_name", "pid": core, "tid": tid, "args": {"name": _track_name(eng, q)}})
@@ -63,21 +119,122 @@ def trace_events(result: SimResult, cores_per_chip: int = 1) -> list[dict[str, A
         # occupancy of consecutive instructions never overlaps on one engine; clip to be safe
         occ = np.minimum(occ, np.append(starts[1:], np.iinfo(np.int64).max))
         occ = np.maximum(occ, starts)
-        for i, s, o, e, op in zip(idx.tolist(), starts.tolist(), occ.tolist(), ends.tolist(), ops.tolist()):
-            ev.append({"ph": "X", "name": op_names[op], "cat": Engine(eng).name, "pid": core, "tid": tid,
-                       "ts": s / 1e6, "dur": (o - s) / 1e6, "args": {"instruction": i, "done_ns": e / 1e3}})
+        track_of[idx] = (core << 20) | tid
+        occ_of[idx] = occ
+        prev_free = np.concatenate([[0], occ[:-1]])  # when the engine finished the previous instruction
+        waits = (ins["wsem"][idx] >= 0).any(axis=1) if ins is not None else np.zeros(len(idx), bool)
+        cat = Engine(eng).name
+        for j, (i, s, o, e, op) in enumerate(zip(idx.tolist(), starts.tolist(), occ.tolist(), ends.tolist(),
+                                                ops.tolist())):
+            if not keep[i]:
+                continue
+            args: dict[str, Any] = {"instruction": i, "done_ns": e / 1e3}
+            name = op_names[op]
+            if tags is not None:
+                k, layer = int(tags[0][i]), int(tags[1][i])
+                cls = OP_CLASS_NAMES[k] if k < len(OP_CLASS_NAMES) else "untagged"
+                name = f"L{layer} {cls}" if layer >= 0 else cls
+                args["opcode"] = op_names[op]
+            if dma_bytes is not None and eng == int(Engine.dma):
+                args["bytes"] = int(dma_bytes[i])
+                args["queue"] = q
+            if waits[j] and s > prev_free[j]:
+                ev.append({"ph": "X", "name": "wait", "cat": "stall", "pid": core, "tid": tid,
+                           "ts": prev_free[j] / 1e6, "dur": (s - prev_free[j]) / 1e6,
+                           "args": {"for_instruction": i, "waits": _waits(ins, i)}})
+            ev.append({"ph": "X", "name": name, "cat": cat, "pid": core, "tid": tid, "ts": s / 1e6,
+                       "dur": (o - s) / 1e6, "args": args})
+    if program is not None:
+        ev.extend(_flows(program, tl, keep, track_of))
     if tl.memory_log:
         chips = sorted({rec[0] for rec in tl.memory_log})
-        for chip in chips:
-            pid = CHIP_PID_BASE + chip
-            ev.append({"ph": "M", "name": "process_name", "pid": pid, "tid": 0, "args": {"name": f"chip {chip} HBM"}})
+        for chip_i in chips:
+            pid = CHIP_PID_BASE + chip_i
+            ev.append({"ph": "M", "name": "process_name", "pid": pid, "tid": 0,
+                       "args": {"name": f"chip {chip_i} HBM"}})
             ev.append({"ph": "M", "name": "process_sort_index", "pid": pid, "tid": 0,
-                       "args": {"sort_index": CHIP_PID_BASE + chip}})
+                       "args": {"sort_index": CHIP_PID_BASE + chip_i}})
             for is_write, label in ((False, "HBM read GB/s"), (True, "HBM write GB/s")):
-                recs = [r for r in tl.memory_log if r[0] == chip and r[4] == is_write and r[2] > r[1]]
+                recs = [r for r in tl.memory_log if r[0] == chip_i and r[4] == is_write and r[2] > r[1]]
                 for t, v in bandwidth_steps(recs):
                     ev.append({"ph": "C", "name": label, "pid": pid, "tid": 0, "ts": t / 1e6,
                                "args": {"GB/s": v}})
+    if program is not None and chip is not None and result.costs is not None:
+        ev.extend(_link_counter(program, tl, result.costs, chip))
+    return ev
+
+
+def _waits(ins: Any, i: int) -> list[list[int]]:
+    return [[int(s), int(v)] for s, v in zip(ins["wsem"][i], ins["wval"][i]) if s >= 0]
+
+
+def _flows(program: Program, tl: Any, keep: np.ndarray, track_of: np.ndarray) -> list[dict[str, Any]]:
+    """Flow arrows: for every semaphore wait of a kept instruction, from the instruction whose signal satisfied
+    it (the first signal in completion order that brings the count to the awaited value) when that one runs
+    on another track."""
+    ins = program.instr
+    n = len(ins)
+    ss, sv = ins["ssem"].astype(np.int64), ins["sval"].astype(np.int64)
+    rows, cols = np.nonzero(ss >= 0)
+    if not len(rows):
+        return []
+    sem = ss[rows, cols]
+    inc = sv[rows, cols]
+    end = tl.end_ps[rows]
+    order = np.lexsort((rows, end, sem))
+    sem, inc, rows = sem[order], inc[order], rows[order]
+    cum = np.cumsum(inc)
+    first = np.searchsorted(sem, sem, side="left")
+    base = np.concatenate([[0], cum])[first]
+    cum_in_sem = cum - base
+    key = (sem << 32) | cum_in_sem
+    wr, wc = np.nonzero(ins["wsem"] >= 0)
+    sel = keep[wr]
+    wr, wc = wr[sel], wc[sel]
+    want = (ins["wsem"][wr, wc].astype(np.int64) << 32) | ins["wval"][wr, wc].astype(np.int64)
+    pos = np.searchsorted(key, want, side="left")
+    ok = pos < len(key)
+    ok[ok] &= (key[pos[ok]] >> 32) == (want[ok] >> 32)
+    out: list[dict[str, Any]] = []
+    fid = 0
+    for w, p in zip(wr[ok].tolist(), pos[ok].tolist()):
+        src = int(rows[p])
+        if src >= n or not keep[src] or track_of[src] == track_of[w]:
+            continue
+        fid += 1
+        ts, tw = track_of[src], track_of[w]
+        out.append({"ph": "s", "name": "dependency", "cat": "flow", "id": fid, "pid": int(ts >> 20),
+                    "tid": int(ts & 0xFFFFF), "ts": float(tl.end_ps[src]) / 1e6 - 1e-6})
+        out.append({"ph": "f", "bp": "e", "name": "dependency", "cat": "flow", "id": fid, "pid": int(tw >> 20),
+                    "tid": int(tw & 0xFFFFF), "ts": float(tl.start_ps[w]) / 1e6})
+    return out
+
+
+def _link_counter(program: Program, tl: Any, costs: Any, chip: ChipConfig) -> list[dict[str, Any]]:
+    """``links GB/s`` of chip 0: each collective's link bytes (the collective model's) over its duration."""
+    from infsim.engine.collectives import make_collectives
+
+    ins = program.instr
+    coll_ops = [int(o) for o in (Op.all_reduce, Op.all_gather, Op.reduce_scatter)]
+    idx = np.flatnonzero(np.isin(ins["op"], coll_ops) & (ins["core"] == 0))
+    if not len(idx):
+        return []
+    model = make_collectives(chip)
+    groups = list(program.groups)
+    recs = []
+    for i in idx.tolist():
+        members = tuple(program.groups[groups[int(ins["i0"][i])]])
+        _, link_b = model.duration_ps(Op(int(ins["op"][i])), members, int(costs.cc_src_bytes[i]),
+                                      int(costs.cc_dst_bytes[i]), program.cores_per_chip)
+        s, e = int(tl.start_ps[i]), int(tl.occ_end_ps[i])
+        if e > s and link_b > 0:
+            recs.append((0, s, e, int(link_b), False))
+    pid = CHIP_PID_BASE + 1000
+    ev: list[dict[str, Any]] = [
+        {"ph": "M", "name": "process_name", "pid": pid, "tid": 0, "args": {"name": "links (all chips)"}},
+        {"ph": "M", "name": "process_sort_index", "pid": pid, "tid": 0, "args": {"sort_index": pid}}]
+    for t, v in bandwidth_steps(recs):
+        ev.append({"ph": "C", "name": "links GB/s", "pid": pid, "tid": 0, "ts": t / 1e6, "args": {"GB/s": v}})
     return ev
 
 
@@ -98,14 +255,36 @@ def bandwidth_steps(records: list[tuple[int, int, int, int, bool]]) -> list[tupl
     return list(zip(uniq.tolist(), level.tolist()))
 
 
-def write_trace(result: SimResult, path: str | Path, flag: str = "trace") -> None:
-    """Write the Chrome/Perfetto JSON trace of ``result`` to ``path`` (whole or not at all; an error names
-    ``flag`` and the path, :func:`infsim.userfiles.write_output`)."""
+def write_trace(result: SimResult, path: str | Path, *, program: Program | None = None,
+                tags: tuple[np.ndarray, np.ndarray] | None = None, chip: ChipConfig | None = None,
+                max_events: int | None = None, flag: str = "trace") -> dict[str, Any]:
+    """Write the Chrome/Perfetto JSON trace of ``result`` to ``path`` (gzip-compressed when it ends in ``.gz``;
+    whole or not at all, an error naming ``flag`` and the path, :func:`infsim.userfiles.write_output`); the
+    other keyword arguments as for :func:`trace_events`. Returns what was written (events, sampled layers)."""
     from infsim.userfiles import write_output
 
-    obj = {"traceEvents": trace_events(result), "displayTimeUnit": "ns",
-           "otherData": {"chip": result.chip, "total_ns": result.total_ns, "fidelity": result.fidelity}}
-    write_output(path, json.dumps(obj, separators=(",", ":")), flag)
+    info: dict[str, Any] = {}
+    events = trace_events(result, program=program, tags=tags, chip=chip, max_events=max_events, info=info)
+    other = {"chip": result.chip, "total_ns": result.total_ns, "fidelity": result.fidelity, **info}
+    if info.get("sampled_layers") is not None:
+        other["note"] = ("sampled: only the layers in sampled_layers (and everything outside the layers) are "
+                         "shown, to keep the trace under max_events")
+    obj = {"traceEvents": events, "displayTimeUnit": "ns", "otherData": other}
+    data = json.dumps(obj, separators=(",", ":")).encode()
+    if Path(path).suffix == ".gz":
+        import gzip
+
+        data = gzip.compress(data, compresslevel=6)
+    write_output(path, data, flag)
+    return {"events": len(events), **info, "bytes": len(data)}
+
+
+def read_trace(path: str | Path) -> Any:
+    """A trace written by :func:`write_trace` (gzip or plain JSON) as a Python object."""
+    import gzip
+
+    raw = Path(path).read_bytes()
+    return json.loads(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
 
 
 def validate_trace(obj: Any) -> list[str]:
@@ -123,6 +302,7 @@ def validate_trace(obj: Any) -> list[str]:
     named_pids: set[Any] = set()
     named_tids: set[tuple[Any, Any]] = set()
     used: set[tuple[Any, Any]] = set()
+    flows: dict[Any, list[str]] = {}
     for n, e in enumerate(events):
         where = f"event {n}"
         if not isinstance(e, dict):
@@ -132,7 +312,7 @@ def validate_trace(obj: Any) -> list[str]:
             if key not in e:
                 problems.append(f"{where}: missing '{key}'")
         ph = e.get("ph")
-        if ph not in ("X", "C", "M", "B", "E", "i", "I"):
+        if ph not in ("X", "C", "M", "B", "E", "i", "I", "s", "t", "f"):
             problems.append(f"{where}: unknown phase {ph!r}")
             continue
         if ph != "M":
@@ -144,6 +324,11 @@ def validate_trace(obj: Any) -> list[str]:
             if not isinstance(e.get("dur"), (int, float)) or e["dur"] < 0:
                 problems.append(f"{where}: 'X' event needs a non-negative 'dur'")
             used.add((e.get("pid"), e.get("tid")))
+        elif ph in ("s", "t", "f"):
+            if "id" not in e or "tid" not in e:
+                problems.append(f"{where}: flow event needs 'id' and 'tid'")
+            else:
+                flows.setdefault(e["id"], []).append(ph)
         elif ph == "C":
             args = e.get("args")
             if not isinstance(args, dict) or not args or not all(isinstance(v, (int, float)) for v in args.values()):
@@ -157,6 +342,9 @@ def validate_trace(obj: Any) -> list[str]:
                     named_pids.add(e["pid"])
                 else:
                     named_tids.add((e["pid"], e.get("tid")))
+    for fid, phs in flows.items():
+        if phs.count("s") != 1 or phs.count("f") != 1:
+            problems.append(f"flow id {fid}: needs one 's' and one 'f' event, has {phs}")
     for pid, tid in sorted(used, key=str):
         if pid not in named_pids:
             problems.append(f"pid {pid} has events but no process_name")

@@ -80,3 +80,70 @@ def test_cli_trace(tmp_path: Path) -> None:
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert validate_trace(json.loads(out.read_text())) == []
+
+
+def test_run_trace_is_gzip_named_by_layer_and_op(tmp_path) -> None:
+    """``infsim run --trace OUT.json.gz``: valid trace-event JSON, gzip-compressed, slices named by layer and
+    op class, DMA slices with bytes and queue, stall slices for semaphore waits, flow arrows, HBM counters."""
+    from infsim.cli import main
+    from infsim.trace import read_trace
+
+    out = tmp_path / "t.json.gz"
+    assert main(["run", "--model", "gpt2", "--context", "64", "--batch", "2", "--tp", "2", "--trace", str(out)]) == 0
+    assert out.read_bytes()[:2] == b"\x1f\x8b"
+    obj = read_trace(out)
+    assert validate_trace(obj) == []
+    ev = obj["traceEvents"]
+    names = {e["name"] for e in ev if e["ph"] == "X"}
+    assert {"L0 qkv", "L11 mlp_down", "L0 weight_stream", "head", "wait"} <= names
+    dma = [e for e in ev if e["ph"] == "X" and e["cat"] == "dma"]
+    assert all("bytes" in e["args"] and "queue" in e["args"] for e in dma)
+    assert sum(e["args"]["bytes"] > 0 for e in dma) > len(dma) // 2
+    assert any(e["ph"] == "s" for e in ev) and any(e["ph"] == "f" for e in ev)
+    assert any(e["ph"] == "C" and e["name"] == "HBM read GB/s" for e in ev)
+    assert obj["otherData"]["sampled_layers"] is None
+
+
+def test_trace_cap_samples_layers(tmp_path) -> None:
+    import infsim
+    from infsim.trace import read_trace
+
+    out = tmp_path / "t.json"
+    infsim.run("inf2", "gpt2", context=64, trace=str(out), trace_max_events=60_000)
+    obj = read_trace(out)
+    kept = obj["otherData"]["sampled_layers"]
+    assert kept and kept[0] == 0 and kept[-1] == 11 and len(kept) < 12
+    layers = {e["name"].split()[0] for e in obj["traceEvents"] if e["ph"] == "X" and e["name"].startswith("L")}
+    assert layers == {f"L{k}" for k in kept}
+    assert validate_trace(obj) == []
+
+
+def test_trace_needs_cycle_fidelity() -> None:
+    import infsim
+    from infsim.errors import InfsimError
+
+    with pytest.raises(InfsimError, match="--trace needs --fidelity cycle"):
+        infsim.run("inf2", "gpt2", context=64, fidelity="analytical", trace="x.json")
+
+
+def test_compare_trace_writes_both_chips(tmp_path) -> None:
+    from infsim.cli import main
+    from infsim.trace import read_trace
+
+    cfg = {"model_type": "llama", "hidden_size": 256, "intermediate_size": 512, "num_attention_heads": 4,
+           "num_key_value_heads": 2, "num_hidden_layers": 2, "vocab_size": 1024, "max_position_embeddings": 4096}
+    model = tmp_path / "tiny.json"
+    model.write_text(json.dumps(cfg))
+    out = tmp_path / "traces"
+    assert main(["compare", "--target", "trn1", "--model", str(model), "--no-attribution", "--trace", str(out),
+                 "--trace-workload", "decode:1:64", "--json"]) == 0
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["baseline-inf2.json.gz", "target-trn1.json.gz"]
+    assert all(validate_trace(read_trace(out / f)) == [] for f in files)
+
+
+def test_validate_flows() -> None:
+    base = [{"ph": "M", "name": "process_name", "pid": 0, "tid": 0, "args": {"name": "c"}}]
+    assert validate_trace(base + [{"ph": "s", "name": "d", "pid": 0, "tid": 0, "ts": 0, "id": 1}])  # no 'f'
+    assert validate_trace(base + [{"ph": "s", "name": "d", "pid": 0, "tid": 0, "ts": 0, "id": 1},
+                                  {"ph": "f", "name": "d", "pid": 0, "tid": 0, "ts": 1, "id": 1}]) == []

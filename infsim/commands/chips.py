@@ -85,19 +85,94 @@ def cmd_chips(args: argparse.Namespace) -> int:
     return 0
 
 
+def _source_file(name: str) -> Any:
+    """The YAML file of a preset name or path, or None for a chip that has none."""
+    from infsim.config.loader import resolve_preset
+
+    return resolve_preset(name)
+
+
 def cmd_chip_show(args: argparse.Namespace) -> int:
-    """``infsim chip show NAME|PATH [--set F=V ...] [--json]``: the whole validated configuration."""
+    """``infsim chip show NAME|PATH [--set F=V ...] [--json]``: the whole validated configuration, the file it
+    came from and the references it cites."""
+    from infsim.config.sources import references
+
     cfg = load_chip(args.name, list(args.overrides or []))
+    path = _source_file(args.name)
     if args.json:
-        print_json(cfg.model_dump(mode="json"))
+        print_json({**cfg.model_dump(mode="json"), "_source": {"path": str(path), "references": references(path)}})
         return 0
     text = yaml.dump(cfg.model_dump(mode="json"), Dumper=_Dumper, sort_keys=False, width=120)
     summary = chip_summary(cfg)
     derived = "\n".join(f"#   {k}: {v}" for k, v in summary.items() if k not in ("name", "generation"))
     src = f" with --set {' '.join(args.overrides)}" if args.overrides else ""
-    print(f"# chip '{cfg.name}' from {args.name}{src} (validated; sources: comments in the preset YAML)")
+    print(f"# chip '{cfg.name}' from {path.resolve()}{src} (validated; each value's source: the comment on its "
+          "line in that file, or `infsim chip diff`)")
+    refs = references(path)
+    if refs:
+        print("# references cited:\n" + "\n".join(f"#   {r}" for r in refs))
     print(text.rstrip())
     print(f"# derived (not stored):\n{derived}")
+    return 0
+
+
+def chip_diff(a: str, b: str) -> list[dict[str, Any]]:
+    """Every leaf field whose value differs between chips ``a`` and ``b`` (names or YAML paths): field, unit,
+    both values and the source comment of each side."""
+    from infsim.config import CHIP_PATHS
+    from infsim.config.sources import field_sources, unit_of
+
+    ca, cb = load_chip(a), load_chip(b)
+    sa, sb = field_sources(_source_file(a)), field_sources(_source_file(b))
+    rows = []
+    for path in CHIP_PATHS.leaves():
+        va, vb = CHIP_PATHS.get(ca, path, None), CHIP_PATHS.get(cb, path, None)
+        if va != vb:
+            rows.append({"field": path, "unit": unit_of(path), "a": va, "b": vb, "source_a": sa.get(path, ""),
+                         "source_b": sb.get(path, "")})
+    return rows
+
+
+def cmd_chip_diff(args: argparse.Namespace) -> int:
+    """``infsim chip diff A B [--json]``."""
+    from tabulate import tabulate
+
+    rows = chip_diff(args.a, args.b)
+    if args.json:
+        print_json({"a": args.a, "b": args.b, "fields": rows})
+        return 0
+    if not rows:
+        print(f"{args.a} and {args.b} have the same values in every field")
+        return 0
+
+    def cut(s: str, n: int = 60) -> str:
+        return s if len(s) <= n else s[: n - 3] + "..."
+
+    table = [[r["field"], r["unit"], cut(_show(r["a"]), 24), cut(_show(r["b"]), 24), cut(r["source_a"], 50),
+              cut(r["source_b"], 50)]
+             for r in rows]
+    print(tabulate(table, headers=["field", "unit", args.a, args.b, f"source ({args.a})", f"source ({args.b})"],
+                   tablefmt="simple", disable_numparse=True))
+    print(f"\n{len(rows)} field(s) differ; sources are the comments in the chip files (--json has them whole)")
+    return 0
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    return "-" if v is None else str(v)
+
+
+def cmd_chip_schema(args: argparse.Namespace) -> int:
+    """``infsim chip schema [--markdown]``: the chip config's JSON schema, or the field reference."""
+    import json
+
+    if args.markdown:
+        from infsim.config.sources import chip_fields_markdown
+
+        print(chip_fields_markdown(), end="")
+        return 0
+    print(json.dumps(ChipConfig.model_json_schema(), indent=2))
     return 0
 
 
@@ -119,3 +194,15 @@ def register(sub: Any) -> None:
                       help="override one config field, e.g. --set hbm.bandwidth_gbps=1600 (repeatable)")
     show.add_argument("--json", action="store_true", help="print the configuration as one JSON object")
     show.set_defaults(func=cmd_chip_show)
+    diff = actions.add_parser("diff", help="fields that differ between two chips, with units and sources",
+                              description="Fields that differ between two chips (names or YAML paths), with units "
+                                          "and the source each file cites.")
+    diff.add_argument("a", metavar="A", help="first chip: preset name or path to a chip YAML")
+    diff.add_argument("b", metavar="B", help="second chip: preset name or path to a chip YAML")
+    diff.add_argument("--json", action="store_true", help="print one JSON object {'a', 'b', 'fields': [...]}")
+    diff.set_defaults(func=cmd_chip_diff)
+    schema = actions.add_parser("schema", help="the chip configuration's JSON schema",
+                                description="Print the chip configuration's JSON schema (pydantic).")
+    schema.add_argument("--markdown", action="store_true",
+                        help="print the field reference (docs/chip-fields.md) instead: field, type, unit, meaning")
+    schema.set_defaults(func=cmd_chip_schema)

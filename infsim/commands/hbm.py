@@ -59,7 +59,7 @@ def register(sub: Any) -> None:
     p.add_argument("--hbm", required=True, metavar="PRESET", help="HBM preset name or YAML path")
     p.add_argument("--stacks", type=int, default=1, help="HBM stacks (default 1)")
     p.add_argument("--channels", type=int, default=None, help="override channels (or pseudo-channels) per stack")
-    p.add_argument("--pattern", choices=PATTERNS, default="stream")
+    p.add_argument("--pattern", choices=PATTERNS, default="stream", help="access pattern (default: %(default)s)")
     p.add_argument("--write", action="store_true", help="stream/random/bank-stride as writes instead of reads")
     p.add_argument("--page-policy", choices=("open", "closed"), default=None, help="override the preset's policy")
     p.add_argument("--bytes", dest="nbytes", default="16M", help="bytes to move (K/M/G binary, KB/MB/GB decimal)")

@@ -31,7 +31,7 @@ def register(subparsers: Any) -> None:
     asm.set_defaults(func=cmd_asm, _parser=asm)
 
     dis = subparsers.add_parser("disasm", help="binary program (.bin) -> assembly text")
-    dis.add_argument("file", metavar="FILE.bin")
+    dis.add_argument("file", metavar="FILE.bin", help="binary program written by `infsim asm -o`")
     dis.add_argument("-o", "--output", metavar="FILE.s", help="write the text here instead of stdout")
     dis.set_defaults(func=cmd_disasm)
 

@@ -15,14 +15,20 @@ def register(sub: Any) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                    help="override one chip config field (repeatable)")
     p.add_argument("--model", required=True, help="zoo name (e.g. llama-2-7b) or path to a config.json")
-    p.add_argument("--phase", choices=["prefill", "decode"], default="decode")
-    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--phase", choices=["prefill", "decode"], default="decode",
+                   help="prefill a prompt or decode one token per sequence (default: %(default)s)")
+    p.add_argument("--batch", type=int, default=1, help="sequences in the step (default: %(default)s)")
     p.add_argument("--context", type=int, default=2048,
                    help="prompt tokens (prefill) or cached tokens (decode) (default: %(default)s)")
     p.add_argument("--tp", type=int, default=1, help="tensor-parallel degree (cores; spans chips)")
     p.add_argument("--dtype", default="bf16", help="weight dtype: bf16, fp16, fp8_e4m3, fp8_e5m2, int8")
     p.add_argument("--kv-dtype", default=None, help="KV-cache dtype (default bf16)")
-    p.add_argument("--fidelity", choices=["cycle", "analytical"], default="cycle")
+    p.add_argument("--fidelity", choices=["cycle", "analytical"], default="cycle",
+                   help="cycle (lower to ISA and simulate) or analytical (closed forms per op) (default: %(default)s)")
+    p.add_argument("--trace", default=None, metavar="OUT.json.gz",
+                   help="write a Perfetto/Chrome trace of the run (cycle fidelity; .gz compresses)")
+    p.add_argument("--trace-max-events", type=int, default=None, metavar="N",
+                   help="cap the trace at about N events, sampling layers beyond it (default: 2,000,000)")
     p.add_argument("--memory", default=None, metavar="MODEL",
                    help="HBM model behind the memory interface, overriding the chip's hbm.memory_model (dram: "
                         "DRAM-level, the presets' default; simple: bandwidth+latency)")
@@ -35,9 +41,12 @@ def _run(args: argparse.Namespace) -> int:
 
     r = run(args.chip, args.model, phase=args.phase, batch=args.batch, context=args.context, tp=args.tp,
             dtype=args.dtype, kv_dtype=args.kv_dtype, fidelity=args.fidelity, overrides=args.overrides,
-            memory=args.memory, progress=not args.json)
+            memory=args.memory, progress=not args.json, trace=args.trace, trace_max_events=args.trace_max_events)
     if args.json:
-        print_json(r.to_dict())
+        from infsim.config import load_chip
+        from infsim.provenance import provenance
+
+        print_json({**r.to_dict(), "provenance": provenance([load_chip(args.chip, args.overrides)])})
         return 0
     from tabulate import tabulate
 

@@ -10,12 +10,14 @@ from infsim.errors import InfsimError
 
 def register(sub: Any) -> None:
     p = sub.add_parser("search", help="multi-objective search over a sweep spec's axes (Optuna NSGA-II)")
-    p.add_argument("spec")
-    p.add_argument("--trials", type=int, required=True)
+    p.add_argument("spec", help="sweep spec YAML (its axes: value lists or {min, max} ranges)")
+    p.add_argument("--trials", type=int, required=True, help="trials in all (a resumed study counts its earlier ones)")
     p.add_argument("--objectives", default="tokens_per_s:max,power_w:min",
                    help="comma-separated NAME:max|min (default: %(default)s)")
     p.add_argument("--out", required=True, help="folder holding study.db (resumes) and pareto.csv")
     p.add_argument("--seed", type=int, default=0, help="sampler seed, 0..2**32-1 (default: %(default)s)")
+    p.add_argument("--plot", action="store_true",
+                   help="write DIR/search.png: every trial's objectives with the Pareto front")
     p.set_defaults(func=_run)
 
 
@@ -30,5 +32,12 @@ def _run(args: argparse.Namespace) -> int:
         objs.append((name, d))
     df = run_search(args.spec, args.out, args.trials, objs, seed=args.seed, progress=True)
     print(f"Pareto set ({len(df)} trials), also in {args.out}/pareto.csv:")
-    print(df.to_string(index=False))
+    print(df.to_markdown(index=False, floatfmt=".4g"))
+    if args.plot:
+        import pandas as pd
+
+        from infsim.studies.plots import plot_search
+
+        plot_search(pd.read_csv(f"{args.out}/trials.csv"), df, objs, f"{args.out}/search.png")
+        print(f"wrote {args.out}/search.png")
     return 0

@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
             from infsim.errors import InfsimError
 
             raise InfsimError("this fidelity produces no per-instruction timeline for --trace")
-        write_trace(result, args.trace, "--trace")
+        write_trace(result, args.trace, flag="--trace")
     if args.json:
         print_json(result.to_dict())
         return 0

@@ -17,6 +17,7 @@ def register(sub: Any) -> None:
     p.add_argument("--max-points", type=int, default=None, metavar="N",
                    help="refuse a spec of more than N (design point, workload) pairs (default: "
                         "infsim.studies.sweep.MAX_PAIRS, 100000)")
+    p.add_argument("--csv", default=None, metavar="OUT.csv", help="also write every row as CSV")
     p.set_defaults(func=_run)
 
 
@@ -40,6 +41,9 @@ def _run(args: argparse.Namespace) -> int:
         limits = df.loc[df["status"] == "infeasible", "limit"].value_counts()
         print("infeasible design points (no latency; see the 'error' column): "
               + ", ".join(f"{n} over the {lim} limit" for lim, n in limits.items()))
+    if args.csv:
+        df.to_csv(args.csv, index=False)
+        print(f"wrote {args.csv}")
     if args.plot and len(ok):
         plot_sweep(ok, f"{args.out}/sweep.png")
         print(f"wrote {args.out}/sweep.png")

@@ -10,18 +10,42 @@ from infsim.commands._util import print_json
 
 def register(sub: Any) -> None:
     p = sub.add_parser("what-it-takes", help="cheapest resource scalings that reach a target speedup")
-    p.add_argument("--baseline", default="inf2")
-    p.add_argument("--speedup", type=float, required=True)
-    p.add_argument("--model", default="llama-2-7b")
-    p.add_argument("--phase", choices=["decode", "prefill"], default="decode")
+    p.add_argument("--baseline", default="inf2", help="chip preset or YAML to scale (default: %(default)s)")
+    p.add_argument("--speedup", type=float, required=True, help="target geometric-mean speedup over the baseline")
+    p.add_argument("--model", default="llama-2-7b", help="zoo name or config.json (default: %(default)s)")
+    p.add_argument("--phase", choices=["decode", "prefill"], default="decode",
+                   help="the phase's workload set (default: %(default)s)")
     p.add_argument("--levels", default="1,1.5,2,4,8", help="scaling levels per resource (default: %(default)s)")
-    p.add_argument("--chips", type=int, default=None)
+    p.add_argument("--chips", type=int, default=None, help="chips (default: the fewest whose HBM holds the model)")
     p.add_argument("--context", type=int, default=None, metavar="N",
                    help="longest context of the workload set (default: 2048, or what the model holds)")
     p.add_argument("--method", choices=["branch-and-bound", "exhaustive"], default="branch-and-bound",
                    help="search (default: %(default)s; exhaustive is the slow reference)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON object (with provenance)")
+    p.add_argument("--write-chip", default=None, metavar="OUT.yaml",
+                   help="write the scaled chip (the cheapest reaching the target) as a chip YAML to run or sweep")
     p.set_defaults(func=_run)
+
+
+def _write_chip(r: Any, path: str) -> None:
+    """The winner (or, when unreachable, the best within the bounds) as a chip YAML that loads as a preset."""
+    from pathlib import Path
+
+    import yaml
+
+    from infsim.commands.chips import _Dumper
+    from infsim.config import load_chip
+    from infsim.studies.inverse import scaled
+
+    sc = r.scalings or r.best_within_bounds["scalings"]
+    cfg = scaled(load_chip(r.baseline), sc)
+    what = "reaches" if r.reachable else "does not reach (the best within the levels)"
+    head = (f"# {r.baseline} scaled by infsim what-it-takes: " + ", ".join(f"{k} x{v:g}" for k, v in sc.items()
+                                                                            if v != 1)
+            + f"\n# {what} {r.target_speedup:g}x {r.phase} on {r.model} (achieved {r.achieved_speedup:.3f}x); every "
+            f"number is {r.baseline}'s (see its preset for sources) times the scaling of its resource\n")
+    Path(path).write_text(head + yaml.dump(cfg.model_dump(mode="json"), Dumper=_Dumper, sort_keys=False, width=120))
+    print(f"wrote {path} (chip '{cfg.name}')")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -34,8 +58,13 @@ def _run(args: argparse.Namespace) -> int:
         raise InfsimError(f"--levels '{args.levels}': expected comma-separated numbers") from None
     r = what_it_takes(args.baseline, args.speedup, args.model, args.phase, levels, args.chips,
                       progress=not args.json, method=args.method, context=args.context)
+    if args.write_chip:
+        _write_chip(r, args.write_chip)
     if args.json:
-        print_json(r.to_dict())
+        from infsim.config import load_chip
+        from infsim.provenance import provenance
+
+        print_json({**r.to_dict(), "provenance": provenance([load_chip(args.baseline)])})
         return 0
     for n in r.notes:
         print(f"note: {n}")

@@ -117,6 +117,8 @@ class CompareRow:
     perf_per_watt_ratio: float
     baseline_cost_per_mtok_usd: float
     target_cost_per_mtok_usd: float
+    baseline_limit: str = ""  # the resource that limits the step (infsim.breakdown; with its share in %)
+    target_limit: str = ""
 
 
 @dataclass
@@ -181,6 +183,14 @@ def _step(chip: ChipConfig, model: str, wl: Workload, tp: int, fidelity: str) ->
     return run_workload(chip, model, replace(wl, tp=tp), fidelity=fidelity)
 
 
+def _limit(breakdown: dict[str, Any]) -> str:
+    """``'DMA engines 88%'``: the resource that limits a step and its share of the step."""
+    from infsim.breakdown import RESOURCE_LABELS
+
+    step = breakdown["step"]
+    return f"{RESOURCE_LABELS[step['limit']]} {step['limit_share']:.0%}"
+
+
 def compare(baseline: str | ChipConfig, target: str | ChipConfig, model: str = "llama-2-7b", *,
             workloads: list[Workload] | None = None, chips: int | None = None, context: int | None = None,
             fidelity: str = "analytical", attribution: bool = True, progress: bool = False) -> CompareResult:
@@ -210,6 +220,7 @@ def compare(baseline: str | ChipConfig, target: str | ChipConfig, model: str = "
             rb.tokens_per_s, rt.tokens_per_s, rb.energy_per_token_j, rt.energy_per_token_j,
             rb.energy_per_token_j / rt.energy_per_token_j,
             price_b / 3600 / rb.tokens_per_s * 1e6, price_t / 3600 / rt.tokens_per_s * 1e6,
+            _limit(rb.breakdown), _limit(rt.breakdown),
         ))
     geo = math.exp(sum(math.log(r.speedup) for r in rows) / len(rows))
     geo_ppw = math.exp(sum(math.log(r.perf_per_watt_ratio) for r in rows) / len(rows))

@@ -54,10 +54,11 @@ def run_search(spec: str | Path | dict[str, Any], out: str | Path, trials: int,
                objectives: list[tuple[str, str]], *, seed: int = 0, progress: bool = False) -> Any:
     """Optuna (NSGA-II) search over the spec's axes; the study lives in ``out/study.db`` (SQLite), so a
     second call resumes it. Each trial evaluates every workload of the spec and scores the mean of each
-    objective. Returns the Pareto set as a DataFrame (also ``out/pareto.csv``)."""
+    objective. Returns the Pareto set as a DataFrame (also ``out/pareto.csv``; every completed trial in
+    ``out/trials.csv``)."""
     optuna = require("optuna", "infsim search")
 
-    s = load_spec(spec)
+    s = load_spec(spec, ranges=True)
     outp = Path(out)
     if trials < 1:
         raise SweepError(f"--trials must be >= 1, got {trials}")
@@ -122,4 +123,7 @@ def _optimize(optuna: Any, study: Any, s: Any, trials: int, objectives: list[tup
             for t in study.best_trials]
     df = pd.DataFrame(rows)
     df.to_csv(outp / "pareto.csv", index=False)
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    pd.DataFrame([{**t.params, **{n: v for (n, _), v in zip(objectives, t.values)}, "trial": t.number}
+                  for t in done]).to_csv(outp / "trials.csv", index=False)
     return df

@@ -107,7 +107,9 @@ class SweepSpec(BaseModel):
     workloads: list[WorkloadEntry] = Field(min_length=1)
 
 
-def load_spec(spec: str | Path | dict[str, Any]) -> SweepSpec:
+def load_spec(spec: str | Path | dict[str, Any], ranges: bool = False) -> SweepSpec:
+    """A validated sweep spec (errors name the file and field). ``ranges=True`` (a search): ``{min, max}`` axes
+    need no ``random:`` block (a sweep samples them with it; a search picks values itself)."""
     if isinstance(spec, dict):
         data, src = spec, "<spec>"
     else:
@@ -132,8 +134,11 @@ def load_spec(spec: str | Path | dict[str, Any]) -> SweepSpec:
         probes = vals if isinstance(vals, list) else [vals.get("min"), vals.get("max")]
         if not probes or any(p is None for p in probes):
             raise SweepError(f"{src}: axes.{name}: expected a non-empty list or {{min, max}}")
-        if isinstance(vals, dict) and (set(vals) != {"min", "max"} or s.random is None):
-            raise SweepError(f"{src}: axes.{name}: a {{min, max}} range needs 'random:' sampling")
+        if isinstance(vals, dict) and set(vals) != {"min", "max"}:
+            raise SweepError(f"{src}: axes.{name}: expected a list of values or {{min, max}}")
+        if isinstance(vals, dict) and s.random is None and not ranges:
+            raise SweepError(f"{src}: axes.{name}: a {{min, max}} range needs 'random:' sampling in a sweep "
+                             "(infsim search takes ranges as they are)")
         for probe in probes:
             try:
                 load_chip(base, {name: probe}, labels={name: f"{src}: axes.{name} value {probe!r}"})
@@ -359,9 +364,16 @@ def _write_part(out: Path, rows: list[dict[str, Any]], seq: int) -> None:
     atomic_write(path, lambda tmp: pd.DataFrame(rows).to_parquet(tmp, index=False))
 
 
-def _consolidate(out: Path) -> Any:
+def _consolidate(out: Path, spec: SweepSpec | None = None) -> Any:
     df = load_results(out)
     if len(df):
+        from infsim.config import load_chip
+        from infsim.provenance import provenance
+
+        prov = provenance([load_chip(spec.base)] if spec is not None else None)
+        if spec is not None:
+            prov["spec"] = spec.model_dump(mode="json")
+        df.attrs["infsim_provenance"] = prov  # parquet metadata: pd.read_parquet(results.parquet).attrs
         atomic_write(out / "results.parquet", lambda tmp: df.to_parquet(tmp, index=False))
     return df
 
@@ -509,7 +521,7 @@ def run_sweep(spec: str | Path | dict[str, Any], out: str | Path, *, workers: in
         else:
             run_batches(batches, evaluate_batch, n_workers, on_rows, crashed_row)
         bar.close()
-        return _consolidate(outp)
+        return _consolidate(outp, s)
 
 
 #: result columns compared by :func:`inert_axes`
