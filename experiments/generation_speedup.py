@@ -114,12 +114,13 @@ def main() -> None:
         lines += [f"## {t}", "", f"{r.chips} chip(s) per side, TP {r.target_tp} vs {r.baseline_tp}; geomean speedup "
                   f"**{r.geomean_speedup:.2f}x**, perf/W **{r.geomean_perf_per_watt_ratio:.2f}x**", "",
                   "| phase | batch | context | dtype | base ms | target ms | speedup | perf/W x | $/Mtok base "
-                  "| $/Mtok target |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "| $/Mtok target | base limited by | target limited by |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for w in r.rows:
             lines.append(f"| {w.phase} | {w.batch} | {w.context} | {w.dtype} | {w.baseline_latency_ms:.3f} | "
                          f"{w.target_latency_ms:.3f} | {w.speedup:.2f} | {w.perf_per_watt_ratio:.2f} | "
-                         f"{w.baseline_cost_per_mtok_usd:.3f} | {w.target_cost_per_mtok_usd:.3f} |")
+                         f"{w.baseline_cost_per_mtok_usd:.3f} | {w.target_cost_per_mtok_usd:.3f} | "
+                         f"{w.baseline_limit} | {w.target_limit} |")
         lines += ["", "Attribution (Shapley share of the mean log speedup): " + ", ".join(
             f"{k} {v:.0%}" for k, v in sorted(r.attribution.items(), key=lambda kv: -kv[1])), ""]
         if sens.get(t):

@@ -121,7 +121,9 @@ def speedup_panel(ax: Any, rows: list[Any], title: str, claims: bool = False) ->
 
     handles, _ = ax.get_legend_handles_labels()
     handles += [Patch(color=c, label=p) for p, c in PHASE_COLORS.items()]
-    ax.legend(handles=handles, loc="upper left")
+    top = max([r.speedup for r in rows] + [r.perf_per_watt_ratio for r in rows] + [4.0 if claims else 0.0])
+    ax.set_ylim(0, top * 1.45)  # room for the legend above the bars
+    ax.legend(handles=handles, loc="upper left", ncols=3)
     ax.set_xticks(list(xs), [workload_label(r.phase, r.batch, r.context, r.dtype) for r in rows], rotation=40,
                   ha="right")
     ax.set_ylabel("ratio over baseline (x)")
@@ -198,15 +200,22 @@ def plot_roofline(points: list[dict[str, Any]], roofs: dict[str, tuple[float, fl
         for p in (p for p in points if p["chip"] == chip):
             ax.scatter([p["flop_per_byte"]], [p["achieved_tflops"]], color=c, s=40, zorder=3,
                        marker="o" if p["phase"] == "decode" else "s", edgecolor="k", lw=0.5)
-            ax.annotate(f"{p['phase'][0]} b{p['batch']} {p['dtype'].split('_')[0]}",
-                        (p["flop_per_byte"], p["achieved_tflops"]), xytext=(4, -10), textcoords="offset points",
-                        fontsize=8, color=c)
+    # each workload labelled once, beside its lowest point (the chips' points share the workload's intensity)
+    seen: list[tuple] = []
+    for p in sorted(points, key=lambda p: p["achieved_tflops"]):
+        key = (p["phase"], p["batch"], p["context"], p["dtype"])
+        if key in seen:
+            continue
+        seen.append(key)
+        what = f"b{p['batch']}" if p["phase"] == "decode" else f"{p['context']} tokens"
+        ax.annotate(f"{p['phase']} {what} {p['dtype'].split('_')[0]}", (p["flop_per_byte"], p["achieved_tflops"]),
+                    xytext=(6, -14 if len(seen) % 2 else -26), textcoords="offset points", fontsize=9)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlim(lo, hi)
     ax.set_xlabel("arithmetic intensity (FLOP per HBM byte)")
     ax.set_ylabel("achieved throughput (TFLOPS)")
-    ax.set_title(title + "\n(o decode, s prefill; label: phase, batch, weight dtype)")
+    ax.set_title(title + "\n(o decode, s prefill; each workload labelled at its lowest point)")
     ax.legend(loc="upper left", ncols=2)
     _style(ax)
     return save(fig, path)
@@ -230,6 +239,7 @@ def plot_sweep(df: Any, path: str | Path | None = None, y: str = "tokens_per_s",
 
     from .sweep import pareto
 
+    infeasible = int((~df["feasible"]).sum()) if "feasible" in df else 0
     if "feasible" in df:
         df = df[df["feasible"]]
     df = df[df["error"] == ""] if "error" in df else df
@@ -241,36 +251,44 @@ def plot_sweep(df: Any, path: str | Path | None = None, y: str = "tokens_per_s",
     flat = [a for r in axs for a in r]
     for a in flat[n:]:
         a.set_visible(False)
-    # Pareto front, duplicates collapsed
+    # Pareto front per workload, duplicates collapsed
+    wl_cols = [c for c in ("wl.model", "wl.phase", "wl.batch", "wl.context", "wl.dtype") if c in df]
+    groups = list(df.groupby(wl_cols)) if wl_cols else [((), df)]
+
+    def wl_name(key: Any) -> str:
+        return " ".join(str(k) for k in (key if isinstance(key, tuple) else (key,)))
+
     ax = flat[0]
-    pts = df.groupby([x, y]).size().reset_index(name="designs")
-    ax.scatter(pts[x], pts[y], s=18 + 6 * pts["designs"], alpha=0.5, label="design points (size: how many)")
-    front = pareto(pts, x=x, y=y)
-    ax.plot(front[x], front[y], "-o", color="tab:red", ms=5, label="Pareto front")
-    for _, r in front.iterrows():
-        if r["designs"] > 1:
-            ax.annotate(f"x{int(r['designs'])}", (r[x], r[y]), xytext=(4, 4), textcoords="offset points", fontsize=8)
+    for i, (key, g) in enumerate(groups):
+        c = CHIP_COLORS[i % len(CHIP_COLORS)]
+        pts = g.groupby([x, y]).size().reset_index(name="designs")
+        ax.scatter(pts[x], pts[y], s=18 + 6 * pts["designs"], alpha=0.45, color=c)
+        front = pareto(pts, x=x, y=y)
+        ax.plot(front[x], front[y], "-o", color=c, ms=5, label=f"{wl_name(key)}: Pareto front")
+        for _, r in front.iterrows():
+            if r["designs"] > 1:
+                ax.annotate(f"x{int(r['designs'])}", (r[x], r[y]), xytext=(4, 4), textcoords="offset points",
+                            fontsize=8)
+    if df[y].max() > 20 * max(df[y].min(), 1e-12):
+        ax.set_yscale("log")
     ax.set_xlabel(axis_label(x))
     ax.set_ylabel(axis_label(y))
-    ax.set_title("Pareto front")
-    ax.legend(loc="lower right")
+    ax.set_title("Pareto fronts" + (f" ({infeasible} infeasible points not shown)" if infeasible else ""))
+    ax.legend(fontsize=8)
     _style(ax)
-    # effects of each axis, one line per workload
-    wl_cols = [c for c in ("wl.model", "wl.phase", "wl.batch", "wl.context", "wl.dtype") if c in df]
+    # effects of each axis, one line per workload, relative to the axis's lowest value
     for a, col in zip(flat[1:], axes_cols):
         num = _numeric(df[col])
-        for key, g in (df.groupby(wl_cols) if wl_cols else [((), df)]):
+        for i, (key, g) in enumerate(groups):
             mean = g.groupby(col)[y].mean()
-            label = " ".join(str(k) for k in (key if isinstance(key, tuple) else (key,)))
-            if num is not None:
-                a.plot(mean.index.astype(float), mean.values, "o-", label=label)
-            else:
-                a.plot([str(v) for v in mean.index], mean.values, "o-", label=label)
+            rel = mean / mean.iloc[0] if len(mean) and mean.iloc[0] else mean
+            xs = mean.index.astype(float) if num is not None else [str(v) for v in mean.index]
+            a.plot(xs, rel.values, "o-", color=CHIP_COLORS[i % len(CHIP_COLORS)], label=wl_name(key))
+        a.axhline(1.0, color="k", lw=0.8)
         a.set_xlabel(axis_label(col))
-        a.set_ylabel(axis_label(y) + ", mean over the other axes")
+        a.set_ylabel(f"{axis_label(y).split(' (')[0]} vs the lowest value (x, mean\nover the other axes)")
         a.set_title(f"effect of {col[5:]}")
-        if len(a.get_lines()) > 1:
-            a.legend(fontsize=8)
+        a.legend(fontsize=8)
         _style(a)
     # parallel coordinates with a colorbar
     pc = flat[n - 1]
@@ -284,7 +302,8 @@ def plot_sweep(df: Any, path: str | Path | None = None, y: str = "tokens_per_s",
     cnorm = mpl.colors.Normalize(vals.min(), vals.max() if vals.max() > vals.min() else vals.min() + 1)
     for (_, row), v in zip(norm.iterrows(), vals):
         pc.plot(range(len(pcols)), row.values, color=cmap(cnorm(v)), alpha=0.6, lw=1.0)
-    pc.set_xticks(range(len(pcols)), [axis_label(c).replace(" (", "\n(") for c in pcols], rotation=0, fontsize=8)
+    short = [axis_label(c).split(".")[-1].replace(" (", "\n(") for c in pcols]
+    pc.set_xticks(range(len(pcols)), short, rotation=30, ha="right", fontsize=8)
     pc.set_ylabel("each column scaled to its range (0 = min, 1 = max)")
     pc.set_title("every design point")
     fig.colorbar(mpl.cm.ScalarMappable(norm=cnorm, cmap=cmap), ax=pc, label=axis_label(y))

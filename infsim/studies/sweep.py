@@ -529,12 +529,13 @@ EFFECT_FIELDS = ("latency_ms", "tokens_per_s", "energy_j", "power_w", "hbm_bytes
 
 
 def inert_axes(df: Any) -> dict[str, list[str]]:
-    """Axes that change nothing: ``{axis: result fields it changes}`` for every axis that changes no latency
-    (an empty list: no result at all). Compared between rows that differ only in that axis (same other axes
-    and workload), on feasible rows. A fixed ``tp`` makes ``cores_per_chip`` such an axis, for instance."""
+    """Axes that change nothing: ``{axis: result fields it changes}`` for every axis that changes neither the
+    latency nor whether a design is feasible (an empty list: no result at all). Compared between rows that
+    differ only in that axis (same other axes and workload). A fixed ``tp`` makes ``cores_per_chip`` such an
+    axis, for instance."""
     axes = [c for c in df.columns if c.startswith("axis.")]
-    if "feasible" in df:
-        df = df[df["feasible"] & (df["error"] == "")]
+    if "feasible" in df:  # results and infeasible points (an axis that makes a design infeasible acts)
+        df = df[~df["feasible"] | (df["error"] == "")]
     if not len(df):
         return {}
     wl_cols = [c for c in df.columns if c.startswith("wl.") and c != "wl.tp"]  # tp may follow the chip
@@ -548,10 +549,11 @@ def inert_axes(df: Any) -> dict[str, list[str]]:
         if not groups:
             continue
         changed = []
-        for f in EFFECT_FIELDS:
-            if any(g[f].round(12).nunique() > 1 for _, g in groups):
+        for f in (*EFFECT_FIELDS, "feasible"):
+            if f in df and any(g[f].round(12).nunique(dropna=False) > 1 if f != "feasible" else g[f].nunique() > 1
+                               for _, g in groups):
                 changed.append(f)
-        if "latency_ms" not in changed:
+        if "latency_ms" not in changed and "feasible" not in changed:
             out[a] = changed
     return out
 
