@@ -165,6 +165,12 @@ class Breakdown:
         return Breakdown(self.fidelity, total, cats, {"limit": lim, "limit_share": val, "shares": step_shares})
 
 
+def limit_label(breakdown: dict[str, Any]) -> str:
+    """``'DMA engines 88%'``: the resource that limits a step (a :meth:`Breakdown.to_dict`) and its share."""
+    step = breakdown["step"]
+    return f"{RESOURCE_LABELS[step['limit']]} {step['limit_share']:.0%}"
+
+
 def build(parts: dict[str, Part], total_ns: float, fidelity: str) -> Breakdown:
     """A :class:`Breakdown` from each category's time and work (time the parts leave uncovered is ``other``)."""
     parts = {c: parts.get(c, Part()) for c in CATEGORIES}

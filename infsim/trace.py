@@ -25,8 +25,10 @@ collectives' link bytes. ``max_events`` caps the size: beyond it only some layer
 the last and evenly spaced ones between, plus everything outside the layers; ``otherData.sampled_layers``
 says which). A path ending in ``.gz`` is written gzip-compressed.
 
-Left out: the Perfetto protobuf format (the ``perfetto`` Python package only reads traces, through its
-trace processor, which it downloads at first use: not possible offline), per-byte HBM bank activity.
+Left out: the Perfetto protobuf format. The ``perfetto`` Python package (0.59) can build it offline
+(``perfetto.trace_builder.proto_builder.TraceProtoBuilder``, on ``protobuf``), but infsim does not use it yet:
+it writes the JSON trace-event format, which ui.perfetto.dev and chrome://tracing open as well, checked by
+:func:`validate_trace`. Also left out: per-byte HBM bank activity.
 """
 
 from __future__ import annotations

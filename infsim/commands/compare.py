@@ -63,6 +63,10 @@ def _run(args: argparse.Namespace) -> int:
         from infsim.studies.plots import check_plot_path
 
         check_plot_path(args.plot)  # before the comparison, not after it
+    if args.csv:
+        from infsim.userfiles import check_output
+
+        check_output(args.csv, "--csv")
     r = compare(args.baseline, args.target, args.model, chips=args.chips, context=args.context,
                 fidelity=args.fidelity,
                 attribution=not args.no_attribution, progress=not args.json)
@@ -75,7 +79,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.csv:
         import pandas as pd
 
-        pd.DataFrame([dataclasses.asdict(w) for w in r.rows]).to_csv(args.csv, index=False)
+        from infsim.userfiles import write_output
+
+        write_output(args.csv, pd.DataFrame([dataclasses.asdict(w) for w in r.rows]).to_csv(index=False), "--csv")
     if args.json:
         from infsim.config import load_chip
         from infsim.provenance import provenance

@@ -42,9 +42,11 @@ def _run(args: argparse.Namespace) -> int:
         print("infeasible design points (no latency; see the 'error' column): "
               + ", ".join(f"{n} over the {lim} limit" for lim, n in limits.items()))
     if args.csv:
-        df.to_csv(args.csv, index=False)
+        from infsim.userfiles import write_output
+
+        write_output(args.csv, df.to_csv(index=False), "--csv")
         print(f"wrote {args.csv}")
     if args.plot and len(ok):
-        plot_sweep(ok, f"{args.out}/sweep.png")
+        plot_sweep(df, f"{args.out}/sweep.png")  # the results of the feasible points, the others counted
         print(f"wrote {args.out}/sweep.png")
     return 0

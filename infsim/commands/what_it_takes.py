@@ -27,15 +27,25 @@ def register(sub: Any) -> None:
     p.set_defaults(func=_run)
 
 
+def _tidy(v: Any) -> Any:
+    """Config values as written: floats to 12 significant digits (``2.8 * 1.5`` is 4.2, not 4.199999999999999)."""
+    if isinstance(v, float):
+        return float(f"{v:.12g}")
+    if isinstance(v, dict):
+        return {k: _tidy(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_tidy(x) for x in v]
+    return v
+
+
 def _write_chip(r: Any, path: str) -> None:
     """The winner (or, when unreachable, the best within the bounds) as a chip YAML that loads as a preset."""
-    from pathlib import Path
-
     import yaml
 
     from infsim.commands.chips import _Dumper
     from infsim.config import load_chip
     from infsim.studies.inverse import scaled
+    from infsim.userfiles import write_output
 
     sc = r.scalings or r.best_within_bounds["scalings"]
     cfg = scaled(load_chip(r.baseline), sc)
@@ -44,7 +54,8 @@ def _write_chip(r: Any, path: str) -> None:
                                                                             if v != 1)
             + f"\n# {what} {r.target_speedup:g}x {r.phase} on {r.model} (achieved {r.achieved_speedup:.3f}x); every "
             f"number is {r.baseline}'s (see its preset for sources) times the scaling of its resource\n")
-    Path(path).write_text(head + yaml.dump(cfg.model_dump(mode="json"), Dumper=_Dumper, sort_keys=False, width=120))
+    body = yaml.dump(_tidy(cfg.model_dump(mode="json")), Dumper=_Dumper, sort_keys=False, width=120)
+    write_output(path, head + body, "--write-chip")
     print(f"wrote {path} (chip '{cfg.name}')")
 
 
@@ -56,6 +67,10 @@ def _run(args: argparse.Namespace) -> int:
         levels = tuple(float(x) for x in args.levels.split(","))
     except ValueError:
         raise InfsimError(f"--levels '{args.levels}': expected comma-separated numbers") from None
+    if args.write_chip:
+        from infsim.userfiles import check_output
+
+        check_output(args.write_chip, "--write-chip")  # before the search, not after it
     r = what_it_takes(args.baseline, args.speedup, args.model, args.phase, levels, args.chips,
                       progress=not args.json, method=args.method, context=args.context)
     if args.write_chip:
@@ -72,10 +87,32 @@ def _run(args: argparse.Namespace) -> int:
         b = r.best_within_bounds
         print(f"{args.speedup}x {args.phase} on {args.model} is unreachable within levels {args.levels}: the best is "
               f"{b['speedup']:.3f}x with " + ", ".join(f"{k} x{v:g}" for k, v in b["scalings"].items() if v != 1))
+        _print_limits(r)
         return 0
     print(f"{args.speedup}x {args.phase} on {args.model} over {r.baseline}: cost proxy {r.cost:.2f}, achieved "
           f"{r.achieved_speedup:.2f}x, perf/W {r.perf_per_watt_ratio:.2f}x ({r.evaluated} configurations evaluated)")
-    for k, v in r.scalings.items():
-        if v != 1:
-            print(f"  {k:8s} x{v:g}")
+    _print_scalings(r.scalings)
+    _print_limits(r)
     return 0
+
+
+def _print_scalings(scalings: dict[str, float]) -> None:
+    from tabulate import tabulate
+
+    from infsim.studies.inverse import RESOURCES
+
+    def fields(k: str) -> str:
+        fs = [f.lstrip("/") for f in RESOURCES[k][0]]
+        return ", ".join(fs[:2]) + (f" and {len(fs) - 2} more" if len(fs) > 2 else "")
+
+    rows = [[k, f"/{v:g}" if RESOURCES[k][0][0].startswith("/") else f"x{v:g}", fields(k)]
+            for k, v in scalings.items() if v != 1]
+    print(tabulate(rows, headers=["resource", "scaling", "config fields"], tablefmt="simple", disable_numparse=True))
+
+
+def _print_limits(r: Any) -> None:
+    from tabulate import tabulate
+
+    rows = [[w, r.baseline_limits[w], r.scaled_limits.get(w, "")] for w in r.baseline_limits]
+    print("what limits each workload (share of the step; infsim run prints the whole breakdown):")
+    print(tabulate(rows, headers=["workload", r.baseline, "scaled"], tablefmt="simple", disable_numparse=True))

@@ -21,6 +21,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from infsim.breakdown import limit_label
 from infsim.config import CHIP_PATHS, ChipConfig, load_chip
 from infsim.config.loader import validate
 from infsim.errors import InfsimError
@@ -183,14 +184,6 @@ def _step(chip: ChipConfig, model: str, wl: Workload, tp: int, fidelity: str) ->
     return run_workload(chip, model, replace(wl, tp=tp), fidelity=fidelity)
 
 
-def _limit(breakdown: dict[str, Any]) -> str:
-    """``'DMA engines 88%'``: the resource that limits a step and its share of the step."""
-    from infsim.breakdown import RESOURCE_LABELS
-
-    step = breakdown["step"]
-    return f"{RESOURCE_LABELS[step['limit']]} {step['limit_share']:.0%}"
-
-
 def compare(baseline: str | ChipConfig, target: str | ChipConfig, model: str = "llama-2-7b", *,
             workloads: list[Workload] | None = None, chips: int | None = None, context: int | None = None,
             fidelity: str = "analytical", attribution: bool = True, progress: bool = False) -> CompareResult:
@@ -220,7 +213,7 @@ def compare(baseline: str | ChipConfig, target: str | ChipConfig, model: str = "
             rb.tokens_per_s, rt.tokens_per_s, rb.energy_per_token_j, rt.energy_per_token_j,
             rb.energy_per_token_j / rt.energy_per_token_j,
             price_b / 3600 / rb.tokens_per_s * 1e6, price_t / 3600 / rt.tokens_per_s * 1e6,
-            _limit(rb.breakdown), _limit(rt.breakdown),
+            limit_label(rb.breakdown), limit_label(rt.breakdown),
         ))
     geo = math.exp(sum(math.log(r.speedup) for r in rows) / len(rows))
     geo_ppw = math.exp(sum(math.log(r.perf_per_watt_ratio) for r in rows) / len(rows))

@@ -83,6 +83,9 @@ class WhatItTakes:
     evaluated: int
     best_within_bounds: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # per workload of the phase: what limits the baseline and the scaled chip (infsim.breakdown)
+    baseline_limits: dict[str, str] = field(default_factory=dict)
+    scaled_limits: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -205,9 +208,18 @@ def what_it_takes(baseline: str | ChipConfig, speedup: float, model: str = "llam
         dfs(0, {})
     bar.close()
     evaluated = len(memo) + 1
+
+    def limits(cfg: ChipConfig) -> dict[str, str]:
+        from infsim.breakdown import limit_label
+
+        return {f"{wl.phase} b{wl.batch} c{wl.prompt_or_context}":
+                limit_label(run_workload(cfg, model, replace(wl, tp=tp), fidelity="analytical").breakdown)
+                for wl in wls}
+
     if best is None:
         return WhatItTakes(base.name, str(model), phase, speedup, False, {}, top_sp, top_ppw, None, evaluated, top,
-                           notes)
+                           notes, limits(base), limits(scaled(base, top_sc)))
     cost, sp, sc, ppw = best
     sc = {r: sc[r] for r in names}  # in RESOURCES order
-    return WhatItTakes(base.name, str(model), phase, speedup, True, sc, sp, ppw, cost, evaluated, top, notes)
+    return WhatItTakes(base.name, str(model), phase, speedup, True, sc, sp, ppw, cost, evaluated, top, notes,
+                       limits(base), limits(scaled(base, sc)))

@@ -230,16 +230,18 @@ def _numeric(col: Any) -> Any:
 
 
 def plot_sweep(df: Any, path: str | Path | None = None, y: str = "tokens_per_s", x: str = "power_w") -> Any:
-    """``infsim sweep --plot`` (feasible rows only): a grid of panels: the Pareto front of ``y`` against ``x``
-    (designs with the same results collapsed into one point, labelled with how many), the effect of each axis
-    on ``y`` (one line per workload, the other axes averaged), and a parallel-coordinates view of every point
-    coloured by ``y`` with a colorbar."""
+    """``infsim sweep --plot`` (the results of the feasible rows; the infeasible ones counted): a grid of
+    panels: the Pareto front of ``y`` against ``x`` per workload (designs with the same results collapsed
+    into one point, labelled with how many), the effect of each axis on ``y`` relative to its lowest value
+    (one line per workload, the other axes averaged; how many points each value makes infeasible), and a
+    parallel-coordinates view of every point coloured by ``y`` with a colorbar."""
     import matplotlib as mpl
     import pandas as pd
 
     from .sweep import pareto
 
     infeasible = int((~df["feasible"]).sum()) if "feasible" in df else 0
+    every = df  # with the infeasible points, counted per axis value in the effect panels
     if "feasible" in df:
         df = df[df["feasible"]]
     df = df[df["error"] == ""] if "error" in df else df
@@ -285,6 +287,14 @@ def plot_sweep(df: Any, path: str | Path | None = None, y: str = "tokens_per_s",
             xs = mean.index.astype(float) if num is not None else [str(v) for v in mean.index]
             a.plot(xs, rel.values, "o-", color=CHIP_COLORS[i % len(CHIP_COLORS)], label=wl_name(key))
         a.axhline(1.0, color="k", lw=0.8)
+        # how many points each value makes infeasible (no latency, so not in the lines): under its tick
+        bad = every[~every["feasible"]].groupby(col).size() if infeasible else {}
+        if num is not None and df[col].nunique() <= 8:  # the axis's own values as ticks (no 2.25 cores)
+            ticks = sorted(num.unique())
+            a.set_xticks(ticks, [f"{v:g}" + (f"\n{bad[v]} infeasible" if v in bad else "") for v in ticks])
+        elif len(bad):
+            a.text(0.02, 0.97, "infeasible: " + ", ".join(f"{k} at {v}" for v, k in bad.items()), va="top",
+                   transform=a.transAxes, fontsize=8, color="tab:red")
         a.set_xlabel(axis_label(col))
         a.set_ylabel(f"{axis_label(y).split(' (')[0]} vs the lowest value (x, mean\nover the other axes)")
         a.set_title(f"effect of {col[5:]}")
@@ -327,7 +337,7 @@ def plot_search(trials: Any, front: Any, objectives: list[tuple[str, str]], path
         ax.plot(f[b], f[a], "-o", color="tab:red", ms=5, label="Pareto set")
         ax.set_xlabel(f"{axis_label(b)} ({db})")
         ax.set_ylabel(f"{axis_label(a)} ({da})")
-    ax.set_title(f"search: {len(trials)} trials")
+    ax.set_title(f"search: {len(trials)} completed trials (infeasible or failed ones are pruned)")
     ax.legend()
     _style(ax)
     return save(fig, path)
