@@ -52,16 +52,11 @@ def chip_summary(cfg: ChipConfig) -> dict[str, Any]:
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    cells = [[h for _, h, _ in _COLUMNS]]
-    for r in rows:
-        cells.append([("-" if r[k] == 0 and k.startswith("peak_") else f.format(r[k])) for k, _, f in _COLUMNS])
-    widths = [max(len(row[i]) for row in cells) for i in range(len(_COLUMNS))]
-    lines = []
-    for row in cells:
-        parts = [c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))]
-        lines.append("  ".join(parts).rstrip())
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    from tabulate import tabulate
+
+    cells = [[("-" if r[k] == 0 and k.startswith("peak_") else f.format(r[k])) for k, _, f in _COLUMNS] for r in rows]
+    return tabulate(cells, headers=[h for _, h, _ in _COLUMNS], tablefmt="simple", disable_numparse=True,
+                    colalign=["left", "left"] + ["right"] * (len(_COLUMNS) - 2))
 
 
 class _Dumper(yaml.SafeDumper):

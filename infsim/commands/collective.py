@@ -94,10 +94,10 @@ def cmd_collective(args: argparse.Namespace) -> int:
                     "algorithm": args.algorithm, "topology": chip.links.topology, "points": points})
         return 0
     print(f"{args.op} on {chip.name} ({chip.instance.name}, {chip.links.topology}), algorithm {args.algorithm}")
-    head = f"{'ranks':>5} {'chips':>5} {'bytes':>12} {'steps':>5} {'time_us':>12} {'bus_gbps':>10} {'closed_us':>12}"
-    print(head)
-    for pt in points:
-        cf = "-" if pt["closed_form_us"] is None else f"{pt['closed_form_us']:.3f}"
-        print(f"{pt['ranks']:>5} {pt['chips']:>5} {pt['bytes']:>12} {pt['steps']:>5} {pt['time_us']:>12.3f} "
-              f"{pt['bus_gbps']:>10.2f} {cf:>12}")
+    from tabulate import tabulate
+
+    rows = [[pt["ranks"], pt["chips"], pt["bytes"], pt["steps"], f"{pt['time_us']:.3f}", f"{pt['bus_gbps']:.2f}",
+             "-" if pt["closed_form_us"] is None else f"{pt['closed_form_us']:.3f}"] for pt in points]
+    print(tabulate(rows, headers=["ranks", "chips", "bytes", "steps", "time_us", "bus_gbps", "closed_us"],
+                   tablefmt="simple", disable_numparse=True, colalign=["right"] * 7))
     return 0

@@ -28,7 +28,8 @@ def register(sub: Any) -> None:
     p.add_argument("--trace", default=None, metavar="OUT.json.gz",
                    help="write a Perfetto/Chrome trace of the run (cycle fidelity; .gz compresses)")
     p.add_argument("--trace-max-events", type=int, default=None, metavar="N",
-                   help="cap the trace at about N events, sampling layers beyond it (default: 2,000,000)")
+                   help="cap the trace at about N events, sampling layers beyond it (default: "
+                        "infsim.trace.MAX_EVENTS, 1,000,000)")
     p.add_argument("--memory", default=None, metavar="MODEL",
                    help="HBM model behind the memory interface, overriding the chip's hbm.memory_model (dram: "
                         "DRAM-level, the presets' default; simple: bandwidth+latency)")

@@ -96,8 +96,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"hbm_bytes_read {d['hbm_bytes_read']}  hbm_bytes_written {d['hbm_bytes_written']}  "
           f"hbm_gbps {d['hbm_gbps']:.1f}")
     print(f"energy_j {d['energy_j']:.6g}  power_w {d['power_w']:.1f}")
-    print(f"{'engine':<16}{'instr':>8}{'busy_cycles':>14}{'stall_cycles':>14}{'idle_cycles':>14}{'util':>7}")
-    for name, e in d["engines"].items():
-        print(f"{name:<16}{e['instructions']:>8}{e['busy_cycles']:>14}{e['stall_cycles']:>14}{e['idle_cycles']:>14}"
-              f"{e['utilization']:>7.2f}")
+    from tabulate import tabulate
+
+    rows = [[name, e["instructions"], e["busy_cycles"], e["stall_cycles"], e["idle_cycles"], f"{e['utilization']:.2f}"]
+            for name, e in d["engines"].items()]
+    print(tabulate(rows, headers=["engine", "instr", "busy_cycles", "stall_cycles", "idle_cycles", "util"],
+                   tablefmt="simple", disable_numparse=True, colalign=["left"] + ["right"] * 5))
     return 0
