@@ -31,8 +31,12 @@ def _run(args: argparse.Namespace) -> int:
             raise InfsimError(f"--objectives '{item}': expected NAME:max or NAME:min")
         objs.append((name, d))
     df = run_search(args.spec, args.out, args.trials, objs, seed=args.seed, progress=True)
-    print(f"Pareto set ({len(df)} trials), also in {args.out}/pareto.csv:")
-    print(df.to_markdown(index=False, floatfmt=".4g"))
+    # the same design found by several trials: one row, with the trials that found it
+    keys = [c for c in df.columns if c != "trial"]
+    designs = (df.groupby(keys, sort=False)["trial"].agg(lambda t: ", ".join(str(x) for x in sorted(t)))
+               .reset_index().rename(columns={"trial": "trials"})) if len(df) else df
+    print(f"Pareto set: {len(designs)} design(s) from {len(df)} trial(s) (all in {args.out}/pareto.csv):")
+    print(designs.to_markdown(index=False, floatfmt=".4g"))
     if args.plot:
         import pandas as pd
 
