@@ -81,25 +81,41 @@ def trace_events(result: SimResult, cores_per_chip: int = 1, *, program: Program
     (and ``tags``: per-instruction op class and layer codes) the slices are named, DMA bytes, stalls and
     flows added (see the module docstring); ``chip`` adds the links counter; ``info`` receives what was
     sampled."""
-    from infsim.models.lower.tags import OP_CLASS_NAMES
 
     tl = result.timeline
     if tl is None:
         raise InfsimError("no timeline in this result: simulate with trace=True")
     n = len(tl.start_ps)
-    keep = np.ones(n, bool)
-    sampled = None
     cap = MAX_EVENTS if max_events is None else max_events
-    per_instr = 3 if program is not None else 1  # slice, possible stall, possible flow
-    if tags is not None:
-        keep, sampled = _sample_layers(tags[1], per_instr, cap)
-    elif n * per_instr > cap:  # no layers to sample by: the first instructions in time
-        keep = np.zeros(n, bool)
-        keep[np.argsort(tl.start_ps, kind="stable")[: max(1, cap // per_instr)]] = True
-        sampled = []
+    budget = cap // (4 if program is not None else 1)  # instructions: a slice, a stall, ~1.5 flows (2 events each)
+    for _ in range(3):  # an estimate of the events per instruction, then at most two corrections of it
+        keep = np.ones(n, bool)
+        sampled = None
+        if tags is not None:
+            keep, sampled = _sample_layers(tags[1], 1, budget)
+        elif n > budget:  # no layers to sample by: the first instructions in time
+            keep = np.zeros(n, bool)
+            keep[np.argsort(tl.start_ps, kind="stable")[: max(1, budget)]] = True
+            sampled = []
+        ev = _events(result, keep, program, tags, chip)
+        if len(ev) <= cap or (sampled is not None and tags is not None and len(sampled) <= 2):
+            break
+        # slices, stalls, flows and counters per kept instruction, as measured: the budget that fits the cap
+        budget = max(1, int(int(keep.sum()) * cap / len(ev) * 0.97))
     if info is not None:
         info["sampled_layers"] = sampled
         info["instructions"] = int(keep.sum())
+    return ev
+
+
+def _events(result: SimResult, keep: np.ndarray, program: Program | None,
+            tags: tuple[np.ndarray, np.ndarray] | None, chip: ChipConfig | None) -> list[dict[str, Any]]:
+    """The events of the instructions in ``keep`` (and every counter): see :func:`trace_events`."""
+    from infsim.models.lower.tags import OP_CLASS_NAMES
+
+    tl = result.timeline
+    assert tl is not None
+    n = len(tl.start_ps)
     ev: list[dict[str, Any]] = []
     cores = sorted({k[0] for k in tl.streams})
     for c in cores:

@@ -113,6 +113,7 @@ def test_trace_cap_samples_layers(tmp_path) -> None:
     obj = read_trace(out)
     kept = obj["otherData"]["sampled_layers"]
     assert kept and kept[0] == 0 and kept[-1] == 11 and len(kept) < 12
+    assert len(obj["traceEvents"]) <= 60_000  # the cap holds: slices, stalls, flows and counters together
     layers = {e["name"].split()[0] for e in obj["traceEvents"] if e["ph"] == "X" and e["name"].startswith("L")}
     assert layers == {f"L{k}" for k in kept}
     assert validate_trace(obj) == []
