@@ -1,7 +1,9 @@
 """Can this chip run this step at all? The checks every fidelity makes before it runs, in one place, so that
 no fidelity gives a latency for a step another one refuses (``infsim run`` at either fidelity, every
-``compare``, ``what-it-takes``, ``sweep`` and ``search`` point goes through :func:`check_feasible`, and
-the lowering itself calls :func:`check_step` and :func:`check_hbm`).
+``compare``, ``what-it-takes``, ``sweep`` and ``search`` point goes through
+:func:`infsim.models.lower.plan.check_feasible`, which applies these checks to the lowering's plan of the
+step and lives beside it so that this module imports no lowering; the lowering itself calls
+:func:`check_step` and :func:`check_hbm`).
 
 Each refusal is an :class:`InfeasibleError` whose ``limit`` names the resource (:data:`LIMITS`) and whose
 message names the option or config field behind it:
@@ -38,8 +40,6 @@ from infsim.errors import InfsimError
 if TYPE_CHECKING:
     from infsim.config import ChipConfig
     from infsim.models.graph import Workload
-    from infsim.models.lower.plan import StepPlan
-    from infsim.models.spec import ModelSpec
 
 #: the limits :class:`InfeasibleError` names (``limit``)
 LIMITS = ("dtype", "psum", "instance", "hbm", "sbuf")
@@ -103,20 +103,3 @@ def check_hbm(per_chip_bytes: dict[int, int], chip: ChipConfig, model: str, tp: 
         f"model '{model}' with tp {tp}: chip {c} needs {need / gib:.4g} GiB of HBM{parts}, '{chip.name}' has "
         f"{cap / gib:.4g} GiB (hbm.capacity_gib); use {tp_hint}, a smaller batch or context, or a chip with "
         "more HBM", "hbm")
-
-
-def check_feasible(spec: ModelSpec, wl: Workload, chip: ChipConfig) -> StepPlan:
-    """The lowering's plan of the step, or :class:`InfeasibleError` naming the first limit it exceeds (see
-    the module docstring)."""
-    from infsim.models.lower.plan import plan_step
-
-    check_step(wl, chip)
-    chips_needed = math.ceil(wl.tp / chip.cores_per_chip)
-    if chips_needed > chip.instance.chips:
-        raise InfeasibleError(f"--tp {wl.tp} needs {chips_needed} chips of '{chip.name}' but its instance "
-                              f"'{chip.instance.name}' has {chip.instance.chips} (instance.chips)", "instance")
-    plan = plan_step(spec, wl, chip)
-    check_hbm(plan.hbm_bytes_per_chip, chip, spec.name, wl.tp, plan.hbm_bytes_by_kind)
-    if plan.error is not None:
-        raise InfeasibleError(f"{plan.error} (sbuf.bytes_per_partition)", "sbuf")
-    return plan

@@ -91,8 +91,8 @@ def run_workload(chip: ChipConfig, model: Any, wl: Workload, *, fidelity: str = 
         raise InfsimError(f"unknown fidelity '{fidelity}' (expected one of {', '.join(FIDELITIES)})")
 
     from infsim.breakdown import from_simulation
-    from infsim.feasibility import check_feasible
     from infsim.models.lower.cache import lower_cached
+    from infsim.models.lower.plan import check_feasible
     from infsim.models.spec import ModelSpec, load_model
     from infsim.sim import simulate
 

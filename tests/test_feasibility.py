@@ -11,9 +11,10 @@ import pytest
 import infsim
 from infsim.cli import main
 from infsim.config import load_chip
-from infsim.feasibility import InfeasibleError, check_feasible
+from infsim.feasibility import InfeasibleError
 from infsim.models.graph import Workload
 from infsim.models.lower import lower
+from infsim.models.lower.plan import check_feasible
 from infsim.models.spec import load_model
 from infsim.studies.sweep import run_sweep
 

@@ -95,7 +95,7 @@ def cmd_chip_show(args: argparse.Namespace) -> int:
     cfg = load_chip(args.name, list(args.overrides or []))
     path = _source_file(args.name)
     if args.json:
-        print_json({**cfg.model_dump(mode="json"), "_source": {"path": str(path), "references": references(path)}})
+        print_json(cfg.model_dump(mode="json"))  # loads back as a chip (the text output names the file, sources)
         return 0
     text = yaml.dump(cfg.model_dump(mode="json"), Dumper=_Dumper, sort_keys=False, width=120)
     summary = chip_summary(cfg)

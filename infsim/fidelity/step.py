@@ -55,7 +55,6 @@ from infsim.breakdown import Breakdown, Part, build, latency_only
 from infsim.config.schema import ChipConfig, by_dtype
 from infsim.engine.collectives import CollectiveTiming, make_collectives
 from infsim.engine.memory import MemoryModel, make_memory
-from infsim.feasibility import check_feasible
 from infsim.hw import dma as dma_hw
 from infsim.hw import systolic
 from infsim.hw.elementwise import elementwise_cycles
@@ -63,7 +62,7 @@ from infsim.isa.dtypes import DType
 from infsim.isa.opcodes import Op
 from infsim.models import moe as moe_routing
 from infsim.models.graph import Graph, Workload, build_graph, split
-from infsim.models.lower.plan import StepPlan, dma_queue_split
+from infsim.models.lower.plan import StepPlan, check_feasible, dma_queue_split
 from infsim.models.lower.weights import plan_linear
 from infsim.models.spec import ModelSpec
 
@@ -505,7 +504,7 @@ def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: Colle
              memory: str | MemoryModel | None = None, plan: StepPlan | None = None) -> Estimate:
     """Closed-form latency of one step (see the module docstring). ``collectives`` and ``memory`` (a model or
     a registered name) default to the chip's models; the memory model gives the HBM streaming bandwidth.
-    ``plan``: the step's plan from :func:`infsim.feasibility.check_feasible` (made here when not given); an
+    ``plan``: the step's plan from :func:`infsim.models.lower.plan.check_feasible` (made here when not given); an
     infeasible step raises :class:`~infsim.feasibility.InfeasibleError`, as at every fidelity."""
     g = build_graph(spec, wl)
     coll = collectives if collectives is not None else make_collectives(chip)

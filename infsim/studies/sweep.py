@@ -300,7 +300,8 @@ def evaluate(task: dict[str, Any]) -> dict[str, Any]:
         return failed_row(task, msg, time.perf_counter() - t0)
     row = _row_inputs(task)
     row.update({k: d[k] for k in RESULT_FIELDS})
-    row.update(Breakdown(**d["breakdown"]).columns())  # bd.<category>_ms, bd.limit, bd.limit_share
+    if d.get("breakdown"):
+        row.update(Breakdown(**d["breakdown"]).columns())  # bd.<category>_ms, bd.limit, bd.limit_share
     row.update(status="ok", feasible=True, limit="", error="", eval_s=time.perf_counter() - t0)
     return row
 

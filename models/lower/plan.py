@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass, field
 
 from infsim.config.schema import ChipConfig
-from infsim.feasibility import check_step, matmul_dtype
+from infsim.feasibility import InfeasibleError, check_hbm, check_step, matmul_dtype
 from infsim.isa import DType, TensorKind
 
 from .. import moe as moe_routing
@@ -492,3 +492,18 @@ def plan_step(spec: ModelSpec, workload: Workload, chip: ChipConfig) -> StepPlan
         kinds[k] += math.prod(shape) * dt.itemsize
     return StepPlan(tc, ring, sum(len(p.slabs) for p in layer), max(p.max_slab_free for p in layer), err,
                     pl.max_ctx, pl.hbm_bytes_per_chip(), kinds)
+
+
+def check_feasible(spec: ModelSpec, wl: Workload, chip: ChipConfig) -> StepPlan:
+    """The lowering's plan of the step, or :class:`~infsim.feasibility.InfeasibleError` naming the first limit
+    it exceeds (the checks of :mod:`infsim.feasibility`, in its docstring's order)."""
+    check_step(wl, chip)
+    chips_needed = math.ceil(wl.tp / chip.cores_per_chip)
+    if chips_needed > chip.instance.chips:
+        raise InfeasibleError(f"--tp {wl.tp} needs {chips_needed} chips of '{chip.name}' but its instance "
+                              f"'{chip.instance.name}' has {chip.instance.chips} (instance.chips)", "instance")
+    plan = plan_step(spec, wl, chip)
+    check_hbm(plan.hbm_bytes_per_chip, chip, spec.name, wl.tp, plan.hbm_bytes_by_kind)
+    if plan.error is not None:
+        raise InfeasibleError(f"{plan.error} (sbuf.bytes_per_partition)", "sbuf")
+    return plan
