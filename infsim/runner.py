@@ -149,7 +149,7 @@ def _run_analytical(cfg: ChipConfig, spec: Any, wl: Workload, fidelity: str, mem
     chips = math.ceil(wl.tp / cfg.cores_per_chip)
     energy = estimate_energy(est, spec, wl, cfg, chips)
     g = est.graph
-    assert g is not None  # estimate() always attaches the step's graph
+    assert g is not None and est.breakdown is not None  # estimate() always attaches the graph and the breakdown
     latency_s = est.total_ns * 1e-9
     tokens = wl.batch if wl.phase == "decode" else wl.batch * wl.seq
     ej = sum(energy.values())

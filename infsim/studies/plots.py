@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 #: the style of every figure (matplotlib rcParams)
-STYLE: dict[str, Any] = {
+STYLE: dict[Any, Any] = {  # rcParams names (matplotlib types them as a Literal of every name)
     "font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "xtick.labelsize": 10, "ytick.labelsize": 10,
     "legend.fontsize": 9, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
     "axes.spines.right": False, "savefig.dpi": 130, "savefig.bbox": "tight",
