@@ -100,7 +100,7 @@ def test_every_numeric_chip_field_is_bounded() -> None:
     ({"sliding_window": "big"}, r"field 'sliding_window': expected a positive integer, got 'big'"),
     ({"hidden_act": ["silu"]}, r"field 'hidden_act': unsupported activation \['silu'\]"),
     ({"rms_norm_eps": float("nan")}, r"field 'rms_norm_eps': expected a positive finite number, got nan"),
-    ({"num_local_experts": 4, "num_experts_per_tok": 8}, r"'num_experts_per_tok': 8 is more than num_local_experts 4"),
+    ({"model_type": "mixtral", "num_local_experts": 4, "num_experts_per_tok": 8}, r"'num_experts_per_tok': 8 is more than num_local_experts 4"),
     ({"hidden_size": 10**8}, r"'hidden_size': 100000000 is above the largest supported"),
     ({"tie_word_embeddings": "no"}, r"expected true or false"),
     ({"model_type": ["llama"]}, r"'model_type': expected a string"),
