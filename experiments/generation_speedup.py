@@ -31,6 +31,7 @@ from infsim.studies.compare import compare
 #: assumed numbers of the next-generation presets and the ranges the study varies them over
 SENSITIVITY = {
     "cores_per_chip": [2, 4, 8],
+    "lnc": [1, 2],  # logical NeuronCore size (absolute values, like cores_per_chip)
     "hbm.bandwidth_gbps": [0.5, 1.0, 1.5],  # x the preset value
     "energy.static_w": [0.5, 1.0, 1.5],
     "links.latency_ns": [0.5, 1.0, 2.0],
@@ -38,6 +39,9 @@ SENSITIVITY = {
     "dma.fixed_latency_ns": [0.5, 1.0, 2.0],
 }
 
+
+#: fields varied over absolute values (the others: factors of the preset value)
+ABSOLUTE = ("cores_per_chip", "lnc")
 
 #: the workloads placed on the roofline (``tp``: all cores of the chips compared)
 ROOFLINE_WORKLOADS = [*(Workload.make("decode", b, 2048) for b in (1, 8, 32)),
@@ -50,7 +54,7 @@ def sensitivity(baseline: str, target: str, model: str, chips: int) -> list[dict
     base_cfg = load_chip(target)
     for path, levels in SENSITIVITY.items():
         for lv in levels:
-            v = lv if path == "cores_per_chip" else float(CHIP_PATHS.get(base_cfg, path)) * lv
+            v = lv if path in ABSOLUTE else float(CHIP_PATHS.get(base_cfg, path)) * lv
             cfg = load_chip(target, {path: v})
             r = compare(baseline, cfg, model, chips=chips, attribution=False)
             rows.append({"field": path, "value": v, "relative": lv, "geomean_speedup": r.geomean_speedup,
@@ -71,7 +75,7 @@ def roofline(ax: object, baseline: str, targets: list[str], model: str, chips: i
         ax.plot(xs, [min(peak8, bw * x) for x in xs], color=colors[ci], lw=0.8, ls="--")  # type: ignore[attr-defined]
         for wl in ROOFLINE_WORKLOADS:
             ph = wl.phase
-            r = run_workload(cfg, model, replace(wl, tp=chips * cfg.cores_per_chip), fidelity="analytical")
+            r = run_workload(cfg, model, replace(wl, tp=chips * cfg.logical_cores_per_chip), fidelity="analytical")
             ai = r.flops / max(r.hbm_bytes, 1)
             tf = r.flops / (r.latency_ms * 1e-3) / 1e12
             ax.scatter([ai], [tf], color=colors[ci], marker="o" if ph == "decode" else "s", s=18)  # type: ignore[attr-defined]

@@ -15,8 +15,10 @@ import time
 from pathlib import Path
 
 from infsim.config import ChipConfig, load_chip
+from infsim.engine.collectives import make_collectives
+from infsim.engine.collectives.report import algorithm_of, program_collectives, summarize
 from infsim.engine.core import run_engine
-from infsim.engine.costs import compute_costs
+from infsim.engine.costs import Costs, compute_costs
 from infsim.engine.memory import MemoryModel, make_memory
 from infsim.errors import InfsimError
 from infsim.fidelity.program import analyze
@@ -52,13 +54,27 @@ def simulate(program: Program, chip: ChipConfig | str | Path, *, fidelity: str =
     mem = memory if memory is not None and not isinstance(memory, str) else make_memory(cfg, memory)
     costs = compute_costs(program, cfg)
     if fidelity == "analytical":
-        return analyze(program, cfg, costs=costs, memory=mem, trace=trace, t0=t0)
+        return _report_collectives(analyze(program, cfg, costs=costs, memory=mem, trace=trace, t0=t0), program, cfg,
+                                   costs)
     run = run_engine(program, cfg, costs, mode=mode, memory=mem, log_memory=trace)
     stats = [(s.key, s.instructions, s.busy_ps, s.stall_ps, s.end_ps) for s in run.streams]
     timeline = None
     if trace:
         timeline = Timeline(run.start_ps, run.end_ps, run.occ_end_ps, program.instr["op"].copy(), program.streams(),
                             run.memory_log)
-    return build_result(program, cfg, costs, fidelity="cycle", total_ps=run.total_ps, stream_stats=stats,
-                        hbm_read=sum(run.hbm_bytes_read), hbm_write=sum(run.hbm_bytes_written),
-                        link_bytes=run.link_bytes, wall_s=time.perf_counter() - t0, timeline=timeline)
+    res = build_result(program, cfg, costs, fidelity="cycle", total_ps=run.total_ps, stream_stats=stats,
+                       hbm_read=sum(run.hbm_bytes_read), hbm_write=sum(run.hbm_bytes_written),
+                       link_bytes=run.link_bytes, wall_s=time.perf_counter() - t0, timeline=timeline)
+    return _report_collectives(res, program, cfg, costs)
+
+
+def _report_collectives(res: SimResult, program: Program, cfg: ChipConfig, costs: Costs) -> SimResult:
+    """Fill ``res.collectives`` (and, with a trace, the algorithm of every collective instruction)."""
+    calls = program_collectives(program, costs.cc_src_bytes, costs.cc_dst_bytes)
+    if not calls:
+        return res
+    model = make_collectives(cfg)
+    res.collectives = summarize(model, calls.values(), program.cores_per_chip, cfg.lnc)
+    if res.timeline is not None:
+        res.collective_algorithm = {i: algorithm_of(model, c, program.cores_per_chip) for i, c in calls.items()}
+    return res

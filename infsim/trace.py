@@ -7,7 +7,8 @@ Layout (opens in ui.perfetto.dev and chrome://tracing):
   collective queue;
 * one complete event (``ph: 'X'``) per instruction: ``ts`` = start, ``dur`` = engine occupancy (compute:
   the issue interval; DMA: until the data has moved; collectives: the whole operation); ``args`` hold
-  the instruction index and its completion time (signals applied) in ns;
+  the instruction index and its completion time (signals applied) in ns, and for a collective the
+  algorithm it ran;
 * one process per chip (``pid = 1_000_000 + chip``, named ``chip N HBM``) with counter events
   (``ph: 'C'``) ``HBM read GB/s`` and ``HBM write GB/s``: the exact step function of the bandwidth the
   memory model delivered (each transfer contributes ``bytes / duration`` over its data phase);
@@ -63,9 +64,13 @@ def trace_events(result: SimResult, cores_per_chip: int = 1) -> list[dict[str, A
         # occupancy of consecutive instructions never overlaps on one engine; clip to be safe
         occ = np.minimum(occ, np.append(starts[1:], np.iinfo(np.int64).max))
         occ = np.maximum(occ, starts)
+        algs = result.collective_algorithm
         for i, s, o, e, op in zip(idx.tolist(), starts.tolist(), occ.tolist(), ends.tolist(), ops.tolist()):
+            args: dict[str, Any] = {"instruction": i, "done_ns": e / 1e3}
+            if i in algs:
+                args["algorithm"] = algs[i]
             ev.append({"ph": "X", "name": op_names[op], "cat": Engine(eng).name, "pid": core, "tid": tid,
-                       "ts": s / 1e6, "dur": (o - s) / 1e6, "args": {"instruction": i, "done_ns": e / 1e3}})
+                       "ts": s / 1e6, "dur": (o - s) / 1e6, "args": args})
     if tl.memory_log:
         chips = sorted({rec[0] for rec in tl.memory_log})
         for chip in chips:

@@ -48,11 +48,12 @@ def test_intra_chip_path_uses_no_neuronlink(inf2: ChipConfig) -> None:
     p = t.core_path(0, 1)
     assert p.hops == 1 and t.links[p.links[0]].kind == "intra"
     assert p.gbps == chip.links.intra_chip_gbps and p.latency_ns == chip.links.intra_chip_latency_ns
-    q = t.core_path(1, 2)  # chip 0 -> chip 1
-    assert q.hops == 1 and t.links[q.links[0]].kind == "chip"
-    assert q.gbps == chip.links.link_gbps
+    q = t.core_path(1, 2)  # chip 0 -> chip 1: out of core 1, then one NeuronLink
+    assert q.hops == 2 and [t.links[i].kind for i in q.links] == ["intra", "chip"]
+    assert q.links[0] == p.links[0] + 1  # core 1's egress
+    assert q.gbps == min(chip.links.link_gbps, chip.links.intra_chip_gbps)
     r = t.core_path(0, 23)  # chip 0 -> chip 11, one hop backwards
-    assert r.hops == 1 and r.latency_ns == chip.links.latency_ns
+    assert r.hops == 2 and r.latency_ns == chip.links.latency_ns + chip.links.intra_chip_latency_ns
 
 
 def test_two_chip_ring_merges_parallel_links() -> None:
@@ -117,9 +118,9 @@ def test_switch_paths() -> None:
     chip = load_chip("trn3")
     t = Topology.from_chip(chip)
     p = t.core_path(0, 8 * 5)
-    assert p.hops == 2
-    assert p.gbps == chip.links.links_per_chip * chip.links.link_gbps
-    assert p.latency_ns == 2 * chip.links.latency_ns
+    assert p.hops == 3  # core 0's egress, up, down
+    assert p.gbps == min(chip.links.links_per_chip * chip.links.link_gbps, chip.links.intra_chip_gbps)
+    assert p.latency_ns == 2 * chip.links.latency_ns + chip.links.intra_chip_latency_ns
     assert t.chip_egress_gbps() == chip.links.links_per_chip * chip.links.link_gbps
 
 

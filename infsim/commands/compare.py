@@ -18,6 +18,8 @@ def register(sub: Any) -> None:
                    help="longest context of the workload set (default: 2048, or what the model holds)")
     p.add_argument("--fidelity", choices=["analytical", "cycle"], default="analytical")
     p.add_argument("--no-attribution", action="store_true", help="skip the Shapley attribution")
+    p.add_argument("--serving", default="none", metavar="STACK",
+                   help="serving stack on both sides (default: %(default)s: device time only)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--plot", default=None, metavar="OUT.png", help="bar charts of speedup and attribution")
     p.set_defaults(func=_run)
@@ -31,8 +33,8 @@ def _run(args: argparse.Namespace) -> int:
 
         check_plot_path(args.plot)  # before the comparison, not after it
     r = compare(args.baseline, args.target, args.model, chips=args.chips, context=args.context,
-                fidelity=args.fidelity,
-                attribution=not args.no_attribution, progress=not args.json)
+                fidelity=args.fidelity, attribution=not args.no_attribution, progress=not args.json,
+                serving=args.serving)
     if args.plot:
         from infsim.studies.plots import plot_compare
 
@@ -41,7 +43,7 @@ def _run(args: argparse.Namespace) -> int:
         print_json(r.to_dict())
         return 0
     print(f"{r.model}: {r.target} vs {r.baseline}, {r.chips} chip(s) each (TP {r.target_tp} vs {r.baseline_tp}), "
-          f"{r.fidelity} fidelity")
+          f"{r.fidelity} fidelity, serving stack {r.serving}")
     hdr = (f"{'phase':8s} {'batch':>5s} {'ctx':>5s} {'dtype':9s} {'base ms':>9s} {'target ms':>9s} {'speedup':>8s} "
            f"{'tok/s target':>12s} {'J/tok base':>10s} {'J/tok tgt':>10s} {'perf/W x':>8s} {'$/Mtok base':>11s} "
            f"{'$/Mtok tgt':>10s}")

@@ -53,6 +53,7 @@ import numpy as np
 
 from infsim.config.schema import ChipConfig, by_dtype
 from infsim.engine.collectives import CollectiveTiming, make_collectives
+from infsim.engine.collectives.report import Call, summarize
 from infsim.engine.memory import MemoryModel, make_memory
 from infsim.hw import dma as dma_hw
 from infsim.hw import systolic
@@ -98,6 +99,7 @@ class Estimate:
     hbm_bytes: float = 0.0
     busy_ns: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    collectives: list[dict] = field(default_factory=list)  # distinct collectives and their algorithms
 
 
 def _memo(fn):  # noqa: ANN001, ANN202
@@ -523,10 +525,12 @@ def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: Colle
     cc.weight_chunk_ns = cc.dma_ns(slab_bytes, P) * chunk / max(slab_bytes, 1)
     members = tuple(range(tp))
     ab = DType.parse(wl.act_dtype).itemsize
+    calls: list[Call] = []
 
     def allreduce(t: int) -> float:
         if tp == 1:
             return 0.0
+        calls.append(("all_reduce", members, h * t * ab, h * t * ab))
         ps, _ = coll.duration_ps(Op.all_reduce, members, h * t * ab, h * t * ab, chip.cores_per_chip)
         return ps / 1000.0
 
@@ -646,7 +650,8 @@ def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: Colle
         weights(hc)
         hbm_total += wl.batch * split(spec.vocab, tp) * ab  # the logits written (bytes only: not timed)
     total = pipe.comp
-    return Estimate(total, phases, g, hbm_total * tp, notes=notes)
+    return Estimate(total, phases, g, hbm_total * tp, notes=notes,
+                    collectives=summarize(coll, calls, chip.cores_per_chip, chip.lnc, per_member=False))
 
 
 def estimate_energy(est: Estimate, spec: ModelSpec, wl: Workload, chip: ChipConfig, chips: int) -> dict[str, float]:

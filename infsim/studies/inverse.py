@@ -140,7 +140,7 @@ def what_it_takes(baseline: str | ChipConfig, speedup: float, model: str = "llam
     base = load_chip(baseline) if not isinstance(baseline, ChipConfig) else baseline
     wls, notes = fit_contexts(PHASE_WORKLOADS[phase], model, context)
     n = chips or chips_needed(base, model, wls)
-    tp = n * base.cores_per_chip
+    tp = n * base.logical_cores_per_chip
 
     def evaluate(cfg: ChipConfig) -> tuple[list[float], list[float]]:
         out = [run_workload(cfg, model, replace(wl, tp=tp), fidelity="analytical") for wl in wls]

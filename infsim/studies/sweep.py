@@ -74,7 +74,7 @@ class WorkloadEntry(BaseModel):
     tp: int | None = Field(None, ge=1, description="default: all cores of one chip")
 
     def workload(self, cores_per_chip: int) -> Workload:
-        """The step this entry names, on a chip of ``cores_per_chip`` cores (the default ``tp``)."""
+        """The step this entry names, on a chip of ``cores_per_chip`` ranks (logical cores: the default ``tp``)."""
         return Workload.make(self.phase, self.batch, self.context, tp=self.tp or cores_per_chip, dtype=self.dtype)
 
 
@@ -135,7 +135,7 @@ def load_spec(spec: str | Path | dict[str, Any]) -> SweepSpec:
 
     for i, w in enumerate(s.workloads):  # every workload is valid, every model loads
         try:
-            w.workload(base.cores_per_chip)
+            w.workload(base.logical_cores_per_chip)
             load_model(w.model)
         except InfsimError as e:
             raise SweepError(f"{src}: workloads.{i}: {e}") from None
@@ -200,7 +200,7 @@ def _key(chip_dump: dict[str, Any], wl: dict[str, Any], fidelity: str) -> str:
 def make_task(spec: SweepSpec, point: dict[str, Any], cfg: ChipConfig, entry: WorkloadEntry) -> dict[str, Any]:
     """One (design point, workload) pair with its key, as a dict of picklable values (for any executor)."""
     dump = cfg.model_dump()
-    wl = entry.workload(cfg.cores_per_chip)
+    wl = entry.workload(cfg.logical_cores_per_chip)
     return {"key": _key(dump, workload_fields(entry.model, wl), spec.fidelity), "base": spec.base,
             "overrides": point, "chip": dump, "model": entry.model, "workload": wl, "fidelity": spec.fidelity}
 
