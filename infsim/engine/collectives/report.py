@@ -42,7 +42,7 @@ def summarize(model: CollectiveTiming, calls: Iterable[Call], cores_per_chip: in
         seen[c] = seen.get(c, 0) + 1
     rows = []
     for (op, members, src, dst), n in seen.items():
-        ps, _ = model.duration_ps(op, members, src, dst, cores_per_chip)
+        ps, _ = model.duration_ps(Op[op], members, src, dst, cores_per_chip)
         group_collective = op not in ("send", "recv")
         count = n // len(members) if per_member and group_collective else n
         rows.append({"op": op, "bytes": dst if op == "all_gather" else src, "ranks": len(members),
@@ -64,6 +64,7 @@ def program_collectives(program: Program, src_bytes: np.ndarray, dst_bytes: np.n
     for i in idx.tolist():
         o = Op(int(op[i]))
         core = int(ins["core"][i])
+        members: tuple[int, ...]
         if o in (Op.send, Op.recv):
             peer = int(ins["i0"][i])
             members = (core, peer) if o == Op.send else (peer, core)
