@@ -13,7 +13,7 @@ from infsim.config import load_chip
 from infsim.engine.core import run_engine
 from infsim.engine.costs import compute_costs
 from infsim.engine.memory.simple import SimpleMemory
-from infsim.isa import DeadlockError
+from infsim.isa import DeadlockError, DType, Program, hbm, make, psum, sbuf
 
 CHIPS = {
     "inf2": load_chip("inf2"),
@@ -83,3 +83,39 @@ def test_deterministic_across_hash_seeds() -> None:
         assert out.returncode == 0, out.stderr
         outs.add(out.stdout)
     assert len(outs) == 1
+
+
+def test_zero_time_signals_pending_keep_a_crossing_open() -> None:
+    """A DMA nop's zero-time signal is applied after the round of DMA decisions of its instant; a transfer
+    the same queue issues in that round must not make the queue look unable to signal before its end (the
+    fast path once started the waiter at that transfer's end instead of at 0)."""
+    p = Program(1, 2)
+    copy = {"dst": sbuf(128, 512, DType.bf16), "src": sbuf(128, 512, DType.bf16, offset=4096), "queue": 0}
+    p.append(make("nop", engine="dma", queue=0, signals=[("S", 1)]))
+    p.append(make("dma_copy", copy["dst"], copy["src"], queue=0, signals=[("S", 1)]))
+    p.append(make("dma_copy", copy["dst"], copy["src"], queue=0, signals=[("T", 1)]))
+    p.append(make("dma_copy", sbuf(128, 64, DType.bf16), sbuf(128, 64, DType.bf16, offset=8192), queue=1,
+                  waits=[("S", 1)]))
+    _same(p, CHIPS["inf2"])
+    assert _run(p, CHIPS["inf2"], "fast").start_ps[3] == 0
+
+
+def test_signals_of_a_stream_take_effect_in_program_order() -> None:
+    """A nop behind a long transfer on the same queue, and a short matmul behind a long one: their signals
+    wait for the earlier instruction's (no early wake-up of the waiter)."""
+    p = Program(1, 2)
+    p.add_tensor("x", "bf16", (128, 4096))
+    p.append(make("dma_copy", sbuf(128, 4096, DType.bf16), hbm("x", 128, 4096, DType.bf16), queue=0,
+                  signals=[("d", 1)]))
+    p.append(make("nop", engine="dma", queue=0, signals=[("d", 1)]))
+    p.append(make("tensor_copy", sbuf(1, 1, DType.bf16), sbuf(1, 1, DType.bf16, offset=64), waits=[("d", 2)]))
+    p.append(make("matmul", psum(128, 512), sbuf(128, 128, DType.bf16), sbuf(128, 512, DType.bf16, offset=8192),
+                  signals=[("m", 1)]))
+    p.append(make("matmul", psum(1, 1, offset=4096), sbuf(1, 1, DType.bf16, offset=16384),
+                  sbuf(1, 1, DType.bf16, offset=16448), signals=[("m", 1)]))
+    p.append(make("activate", sbuf(1, 1, DType.bf16), psum(1, 1, offset=4096), func="exp", waits=[("m", 2)]))
+    for mode in ("fast", "per_instruction"):
+        r = _run(p, CHIPS["inf2"], mode)
+        assert r.end_ps[1] < r.end_ps[0] and r.start_ps[2] == r.end_ps[0]  # the nop finished first
+        assert r.end_ps[4] < r.end_ps[3] and r.start_ps[5] == r.end_ps[3]  # so did the short matmul
+    _same(p, CHIPS["inf2"])

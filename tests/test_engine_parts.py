@@ -92,12 +92,12 @@ def test_rendezvous_alone_starts_at_the_last_arrival() -> None:
         p.append(make("all_reduce", sbuf(128, 8, DType.fp32), sbuf(128, 8, DType.fp32, offset=64), group="g", core=c))
     env = simpy.Environment()
     rdv = CollectiveRendezvous(env, p, _FixedTiming(), np.array([100, 300]), np.array([100, 300]))
-    first, done = rdv.arrive(0, 0, {})
+    first, done = rdv.arrive(0)
     assert not done and not first.event.triggered
 
     def late() -> simpy.events.ProcessGenerator:
         yield env.timeout(5)
-        second, complete = rdv.arrive(1, 1, {})
+        second, complete = rdv.arrive(1)
         assert complete and second is first
 
     env.process(late())

@@ -6,16 +6,22 @@ A stream is ``(core, engine, queue)`` (:meth:`Program.streams`). Time is integer
 
 * **Compute streams** (tensor, vector, scalar, gpsimd, sync) run in order. Instruction ``i`` starts at
   ``start_i = max(free_i, crossing times of its waits)`` where ``free_i = start_{i-1} + busy_{i-1}``
-  (``busy`` = issue interval, :mod:`infsim.engine.costs`); it completes at ``start_i + lat_i``, when
-  its signals are applied. ``barrier`` adds 1 to its semaphore at its start and then waits for
-  ``k * count`` (the k-th barrier of the stream on that semaphore).
+  (``busy`` = issue interval, :mod:`infsim.engine.costs`); it completes at ``start_i + lat_i``.
+  ``barrier`` adds 1 to its semaphore at its start (its arrival) and then waits for ``k * count`` (the
+  k-th barrier of the stream on that semaphore).
 * **DMA queues** are served by the DMA engines of their core, round-robin in arbitration chunks, with the
   memory model timing the HBM side (rules in :mod:`infsim.engine.dma_arbiter`).
 * **Collective queues** (``cc``): a collective starts when every member of its group has reached it
   (waits satisfied, stream free) and lasts the collective model's duration (rules in
   :mod:`infsim.engine.rendezvous`; the model from :func:`infsim.engine.collectives.make_collectives`).
 * **Semaphores** are monotonic counters; a wait ``(sem, v)`` is satisfied from the instant the
-  running total of completed signals reaches ``v`` (:mod:`infsim.engine.semaphores`).
+  running total of applied signals reaches ``v`` (:mod:`infsim.engine.semaphores`). **Signals of one
+  stream are applied in program order**: instruction ``i``'s signals (a barrier's arrival included)
+  take effect at ``max(its completion (arrival), when the stream's previous signalling instruction's
+  took effect)`` (:meth:`~infsim.engine.streams.StreamState.signal_time`). So when one stream is the
+  only signaller of a semaphore and adds 1 per instruction, ``sem >= n`` means "its n-th signalling
+  instruction has completed": a zero-latency nop or a short matmul never wakes a waiter before the
+  longer instructions ahead of it (the hardware's counting scheme; the ISA docs specify it).
 
 The parts share the run's per-stream and per-instruction state (:class:`~infsim.engine.streams.StreamState`),
 so each can be driven on its own; this module creates them and runs the compute and collective streams.
@@ -76,8 +82,7 @@ import simpy
 
 from infsim.config.schema import ChipConfig
 from infsim.errors import InfsimError
-from infsim.isa.errors import DeadlockError
-from infsim.isa.opcodes import Engine, Op
+from infsim.isa.opcodes import Engine
 from infsim.isa.program import Program
 
 from .collectives import CollectiveTiming, make_collectives
@@ -87,7 +92,16 @@ from .events import Env, call_at
 from .memory import MemoryModel
 from .rendezvous import CollectiveRendezvous
 from .semaphores import NEVER, SAT, FastSems, PlainSems, Semaphores
-from .streams import EngineRun, StreamState, StreamStats, barrier_targets
+from .streams import (
+    EngineRun,
+    StreamState,
+    StreamStats,
+    barrier_targets,
+    deadlock_error,
+    signal_latency_bounds,
+    signalers,
+    stream_ids,
+)
 
 
 def _pairs(sem: np.ndarray, val: np.ndarray, i: int) -> list[tuple[int, int]]:
@@ -131,8 +145,9 @@ class Simulator:
         self.ssem = ins["ssem"].astype(np.int64)
         self.sval = ins["sval"].astype(np.int64)
         self.barrier_target = barrier_targets(program)
-        self.signalers = self._signalers(ins, nsem)
-        self._sig_suffix = self._signal_latency_bounds()
+        ptr, lst = signalers(program, stream_ids(program), nsem)
+        self.signalers = [lst[ptr[s]:ptr[s + 1]].tolist() for s in range(nsem)]
+        self._sig_suffix = signal_latency_bounds(program, chip, costs, self.barrier_target)
         # lower bound on (next signal time - next start) of each stream, at its current position
         self.lat_min = [int(self._sig_suffix[self.streams[key][0]]) if len(self.streams[key]) else 0
                         for key in self.keys]
@@ -140,43 +155,6 @@ class Simulator:
                                  self.stats, self.start, self.end, self.occ_end)
         self._final = self.state.final
         self.rendezvous = CollectiveRendezvous(self.env, program, self.coll, costs.cc_src_bytes, costs.cc_dst_bytes)
-
-    # ---- static analysis --------------------------------------------------------------------------
-    def _signalers(self, ins: np.ndarray, nsem: int) -> list[list[int]]:
-        sid = np.empty(self.n, dtype=np.int64)
-        for k, key in enumerate(self.keys):
-            sid[self.streams[key]] = k
-        pairs = []
-        for j in range(self.ssem.shape[1]):
-            m = self.ssem[:, j] >= 0
-            pairs.append(self.ssem[m, j] * (len(self.keys) + 1) + sid[m])
-        bar = self.op == int(Op.barrier)
-        pairs.append(ins["i0"][bar].astype(np.int64) * (len(self.keys) + 1) + sid[bar])
-        allp = np.unique(np.concatenate(pairs)) if pairs else np.zeros(0, dtype=np.int64)
-        out: list[list[int]] = [[] for _ in range(nsem)]
-        for p in allp.tolist():
-            out[p // (len(self.keys) + 1)].append(p % (len(self.keys) + 1))
-        return out
-
-    def _signal_latency_bounds(self) -> np.ndarray:
-        """Per instruction, a lower bound on (time of the next signal of its stream - its start), taken over
-        it and the rest of its stream: its latency if it signals (DMA: fixed latency + engine time; barrier
-        arrival and collectives: 0), suffix-minimum along the stream."""
-        c = self.costs
-        inf = NEVER
-        sig = (self.ssem >= 0).any(axis=1)
-        own = np.where(sig, c.lat_ps, inf)
-        dma = self.op == int(Op.dma_copy)
-        fixed = int(round(self.chip.dma.fixed_latency_ns * 1000))
-        own = np.where(dma & sig, c.dma_engine_ps + fixed, own)
-        cc = np.isin(self.op, [int(Op.all_reduce), int(Op.all_gather), int(Op.reduce_scatter), int(Op.send),
-                               int(Op.recv)])
-        own = np.where((cc & sig) | (self.barrier_target >= 0), 0, own)
-        own = np.where((self.op == int(Op.nop)) & sig, 0, own)
-        out = np.empty(self.n, dtype=np.int64)
-        for idx in self.streams.values():
-            out[idx] = np.minimum.accumulate(own[idx][::-1])[::-1]
-        return out
 
     def _waits(self, i: int) -> list[tuple[int, int]]:
         return _pairs(self.wsem, self.wval, i)
@@ -254,6 +232,7 @@ class Simulator:
         sigsuf = self._sig_suffix[gidx].tolist()
         starts = np.zeros(len(pos_l), dtype=np.int64)
         crossing, signal, final = sems.crossing, sems.signal, self._final
+        sig_time = self.state.signal_time
         applied = sems.applied
         t = 0
         prev_cum = 0  # cum at the position after the last processed interesting instruction
@@ -271,7 +250,7 @@ class Simulator:
                     if v < 0:
                         break
                     s = bar_s[j]
-                    signal(s, t, 1)  # barrier arrival, then wait for k * count
+                    signal(s, sig_time(k, t), 1)  # barrier arrival, then wait for k * count
                 if s < 0 or applied[s] >= v:
                     continue
                 c = crossing(s, v)
@@ -294,11 +273,12 @@ class Simulator:
                         break
             stall += t - free
             starts[j] = t
-            comp = t + lat_l[j]
-            if s0s[j] >= 0:
-                signal(s0s[j], comp, s0v[j])
-            if s1s[j] >= 0:
-                signal(s1s[j], comp, s1v[j])
+            if s0s[j] >= 0 or s1s[j] >= 0:
+                at = sig_time(k, t + lat_l[j])
+                if s0s[j] >= 0:
+                    signal(s0s[j], at, s0v[j])
+                if s1s[j] >= 0:
+                    signal(s1s[j], at, s1v[j])
             prev_cum = cum_next[j]
             t += prev_cum - cum_l[j]
         # reconstruct every start of the stream from the recorded ones
@@ -321,6 +301,7 @@ class Simulator:
         env, sems = self.env, self.sems
         idx = self.streams[self.keys[k]].tolist()
         busy_a, lat_a = self.costs.busy_ps, self.costs.lat_ps
+        sig_time = self.state.signal_time
         stall = busy_sum = 0
         for i in idx:
             free = env.now
@@ -331,7 +312,7 @@ class Simulator:
             for s, v in waits:
                 if s == -2:
                     s = int(self.program.instr["i0"][i])
-                    sems.signal(s, env.now, 1)
+                    sems.signal(s, sig_time(k, env.now), 1)
                 while sems.crossing(s, v) != SAT:
                     self.t_local[k] = env.now
                     self.blocked[k] = (i, s, v)
@@ -343,8 +324,11 @@ class Simulator:
             self.start[i] = start
             self.end[i] = start + lt
             self.occ_end[i] = start + b
-            for s, inc in self._signals(i):
-                sems.signal(s, start + lt, inc)
+            sig = self._signals(i)
+            if sig:
+                at = sig_time(k, start + lt)
+                for s, inc in sig:
+                    sems.signal(s, at, inc)
             busy_sum += b
             self.t_local[k] = start + b
             yield env.timeout(b)
@@ -357,9 +341,8 @@ class Simulator:
     # ---- collective queues -------------------------------------------------------------------------------
     def _cc_proc(self, k: int) -> Generator[simpy.Event, Any, None]:
         env, sems = self.env, self.sems
-        core = self.keys[k][0]
-        seqs: dict[tuple, int] = {}
         st = self.stats[k]
+        sig_time = self.state.signal_time
         for i in self.streams[self.keys[k]].tolist():
             free = env.now
             for s, v in self._waits(i):
@@ -368,13 +351,13 @@ class Simulator:
                     self.blocked[k] = (i, s, v)
                     yield sems.wait(s, v)
                     self.blocked[k] = None
-            if self.op[i] == int(Op.nop):
+            if self.rendezvous.plan.rdv_of[i] < 0:  # a nop (anything but a collective takes no time here)
                 self.start[i] = self.end[i] = self.occ_end[i] = env.now
                 st.stall_ps += env.now - free
                 for s, inc in self._signals(i):
-                    sems.signal(s, env.now, inc)
+                    sems.signal(s, sig_time(k, env.now), inc)
                 continue
-            rdv, complete = self.rendezvous.arrive(i, core, seqs)
+            rdv, complete = self.rendezvous.arrive(i)
             if not complete:
                 self.t_local[k] = env.now
                 self.blocked[k] = (i, "collective", rdv)
@@ -387,7 +370,7 @@ class Simulator:
             self.start[i] = start
             self.end[i] = self.occ_end[i] = end
             for s, inc in self._signals(i):
-                sems.signal(s, end, inc)
+                sems.signal(s, sig_time(k, end), inc)
             self.t_local[k] = end
             yield env.timeout(end - start)
         self.done[k] = True
@@ -395,30 +378,18 @@ class Simulator:
 
     # ---- deadlock ----------------------------------------------------------------------------------
     def _check_deadlock(self) -> None:
-        stuck = [k for k in range(len(self.keys)) if not self.done[k]]
-        if not stuck:
-            return
-        lines = []
-        names = self.program.semaphores
-        for k in stuck:
-            core, eng, q = self.keys[k]
-            where = f"core {core} engine {Engine(eng).name} queue {q}"
-            b = self.blocked[k]
-            if b is None:
-                lines.append(f"{where}: did not finish")
+        stuck: list[tuple[int, tuple | None]] = []
+        for k in range(len(self.keys)):
+            if self.done[k]:
                 continue
-            i = b[0]
-            opname = Op(int(self.op[i])).name
-            if b[1] == "collective":
-                rdv = b[2]
-                lines.append(f"{where}: instruction {i} ({opname}) waits for collective partners: "
-                             f"arrived cores {sorted(rdv.arrived)} of {list(rdv.members)}")
-            else:
-                s, v = b[1], b[2]
-                cur = self.sems.total[s]
-                lines.append(f"{where}: instruction {i} ({opname}) waits on semaphore '{names[s]}' >= {v} "
-                             f"(current value {cur})")
-        raise DeadlockError("deadlock: " + "; ".join(lines))
+            b = self.blocked[k]
+            if b is not None and b[1] == "collective":
+                b = ("collective", b[0], b[2].members, sorted(b[2].arrived))
+            elif b is not None:
+                b = ("sem", *b)
+            stuck.append((k, b))
+        if stuck:
+            raise deadlock_error(self.program, self.keys, stuck, self.sems.total)
 
 
 def run_engine(program: Program, chip: ChipConfig, costs: Costs, *, mode: str = "fast", memory: MemoryModel,

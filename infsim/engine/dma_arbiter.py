@@ -112,6 +112,7 @@ class DmaArbiter:
         self.stats, self.t_local, self.lat_min = state.stats, state.t_local, state.lat_min
         self.done, self.blocked = state.done, state.blocked
         self._final: Callable[[int, int, int], bool] = state.final
+        self._signal_time: Callable[[int, int], int] = state.signal_time
         self._queues: dict[int, DmaQueue] = {}
         engines: dict[tuple[int, int], DmaEngine] = {}
         per_core = dma.engines_per_core
@@ -262,21 +263,24 @@ class DmaArbiter:
         self.end[i] = comp
         self.occ_end[i] = data_end
         self.t_local[q.sid] = data_end
-        if p + 1 < q.n:
+        if q.s0s[p] >= 0 or q.s1s[p] >= 0:
+            at = self._signal_time(q.sid, comp)  # after the queue's earlier signals (program order)
+            if at == now:
+                # a zero-time completion (nop): apply its signals as a separate event of this instant, after
+                # this round of DMA decisions, whatever the semaphore implementation. Until then the queue
+                # may still signal at this instant (lower bound 0 ahead of now, not done).
+                sig = [(q.s0s[p], q.s0v[p]), (q.s1s[p], q.s1v[p])]
+                q.deferred += 1
+                call_at(self.env, 0, lambda _e, q=q, sig=sig: self._deferred_signals(q, sig))
+            else:
+                if q.s0s[p] >= 0:
+                    self.sems.signal(q.s0s[p], at, q.s0v[p])
+                if q.s1s[p] >= 0:
+                    self.sems.signal(q.s1s[p], at, q.s1v[p])
+        if q.deferred:
+            self.lat_min[q.sid] = 0  # zero-time signals of this instant are still pending
+        elif p + 1 < q.n:
             self.lat_min[q.sid] = q.sigsuf[p + 1]
-        if comp == now and (q.s0s[p] >= 0 or q.s1s[p] >= 0):
-            # a zero-time completion (nop): apply its signals as a separate event of this instant, after
-            # this round of DMA decisions, whatever the semaphore implementation. Until then the queue
-            # may still signal at this instant (lower bound 0 ahead of now, not done).
-            sig = [(q.s0s[p], q.s0v[p]), (q.s1s[p], q.s1v[p])]
-            q.deferred += 1
-            self.lat_min[q.sid] = 0
-            call_at(self.env, 0, lambda _e, q=q, sig=sig: self._deferred_signals(q, sig))
-        else:
-            if q.s0s[p] >= 0:
-                self.sems.signal(q.s0s[p], comp, q.s0v[p])
-            if q.s1s[p] >= 0:
-                self.sems.signal(q.s1s[p], comp, q.s1v[p])
         if q.pos >= q.n and not q.deferred:
             self.done[q.sid] = True
             self.t_local[q.sid] = NEVER
@@ -286,7 +290,8 @@ class DmaArbiter:
         q.deferred -= 1
         if not q.deferred:
             if q.pos < q.n:
-                self.lat_min[q.sid] = q.sigsuf[q.pos]
+                # a transfer in progress may finish sooner than its whole engine time after now
+                self.lat_min[q.sid] = 0 if q.rem > 0 else q.sigsuf[q.pos]
             else:
                 self.done[q.sid] = True
                 self.t_local[q.sid] = NEVER

@@ -1,7 +1,9 @@
 """Semaphores of the engine: monotonic counters whose waits are satisfied from the instant the running total
 of applied signals reaches the waited value.
 
-A signal ``(sem, time, inc)`` adds ``inc`` at ``time`` (the completion of the signalling instruction); a
+A signal ``(sem, time, inc)`` adds ``inc`` at ``time`` (when the signalling instruction's signals take
+effect: its completion, or later while earlier signals of its stream are pending; the engine computes
+it, :meth:`infsim.engine.streams.StreamState.signal_time`); a
 wait ``(sem, v)`` holds from the first instant the total is ``>= v``. Two implementations with the same
 interface (``signal``, ``crossing``, ``wait``, ``wait_cb``, ``register``, ``total``):
 

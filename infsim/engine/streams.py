@@ -11,15 +11,20 @@ these numbers follow are in the modules that write them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from infsim.isa.opcodes import Op
+from infsim.config.schema import ChipConfig
+from infsim.isa.errors import DeadlockError
+from infsim.isa.opcodes import Engine, Op
 from infsim.isa.program import Program
 
+from .costs import Costs
 from .events import Env
+from .semaphores import NEVER
 
 
 @dataclass
@@ -39,7 +44,8 @@ class StreamState:
 
     ``t_local[k]``: stream ``k``'s clock, ``>= env.now`` while it runs ahead (``NEVER`` once done);
     ``lat_min[k]``: a lower bound on (its next signal's time - its clock); ``signalers[s]``: the streams
-    that can signal semaphore ``s`` (from the program, fixed).
+    that can signal semaphore ``s`` (from the program, fixed); ``last_signal[k]``: when the signals of
+    stream ``k``'s latest signalling instruction take effect (:meth:`signal_time`).
     """
 
     env: Env
@@ -52,6 +58,21 @@ class StreamState:
     start: np.ndarray
     end: np.ndarray
     occ_end: np.ndarray
+    last_signal: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.last_signal:
+            self.last_signal = [0] * len(self.t_local)
+
+    def signal_time(self, k: int, t: int) -> int:
+        """When the signals of stream ``k``'s next signalling instruction, finishing (or, for a barrier
+        arrival, arriving) at ``t``, take effect: signals of one stream are applied in program order, so
+        at ``max(t, when its previous signalling instruction's took effect)``. Records it."""
+        a = self.last_signal[k]
+        if t > a:
+            a = t
+            self.last_signal[k] = t
+        return a
 
     def final(self, s: int, c: int, me: int) -> bool:
         """True when no signal on ``s`` still unknown can come before ``c``: every stream other than ``me`` that
@@ -101,3 +122,76 @@ def barrier_targets(program: Program) -> np.ndarray:
         seen[key] = seen.get(key, 0) + 1
         out[i] = seen[key] * int(ins["i1"][i])
     return out
+
+
+def stream_ids(program: Program) -> np.ndarray:
+    """Per instruction, the index of its stream in ``program.streams()`` (keys sorted)."""
+    sid = np.empty(len(program), dtype=np.int64)
+    for k, idx in enumerate(program.streams().values()):
+        sid[idx] = k
+    return sid
+
+
+def signalers(program: Program, sid: np.ndarray, nsem: int) -> tuple[np.ndarray, np.ndarray]:
+    """The streams that can signal each semaphore (signals and barrier arrivals), from the program: stream
+    ids ``lst[ptr[s]:ptr[s + 1]]`` for semaphore ``s``, ascending."""
+    ins = program.instr
+    ns = len(program.streams()) + 1
+    pairs = []
+    ssem = ins["ssem"]
+    for j in range(ssem.shape[1]):
+        m = ssem[:, j] >= 0
+        pairs.append(ssem[m, j].astype(np.int64) * ns + sid[m])
+    bar = ins["op"] == int(Op.barrier)
+    pairs.append(ins["i0"][bar].astype(np.int64) * ns + sid[bar])
+    allp = np.unique(np.concatenate(pairs))
+    sem, lst = allp // ns, allp % ns
+    ptr = np.zeros(nsem + 1, dtype=np.int64)
+    np.cumsum(np.bincount(sem, minlength=nsem), out=ptr[1:])
+    return ptr, lst
+
+
+def signal_latency_bounds(program: Program, chip: ChipConfig, costs: Costs, bar_target: np.ndarray) -> np.ndarray:
+    """Per instruction, a lower bound on (time of the next signal of its stream - its start), taken over it
+    and the rest of its stream: its latency if it signals (DMA: fixed latency + engine time; barrier
+    arrival, nops and collectives: 0), suffix-minimum along the stream. Signals applied in program order
+    only come later, so it bounds them too. The engines' lookahead (:meth:`StreamState.final`) uses it."""
+    ins = program.instr
+    op = ins["op"]
+    sig = (ins["ssem"] >= 0).any(axis=1)
+    own = np.where(sig, costs.lat_ps, NEVER)
+    dma = op == int(Op.dma_copy)
+    fixed = int(round(chip.dma.fixed_latency_ns * 1000))
+    own = np.where(dma & sig, costs.dma_engine_ps + fixed, own)
+    cc = np.isin(op, [int(Op.all_reduce), int(Op.all_gather), int(Op.reduce_scatter), int(Op.send), int(Op.recv)])
+    own = np.where((cc & sig) | (bar_target >= 0), 0, own)
+    own = np.where((op == int(Op.nop)) & sig, 0, own)
+    out = np.empty(len(op), dtype=np.int64)
+    for idx in program.streams().values():
+        out[idx] = np.minimum.accumulate(own[idx][::-1])[::-1]
+    return out
+
+
+def deadlock_error(program: Program, keys: list[tuple[int, int, int]], stuck: list[tuple[int, tuple | None]],
+                   sem_total: Sequence[int]) -> DeadlockError:
+    """The error naming every stream ``k`` that could not finish and what it waits for: ``None`` (nothing
+    known), ``("sem", i, s, v)`` (instruction ``i`` waits for semaphore ``s >= v``; ``sem_total``: every
+    semaphore's final value) or ``("collective", i, members, arrived)`` (its collective's partners)."""
+    lines = []
+    names = program.semaphores
+    for k, b in stuck:
+        core, eng, q = keys[k]
+        where = f"core {core} engine {Engine(eng).name} queue {q}"
+        if b is None:
+            lines.append(f"{where}: did not finish")
+            continue
+        i = b[1]
+        opname = Op(int(program.instr["op"][i])).name
+        if b[0] == "collective":
+            lines.append(f"{where}: instruction {i} ({opname}) waits for collective partners: "
+                         f"arrived cores {list(b[3])} of {list(b[2])}")
+        else:
+            s, v = b[2], b[3]
+            lines.append(f"{where}: instruction {i} ({opname}) waits on semaphore '{names[s]}' >= {v} "
+                         f"(current value {sem_total[s]})")
+    return DeadlockError("deadlock: " + "; ".join(lines))

@@ -33,6 +33,11 @@ the share of pin bandwidth a strided pattern gets: the analytical fidelities (:m
 them, and ``kappa`` / ``write_batch``, for the transfers they model, so all three fidelities see the same
 model.
 
+The numba engine (:mod:`infsim.engine.numba_engine`) times the HBM side itself: it runs models that are
+:class:`~.simple.SimpleMemory`'s pool (the class or a subclass that keeps its ``transfer``: per chip a
+rate profile of ``bandwidth_gbps``, ``latency_ps``, and the per-instruction ``derate``), with the same
+step-function code; any other model runs on the simpy reference engine.
+
 Registry
 --------
 :data:`MEMORY_MODELS` maps a name to a factory ``chip -> MemoryModel``:

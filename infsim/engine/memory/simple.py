@@ -36,6 +36,9 @@ from .access import HbmAccess
 if TYPE_CHECKING:
     from infsim.engine.costs import Costs
 
+if TYPE_CHECKING:
+    from ..costs import Costs
+
 
 @njit(cache=True)
 def _room(used: float, w: float, peak: float, is_write: bool, kappa: float, batch: float) -> float:
@@ -161,7 +164,12 @@ class RateProfile:
 
 
 class SimpleMemory:
-    """Per-chip shared peak bandwidth with greedy in-order allocation plus a fixed latency (module docstring)."""
+    """Per-chip shared peak bandwidth with greedy in-order allocation plus a fixed latency (module docstring).
+
+    A transfer with efficiency ``eff`` (the per-instruction derate from :meth:`derate`, 1 here) occupies
+    ``round(nbytes / eff)`` bytes of the pool at up to ``max_gbps / eff``: subclasses that only change
+    the derate or the pool's parameters (the ``dram`` model) are timed by the numba engine as well.
+    """
 
     #: read/write mixing cost of the pool (module docstring): none in this model
     kappa: float = 0.0

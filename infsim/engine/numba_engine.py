@@ -1,0 +1,235 @@
+"""The numba engine (``mode='numba'``, the default of ``simulate(fidelity='cycle')``): the simpy reference
+engine's timing rules (:mod:`infsim.engine.core`, ``mode='plain'``), run by one compiled kernel
+(:mod:`infsim.engine.kernel`) over every stream of every core of every chip of the program.
+
+Why one kernel over all chips, with the collective durations asked up front
+---------------------------------------------------------------------------
+The design card's shape is "simpy orchestrates chips as processes, with collectives and link contention as
+its events; a numba kernel advances all streams of a chip's cores between those events". Under the
+engine's collective interface that orchestration would carry no information the kernel lacks:
+
+* chips interact only through collectives (and through DMA transfers that touch another chip's HBM);
+* a collective's members and sizes are fixed by the program (:func:`~infsim.engine.rendezvous.plan_collectives`),
+  and :meth:`~infsim.engine.collectives.CollectiveTiming.duration_ps` is a function of exactly those (the
+  interface carries no time and no other traffic: the link model is contention-free), so every duration
+  can be asked before the run and gives the rendezvous the time it would get at its last arrival;
+* the memory model's calls must come in global time order across chips (its contract), which one event
+  heap over all chips gives for free, while per-chip kernels would have to run in lock-step windows
+  bounded by the earliest possible collective end to keep it (conservative parallel simulation, with
+  its own deadlock-avoidance rules), for the same result.
+
+So one kernel with one clock is equivalent and simpler. Should a collective model ever need the time or
+the traffic in flight (link contention), the kernel's state is all in arrays and it can stop at each
+rendezvous to ask; the protocol would change first. simpy remains the right tool where it is used: the
+reference engine, the standalone collective network simulation (:mod:`infsim.hw.collectives`), and any
+memory model that is not the shared rate pool (such a model runs on the reference engine).
+
+Why the times are the reference's (every instruction's start and end, per-stream busy and stall)
+-----------------------------------------------------------------------------------------------------
+* Compute and collective streams: an instruction starts at ``max(free, crossings)``. The kernel takes a
+  crossing only when it is final, either because the global clock has reached it (every signal before
+  the clock is known: streams that can still signal are blocked at or after the clock, or run ahead with
+  their signals already recorded) or because every other signaller's lower bound on its next signal is
+  not earlier (the fast-path lookahead argued in :mod:`infsim.engine.core`, strengthened by the in-order
+  rule: a stream's next signal is never before its latest). Same rule, same numbers.
+* DMA: the reference takes every DMA decision of an instant in rounds after all other events of the
+  instant, engines in (core, engine) order, zero-time completions' signals applied after their round.
+  The kernel's heap orders an instant's wake-ups before its rounds and a round's engines by index; it
+  holds zero-time signals until the end of the round; compute streams woken by a round's signals run
+  after the round. A DMA head is ready exactly when the known signals up to the clock reach its waits,
+  which are all the signals the reference has applied by then. The chunk arithmetic and the memory
+  model's arithmetic (integer and IEEE float operations in the same order, the same step-function
+  allocator) are the reference's, so the HBM side gives the same integers.
+* Collectives: all members start at the last arrival, end after the duration.
+
+``tests/test_engine_numba.py`` holds every start and finish time, the totals, per-stream busy/stall, HBM and
+link bytes and deadlock reports equal to the reference on random programs (hypothesis) and lowered ones.
+
+Memory models: the kernel times HBM with :class:`~infsim.engine.memory.simple.SimpleMemory`'s pool (per chip
+``bandwidth_gbps`` shared greedily, ``latency_ps``) after the model's per-instruction ``derate``; models
+that replace ``transfer`` are not expressible there and run on the reference engine (:func:`supports`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from infsim.config.schema import ChipConfig
+from infsim.isa.opcodes import Engine, Op
+from infsim.isa.program import Program
+
+from . import kernel as K
+from .collectives import CollectiveTiming, make_collectives
+from .costs import Costs
+from .memory import MemoryModel
+from .memory.simple import SimpleMemory
+from .rendezvous import CollectivePlan, plan_collectives
+from .streams import (
+    EngineRun,
+    StreamStats,
+    barrier_targets,
+    deadlock_error,
+    signal_latency_bounds,
+    signalers,
+    stream_ids,
+)
+
+
+def supports(memory: MemoryModel) -> bool:
+    """True if the kernel can time ``memory``: the shared rate pool of :class:`SimpleMemory` (or a subclass
+    that keeps its ``transfer``), with whatever derate and parameters."""
+    return isinstance(memory, SimpleMemory) and type(memory).transfer is SimpleMemory.transfer
+
+
+def _col(a: np.ndarray, dtype: type = np.int64) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+def run_numba(program: Program, chip: ChipConfig, costs: Costs, *, memory: MemoryModel,
+              collectives: CollectiveTiming | None = None, log_memory: bool = False) -> EngineRun:
+    """Simulate ``program`` on ``chip`` with precomputed ``costs`` (see the module docstring); the result is
+    the reference engine's, field for field. ``memory`` must be supported (:func:`supports`)."""
+    if not supports(memory):
+        raise TypeError(f"the numba engine cannot time memory model {type(memory).__name__} (run mode='plain')")
+    assert isinstance(memory, SimpleMemory)
+    ins = program.instr
+    n = len(ins)
+    nchips = max(program.num_chips, 1)
+    memory.reset(nchips, log=log_memory)
+    coll = collectives if collectives is not None else make_collectives(chip)
+    streams = program.streams()
+    keys = list(streams)
+    ns = len(keys)
+    op = ins["op"]
+    nsem = max(len(program.semaphores), 1)
+
+    # ---- per instruction ------------------------------------------------------------------------------
+    order = np.concatenate(list(streams.values())) if ns else np.zeros(0, np.int64)
+    lens = np.array([len(streams[k]) for k in keys], dtype=np.int64)
+    begin = np.zeros(ns, np.int64)
+    np.cumsum(lens[:-1], out=begin[1:])
+    wsem, wval = _col(ins["wsem"], np.int32), _col(ins["wval"])
+    ssem, sval = _col(ins["ssem"], np.int32), _col(ins["sval"])
+    bar_t = barrier_targets(program)
+    bar_s = np.where(op == int(Op.barrier), ins["i0"], -1).astype(np.int64)
+    sigsuf = signal_latency_bounds(program, chip, costs, bar_t)
+    dnop = op != int(Op.dma_copy)
+    plan = plan_collectives(program, costs.cc_src_bytes, costs.cc_dst_bytes)
+    I = (order.astype(np.int64), wsem, wval, ssem, sval, bar_s, bar_t, _col(costs.busy_ps), _col(costs.lat_ps),
+         sigsuf, dnop, plan.rdv_of)
+    eff_r, eff_w = (np.broadcast_to(np.asarray(x, dtype=np.float64), (n,)) for x in memory.derate(costs))
+    D = (_col(costs.dma_engine_ps), _col(costs.hbm_read), _col(costs.hbm_write), _col(costs.hbm_read_chip),
+         _col(costs.hbm_write_chip), eff_r, eff_w, int(chip.dma.arbitration_bytes or 0),
+         int(round(chip.dma.fixed_latency_ns * 1000)))
+
+    # ---- semaphores: room for every signal, the streams that can signal each ----------------------------
+    cap = np.zeros(nsem, np.int64)
+    for j in range(ssem.shape[1]):
+        cap += np.bincount(ssem[:, j][ssem[:, j] >= 0], minlength=nsem)[:nsem]
+    cap += np.bincount(bar_s[bar_s >= 0], minlength=nsem)[:nsem]
+    off = np.zeros(nsem, np.int64)
+    np.cumsum(cap[:-1], out=off[1:])
+    sid = stream_ids(program)
+    sg_ptr, sg_lst = signalers(program, sid, nsem)
+    total_sig = int(cap.sum())
+    M = (off, np.zeros(nsem, np.int64), np.zeros(total_sig + 1, np.int64), np.zeros(total_sig + 1, np.int64),
+         np.full(nsem, -1, np.int64), sg_ptr, sg_lst)
+
+    # ---- collectives ------------------------------------------------------------------------------------
+    nr = len(plan.ops)
+    dur, link = plan.durations(coll, program.cores_per_chip)
+    rdv_ptr = np.zeros(nr + 1, np.int64)
+    np.cumsum([len(x) for x in plan.instrs], out=rdv_ptr[1:])
+    rdv_instr = np.array([i for x in plan.instrs for i in x], dtype=np.int64)
+    R = (np.zeros(nr, np.int64), np.array([len(m) for m in plan.members], dtype=np.int64),
+         np.full(nr, -1, np.int64), dur, rdv_ptr, sid[rdv_instr], rdv_instr)
+
+    # ---- streams and DMA engines ---------------------------------------------------------------------------
+    S = np.zeros((ns, K.NSCOL), np.int64)
+    S[:, K.POS] = 0
+    S[:, K.BEGIN] = begin
+    S[:, K.LEN] = lens
+    for col in (K.WSEM, K.WPREV, K.WNEXT, K.RDV, K.REM, K.ENG):
+        S[:, col] = -1
+    S[:, K.WAKE] = K.NEVER
+    S[:, K.LATMIN] = sigsuf[order[begin]] if ns else 0
+    eng = np.array([k[1] for k in keys], dtype=np.int64)
+    S[:, K.KIND] = np.where(eng == int(Engine.dma), K.K_DMA, np.where(eng == int(Engine.cc), K.K_CC, K.K_COMPUTE))
+    per_core = chip.dma.engines_per_core
+    dma_of = {}  # (core, engine) -> queues (stream ids, in stream order)
+    for k, key in enumerate(keys):
+        if key[1] == int(Engine.dma):
+            dma_of.setdefault((key[0], key[2] % per_core), []).append(k)
+    ekeys = sorted(dma_of)
+    ne = len(ekeys)
+    E = np.zeros((ne, K.NECOL), np.int64)
+    E[:, K.EPEND] = -1
+    equeues = np.array([k for ek in ekeys for k in dma_of[ek]], dtype=np.int64)
+    pos = 0
+    for e, ek in enumerate(ekeys):
+        E[e, K.EQOFF] = pos
+        E[e, K.ENQ] = len(dma_of[ek])
+        pos += len(dma_of[ek])
+        for k in dma_of[ek]:
+            S[k, K.ENG] = e
+    pcap = 4 * ne + 16  # live breakpoints: two per transfer in flight, at most one read and one write per engine
+    P = (np.zeros((nchips, pcap), np.int64), np.zeros((nchips, pcap), np.float64), np.zeros(nchips, np.int64),
+         memory.peak_bpps, memory.latency_ps, np.zeros((nchips, 2), np.int64))
+    nlog = _log_capacity(dnop, costs, chip) if log_memory else 0
+    log = (np.zeros(nlog, np.int64), np.zeros(nlog, np.int64), np.zeros(nlog, np.int64), np.zeros(nlog, np.int64),
+           np.zeros(nlog, np.int64))
+    start, end, occ = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64)
+
+    G = np.zeros(K.NGCOL, np.int64)
+    status = K.run(I, D, M, R, P, (start, end, occ), S, E, G, equeues, log, K.workspace(ns, ne))
+    if status == 1:
+        raise _deadlock(program, keys, S, M, plan, order, sid)
+    if status != 0:
+        raise AssertionError(f"numba engine: internal status {status}")
+
+    # ---- result -----------------------------------------------------------------------------------------------
+    stats = []
+    for k, key in enumerate(keys):
+        idx = streams[key]
+        stats.append(StreamStats(key, len(idx), int(S[k, K.BUSY]), int(S[k, K.STALL]), int(end[idx].max())))
+    moved = P[5]
+    memory.bytes_read = moved[:, 0].tolist()
+    memory.bytes_written = moved[:, 1].tolist()
+    mem_log = None
+    if log_memory:
+        cnt = int(G[K.NLOG])
+        mem_log = [(int(c), int(s), int(e), int(b), bool(w)) for c, s, e, b, w in zip(*(a[:cnt] for a in log))]
+        memory.log = mem_log
+    engine_of = {keys[k]: int(keys[k][2] % per_core) for k in range(ns) if keys[k][1] == int(Engine.dma)}
+    return EngineRun(start, end, occ, stats, int(end.max()) if n else 0, memory.bytes_read, memory.bytes_written,
+                     int(link[R[0] >= R[1]].sum()) if nr else 0, mem_log, engine_of)
+
+
+def _log_capacity(dnop: np.ndarray, costs: Costs, chip: ChipConfig) -> int:
+    """Upper bound on the HBM requests of a run (one per chunk and direction)."""
+    nbytes = np.maximum(costs.hbm_read, costs.hbm_write)[~dnop]
+    cb = chip.dma.arbitration_bytes or 0
+    chunks = (nbytes // cb + 2) if cb else np.ones(len(nbytes), np.int64)
+    return int(2 * chunks.sum()) + 16
+
+
+def _deadlock(program: Program, keys: list[tuple[int, int, int]], S: np.ndarray, M: tuple, plan: CollectivePlan,
+              order: np.ndarray, sid: np.ndarray) -> Exception:  # type: ignore[type-arg]
+    """The reference's deadlock report from the kernel's final state."""
+    off, cnt, cum = M[0], M[1], M[3]
+    total = [int(cum[off[s] + cnt[s] - 1]) if cnt[s] else 0 for s in range(len(off))]
+    core_of = program.instr["core"]
+    stuck: list[tuple[int, tuple | None]] = []
+    for k in range(len(keys)):
+        if S[k, K.DONE]:
+            continue
+        i = int(order[S[k, K.BEGIN] + S[k, K.POS]]) if S[k, K.POS] < S[k, K.LEN] else -1
+        if S[k, K.RDV] >= 0:
+            r = int(S[k, K.RDV])
+            arrived = sorted(int(core_of[x]) for x in plan.instrs[r] if S[sid[x], K.RDV] == r)
+            stuck.append((k, ("collective", i, plan.members[r], arrived)))
+        elif S[k, K.WSEM] >= 0:
+            stuck.append((k, ("sem", i, int(S[k, K.WSEM]), int(S[k, K.WVAL]))))
+        else:
+            stuck.append((k, None))
+    return deadlock_error(program, keys, stuck, total)
