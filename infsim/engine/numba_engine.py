@@ -26,21 +26,35 @@ memory model that is not the shared rate pool (such a model runs on the referenc
 
 Why the times are the reference's (every instruction's start and end, per-stream busy and stall)
 -----------------------------------------------------------------------------------------------------
-* Compute and collective streams: an instruction starts at ``max(free, crossings)``. The kernel takes a
-  crossing only when it is final, either because the global clock has reached it (every signal before
-  the clock is known: streams that can still signal are blocked at or after the clock, or run ahead with
-  their signals already recorded) or because every other signaller's lower bound on its next signal is
-  not earlier (the fast-path lookahead argued in :mod:`infsim.engine.core`, strengthened by the in-order
-  rule: a stream's next signal is never before its latest). Same rule, same numbers.
-* DMA: the reference takes every DMA decision of an instant in rounds after all other events of the
-  instant, engines in (core, engine) order, zero-time completions' signals applied after their round.
-  The kernel's heap orders an instant's wake-ups before its rounds and a round's engines by index; it
-  holds zero-time signals until the end of the round; compute streams woken by a round's signals run
-  after the round. A DMA head is ready exactly when the known signals up to the clock reach its waits,
-  which are all the signals the reference has applied by then. The chunk arithmetic and the memory
-  model's arithmetic (integer and IEEE float operations in the same order, the same step-function
-  allocator) are the reference's, so the HBM side gives the same integers.
-* Collectives: all members start at the last arrival, end after the duration.
+*Compute and collective streams run ahead of the global clock.* Instruction ``i`` starts at
+``max(free_i, crossing of each wait)``. The kernel keeps every semaphore's *known* signals (time,
+increment), so the *known crossing* ``c`` of a wait is the time they reach its value. Counters only grow,
+so signals not yet known can only make the true crossing *earlier* than ``c``, never later. Every signal not
+yet known will come from a stream that has not reached the instruction giving it: it takes effect no
+earlier than that stream's lower bound ``max(clock, global clock) + latmin`` (``latmin``: the smallest
+start-to-signal latency among its remaining signalling instructions, a suffix minimum; 0 for nops,
+barrier arrivals and collectives) and, since a stream's signals take effect in program order, no earlier
+than its latest one. Hence:
+
+* ``c <= free``: the instruction starts at ``free`` (exact);
+* ``c`` at or before the global clock, or every other signaller's lower bound ``>= c``: no unknown signal
+  can come before ``c``, so the instruction starts at ``c`` (exact);
+* otherwise the stream waits on the semaphore; a new signal re-examines it, and a known crossing
+  schedules a wake-up at ``c``. When the global clock reaches ``c``, every signal before it is known
+  (the streams that could still give one are blocked at or after the clock, or ran ahead and gave theirs
+  already; DMA decisions and collective completions happen at the clock), so the crossing is final.
+
+*DMA engines are not run ahead.* The reference takes all DMA decisions of an instant in rounds after every
+other event of the instant, engines in (core, engine) order, a zero-time completion's signals applied after
+its round. The kernel's heap orders an instant's wake-ups before its rounds and a round's engines by index;
+it holds zero-time signals until the end of the round; compute streams woken by a round's signals run
+after it. A DMA head is ready exactly when the known signals up to the clock reach its waits: every signal
+the reference has applied by then. The chunk arithmetic and the memory model's (integer and IEEE float
+operations in the same order, the same step-function allocator) are the reference's, so the HBM side gives
+the same integers.
+
+*Collectives*: every member starts at the last member's arrival (an exact time, whenever the kernel
+computes it) and ends after the duration.
 
 ``tests/test_engine_numba.py`` holds every start and finish time, the totals, per-stream busy/stall, HBM and
 link bytes and deadlock reports equal to the reference on random programs (hypothesis) and lowered ones.
@@ -64,15 +78,56 @@ from .costs import Costs
 from .memory import MemoryModel
 from .memory.simple import SimpleMemory
 from .rendezvous import CollectivePlan, plan_collectives
-from .streams import (
-    EngineRun,
-    StreamStats,
-    barrier_targets,
-    deadlock_error,
-    signal_latency_bounds,
-    signalers,
-    stream_ids,
-)
+from .semaphores import NEVER
+from .streams import EngineRun, StreamStats, barrier_targets, deadlock_error
+
+
+def stream_ids(program: Program) -> np.ndarray:
+    """Per instruction, the index of its stream in ``program.streams()`` (keys sorted)."""
+    sid = np.empty(len(program), dtype=np.int64)
+    for k, idx in enumerate(program.streams().values()):
+        sid[idx] = k
+    return sid
+
+
+def signalers(program: Program, sid: np.ndarray, nsem: int) -> tuple[np.ndarray, np.ndarray]:
+    """The streams that can signal each semaphore (signals and barrier arrivals), from the program: stream
+    ids ``lst[ptr[s]:ptr[s + 1]]`` for semaphore ``s``, ascending."""
+    ins = program.instr
+    ns = len(program.streams()) + 1
+    pairs = []
+    ssem = ins["ssem"]
+    for j in range(ssem.shape[1]):
+        m = ssem[:, j] >= 0
+        pairs.append(ssem[m, j].astype(np.int64) * ns + sid[m])
+    bar = ins["op"] == int(Op.barrier)
+    pairs.append(ins["i0"][bar].astype(np.int64) * ns + sid[bar])
+    allp = np.unique(np.concatenate(pairs))
+    sem, lst = allp // ns, allp % ns
+    ptr = np.zeros(nsem + 1, dtype=np.int64)
+    np.cumsum(np.bincount(sem, minlength=nsem), out=ptr[1:])
+    return ptr, lst
+
+
+def signal_latency_bounds(program: Program, chip: ChipConfig, costs: Costs, bar_target: np.ndarray) -> np.ndarray:
+    """Per instruction, a lower bound on (time of the next signal of its stream - its start), taken over it
+    and the rest of its stream: its latency if it signals (DMA: fixed latency + engine time; barrier
+    arrival, nops and collectives: 0), suffix-minimum along the stream. Signals applied in program order
+    only come later, so it bounds them too (the kernel's lookahead)."""
+    ins = program.instr
+    op = ins["op"]
+    sig = (ins["ssem"] >= 0).any(axis=1)
+    own = np.where(sig, costs.lat_ps, NEVER)
+    dma = op == int(Op.dma_copy)
+    fixed = int(round(chip.dma.fixed_latency_ns * 1000))
+    own = np.where(dma & sig, costs.dma_engine_ps + fixed, own)
+    cc = np.isin(op, [int(Op.all_reduce), int(Op.all_gather), int(Op.reduce_scatter), int(Op.send), int(Op.recv)])
+    own = np.where((cc & sig) | (bar_target >= 0), 0, own)
+    own = np.where((op == int(Op.nop)) & sig, 0, own)
+    out = np.empty(len(op), dtype=np.int64)
+    for idx in program.streams().values():
+        out[idx] = np.minimum.accumulate(own[idx][::-1])[::-1]
+    return out
 
 
 def supports(memory: MemoryModel) -> bool:
