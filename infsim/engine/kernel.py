@@ -115,22 +115,54 @@ def _hpop(ht: np.ndarray, hk: np.ndarray, G: np.ndarray) -> tuple[int, int]:
 
 # ---- semaphores --------------------------------------------------------------------------------------------
 @njit(cache=True, _nrt=False)
-def _crossing(s: int, v: int, off: np.ndarray, cnt: np.ndarray, sig_t: np.ndarray, sig_cum: np.ndarray) -> int:
-    """The time the known signals of ``s`` reach ``v`` (-1 if ``v <= 0``, ``NEVER`` if they do not)."""
+def _crossing(s: int, v: int, off: np.ndarray, cnt: np.ndarray, sig_t: np.ndarray, sig_cum: np.ndarray,
+              hint: np.ndarray) -> int:
+    """The time the known signals of ``s`` reach ``v`` (-1 if ``v <= 0``, ``NEVER`` if they do not).
+
+    A galloping search from ``hint[s]`` (the previous answer on ``s``): waits on one semaphore ask for
+    nearby values, so it touches a few neighbouring entries instead of a binary search's cache misses
+    over the whole list."""
     if v <= 0:
         return -1
     a = off[s]
-    b = a + cnt[s] - 1
-    if b < a or sig_cum[b] < v:
+    last = a + cnt[s] - 1
+    if last < a or sig_cum[last] < v:
         return NEVER
-    lo = a
-    while lo < b:
-        mid = (lo + b) >> 1
+    h = hint[s]
+    if h < a or h > last:
+        h = last
+    if sig_cum[h] >= v:  # the answer is in (lo, hi]: gallop left
+        hi = h
+        step = 1
+        while True:
+            lo = hi - step
+            if lo < a:
+                lo = a - 1
+                break
+            if sig_cum[lo] < v:
+                break
+            hi = lo
+            step <<= 1
+    else:  # gallop right
+        lo = h
+        step = 1
+        while True:
+            hi = lo + step
+            if hi >= last:
+                hi = last
+                break
+            if sig_cum[hi] >= v:
+                break
+            lo = hi
+            step <<= 1
+    while hi - lo > 1:
+        mid = (lo + hi) >> 1
         if sig_cum[mid] >= v:
-            b = mid
+            hi = mid
         else:
-            lo = mid + 1
-    return sig_t[lo]
+            lo = mid
+    hint[s] = hi
+    return sig_t[hi]
 
 
 @njit(cache=True, _nrt=False)
@@ -142,10 +174,11 @@ def _push_work(S: np.ndarray, G: np.ndarray, work: np.ndarray, k: int) -> None:
 
 
 @njit(cache=True, _nrt=False)
-def _signal(s: int, t: int, inc: int, off: np.ndarray, cnt: np.ndarray, sig_t: np.ndarray, sig_cum: np.ndarray,
-            whead: np.ndarray, S: np.ndarray, G: np.ndarray, work: np.ndarray) -> None:
+def _signal(s: int, t: int, inc: int, M: tuple, S: np.ndarray, G: np.ndarray, work: np.ndarray) -> None:
     """Add a signal of ``inc`` on ``s`` taking effect at ``t``; queue the waiters whose crossing it makes known
-    or earlier for re-examination."""
+    or earlier for re-examination. A waiter's ``WAKE`` is its known crossing (``NEVER``: none): a signal at
+    or after it cannot move it, and one that leaves the total below the waited value cannot make it known."""
+    off, cnt, sig_t, sig_cum, whead, hint = M[0], M[1], M[2], M[3], M[4], M[7]
     a = off[s]
     j = a + cnt[s]
     while j > a and sig_t[j - 1] > t:
@@ -155,12 +188,16 @@ def _signal(s: int, t: int, inc: int, off: np.ndarray, cnt: np.ndarray, sig_t: n
     sig_t[j] = t
     sig_cum[j] = (sig_cum[j - 1] if j > a else 0) + inc
     cnt[s] += 1
+    total = sig_cum[a + cnt[s] - 1]
     k = whead[s]
     while k >= 0:
         nxt = S[k, WNEXT]
         if S[k, INQ] == 0:
-            c = _crossing(s, S[k, WVAL], off, cnt, sig_t, sig_cum)
-            if c < S[k, WAKE] or (c < NEVER and S[k, WAKE] == NEVER):
+            wake = S[k, WAKE]
+            if wake == NEVER:
+                if total >= S[k, WVAL]:
+                    _push_work(S, G, work, k)
+            elif t < wake and _crossing(s, S[k, WVAL], off, cnt, sig_t, sig_cum, hint) < wake:
                 _push_work(S, G, work, k)
         k = nxt
 
@@ -234,10 +271,9 @@ def _block(S: np.ndarray, G: np.ndarray, ht: np.ndarray, hk: np.ndarray, whead: 
 @njit(cache=True, _nrt=False)
 def _emit_signals(i: int, at: int, ssem: np.ndarray, sval: np.ndarray, M: tuple, S: np.ndarray, G: np.ndarray,
                   work: np.ndarray) -> None:
-    off, cnt, sig_t, sig_cum, whead, _p, _l = M
     for j in range(ssem.shape[1]):
         if ssem[i, j] >= 0:
-            _signal(ssem[i, j], at, sval[i, j], off, cnt, sig_t, sig_cum, whead, S, G, work)
+            _signal(ssem[i, j], at, sval[i, j], M, S, G, work)
 
 
 @njit(cache=True, _nrt=False)
@@ -273,7 +309,7 @@ def _advance(k: int, I: tuple, M: tuple, R: tuple, out: tuple, S: np.ndarray, G:
              ht: np.ndarray, hk: np.ndarray) -> None:
     """Run compute or collective stream ``k`` ahead until it finishes or must wait."""
     order, wsem, wval, ssem, sval, bar_s, bar_t, busy, lat, sigsuf, dnop, rdv_of = I
-    off, cnt, sig_t, sig_cum, whead, sg_ptr, sg_lst = M
+    off, cnt, sig_t, sig_cum, whead, sg_ptr, sg_lst, hint = M
     rdv_count, rdv_need, rdv_max, rdv_dur, rdv_ptr, rdv_stream, rdv_instr = R
     start_o, end_o, occ_o = out
     now = G[NOW]
@@ -295,11 +331,11 @@ def _advance(k: int, I: tuple, M: tuple, R: tuple, out: tuple, S: np.ndarray, G:
                     break
                 s = bar_s[i]
                 if S[k, ARRIVED] == 0:  # the barrier's arrival, then its wait
-                    _signal(s, _signal_time(S, k, t), 1, off, cnt, sig_t, sig_cum, whead, S, G, work)
+                    _signal(s, _signal_time(S, k, t), 1, M, S, G, work)
                     S[k, ARRIVED] = 1
             if s < 0:
                 continue
-            c = _crossing(s, v, off, cnt, sig_t, sig_cum)
+            c = _crossing(s, v, off, cnt, sig_t, sig_cum, hint)
             if c <= t:
                 continue
             if c <= now or (c < NEVER and _final(s, c, k, now, S, sg_ptr, sg_lst)):
@@ -358,7 +394,7 @@ def _head_ready(q: int, I: tuple, M: tuple, S: np.ndarray, G: np.ndarray, ht: np
     """True if the head of DMA queue ``q`` has its waits satisfied now; otherwise the queue waits on the
     first unsatisfied one (woken at its crossing)."""
     order, wsem, wval = I[0], I[1], I[2]
-    off, cnt, sig_t, sig_cum, whead = M[0], M[1], M[2], M[3], M[4]
+    off, cnt, sig_t, sig_cum, whead, hint = M[0], M[1], M[2], M[3], M[4], M[7]
     now = G[NOW]
     i = order[S[q, BEGIN] + S[q, POS]]
     for w in range(2):
@@ -366,7 +402,7 @@ def _head_ready(q: int, I: tuple, M: tuple, S: np.ndarray, G: np.ndarray, ht: np
         if s < 0:
             continue
         v = wval[i, w]
-        c = _crossing(s, v, off, cnt, sig_t, sig_cum)
+        c = _crossing(s, v, off, cnt, sig_t, sig_cum, hint)
         if c > now:
             S[q, QWAIT] = 1
             _link(S, whead, q, s, v)
@@ -540,7 +576,7 @@ def _drain(I: tuple, M: tuple, R: tuple, out: tuple, S: np.ndarray, E: np.ndarra
            work: np.ndarray, ht: np.ndarray, hk: np.ndarray) -> None:
     """Re-examine every queued stream: compute and collective streams run ahead as far as they can; a
     waiting DMA queue whose head is now ready asks its engine for a round."""
-    off, cnt, sig_t, sig_cum, whead = M[0], M[1], M[2], M[3], M[4]
+    off, cnt, sig_t, sig_cum, whead, hint = M[0], M[1], M[2], M[3], M[4], M[7]
     now = G[NOW]
     while G[NWORK] > 0:
         G[NWORK] -= 1
@@ -551,7 +587,7 @@ def _drain(I: tuple, M: tuple, R: tuple, out: tuple, S: np.ndarray, E: np.ndarra
         if S[k, KIND] == K_DMA:
             if S[k, QWAIT] == 0:
                 continue
-            c = _crossing(S[k, WSEM], S[k, WVAL], off, cnt, sig_t, sig_cum)
+            c = _crossing(S[k, WSEM], S[k, WVAL], off, cnt, sig_t, sig_cum, hint)
             if c <= now:
                 _unlink(S, whead, k)
                 S[k, QWAIT] = 0

@@ -67,6 +67,7 @@ that replace ``transfer`` are not expressible there and run on the reference eng
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from infsim.config.schema import ChipConfig
 from infsim.isa.opcodes import Engine, Op
@@ -82,52 +83,74 @@ from .semaphores import NEVER
 from .streams import EngineRun, StreamStats, barrier_targets, deadlock_error
 
 
-def stream_ids(program: Program) -> np.ndarray:
-    """Per instruction, the index of its stream in ``program.streams()`` (keys sorted)."""
-    sid = np.empty(len(program), dtype=np.int64)
-    for k, idx in enumerate(program.streams().values()):
-        sid[idx] = k
-    return sid
-
-
-def signalers(program: Program, sid: np.ndarray, nsem: int) -> tuple[np.ndarray, np.ndarray]:
-    """The streams that can signal each semaphore (signals and barrier arrivals), from the program: stream
-    ids ``lst[ptr[s]:ptr[s + 1]]`` for semaphore ``s``, ascending."""
-    ins = program.instr
-    ns = len(program.streams()) + 1
-    pairs = []
-    ssem = ins["ssem"]
-    for j in range(ssem.shape[1]):
-        m = ssem[:, j] >= 0
-        pairs.append(ssem[m, j].astype(np.int64) * ns + sid[m])
-    bar = ins["op"] == int(Op.barrier)
-    pairs.append(ins["i0"][bar].astype(np.int64) * ns + sid[bar])
-    allp = np.unique(np.concatenate(pairs))
-    sem, lst = allp // ns, allp % ns
-    ptr = np.zeros(nsem + 1, dtype=np.int64)
-    np.cumsum(np.bincount(sem, minlength=nsem), out=ptr[1:])
-    return ptr, lst
-
-
-def signal_latency_bounds(program: Program, chip: ChipConfig, costs: Costs, bar_target: np.ndarray) -> np.ndarray:
-    """Per instruction, a lower bound on (time of the next signal of its stream - its start), taken over it
-    and the rest of its stream: its latency if it signals (DMA: fixed latency + engine time; barrier
-    arrival, nops and collectives: 0), suffix-minimum along the stream. Signals applied in program order
-    only come later, so it bounds them too (the kernel's lookahead)."""
-    ins = program.instr
-    op = ins["op"]
-    sig = (ins["ssem"] >= 0).any(axis=1)
+def _signal_latency(program: Program, chip: ChipConfig, costs: Costs, ssem: np.ndarray, bar_t: np.ndarray
+                    ) -> np.ndarray:
+    """Per instruction, the time from its start to its signals if it gives any (DMA: fixed latency + engine
+    time; barrier arrivals, nops and collectives: 0; others: their latency), ``NEVER`` if it gives none."""
+    op = program.instr["op"]
+    sig = ssem[:, 0] >= 0
+    for j in range(1, ssem.shape[1]):
+        sig |= ssem[:, j] >= 0
     own = np.where(sig, costs.lat_ps, NEVER)
     dma = op == int(Op.dma_copy)
     fixed = int(round(chip.dma.fixed_latency_ns * 1000))
-    own = np.where(dma & sig, costs.dma_engine_ps + fixed, own)
-    cc = np.isin(op, [int(Op.all_reduce), int(Op.all_gather), int(Op.reduce_scatter), int(Op.send), int(Op.recv)])
-    own = np.where((cc & sig) | (bar_target >= 0), 0, own)
-    own = np.where((op == int(Op.nop)) & sig, 0, own)
-    out = np.empty(len(op), dtype=np.int64)
-    for idx in program.streams().values():
-        out[idx] = np.minimum.accumulate(own[idx][::-1])[::-1]
-    return out
+    own[dma & sig] = costs.dma_engine_ps[dma & sig] + fixed
+    zero = (bar_t >= 0) | (sig & ((op == int(Op.nop)) | np.isin(op, _COLLECTIVE_OPS)))
+    own[zero] = 0
+    return own
+
+
+_COLLECTIVE_OPS = [int(Op.all_reduce), int(Op.all_gather), int(Op.reduce_scatter), int(Op.send), int(Op.recv)]
+
+
+@njit(cache=True)
+def _stream_tables(order: np.ndarray, begin: np.ndarray, lens: np.ndarray, own: np.ndarray, ssem: np.ndarray,
+                   bar_s: np.ndarray, nsem: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One pass over the streams (``order[begin[k]:begin[k] + lens[k]]``: stream ``k``'s instructions):
+
+    * ``sid[i]``: the stream of instruction ``i``;
+    * ``sigsuf[i]``: a lower bound on (the next signal of its stream - its start), over it and the rest of
+      its stream: the suffix minimum of ``own`` (:func:`_signal_latency`). Signals applied in program
+      order only come later, so it bounds them too (the kernel's lookahead);
+    * the streams that can signal each semaphore (signals and barrier arrivals): ``lst[ptr[s]:ptr[s + 1]]``
+      for semaphore ``s``, ascending.
+    """
+    n = order.shape[0]
+    ns = begin.shape[0]
+    sid = np.empty(n, np.int64)
+    sigsuf = np.empty(n, np.int64)
+    stamp = np.full(nsem, -1, np.int64)
+    pair_s = np.empty(n * (ssem.shape[1] + 1) + 1, np.int64)
+    pair_k = np.empty_like(pair_s)
+    npair = 0
+    for k in range(ns):
+        b = begin[k]
+        lo = NEVER
+        for x in range(b + lens[k] - 1, b - 1, -1):
+            i = order[x]
+            sid[i] = k
+            if own[i] < lo:
+                lo = own[i]
+            sigsuf[i] = lo
+            for j in range(ssem.shape[1] + 1):
+                s = ssem[i, j] if j < ssem.shape[1] else bar_s[i]
+                if s >= 0 and stamp[s] != k:
+                    stamp[s] = k
+                    pair_s[npair] = s
+                    pair_k[npair] = k
+                    npair += 1
+    ptr = np.zeros(nsem + 1, np.int64)
+    for x in range(npair):
+        ptr[pair_s[x] + 1] += 1
+    for s in range(nsem):
+        ptr[s + 1] += ptr[s]
+    fill = ptr[:-1].copy()
+    lst = np.empty(npair, np.int64)
+    for x in range(npair):  # pairs come in ascending stream order
+        s = pair_s[x]
+        lst[fill[s]] = pair_k[x]
+        fill[s] += 1
+    return sid, sigsuf, ptr, lst
 
 
 def supports(memory: MemoryModel) -> bool:
@@ -159,7 +182,7 @@ def run_numba(program: Program, chip: ChipConfig, costs: Costs, *, memory: Memor
     nsem = max(len(program.semaphores), 1)
 
     # ---- per instruction ------------------------------------------------------------------------------
-    order = np.concatenate(list(streams.values())) if ns else np.zeros(0, np.int64)
+    order = (np.concatenate(list(streams.values())) if ns else np.zeros(0)).astype(np.int64, copy=False)
     lens = np.array([len(streams[k]) for k in keys], dtype=np.int64)
     begin = np.zeros(ns, np.int64)
     np.cumsum(lens[:-1], out=begin[1:])
@@ -167,10 +190,11 @@ def run_numba(program: Program, chip: ChipConfig, costs: Costs, *, memory: Memor
     ssem, sval = _col(ins["ssem"], np.int32), _col(ins["sval"])
     bar_t = barrier_targets(program)
     bar_s = np.where(op == int(Op.barrier), ins["i0"], -1).astype(np.int64)
-    sigsuf = signal_latency_bounds(program, chip, costs, bar_t)
+    sid, sigsuf, sg_ptr, sg_lst = _stream_tables(order, begin, lens, _signal_latency(program, chip, costs, ssem, bar_t),
+                                                 ssem, bar_s, nsem)
     dnop = op != int(Op.dma_copy)
     plan = plan_collectives(program, costs.cc_src_bytes, costs.cc_dst_bytes)
-    I = (order.astype(np.int64), wsem, wval, ssem, sval, bar_s, bar_t, _col(costs.busy_ps), _col(costs.lat_ps),
+    I = (order, wsem, wval, ssem, sval, bar_s, bar_t, _col(costs.busy_ps), _col(costs.lat_ps),
          sigsuf, dnop, plan.rdv_of)
     eff_r, eff_w = (np.broadcast_to(np.asarray(x, dtype=np.float64), (n,)) for x in memory.derate(costs))
     D = (_col(costs.dma_engine_ps), _col(costs.hbm_read), _col(costs.hbm_write), _col(costs.hbm_read_chip),
@@ -184,11 +208,9 @@ def run_numba(program: Program, chip: ChipConfig, costs: Costs, *, memory: Memor
     cap += np.bincount(bar_s[bar_s >= 0], minlength=nsem)[:nsem]
     off = np.zeros(nsem, np.int64)
     np.cumsum(cap[:-1], out=off[1:])
-    sid = stream_ids(program)
-    sg_ptr, sg_lst = signalers(program, sid, nsem)
     total_sig = int(cap.sum())
     M = (off, np.zeros(nsem, np.int64), np.zeros(total_sig + 1, np.int64), np.zeros(total_sig + 1, np.int64),
-         np.full(nsem, -1, np.int64), sg_ptr, sg_lst)
+         np.full(nsem, -1, np.int64), sg_ptr, sg_lst, np.zeros(nsem, np.int64))
 
     # ---- collectives ------------------------------------------------------------------------------------
     nr = len(plan.ops)
@@ -243,10 +265,9 @@ def run_numba(program: Program, chip: ChipConfig, costs: Costs, *, memory: Memor
         raise AssertionError(f"numba engine: internal status {status}")
 
     # ---- result -----------------------------------------------------------------------------------------------
-    stats = []
-    for k, key in enumerate(keys):
-        idx = streams[key]
-        stats.append(StreamStats(key, len(idx), int(S[k, K.BUSY]), int(S[k, K.STALL]), int(end[idx].max())))
+    s_end = np.maximum.reduceat(end[order], begin).tolist() if ns else []
+    stats = [StreamStats(key, int(lens[k]), int(S[k, K.BUSY]), int(S[k, K.STALL]), s_end[k])
+             for k, key in enumerate(keys)]
     moved = P[5]
     memory.bytes_read = moved[:, 0].tolist()
     memory.bytes_written = moved[:, 1].tolist()
