@@ -89,7 +89,7 @@ LLAMA2 = dataclasses.replace(load_model("llama-2-7b"), layers=1)
 
 
 @pytest.mark.parametrize("model,phase,batch,context,tp", [
-    (LLAMA2, "decode", 1, 2048, 2),  # where the fast path once started 4 DMA nops 1.57 us late
+    (LLAMA2, "decode", 1, 2048, 2),  # where the old simpy fast path started 4 DMA nops 1.57 us late
     (LLAMA2, "prefill", 1, 128, 2),
     ("gpt2", "decode", 4, 128, 4),  # tensor parallel over two inf2 chips: collectives between chips
 ], ids=["llama-decode", "llama-prefill", "gpt2-tp4"])

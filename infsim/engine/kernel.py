@@ -12,7 +12,7 @@ why its times equal the reference's, instruction by instruction, is argued there
   the reference's low-priority arbitration event does. Stale wake-ups (rescheduled earlier) are skipped.
 * **Compute and collective streams run ahead** of the global clock: an instruction starts at
   ``max(free, crossing of each wait)`` as soon as every crossing is known and final (no stream that can
-  still signal the semaphore can do so before it: the lookahead of the reference's fast path, bounded
+  still signal the semaphore can do so before it: the lookahead argued in :mod:`infsim.engine.numba_engine`, bounded
   by each signaller's clock, its suffix-minimum signal latency and, since signals of a stream take effect
   in program order, its latest signal). Otherwise the stream waits on the semaphore: a new signal
   re-examines it, and a known crossing schedules a wake-up at that time (final then, because every

@@ -14,8 +14,8 @@ No discrete-event engine and no shared-resource arbitration. Every instruction g
 
 A numba scoreboard then computes every start time ``start_i = max(free_i, crossing of each wait)``
 over all streams at once (semaphore crossings from the completions of the signalling instructions,
-each stream's signals taking effect in program order as in the engine;
-conservative lookahead as in the engine's fast path, with a global clock instead of an event queue).
+each stream's signals taking effect in program order as in the engine; conservative lookahead as in
+the numba cycle engine (:mod:`infsim.engine.numba_engine`), with a global clock instead of an event queue).
 The critical-path makespan is finally raised to the resource bounds: per chip, the HBM pin time of its
 transfers (:func:`hbm_pin_bytes`: each transfer's bytes over the memory model's efficiency for its access
 pattern, :meth:`~infsim.engine.memory.MemoryModel.access` -- 1 for ``simple``, the DRAM-level figure for
