@@ -174,3 +174,32 @@ def test_unknown_mode() -> None:
     with pytest.raises(InfsimError, match="unknown engine mode 'fast' \\(expected one of numba, plain\\)"):
         run_engine(Program(1, 2), CHIPS["inf2"], compute_costs(Program(1, 2), CHIPS["inf2"]), mode="fast",
                    memory=SimpleMemory(CHIPS["inf2"]))
+
+
+def test_numba_equals_reference_with_dram_patterns_and_read_write_mixing() -> None:
+    """The ``dram`` model's per-transfer inputs reach the kernel: strided access-pattern efficiencies (not
+    just the streaming ones) and the pool's read/write mixing cost. Each one changes the numba engine's
+    result when removed, and with both the engine equals the reference."""
+    chip = CHIPS["slowhbm"]
+    p = synthetic_program(3000, cores=2)
+    mem = make_memory(chip)
+    access = mem.access(p, compute_costs(p, chip))
+    stream_r, stream_w = mem.eff_read, mem.eff_write
+    assert mem.kappa > 0
+    assert ((access.read_eff != 1.0) & (access.read_eff != stream_r)).any()  # a strided pattern
+    assert (access.write_eff != 1.0).any()  # reads and writes share the pool
+
+    class NoMixing(type(mem)):  # type: ignore[misc]
+        def __init__(self, chip):  # type: ignore[no-untyped-def]
+            super().__init__(chip)
+            self.kappa = 0.0
+
+    class StreamOnly(type(mem)):  # type: ignore[misc]
+        def access(self, program, costs):  # type: ignore[no-untyped-def]
+            a = super().access(program, costs)
+            return type(a)(np.where(a.read_eff != 1.0, stream_r, 1.0), np.where(a.write_eff != 1.0, stream_w, 1.0))
+
+    full = _same(p, chip, memory=make_memory, log=True)
+    for variant in (NoMixing, StreamOnly):
+        other = _same(p, chip, memory=variant)
+        assert other.total_ps != full.total_ps, variant.__name__

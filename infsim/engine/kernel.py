@@ -21,8 +21,10 @@ why its times equal the reference's, instruction by instruction, is argued there
   effect at ``max(completion, its previous signals)``. A zero-time DMA completion's signals are held
   until the end of its DMA round, as in the reference.
 * **DMA rounds** replicate :mod:`infsim.engine.dma_arbiter` (round-robin queues per engine, arbitration
-  chunks, HBM side timed on the chip's rate profile with :func:`infsim.engine.memory.simple._allocate`,
-  the shared step function, after the memory model's per-instruction derate).
+  chunks, HBM side timed on the chip's rate profile with :func:`infsim.engine.memory.simple.allocate`,
+  the shared step function: each transfer at its instruction's access-pattern efficiency
+  (:meth:`~infsim.engine.memory.MemoryModel.access`), reads and writes kept apart in the profile for the
+  pool's read/write mixing cost ``kappa`` / ``write_batch``).
 * **Collectives**: the last member to arrive completes the rendezvous; every member starts then and ends
   after the collective's duration (asked from the collective model before the run).
 
@@ -41,7 +43,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .memory.simple import _allocate
+from .memory.simple import allocate
 
 NEVER = 1 << 62
 FLUSH = 1 << 40  # heap keys >= FLUSH are DMA rounds of engine key - FLUSH
@@ -422,13 +424,18 @@ def _head_ready(q: int, I: tuple, M: tuple, S: np.ndarray, G: np.ndarray, ht: np
 @njit(cache=True, _nrt=False)
 def _mem(chip: int, start: int, nbytes: int, is_write: int, eff: float, max_gbps: float, P: tuple,
          G: np.ndarray, log: tuple) -> int:
-    """One request to ``chip``'s HBM: :meth:`infsim.engine.memory.simple.SimpleMemory.transfer`."""
-    prof_t, prof_r, prof_m, peak, hbm_lat, moved = P
-    charged = round(nbytes / eff)
-    max_rate = min(peak, max_gbps / eff * 1e-3)
+    """One request to ``chip``'s HBM: :meth:`infsim.engine.memory.simple.SimpleMemory.transfer` (the same
+    arithmetic in the same order; ``P``'s ``kappa`` / ``batch``: the model's read/write mixing cost)."""
+    prof_t, prof_r, prof_w, prof_m, peak, hbm_lat, moved, kappa, batch = P
+    charged = nbytes
+    if eff != 1.0:
+        charged = round(nbytes / eff)
+        max_gbps = max_gbps / eff
+    max_rate = min(peak, max_gbps * 1e-3)
     data_end = start
     if charged > 0:
-        end, m = _allocate(prof_t[chip], prof_r[chip], prof_m[chip], start, float(charged), peak, max_rate)
+        end, m = allocate(prof_t[chip], prof_r[chip], prof_w[chip], prof_m[chip], start, float(charged), peak,
+                          max_rate, is_write == 1, kappa, batch)
         prof_m[chip] = m
         data_end = end
     moved[chip, is_write] += nbytes
@@ -452,7 +459,7 @@ def _issue(e: int, q: int, I: tuple, D: tuple, M: tuple, P: tuple, out: tuple, S
     (:meth:`infsim.engine.dma_arbiter.DmaArbiter._issue`)."""
     order, ssem, sval, sigsuf, dnop = I[0], I[3], I[4], I[9], I[10]
     d_ps, rb_a, wb_a, rchip, wchip, eff_r, eff_w, chunk_b, fixed = D
-    hbm_lat = P[4]
+    hbm_lat = P[5]
     start_o, end_o, occ_o = out
     now = G[NOW]
     p = S[q, POS]

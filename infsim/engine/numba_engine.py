@@ -60,8 +60,10 @@ computes it) and ends after the duration.
 link bytes and deadlock reports equal to the reference on random programs (hypothesis) and lowered ones.
 
 Memory models: the kernel times HBM with :class:`~infsim.engine.memory.simple.SimpleMemory`'s pool (per chip
-``bandwidth_gbps`` shared greedily, ``latency_ps``) after the model's per-instruction ``derate``; models
-that replace ``transfer`` are not expressible there and run on the reference engine (:func:`supports`).
+``bandwidth_gbps`` shared greedily, ``latency_ps``), each transfer at its instruction's access-pattern
+efficiency (:meth:`~infsim.engine.memory.MemoryModel.access`) and reads and writes mixed at the model's
+``kappa`` / ``write_batch``: that is all of ``simple`` and ``dram``. Models that replace ``transfer`` are not
+expressible there and run on the reference engine (:func:`supports`; ``run_engine`` falls back).
 """
 
 from __future__ import annotations
@@ -155,7 +157,8 @@ def _stream_tables(order: np.ndarray, begin: np.ndarray, lens: np.ndarray, own: 
 
 def supports(memory: MemoryModel) -> bool:
     """True if the kernel can time ``memory``: the shared rate pool of :class:`SimpleMemory` (or a subclass
-    that keeps its ``transfer``), with whatever derate and parameters."""
+    that keeps its ``transfer``: ``simple`` and ``dram``), with whatever :meth:`access` efficiencies and
+    ``kappa`` / ``write_batch`` it has."""
     return isinstance(memory, SimpleMemory) and type(memory).transfer is SimpleMemory.transfer
 
 
@@ -196,7 +199,8 @@ def run_numba(program: Program, chip: ChipConfig, costs: Costs, *, memory: Memor
     plan = plan_collectives(program, costs.cc_src_bytes, costs.cc_dst_bytes)
     I = (order, wsem, wval, ssem, sval, bar_s, bar_t, _col(costs.busy_ps), _col(costs.lat_ps),
          sigsuf, dnop, plan.rdv_of)
-    eff_r, eff_w = (np.broadcast_to(np.asarray(x, dtype=np.float64), (n,)) for x in memory.derate(costs))
+    access = memory.access(program, costs)
+    eff_r, eff_w = _col(access.read_eff, np.float64), _col(access.write_eff, np.float64)
     D = (_col(costs.dma_engine_ps), _col(costs.hbm_read), _col(costs.hbm_write), _col(costs.hbm_read_chip),
          _col(costs.hbm_write_chip), eff_r, eff_w, int(chip.dma.arbitration_bytes or 0),
          int(round(chip.dma.fixed_latency_ns * 1000)))
@@ -250,8 +254,9 @@ def run_numba(program: Program, chip: ChipConfig, costs: Costs, *, memory: Memor
         for k in dma_of[ek]:
             S[k, K.ENG] = e
     pcap = 4 * ne + 16  # live breakpoints: two per transfer in flight, at most one read and one write per engine
-    P = (np.zeros((nchips, pcap), np.int64), np.zeros((nchips, pcap), np.float64), np.zeros(nchips, np.int64),
-         memory.peak_bpps, memory.latency_ps, np.zeros((nchips, 2), np.int64))
+    P = (np.zeros((nchips, pcap), np.int64), np.zeros((nchips, pcap), np.float64),
+         np.zeros((nchips, pcap), np.float64), np.zeros(nchips, np.int64), memory.peak_bpps, memory.latency_ps,
+         np.zeros((nchips, 2), np.int64), float(memory.kappa), float(memory.write_batch))
     nlog = _log_capacity(dnop, costs, chip) if log_memory else 0
     log = (np.zeros(nlog, np.int64), np.zeros(nlog, np.int64), np.zeros(nlog, np.int64), np.zeros(nlog, np.int64),
            np.zeros(nlog, np.int64))
@@ -268,7 +273,7 @@ def run_numba(program: Program, chip: ChipConfig, costs: Costs, *, memory: Memor
     s_end = np.maximum.reduceat(end[order], begin).tolist() if ns else []
     stats = [StreamStats(key, int(lens[k]), int(S[k, K.BUSY]), int(S[k, K.STALL]), s_end[k])
              for k, key in enumerate(keys)]
-    moved = P[5]
+    moved = P[6]
     memory.bytes_read = moved[:, 0].tolist()
     memory.bytes_written = moved[:, 1].tolist()
     mem_log = None

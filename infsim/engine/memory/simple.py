@@ -166,9 +166,10 @@ class RateProfile:
 class SimpleMemory:
     """Per-chip shared peak bandwidth with greedy in-order allocation plus a fixed latency (module docstring).
 
-    A transfer with efficiency ``eff`` (the per-instruction derate from :meth:`derate`, 1 here) occupies
+    A transfer with efficiency ``eff`` (its instruction's value from :meth:`access`, 1 here) occupies
     ``round(nbytes / eff)`` bytes of the pool at up to ``max_gbps / eff``: subclasses that only change
-    the derate or the pool's parameters (the ``dram`` model) are timed by the numba engine as well.
+    :meth:`access` or the pool's parameters (``kappa``, ``write_batch``: the ``dram`` model) are timed by the
+    numba engine as well.
     """
 
     #: read/write mixing cost of the pool (module docstring): none in this model
