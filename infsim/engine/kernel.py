@@ -40,12 +40,17 @@ overflowed its preallocated size (a bug).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numba import njit
 
 from .memory.simple import allocate
 
 NEVER = 1 << 62
+# numba's ``_nrt=False``: these functions allocate nothing, so they are compiled without the reference-counting
+# runtime. The flag is private and absent from numba's type stubs, hence passed as keyword options.
+_NO_NRT: dict[str, Any] = {"_nrt": False}
 FLUSH = 1 << 40  # heap keys >= FLUSH are DMA rounds of engine key - FLUSH
 
 K_COMPUTE, K_DMA, K_CC = 0, 1, 2  # stream kinds
@@ -60,12 +65,12 @@ NOW, HSIZE, NWORK, NDEFQ, NLOG, NGCOL = range(6)
 
 
 # ---- event heap ------------------------------------------------------------------------------------------
-@njit(cache=True, _nrt=False)
+@njit(cache=True, **_NO_NRT)
 def _less(ta: int, ka: int, tb: int, kb: int) -> bool:
     return ta < tb or (ta == tb and ka < kb)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, **_NO_NRT)
 def _hpush(ht: np.ndarray, hk: np.ndarray, G: np.ndarray, S: np.ndarray, t: int, key: int) -> None:
     n = G[HSIZE]
     if n == ht.shape[0]:  # drop stale wake-ups (the live entries always fit: one per stream and engine)
@@ -93,7 +98,7 @@ def _hpush(ht: np.ndarray, hk: np.ndarray, G: np.ndarray, S: np.ndarray, t: int,
     G[HSIZE] = n + 1
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, **_NO_NRT)
 def _sift_down(ht: np.ndarray, hk: np.ndarray, n: int, j: int) -> None:
     while True:
         a = 2 * j + 1
@@ -109,7 +114,7 @@ def _sift_down(ht: np.ndarray, hk: np.ndarray, n: int, j: int) -> None:
             return
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, **_NO_NRT)
 def _hpop(ht: np.ndarray, hk: np.ndarray, G: np.ndarray) -> tuple[int, int]:
     t, k = ht[0], hk[0]
     n = G[HSIZE] - 1
@@ -122,7 +127,7 @@ def _hpop(ht: np.ndarray, hk: np.ndarray, G: np.ndarray) -> tuple[int, int]:
 
 
 # ---- semaphores --------------------------------------------------------------------------------------------
-@njit(cache=True, _nrt=False)
+@njit(cache=True, **_NO_NRT)
 def _crossing(s: int, v: int, off: np.ndarray, cnt: np.ndarray, sig_t: np.ndarray, sig_cum: np.ndarray,
               hint: np.ndarray) -> int:
     """The time the known signals of ``s`` reach ``v`` (-1 if ``v <= 0``, ``NEVER`` if they do not).
@@ -173,7 +178,7 @@ def _crossing(s: int, v: int, off: np.ndarray, cnt: np.ndarray, sig_t: np.ndarra
     return sig_t[hi]
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, **_NO_NRT)
 def _push_work(S: np.ndarray, G: np.ndarray, work: np.ndarray, k: int) -> None:
     if S[k, INQ] == 0:
         S[k, INQ] = 1
@@ -181,7 +186,7 @@ def _push_work(S: np.ndarray, G: np.ndarray, work: np.ndarray, k: int) -> None:
         G[NWORK] += 1
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, **_NO_NRT)
 def _signal(s: int, t: int, inc: int, M: tuple, S: np.ndarray, G: np.ndarray, work: np.ndarray) -> None:
     """Add a signal of ``inc`` on ``s`` taking effect at ``t``; queue the waiters whose crossing it makes known
     or earlier for re-examination. A waiter's ``WAKE`` is its known crossing (``NEVER``: none): a signal at
@@ -210,7 +215,7 @@ def _signal(s: int, t: int, inc: int, M: tuple, S: np.ndarray, G: np.ndarray, wo
         k = nxt
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, **_NO_NRT)
 def _link(S: np.ndarray, whead: np.ndarray, k: int, s: int, v: int) -> None:
     S[k, WSEM] = s
     S[k, WVAL] = v
@@ -221,7 +226,7 @@ def _link(S: np.ndarray, whead: np.ndarray, k: int, s: int, v: int) -> None:
     whead[s] = k
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, **_NO_NRT)
 def _unlink(S: np.ndarray, whead: np.ndarray, k: int) -> None:
     s = S[k, WSEM]
     if s < 0:
@@ -236,7 +241,7 @@ def _unlink(S: np.ndarray, whead: np.ndarray, k: int) -> None:
     S[k, WSEM] = -1
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, **_NO_NRT)
 def _signal_time(S: np.ndarray, k: int, t: int) -> int:
     """When stream ``k``'s next signals, completing at ``t``, take effect (program order); records it."""
     if t > S[k, LASTSIG]:
@@ -244,7 +249,7 @@ def _signal_time(S: np.ndarray, k: int, t: int) -> int:
     return S[k, LASTSIG]
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, **_NO_NRT)
 def _final(s: int, c: int, me: int, now: int, S: np.ndarray, sg_ptr: np.ndarray, sg_lst: np.ndarray) -> bool:
     """No stream other than ``me`` that can signal ``s`` can do so before ``c``."""
     for x in range(sg_ptr[s], sg_ptr[s + 1]):
@@ -263,7 +268,7 @@ def _final(s: int, c: int, me: int, now: int, S: np.ndarray, sg_ptr: np.ndarray,
 
 
 # ---- compute and collective streams --------------------------------------------------------------------------
-@njit(cache=True, _nrt=False)
+@njit(cache=True, **_NO_NRT)
 def _block(S: np.ndarray, G: np.ndarray, ht: np.ndarray, hk: np.ndarray, whead: np.ndarray, k: int, p: int,
            free: int, latmin: int, s: int, v: int, c: int) -> None:
     """Stream ``k`` waits at position ``p`` (free since ``free``) for ``s >= v``, known crossing ``c``."""
@@ -276,7 +281,7 @@ def _block(S: np.ndarray, G: np.ndarray, ht: np.ndarray, hk: np.ndarray, whead: 
         _hpush(ht, hk, G, S, c, k)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, **_NO_NRT)
 def _emit_signals(i: int, at: int, ssem: np.ndarray, sval: np.ndarray, M: tuple, S: np.ndarray, G: np.ndarray,
                   work: np.ndarray) -> None:
     for j in range(ssem.shape[1]):
@@ -284,7 +289,7 @@ def _emit_signals(i: int, at: int, ssem: np.ndarray, sval: np.ndarray, M: tuple,
             _signal(ssem[i, j], at, sval[i, j], M, S, G, work)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, **_NO_NRT)
 def _complete(r: int, I: tuple, M: tuple, R: tuple, out: tuple, S: np.ndarray, G: np.ndarray,
               work: np.ndarray, me: int) -> None:
     """Collective ``r``'s last member arrived: every member starts at the last arrival and ends after the
@@ -312,7 +317,7 @@ def _complete(r: int, I: tuple, M: tuple, R: tuple, out: tuple, S: np.ndarray, G
             _push_work(S, G, work, m)
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, **_NO_NRT, inline="always")
 def _advance(k: int, I: tuple, M: tuple, R: tuple, out: tuple, S: np.ndarray, G: np.ndarray, work: np.ndarray,
              ht: np.ndarray, hk: np.ndarray) -> None:
     """Run compute or collective stream ``k`` ahead until it finishes or must wait."""
@@ -388,7 +393,7 @@ def _advance(k: int, I: tuple, M: tuple, R: tuple, out: tuple, S: np.ndarray, G:
 
 
 # ---- DMA engines -----------------------------------------------------------------------------------------
-@njit(cache=True, _nrt=False)
+@njit(cache=True, **_NO_NRT)
 def _schedule_flush(E: np.ndarray, G: np.ndarray, S: np.ndarray, ht: np.ndarray, hk: np.ndarray, e: int,
                     t: int) -> None:
     """A round of engine ``e``'s decisions at ``t`` (requests come in non-decreasing time per engine)."""
@@ -397,7 +402,7 @@ def _schedule_flush(E: np.ndarray, G: np.ndarray, S: np.ndarray, ht: np.ndarray,
         _hpush(ht, hk, G, S, t, FLUSH + e)
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, **_NO_NRT, inline="always")
 def _head_ready(q: int, I: tuple, M: tuple, S: np.ndarray, G: np.ndarray, ht: np.ndarray, hk: np.ndarray) -> bool:
     """True if the head of DMA queue ``q`` has its waits satisfied now; otherwise the queue waits on the
     first unsatisfied one (woken at its crossing)."""
@@ -421,7 +426,7 @@ def _head_ready(q: int, I: tuple, M: tuple, S: np.ndarray, G: np.ndarray, ht: np
     return True
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, **_NO_NRT)
 def _mem(chip: int, start: int, nbytes: int, is_write: int, eff: float, max_gbps: float, P: tuple,
          G: np.ndarray, log: tuple) -> int:
     """One request to ``chip``'s HBM: :meth:`infsim.engine.memory.simple.SimpleMemory.transfer` (the same
@@ -452,7 +457,7 @@ def _mem(chip: int, start: int, nbytes: int, is_write: int, eff: float, max_gbps
     return data_end + hbm_lat
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, **_NO_NRT, inline="always")
 def _issue(e: int, q: int, I: tuple, D: tuple, M: tuple, P: tuple, out: tuple, S: np.ndarray, E: np.ndarray,
            G: np.ndarray, work: np.ndarray, defq: np.ndarray, log: tuple) -> None:
     """Engine ``e`` serves the head of queue ``q`` now: a nop, or one chunk of a transfer
@@ -530,7 +535,7 @@ def _issue(e: int, q: int, I: tuple, D: tuple, M: tuple, P: tuple, out: tuple, S
         S[q, DONE] = 1
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, **_NO_NRT, inline="always")
 def _flush(e: int, I: tuple, D: tuple, M: tuple, P: tuple, out: tuple, S: np.ndarray, E: np.ndarray,
            G: np.ndarray, work: np.ndarray, defq: np.ndarray, log: tuple, equeues: np.ndarray, ht: np.ndarray,
            hk: np.ndarray) -> None:
@@ -560,7 +565,7 @@ def _flush(e: int, I: tuple, D: tuple, M: tuple, P: tuple, out: tuple, S: np.nda
             _schedule_flush(E, G, S, ht, hk, e, E[e, EFREE])
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, **_NO_NRT, inline="always")
 def _apply_deferred(I: tuple, M: tuple, S: np.ndarray, G: np.ndarray, work: np.ndarray, defq: np.ndarray) -> None:
     """Apply the zero-time DMA completions' signals held during the round, at now."""
     order, ssem, sval, sigsuf = I[0], I[3], I[4], I[9]
@@ -584,7 +589,7 @@ def _apply_deferred(I: tuple, M: tuple, S: np.ndarray, G: np.ndarray, work: np.n
     G[NDEFQ] = 0
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, **_NO_NRT, inline="always")
 def _drain(I: tuple, M: tuple, R: tuple, out: tuple, S: np.ndarray, E: np.ndarray, G: np.ndarray,
            work: np.ndarray, ht: np.ndarray, hk: np.ndarray) -> None:
     """Re-examine every queued stream: compute and collective streams run ahead as far as they can; a
@@ -629,7 +634,7 @@ def workspace(ns: int, ne: int) -> tuple[np.ndarray, ...]:
 
 
 # ---- the loop --------------------------------------------------------------------------------------------
-@njit(cache=True, _nrt=False)
+@njit(cache=True, **_NO_NRT)
 def run(I: tuple, D: tuple, M: tuple, R: tuple, P: tuple, out: tuple, S: np.ndarray, E: np.ndarray,
         G: np.ndarray, equeues: np.ndarray, log: tuple, W: tuple) -> int:
     """Simulate to the end (module docstring). ``S``/``E`` come initialised per stream / engine, ``G`` zeroed,

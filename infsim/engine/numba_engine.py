@@ -237,7 +237,7 @@ def run_numba(program: Program, chip: ChipConfig, costs: Costs, *, memory: Memor
     eng = np.array([k[1] for k in keys], dtype=np.int64)
     S[:, K.KIND] = np.where(eng == int(Engine.dma), K.K_DMA, np.where(eng == int(Engine.cc), K.K_CC, K.K_COMPUTE))
     per_core = chip.dma.engines_per_core
-    dma_of = {}  # (core, engine) -> queues (stream ids, in stream order)
+    dma_of: dict[tuple[int, int], list[int]] = {}  # (core, engine) -> queues (stream ids, in stream order)
     for k, key in enumerate(keys):
         if key[1] == int(Engine.dma):
             dma_of.setdefault((key[0], key[2] % per_core), []).append(k)
@@ -295,7 +295,7 @@ def _log_capacity(dnop: np.ndarray, costs: Costs, chip: ChipConfig) -> int:
 
 
 def _deadlock(program: Program, keys: list[tuple[int, int, int]], S: np.ndarray, M: tuple, plan: CollectivePlan,
-              order: np.ndarray, sid: np.ndarray) -> Exception:  # type: ignore[type-arg]
+              order: np.ndarray, sid: np.ndarray) -> Exception:
     """The reference's deadlock report from the kernel's final state."""
     off, cnt, cum = M[0], M[1], M[3]
     total = [int(cum[off[s] + cnt[s] - 1]) if cnt[s] else 0 for s in range(len(off))]
