@@ -14,6 +14,10 @@ engines behind the weight stream's 64 KiB arbitration chunks once per queue inst
 sync ``nop`` carriers included (about 36 per head) -- while the analytical fidelity charges one chunk per
 head's load. The case is an ``xfail(strict=True)``: it fails the suite once the gap closes, so the mark is
 then removed.
+
+GPT-2 prefill joined it when the engines began applying a stream's signals in program order (issue 14, as
+``isa/program.py`` specifies): its cycle latency rose 2.0% (233,876 -> 238,606 ns; the numba engine and the
+plain reference agree), analytical/cycle 0.909 -> 0.891, and decode 0.890 -> 0.881. Same mark, same rule.
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ from infsim.sim import simulate
 CHIP = load_chip("inf2")
 ZOO = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "models" / "zoo").glob("*.json"))
 DECODE_ONLY = {"llama-2-70b", "llama-3-70b"}
-KNOWN_GAPS = {("gpt2", "decode"): "per-head K/V loads behind weight chunks, once per queue instruction"}
+KNOWN_GAPS = {("gpt2", "decode"): "per-head K/V loads behind weight chunks, once per queue instruction",
+              ("gpt2", "prefill"): "0.891 since signals apply in program order (module docstring)"}
 
 
 def _cases() -> list:
