@@ -1,12 +1,14 @@
 """Public simulation API: ``simulate(program, chip) -> SimResult``.
 
-``fidelity='cycle'`` runs the simpy engine (:mod:`infsim.engine.core`) with the hardware models;
+``fidelity='cycle'`` runs the cycle engine (:mod:`infsim.engine.core`) with the hardware models;
 ``fidelity='analytical'`` runs the program-level analytical model, closed forms per instruction and a
 dependency scoreboard without an event loop (:mod:`infsim.fidelity.program`; see :mod:`infsim.fidelity`).
 Both return a :class:`~infsim.result.SimResult`. ``memory`` names the HBM model behind the memory
 interface (:mod:`infsim.engine.memory`; default: the chip's ``hbm.memory_model``); ``trace=True`` keeps
 per-instruction times in ``result.timeline`` for :func:`infsim.trace.write_trace`. ``mode`` selects the
-engine's fast path or its plain per-instruction model (same results; the latter is for tests).
+cycle engine: ``'numba'`` (the default: one compiled kernel, :mod:`infsim.engine.numba_engine`) or
+``'plain'`` (the simpy reference model that defines the timing); both give the same result, instruction
+by instruction.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ def _check(program: Program, chip: ChipConfig) -> None:
 
 
 def simulate(program: Program, chip: ChipConfig | str | Path, *, fidelity: str = "cycle",
-             memory: str | MemoryModel | None = None, trace: bool = False, mode: str = "fast") -> SimResult:
+             memory: str | MemoryModel | None = None, trace: bool = False, mode: str = "numba") -> SimResult:
     """Simulate ``program`` on ``chip`` (a ChipConfig, preset name or YAML path).
 
     ``memory`` is a registered model name (``infsim.engine.memory.MEMORY_MODELS``), a

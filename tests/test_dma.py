@@ -94,3 +94,21 @@ def test_simple_memory_latency() -> None:
     end = m.transfer(1, 1000, 819_200, True, 0)  # 819.2 kB at 819.2 GB/s = 1 us
     assert end == 1000 + 1_000_000 + int(chip.hbm.latency_ns * 1000)
     assert m.bytes_written == [0, 819_200] and len(m.log) == 1
+
+
+@given(st.lists(st.tuples(st.sampled_from([HBM, SBUF]), st.integers(1, 4), st.integers(-3, 40), st.integers(0, 4),
+                          st.lists(st.integers(-8, 40), min_size=4, max_size=4),
+                          st.lists(st.integers(1, 5), min_size=4, max_size=4)), min_size=1, max_size=30))
+def test_ap_runs_is_contiguous_run_of_every_row(rows) -> None:
+    """The vectorised table walk gives the per-AP definition row by row, strides of any sign and sizes of 1."""
+    from infsim.isa.program import AP_DTYPE, MAX_FREE_DIMS
+
+    aps = np.zeros(len(rows), AP_DTYPE)
+    for i, (space, pcount, pstride, nd, strides, sizes) in enumerate(rows):
+        nd = min(nd, MAX_FREE_DIMS)
+        aps[i]["space"], aps[i]["pcount"], aps[i]["pstride"], aps[i]["ndims"] = space, pcount, pstride, nd
+        aps[i]["strides"][:] = (strides + [0] * MAX_FREE_DIMS)[:MAX_FREE_DIMS]
+        aps[i]["sizes"][:] = (sizes + [1] * MAX_FREE_DIMS)[:MAX_FREE_DIMS]
+    want = [dma.contiguous_run(int(r["space"]), int(r["pcount"]), int(r["pstride"]), r["strides"], r["sizes"],
+                               int(r["ndims"])) for r in aps]
+    assert dma.ap_runs(aps).tolist() == want

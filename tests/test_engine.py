@@ -66,7 +66,7 @@ def test_deadlock_names_everything() -> None:
     p.append(make("activate", sbuf(1, 1, DType.fp32), sbuf(1, 1, DType.fp32), func="exp", waits=[("b", 1)],
                   signals=[("a", 1)]))
     p.append(make("dma_copy", sbuf(1, 4, DType.fp32), sbuf(1, 4, DType.fp32, offset=64), queue=3, waits=[("a", 2)]))
-    for mode in ("fast", "per_instruction"):
+    for mode in ("numba", "plain"):
         with pytest.raises(DeadlockError) as ei:
             simulate(p, INF2, mode=mode)
         msg = str(ei.value)
@@ -171,7 +171,7 @@ def test_examples_every_preset_and_analytical_within_10pct(path: str) -> None:
         ana = simulate(prog, chip, fidelity="analytical")
         assert cyc.total_cycles > 0
         assert abs(ana.total_ps / cyc.total_ps - 1) <= 0.10, (chip, cyc.total_ps, ana.total_ps)
-        assert simulate(prog, chip, mode="per_instruction").total_ps == cyc.total_ps
+        assert simulate(prog, chip, mode="plain").total_ps == cyc.total_ps
 
 
 def test_analytical_within_10pct_synthetic() -> None:
@@ -213,7 +213,7 @@ def test_collective_without_partner_is_a_deadlock() -> None:
     p.add_group("g", (0, 1))
     p.append(make("all_reduce", sbuf(128, 8, DType.fp32), sbuf(128, 8, DType.fp32, offset=64), group="g", core=0))
     p.append(make("nop", engine="vector", core=1))
-    for mode in ("fast", "per_instruction"):
+    for mode in ("numba", "plain"):
         with pytest.raises(DeadlockError, match=r"core 0 engine cc queue 0: instruction 0 \(all_reduce\) waits for "
                                                 r"collective partners: arrived cores \[0\] of \[0, 1\]"):
             simulate(p, INF2, mode=mode)

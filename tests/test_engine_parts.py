@@ -12,7 +12,7 @@ from infsim.engine.costs import compute_costs
 from infsim.engine.dma_arbiter import DmaArbiter, DmaQueue
 from infsim.engine.memory.dram import DramMemory
 from infsim.engine.rendezvous import CollectiveRendezvous
-from infsim.engine.semaphores import NEVER, SAT, FastSems, PlainSems
+from infsim.engine.semaphores import Semaphores
 from infsim.engine.streams import StreamState, StreamStats, barrier_targets
 from infsim.isa import DType, Program, hbm, make, sbuf
 from infsim.isa.opcodes import Op
@@ -21,20 +21,16 @@ from infsim.sim import simulate
 INF2 = load_chip("inf2")
 
 
-def test_both_semaphore_models_wake_a_waiter_at_the_crossing() -> None:
-    for cls in (PlainSems, FastSems):
-        env = simpy.Environment()
-        sems = cls(env, 1)
-        woken: list[int] = []
-        sems.signal(0, 10, 1)
-        sems.signal(0, 5, 1)
-        sems.wait_cb(0, 2, lambda env=env, woken=woken: woken.append(env.now))
-        assert sems.crossing(0, 3) == NEVER
-        env.run()
-        assert woken == [10] and sems.crossing(0, 2) == SAT
-    fast = FastSems(simpy.Environment(), 1)
-    fast.signal(0, 7, 2)
-    assert fast.crossing(0, 2) == 7  # known future signals give the crossing before it happens
+def test_semaphores_wake_a_waiter_at_the_crossing() -> None:
+    env = simpy.Environment()
+    sems = Semaphores(env, 1)
+    woken: list[int] = []
+    sems.signal(0, 10, 1)
+    sems.signal(0, 5, 1)
+    sems.wait_cb(0, 2, lambda: woken.append(env.now))
+    assert not sems.holds(0, 1) and sems.total[0] == 2
+    env.run()
+    assert woken == [10] and sems.holds(0, 2) and not sems.holds(0, 3)
 
 
 def _dma_program() -> Program:
@@ -53,20 +49,19 @@ def test_dma_arbiter_alone_matches_the_engine() -> None:
     p = _dma_program()
     costs = compute_costs(p, INF2)
     env = simpy.Environment()
-    sems = PlainSems(env, len(p.semaphores))
+    sems = Semaphores(env, len(p.semaphores))
     memory = DramMemory(INF2)
     memory.reset(1)
     streams = p.streams()
     keys = list(streams)
     n = len(p)
     ins = p.instr
-    state = StreamState(env, signalers=[[]], t_local=[0] * len(keys), lat_min=[0] * len(keys),
-                        done=[False] * len(keys), blocked=[None] * len(keys),
+    state = StreamState(env, done=[False] * len(keys), blocked=[None] * len(keys),
                         stats=[StreamStats(k, len(streams[k])) for k in keys], start=np.zeros(n, np.int64),
                         end=np.zeros(n, np.int64), occ_end=np.zeros(n, np.int64))
     cols = [ins[c].astype(np.int64) for c in ("op", "wsem", "wval", "ssem", "sval")]
-    access = memory.access(p, costs)
-    queues = [DmaQueue(k, key[0], key[2], streams[key], cols[0], costs, *cols[1:], np.zeros(n, np.int64), access)
+    access = memory.access(p, costs)  # the memory model's per-instruction efficiencies, computed before the run
+    queues = [DmaQueue(k, key[0], key[2], streams[key], cols[0], costs, *cols[1:], access)
               for k, key in enumerate(keys)]
     arbiter = DmaArbiter(env, sems, memory, INF2.dma, state, queues)
     arbiter.start()
@@ -92,12 +87,12 @@ def test_rendezvous_alone_starts_at_the_last_arrival() -> None:
         p.append(make("all_reduce", sbuf(128, 8, DType.fp32), sbuf(128, 8, DType.fp32, offset=64), group="g", core=c))
     env = simpy.Environment()
     rdv = CollectiveRendezvous(env, p, _FixedTiming(), np.array([100, 300]), np.array([100, 300]))
-    first, done = rdv.arrive(0, 0, {})
+    first, done = rdv.arrive(0)
     assert not done and not first.event.triggered
 
     def late() -> simpy.events.ProcessGenerator:
         yield env.timeout(5)
-        second, complete = rdv.arrive(1, 1, {})
+        second, complete = rdv.arrive(1)
         assert complete and second is first
 
     env.process(late())

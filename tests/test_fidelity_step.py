@@ -58,15 +58,18 @@ def test_analytical_scales_with_hbm_bandwidth() -> None:
     assert slow.total_ns > 1.5 * fast.total_ns
 
 
-#: cases outside the band since the lowering stopped emitting wait-carrying nops (issue 14): the cycle
-#: engine applied a zero-latency nop's signal at its start, ahead of the long matmuls before it, so the
-#: old programs woke consumers early; without those nops these cycle latencies rose ~11% (analytical/cycle
-#: 0.89-0.90). The step fidelity's K/V-behind-weight-chunk term (i13b) brought bf16 back inside the band;
-#: fp8 stays outside. To be re-checked once the engines apply a stream's signals in program order.
-#: bf16 left the band again with the runtime's collective algorithms (issue 13): 0.898 (1.574 vs 1.753 ms),
-#: 0.890 with the previous nextgen-hbm3e link numbers under the new collective code, so the collective model
-#: (not the preset) moved it; not yet explained.
-_OUTSIDE_BAND = {"nextgen-hbm3e-decode-b32-c2048-fp8_e4m3", "nextgen-hbm3e-decode-b32-c2048-bf16"}
+#: cases outside the band. History: when the lowering stopped emitting wait-carrying nops (issue 14) the
+#: cycle latencies of these cases rose ~11%, because the old engine applied a zero-latency nop's signal at
+#: its start, ahead of the long matmuls before it, and so woke consumers early; the step fidelity's
+#: K/V-behind-weight-chunk term (i13b) then brought bf16 back inside the band with that engine. Re-checked
+#: with the engines that apply a stream's signals in program order (issue 14; the numba engine and the
+#: plain reference agree to the picosecond on these programs): on nextgen-hbm3e (2 layers, tp 2 x cores)
+#: analytical/cycle is 0.894 for decode b32 bf16 and 0.885 for fp8 (cycle 1774309 / 1675298 ns), so both
+#: are outside again; the other nextgen-hbm3e cases are inside (decode b1/b8: 0.921 bf16, 0.949 / 0.910 fp8;
+#: prefill: 0.96-1.02). The step fidelity's decode at large batch on this chip misses ~10% of the
+#: cycle engine's latency (bf16 had also measured 0.898 with the runtime's collective algorithms of issue 13
+#: under the previous engine); the marks are strict, so a fix shows up as an XPASS failure here.
+_OUTSIDE_BAND = {"nextgen-hbm3e-decode-b32-c2048-bf16", "nextgen-hbm3e-decode-b32-c2048-fp8_e4m3"}
 
 
 def _case_id(chip: str, w: Workload) -> str:
@@ -75,7 +78,7 @@ def _case_id(chip: str, w: Workload) -> str:
 
 _CASES = [
     pytest.param(chip, w, id=_case_id(chip, w), marks=[pytest.mark.xfail(
-        strict=True, reason="cycle latency rose when early-signalling nops left the program (see _OUTSIDE_BAND)"
+        strict=True, reason="analytical decode b32 on nextgen-hbm3e ~11% under the cycle engine (see _OUTSIDE_BAND)"
     )] if _case_id(chip, w) in _OUTSIDE_BAND else [])
     for chip in ("inf2", "nextgen-hbm3e", "nextgen-decode")
     for w in DEFAULT_WORKLOADS

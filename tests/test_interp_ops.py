@@ -686,3 +686,17 @@ def test_bounds_are_checked_exactly(data: st.DataObject, dt: DType, space: Space
     else:
         with pytest.raises(InterpError, match=r"instruction 1 \(dma_copy.*operand 'dst'"):
             b.run()
+
+
+def test_dtype_sizes_and_kinds_without_ml_dtypes_agree_with_the_numpy_dtypes() -> None:
+    """itemsize and is_float come from static tables (no ml_dtypes import); they must be the numpy dtypes'."""
+    for dt in DType:
+        assert dt.itemsize == dt.np.itemsize
+        assert dt.is_float == (dt.np.kind not in "iu")
+    import subprocess
+    import sys
+
+    code = ("import sys, infsim.engine.costs, infsim.isa.dtypes as d; "
+            "print(d.DType.bf16.itemsize, 'ml_dtypes' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["2", "False"]

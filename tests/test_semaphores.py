@@ -1,56 +1,40 @@
-"""FastSems.crossing (running sums and binary searches) against the definition: the first known signal time at
-which the applied total plus the known signals reach the waited value, for signals arriving in and out of
-time order while time advances."""
+"""The numba kernel's known-crossing lookup (infsim.engine.kernel._crossing: a galloping search from the
+previous answer on the semaphore) against the definition: the time of the first known signal at which the
+running total reaches the waited value. Queries come in any order, so the hint moves both ways."""
 
 from __future__ import annotations
 
-import simpy
-from hypothesis import given, settings
+import numpy as np
+from hypothesis import given
 from hypothesis import strategies as st
 
-from infsim.engine.semaphores import NEVER, SAT, FastSems
+from infsim.engine.kernel import NEVER, _crossing
 
 
-def _naive(signals: list[tuple[int, int]], now: int, v: int) -> int:
-    applied = sum(inc for t, inc in signals if t <= now)
-    if applied >= v:
-        return SAT
-    acc = applied
-    for t, inc in sorted((t, inc) for t, inc in signals if t > now):
+def _naive(times: list[int], incs: list[int], v: int) -> int:
+    if v <= 0:
+        return -1
+    acc = 0
+    for t, inc in zip(times, incs, strict=True):
         acc += inc
         if acc >= v:
             return t
     return NEVER
 
 
-@settings(max_examples=200, deadline=None)
-@given(steps=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 400), st.integers(1, 3), st.integers(0, 60)),
-                      min_size=1, max_size=400))
-def test_crossing_matches_the_definition(steps: list[tuple[int, int, int, int]]) -> None:
-    env = simpy.Environment()
-    sems = FastSems(env, 1)
-    signals: list[tuple[int, int]] = []
-    for advance, dt, inc, v in steps:
-        if advance == 0:  # let time pass (applies the signals due)
-            env.run(until=env.now + dt + 1)
-        elif advance == 1:
-            t = env.now + dt
-            sems.signal(0, t, inc)
-            signals.append((t, inc))
-        else:
-            assert sems.crossing(0, v) == _naive(signals, env.now, v)
-
-
-def test_long_chains_trim_the_applied_prefix() -> None:
-    """Thousands of signals, time advancing past most: the applied prefix is dropped and crossings stay exact."""
-    env = simpy.Environment()
-    sems = FastSems(env, 1)
-    signals = []
-    for i in range(5000):
-        sems.signal(0, 10 * i + 1, 1)
-        signals.append((10 * i + 1, 1))
-    for now in range(0, 50_000, 997):
-        env.run(until=now + 1)
-        for v in (1, 2500, 4999, 5000, 5001):
-            assert sems.crossing(0, v) == _naive(signals, env.now, v)
-    assert len(sems.pt[0]) < 5000  # trimmed
+@given(st.lists(st.tuples(st.integers(0, 50), st.integers(1, 16)), max_size=300),
+       st.lists(st.integers(-2, 1200), min_size=1, max_size=60), st.integers(0, 7))
+def test_crossing_matches_the_definition(signals: list[tuple[int, int]], queries: list[int], lead: int) -> None:
+    times = np.cumsum([dt for dt, _ in signals]).astype(np.int64).tolist()
+    incs = [inc for _, inc in signals]
+    n = len(times)
+    # semaphore 1's signals sit after `lead` entries of semaphore 0 (offsets into shared arrays)
+    off = np.array([0, lead], np.int64)
+    cnt = np.array([0, n], np.int64)
+    sig_t = np.zeros(lead + n + 1, np.int64)
+    sig_cum = np.zeros(lead + n + 1, np.int64)
+    sig_t[lead:lead + n] = times
+    sig_cum[lead:lead + n] = np.cumsum(incs) if n else []
+    hint = np.zeros(2, np.int64)
+    for v in queries:
+        assert _crossing(1, v, off, cnt, sig_t, sig_cum, hint) == _naive(times, incs, v)
