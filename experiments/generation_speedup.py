@@ -9,7 +9,7 @@ question: the cheapest scaling of the baseline that reaches the claimed 4x, for 
 
 Writes to ``results/generation_speedup/`` (or ``--out``): ``summary.md`` (tables), ``results.json``,
 ``speedup.png``, ``attribution.png``, ``roofline.png``. Analytical fidelity (closed forms, seconds); the
-analytical model is held within 10% of the cycle engine by tests/test_fidelity_step.py.
+analytical model is held within 10% of the cycle engine by tests/fidelity/test_fidelity_step.py.
 
 Usage: ``python experiments/generation_speedup.py [--model llama-2-7b] [--targets nextgen-hbm3e,nextgen-decode]``
 """

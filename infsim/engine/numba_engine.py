@@ -56,7 +56,7 @@ the same integers.
 *Collectives*: every member starts at the last member's arrival (an exact time, whenever the kernel
 computes it) and ends after the duration.
 
-``tests/test_engine_numba.py`` holds every start and finish time, the totals, per-stream busy/stall, HBM and
+``tests/engine/test_engine_numba.py`` holds every start and finish time, the totals, per-stream busy/stall, HBM and
 link bytes and deadlock reports equal to the reference on random programs (hypothesis) and lowered ones.
 
 Memory models: the kernel times HBM with :class:`~infsim.engine.memory.simple.SimpleMemory`'s pool (per chip

@@ -41,7 +41,7 @@ Left out (the cycle engine has them): semaphore latencies between instructions, 
 the lowering's sync ``nop`` carriers on the K/V queues (each waits a weight chunk too: GPT-2 decode, whose
 64-wide heads do little compute per load, comes out ~10-15% fast), PSUM-bank and SBUF-slot
 back-pressure beyond the ring depth, the lowering's SBUF aliasing between phases, contention between
-collectives. The agreement with the cycle engine is a test (``tests/test_fidelity_step.py``).
+collectives. The agreement with the cycle engine is a test (``tests/fidelity/test_fidelity_step.py``).
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from infsim.progress import progress_bar
 _ELEMENTWISE_ENGINES = ("vector_engine", "scalar_engine", "gpsimd_engine")
 
 #: resource groups: dotted config fields swapped together from target into baseline (every field of the chip
-#: schema is in exactly one group or in :data:`NOT_RESOURCES`; tests/test_compare.py checks it)
+#: schema is in exactly one group or in :data:`NOT_RESOURCES`; tests/studies/test_compare.py checks it)
 GROUPS: dict[str, list[str]] = {
     "compute": [
         "cores_per_chip", "lnc", "tensor_engine.rows", "tensor_engine.cols", "tensor_engine.moving_free_max",

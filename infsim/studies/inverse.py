@@ -113,7 +113,7 @@ def what_it_takes(baseline: str | ChipConfig, speedup: float, model: str = "llam
     prunes a partial assignment when (a) its cost already exceeds the best complete one, or (b) even
     with every unassigned resource at its top level it misses the target. (b) relies on the speedup
     being non-decreasing in every scaling, which holds for the analytical model (more throughput, more
-    SRAM or smaller fixed latencies never make a step slower; tests/test_inverse.py checks the two
+    SRAM or smaller fixed latencies never make a step slower; tests/studies/test_inverse.py checks the two
     methods agree). ``method="exhaustive"`` is the reference: every combination in order of cost.
     The phase's workloads are cut to ``context`` and to the model's positions
     (:func:`~infsim.studies.compare.fit_contexts`; the result's ``notes`` say so).

@@ -1,5 +1,5 @@
 """The step-level analytical fidelity against the cycle engine for every model of the zoo (``models/zoo``), not
-just the Llama-2 default set of ``tests/test_fidelity_step.py``: small-head models (GPT-2, BERT, ViT), GQA
+just the Llama-2 default set of ``tests/fidelity/test_fidelity_step.py``: small-head models (GPT-2, BERT, ViT), GQA
 (Llama-3, Mistral), sliding windows, MoE (Mixtral), encoders.
 
 Small configurations that fit CI: each model cut to 2 layers (full width, LM head and collectives; the layer
@@ -35,7 +35,7 @@ from infsim.models.spec import load_model
 from infsim.sim import simulate
 
 CHIP = load_chip("inf2")
-ZOO = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "models" / "zoo").glob("*.json"))
+ZOO = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "models" / "zoo").glob("*.json"))
 DECODE_ONLY = {"llama-2-70b", "llama-3-70b"}
 KNOWN_GAPS = {("gpt2", "decode"): "per-head K/V loads behind weight chunks, once per queue instruction",
               ("gpt2", "prefill"): "0.891 since signals apply in program order (module docstring)"}

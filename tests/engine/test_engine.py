@@ -17,7 +17,7 @@ from infsim.isa import DType, Program, hbm, make, psum, sbuf
 from infsim.isa.errors import DeadlockError
 from infsim.sim import simulate
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted(glob.glob(str(ROOT / "examples" / "asm" / "*.s")))
 INF2 = load_chip("inf2")
 

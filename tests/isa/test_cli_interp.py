@@ -10,7 +10,7 @@ import pytest
 
 from infsim.cli import main
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "asm"
+EXAMPLES = Path(__file__).resolve().parent.parent.parent / "examples" / "asm"
 
 
 def softmax_ref(x: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ from infsim.models.lower import lower
 from infsim.models.lower.plan import plan_step
 from infsim.models.spec import load_model
 
-LOWER = Path(__file__).resolve().parents[1] / "models" / "lower"
+LOWER = Path(__file__).resolve().parents[2] / "models" / "lower"
 
 
 def test_plan_imports_no_emitter() -> None:

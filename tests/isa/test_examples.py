@@ -14,7 +14,7 @@ from infsim.isa.interp import run
 from infsim.isa.program import Program
 from infsim.isa.validate import check
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "asm"
+EXAMPLES = Path(__file__).resolve().parent.parent.parent / "examples" / "asm"
 BF16 = ml_dtypes.bfloat16
 
 

@@ -13,7 +13,7 @@ from preset_sources import TAG
 from infsim.config.loader import PRESET_DIR
 from infsim.hw.hbm.config import PRESET_DIR as HBM_PRESET_DIR
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 REFERENCES = ROOT / "docs" / "references.md"
 PRESET_FILES = sorted(PRESET_DIR.glob("*.yaml")) + sorted(HBM_PRESET_DIR.glob("*.yaml"))
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("program_hashes", ROOT / "benchmarks" / "program_hashes.py")
 assert _spec and _spec.loader
 ph = importlib.util.module_from_spec(_spec)

@@ -25,7 +25,7 @@ from infsim.models.graph import Workload
 from infsim.models.spec import load_model
 from infsim.sim import simulate
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 INF2 = load_chip("inf2")
 
 

@@ -26,7 +26,7 @@ from infsim.hw.systolic import (
 )
 from infsim.hw.systolic_ref import MatmulOp, simulate
 
-GOLDEN = Path(__file__).parent / "golden" / "scalesim_gemm.json"
+GOLDEN = Path(__file__).parent.parent / "golden" / "scalesim_gemm.json"
 RATES = (0.25, 0.5, 1.0, 2.0)
 
 
