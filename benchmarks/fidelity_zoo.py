@@ -7,7 +7,7 @@ prefill batch 1 and 8 (128 tokens), each at TP 1 and 2, the analytical estimate
 ``benchmarks/results/fidelity_zoo.json`` (ratio = analytical / cycle, with the layer count of each row) and
 prints a table. Models run full size by default; ``--layers N`` cuts them to ``N`` layers (the layer count
 only repeats the per-layer schedule, and the cycle engine takes minutes per full-size 70B case). The CI
-test on small configurations is ``tests/test_fidelity_zoo.py``.
+test on small configurations is ``tests/fidelity/test_fidelity_zoo.py``.
 """
 
 from __future__ import annotations

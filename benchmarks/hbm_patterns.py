@@ -9,7 +9,7 @@ where it stands against the command-level controller.
 2. **Read/write mix**: the closed form the rate profile uses against the command-level controller (one
    channel, independent read and write streams, mean over 16 placements) per preset and write share.
 3. **Engine vs command-level replay** (:mod:`infsim.engine.memory.replay`) on transfer mixes: the six of
-   ``tests/test_memory_patterns.py`` (4 queues) and the same streams over 8, 16 and 32 queues and two
+   ``tests/engine/test_memory_patterns.py`` (4 queues) and the same streams over 8, 16 and 32 queues and two
    cores at the presets' DMA rates, to record where the pool and the controller part: many concurrent
    streams. The controller's read queue is varied on the 32-stream case to show what that gap rests on.
 

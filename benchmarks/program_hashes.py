@@ -7,7 +7,7 @@ layer of every instruction, :mod:`infsim.models.lower.tags`) to ``tests/golden/p
 emitted programs rewrites the file in the same commit and says why in the commit message.
 
 ``python benchmarks/program_hashes.py [--write] [--quick]`` (``--quick``: the small cases only, the
-ones ``tests/test_program_hashes.py`` checks in CI).
+ones ``tests/models/test_program_hashes.py`` checks in CI).
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
 """Engine speed on long semaphore chains (issue 16: ``infsim sim`` was quadratic in the chain length).
 
 One stream signals a semaphore N times (cheap ``memset``s, so its signals are known far ahead); another
-waits for each value in turn (``activate`` instructions). The fast path's known-crossing lookup was a
-linear scan over the pending signals; it is now two binary searches, so the time grows about linearly
-with N (12.5k -> 100k instructions per stream: ~8x, was ~50x). Program build and parsing are not timed.
+waits for each value in turn (``activate`` instructions). The old simpy fast path's known-crossing lookup
+was a linear scan over the pending signals; the cycle engine is now the numba kernel, whose lookup gallops
+from the previous answer (:func:`infsim.engine.kernel._crossing`), so the time grows about
+linearly with N (12.5k -> 100k instructions per stream: ~8x, was ~50x). Program build and parsing are not
+timed.
 
 Writes ``benchmarks/results/sem_chain.json``. Run: ``python benchmarks/sem_chain.py``.
 """

@@ -9,7 +9,7 @@ question: the cheapest scaling of the baseline that reaches the claimed 4x, for 
 
 Writes to ``results/generation_speedup/`` (or ``--out``): ``summary.md`` (tables), ``results.json``,
 ``speedup.png``, ``attribution.png``, ``roofline.png``. Analytical fidelity (closed forms, seconds); the
-analytical model is held within 10% of the cycle engine by tests/test_fidelity_step.py.
+analytical model is held within 10% of the cycle engine by tests/fidelity/test_fidelity_step.py.
 
 Usage: ``python experiments/generation_speedup.py [--model llama-2-7b] [--targets nextgen-hbm3e,nextgen-decode]``
 """
@@ -32,6 +32,7 @@ from infsim.studies.plots import plot_roofline, plot_study_attribution, plot_stu
 #: assumed numbers of the next-generation presets and the ranges the study varies them over
 SENSITIVITY = {
     "cores_per_chip": [2, 4, 8],
+    "lnc": [1, 2],  # logical NeuronCore size (absolute values, like cores_per_chip)
     "hbm.bandwidth_gbps": [0.5, 1.0, 1.5],  # x the preset value
     "energy.static_w": [0.5, 1.0, 1.5],
     "links.latency_ns": [0.5, 1.0, 2.0],
@@ -39,6 +40,9 @@ SENSITIVITY = {
     "dma.fixed_latency_ns": [0.5, 1.0, 2.0],
 }
 
+
+#: fields varied over absolute values (the others: factors of the preset value)
+ABSOLUTE = ("cores_per_chip", "lnc")
 
 #: the workloads placed on the roofline (``tp``: all cores of the chips compared)
 ROOFLINE_WORKLOADS = [*(Workload.make("decode", b, 2048) for b in (1, 8, 32)),
@@ -51,7 +55,7 @@ def sensitivity(baseline: str, target: str, model: str, chips: int) -> list[dict
     base_cfg = load_chip(target)
     for path, levels in SENSITIVITY.items():
         for lv in levels:
-            v = lv if path == "cores_per_chip" else float(CHIP_PATHS.get(base_cfg, path)) * lv
+            v = lv if path in ABSOLUTE else float(CHIP_PATHS.get(base_cfg, path)) * lv
             over = {path: v}
             if path == "energy.static_w":  # the chip's whole static power: outside the cores and in them
                 over["energy.static_w_per_core"] = base_cfg.energy.static_w_per_core * lv
@@ -71,7 +75,7 @@ def roofline(baseline: str, targets: list[str], model: str, chips: int) -> tuple
         roofs[name] = (cfg.peak_tflops("bf16") * chips, cfg.peak_tflops("fp8_e4m3") * chips,
                        cfg.hbm.bandwidth_gbps * chips / 1e3)
         for wl in ROOFLINE_WORKLOADS:
-            r = run_workload(cfg, model, replace(wl, tp=chips * cfg.cores_per_chip), fidelity="analytical")
+            r = run_workload(cfg, model, replace(wl, tp=chips * cfg.logical_cores_per_chip), fidelity="analytical")
             pts.append({"chip": name, "phase": wl.phase, "batch": wl.batch, "context": wl.prompt_or_context,
                         "dtype": wl.weight_dtype, "flop_per_byte": r.flops / max(r.hbm_bytes, 1),
                         "achieved_tflops": r.flops / (r.latency_ms * 1e-3) / 1e12,

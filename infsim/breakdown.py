@@ -121,6 +121,11 @@ class Breakdown:
         return {"fidelity": self.fidelity, "total_ms": self.total_ms, "categories": self.categories,
                 "step": self.step}
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Breakdown:
+        """The breakdown back from :meth:`to_dict`."""
+        return cls(d["fidelity"], d["total_ms"], d["categories"], d["step"])
+
     @property
     def limit(self) -> str:
         return str(self.step["limit"])

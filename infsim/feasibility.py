@@ -13,7 +13,9 @@ message names the option or config field behind it:
   (weights, KV cache) that the chip's tensor engine has no rate for;
 * ``psum`` (:func:`check_step`): fewer than two PSUM banks (the lowering alternates matmul output blocks
   between banks);
-* ``instance``: tensor parallelism over more chips than the chip's instance has (``instance.chips``);
+* ``instance`` (:func:`check_instance`, made by :func:`infsim.mapping.physical_workload` as it maps the
+  logical ranks onto physical cores): tensor parallelism over more chips than the chip's instance has
+  (``instance.chips``);
 * ``hbm`` (:func:`check_hbm`): the tensors a chip holds (weights in their slab layout, norm weights and
   biases, the KV cache at the context's capacity, inputs and outputs: exactly what the lowering declares,
   :meth:`infsim.models.lower.plan.LoweringPlan.rank_tensors`) beyond ``hbm.capacity_gib``;
@@ -81,10 +83,21 @@ def check_step(wl: Workload, chip: ChipConfig) -> None:
                               "(the lowering alternates matmul outputs between banks)", "psum")
 
 
+def check_instance(physical_cores: int, chip: ChipConfig) -> None:
+    """:class:`InfeasibleError` (limit ``instance``) when ``physical_cores`` need more chips than the chip's
+    instance has (``instance.chips``); the message counts ranks as ``--tp`` does (logical cores)."""
+    need = math.ceil(physical_cores / chip.cores_per_chip)
+    if need > chip.instance.chips:
+        lnc = f" (LNC={chip.lnc}: {physical_cores} physical cores)" if chip.lnc > 1 else ""
+        raise InfeasibleError(f"--tp {physical_cores // chip.lnc} needs {need} chips of '{chip.name}'{lnc} but its "
+                              f"instance '{chip.instance.name}' has {chip.instance.chips} (instance.chips)", "instance")
+
+
 def check_hbm(per_chip_bytes: dict[int, int], chip: ChipConfig, model: str, tp: int,
               by_kind: dict[str, int] | None = None) -> None:
-    """:class:`InfeasibleError` (limit ``hbm``) when a chip's tensors exceed ``hbm.capacity_gib``.
-    ``by_kind``: one rank's bytes per kind (weights, kv_cache, activations), for the message."""
+    """:class:`InfeasibleError` (limit ``hbm``) when a chip's tensors exceed ``hbm.capacity_gib``. ``tp``: the
+    physical cores the step runs on (the message counts ``--tp`` in logical cores, ``tp / lnc``). ``by_kind``:
+    one rank's bytes per kind (weights, kv_cache, activations), for the message."""
     cap = chip.hbm_bytes
     c, need = max(per_chip_bytes.items(), key=lambda kv: kv[1])
     if need <= cap:
@@ -98,8 +111,9 @@ def check_hbm(per_chip_bytes: dict[int, int], chip: ChipConfig, model: str, tp: 
     # a rank's tensors shrink about linearly with the ranks; a full chip holds cores_per_chip of them
     cores = math.ceil(chip.cores_per_chip * (need / ranks_here) * tp / cap)
     most = chip.cores_per_chip * chip.instance.chips
-    tp_hint = f"a larger --tp (about {cores} cores or more)" if cores <= most else "a larger --tp"
+    lnc = chip.lnc
+    tp_hint = (f"a larger --tp (about {math.ceil(cores / lnc)} or more)" if cores <= most else "a larger --tp")
     raise InfeasibleError(
-        f"model '{model}' with tp {tp}: chip {c} needs {need / gib:.4g} GiB of HBM{parts}, '{chip.name}' has "
+        f"model '{model}' with tp {tp // lnc}: chip {c} needs {need / gib:.4g} GiB of HBM{parts}, '{chip.name}' has "
         f"{cap / gib:.4g} GiB (hbm.capacity_gib); use {tp_hint}, a smaller batch or context, or a chip with "
         "more HBM", "hbm")

@@ -8,7 +8,8 @@ Units are in every name. ``*_cycles`` are **tensor-engine clock cycles** of the 
 ``to_dict()`` is the stable ``infsim sim --json`` output (keep these names): ``total_cycles``,
 ``total_ns``, ``engines`` (per engine ``busy_cycles``, ``instructions``, plus ``stall_cycles``,
 ``idle_cycles``, ``busy_ns``, ``utilization``), ``hbm_bytes_read``, ``hbm_bytes_written``, ``energy_j``,
-plus ``hbm_gbps``, ``power_w``, ``energy_breakdown_j``, ``energy_by_class_j`` and run metadata.
+plus ``hbm_gbps``, ``power_w``, ``energy_breakdown_j``, ``energy_by_class_j``, ``collectives`` (each distinct
+collective with the algorithm it ran) and run metadata.
 """
 
 from __future__ import annotations
@@ -68,6 +69,10 @@ class SimResult:
     wall_s: float = 0.0
     timeline: Any = field(default=None, repr=False)  # per-instruction times for traces (trace=True)
     costs: Any = field(default=None, repr=False)  # per-instruction costs (with trace=True; for breakdowns)
+    #: distinct collectives of the program with the algorithm each ran (:mod:`infsim.engine.collectives.report`)
+    collectives: list[dict[str, Any]] = field(default_factory=list)
+    #: collective instruction index -> the algorithm it ran (for traces)
+    collective_algorithm: dict[int, str] = field(default_factory=dict, repr=False)
 
     @property
     def total_ns(self) -> float:
@@ -125,6 +130,7 @@ class SimResult:
             "energy_by_class_j": dict(self.energy_by_class_j),
             "num_instructions": self.num_instructions,
             "wall_s": self.wall_s,
+            "collectives": list(self.collectives),
         }
 
     def engine_table(self) -> Any:

@@ -7,7 +7,8 @@ Layout (opens in ui.perfetto.dev and chrome://tracing):
   collective queue;
 * one complete event (``ph: 'X'``) per instruction: ``ts`` = start, ``dur`` = engine occupancy (compute:
   the issue interval; DMA: until the data has moved; collectives: the whole operation); ``args`` hold
-  the instruction index and its completion time (signals applied) in ns;
+  the instruction index and its completion time (signals applied) in ns, and for a collective the
+  algorithm it ran;
 * one process per chip (``pid = 1_000_000 + chip``, named ``chip N HBM``) with counter events
   (``ph: 'C'``) ``HBM read GB/s`` and ``HBM write GB/s``: the exact step function of the bandwidth the
   memory model delivered (each transfer contributes ``bytes / duration`` over its data phase);
@@ -142,11 +143,14 @@ def _events(result: SimResult, keep: np.ndarray, program: Program | None,
         prev_free = np.concatenate([[0], occ[:-1]])  # when the engine finished the previous instruction
         waits = (ins["wsem"][idx] >= 0).any(axis=1) if ins is not None else np.zeros(len(idx), bool)
         cat = Engine(eng).name
+        algs = result.collective_algorithm
         for j, (i, s, o, e, op) in enumerate(zip(idx.tolist(), starts.tolist(), occ.tolist(), ends.tolist(),
                                                 ops.tolist())):
             if not keep[i]:
                 continue
             args: dict[str, Any] = {"instruction": i, "done_ns": e / 1e3}
+            if i in algs:
+                args["algorithm"] = algs[i]
             name = op_names[op]
             if tags is not None:
                 k, layer = int(tags[0][i]), int(tags[1][i])

@@ -16,10 +16,10 @@ Conversion rules (these define the semantics; the interpreter implements them in
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from enum import IntEnum
 
-import ml_dtypes
 import numpy as np
 
 from .errors import OperandError
@@ -39,23 +39,23 @@ class DType(IntEnum):
 
     @property
     def itemsize(self) -> int:
-        return _INFO[self].itemsize
+        return _ITEMSIZE[self]
 
     @property
     def np(self) -> np.dtype:
-        return _INFO[self].np_dtype
+        return _info()[self].np_dtype
 
     @property
     def is_float(self) -> bool:
-        return _INFO[self].is_float
+        return self in _FLOATS
 
     @property
     def max_finite(self) -> float:
-        return _INFO[self].max_value
+        return _info()[self].max_value
 
     @property
     def min_value(self) -> float:
-        return _INFO[self].min_value
+        return _info()[self].min_value
 
     @classmethod
     def parse(cls, name: str) -> DType:
@@ -76,25 +76,39 @@ class _DTypeInfo:
     min_value: float
 
 
-def _info(npd: type | np.dtype) -> _DTypeInfo:
+_FLOATS = frozenset({DType.fp32, DType.bf16, DType.fp16, DType.fp8_e4m3, DType.fp8_e5m2})
+#: bytes per element of each format (the formats' definitions; the numpy dtypes in :func:`_info` agree)
+_ITEMSIZE = {DType.fp32: 4, DType.bf16: 2, DType.fp16: 2, DType.fp8_e4m3: 1, DType.fp8_e5m2: 1, DType.int8: 1,
+             DType.uint8: 1, DType.int32: 4}
+
+
+def _describe(npd: type | np.dtype, finfo: type) -> _DTypeInfo:
     d = np.dtype(npd)
     if d.kind in "iu":
         ii = np.iinfo(d)
         return _DTypeInfo(d, d.itemsize, False, float(ii.max), float(ii.min))
-    fi = ml_dtypes.finfo(d)
+    fi = finfo(d)
     return _DTypeInfo(d, d.itemsize, True, float(fi.max), -float(fi.max))
 
 
-_INFO: dict[DType, _DTypeInfo] = {
-    DType.fp32: _info(np.float32),
-    DType.bf16: _info(ml_dtypes.bfloat16),
-    DType.fp16: _info(np.float16),
-    DType.fp8_e4m3: _info(ml_dtypes.float8_e4m3fn),
-    DType.fp8_e5m2: _info(ml_dtypes.float8_e5m2),
-    DType.int8: _info(np.int8),
-    DType.uint8: _info(np.uint8),
-    DType.int32: _info(np.int32),
-}
+@functools.cache
+def _info() -> dict[DType, _DTypeInfo]:
+    """numpy dtype and range of every format. ``ml_dtypes`` (the 8- and 16-bit floats; about a second to
+    import) is imported here, on first use, not by every process that only needs sizes."""
+    import ml_dtypes
+
+    f = ml_dtypes.finfo
+    return {
+        DType.fp32: _describe(np.float32, f),
+        DType.bf16: _describe(ml_dtypes.bfloat16, f),
+        DType.fp16: _describe(np.float16, f),
+        DType.fp8_e4m3: _describe(ml_dtypes.float8_e4m3fn, f),
+        DType.fp8_e5m2: _describe(ml_dtypes.float8_e5m2, f),
+        DType.int8: _describe(np.int8, f),
+        DType.uint8: _describe(np.uint8, f),
+        DType.int32: _describe(np.int32, f),
+    }
+
 
 FLOAT_DTYPES = tuple(d for d in DType if d.is_float)
 INT_DTYPES = tuple(d for d in DType if not d.is_float)

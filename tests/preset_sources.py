@@ -3,7 +3,7 @@
 Every numeric leaf of a preset must carry a ``[TAG]``, ``assumed`` or ``inferred`` in its own comment or in
 the comment of an enclosing block key; a ``[TAG]`` used in a value's comment must be defined in the file's
 leading comment block (a header line that starts with ``# [TAG]``). The tags themselves are defined, with
-their sources, in ``docs/references.md`` (``tests/test_references.py``).
+their sources, in ``docs/references.md`` (``tests/config/test_references.py``).
 """
 
 from __future__ import annotations

@@ -59,7 +59,9 @@ def register(subparsers: Any) -> None:
     add_chip_args(p)
     p.add_argument("--ranks", required=True, help="comma-separated rank counts, e.g. 2,4,8,12,24")
     p.add_argument("--bytes", dest="sizes", required=True, help="comma-separated sizes, e.g. 8K,1M,16M")
-    p.add_argument("--algorithm", default="ring", choices=ALGORITHMS, help="default: %(default)s")
+    p.add_argument("--algorithm", default="auto", choices=("auto", *ALGORITHMS),
+                   help="auto: the runtime's choice per size (infsim/hw/collectives/choice.py), or the chip's "
+                        "pinned links.collective_algorithm (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_collective)
 
@@ -82,7 +84,8 @@ def cmd_collective(args: argparse.Namespace) -> int:
         for s in sizes:
             res = simulate_collective(chip, args.op, r, s, args.algorithm)
             points.append({
-                "ranks": r, "bytes": s, "time_us": res.time_us, "bus_gbps": res.bus_gbps,
+                "ranks": r, "bytes": s, "algorithm": res.algorithm, "time_us": res.time_us,
+                "bus_gbps": res.bus_gbps,
                 "alg_gbps": res.alg_gbps, "steps": res.steps,
                 "contention_free_us": res.contention_free_ns / 1e3,
                 "closed_form_us": None if res.closed_form_ns is None else res.closed_form_ns / 1e3,
@@ -96,8 +99,9 @@ def cmd_collective(args: argparse.Namespace) -> int:
     print(f"{args.op} on {chip.name} ({chip.instance.name}, {chip.links.topology}), algorithm {args.algorithm}")
     from tabulate import tabulate
 
-    rows = [[pt["ranks"], pt["chips"], pt["bytes"], pt["steps"], f"{pt['time_us']:.3f}", f"{pt['bus_gbps']:.2f}",
-             "-" if pt["closed_form_us"] is None else f"{pt['closed_form_us']:.3f}"] for pt in points]
-    print(tabulate(rows, headers=["ranks", "chips", "bytes", "steps", "time_us", "bus_gbps", "closed_us"],
-                   tablefmt="simple", disable_numparse=True, colalign=["right"] * 7))
+    rows = [[pt["ranks"], pt["chips"], pt["bytes"], pt["algorithm"], pt["steps"], f"{pt['time_us']:.3f}",
+             f"{pt['bus_gbps']:.2f}", "-" if pt["closed_form_us"] is None else f"{pt['closed_form_us']:.3f}"]
+            for pt in points]
+    print(tabulate(rows, headers=["ranks", "chips", "bytes", "algorithm", "steps", "time_us", "bus_gbps", "closed_us"],
+                   tablefmt="simple", disable_numparse=True, colalign=["right"] * 8))
     return 0

@@ -25,6 +25,8 @@ def register(sub: Any) -> None:
     p.add_argument("--fidelity", choices=["analytical", "cycle"], default="analytical",
                    help="analytical (closed forms per op) or cycle (lower and simulate) (default: %(default)s)")
     p.add_argument("--no-attribution", action="store_true", help="skip the Shapley attribution")
+    p.add_argument("--serving", default="none", metavar="STACK",
+                   help="serving stack on both sides (default: %(default)s: device time only)")
     p.add_argument("--json", action="store_true", help="print one JSON object (rows, attribution, provenance)")
     p.add_argument("--plot", default=None, metavar="OUT.png", help="bar charts of speedup and attribution")
     p.add_argument("--csv", default=None, metavar="OUT.csv", help="write the per-workload rows as CSV")
@@ -33,7 +35,7 @@ def register(sub: Any) -> None:
 
 def _traces(args: argparse.Namespace, r: Any) -> None:
     """Both chips' cycle-fidelity traces of one workload, as each runs it in the comparison (same chip count,
-    tensor parallel over all their cores), into ``args.trace``."""
+    tensor parallel over all their logical cores, the same serving stack), into ``args.trace``."""
     from pathlib import Path
 
     from infsim.config import load_chip
@@ -52,7 +54,8 @@ def _traces(args: argparse.Namespace, r: Any) -> None:
     for side, name in (("baseline", args.baseline), ("target", args.target)):
         cfg = load_chip(name)
         path = out / f"{side}-{cfg.name}.json.gz"
-        res = run_workload(cfg, args.model, dataclasses.replace(wl, tp=r.chips * cfg.cores_per_chip), trace=path)
+        tp = r.baseline_tp if side == "baseline" else r.target_tp
+        res = run_workload(cfg, args.model, dataclasses.replace(wl, tp=tp), serving=args.serving, trace=path)
         print(f"wrote {path} ({res.latency_ms:.3f} ms at cycle fidelity)")
 
 
@@ -68,8 +71,8 @@ def _run(args: argparse.Namespace) -> int:
 
         check_output(args.csv, "--csv")
     r = compare(args.baseline, args.target, args.model, chips=args.chips, context=args.context,
-                fidelity=args.fidelity,
-                attribution=not args.no_attribution, progress=not args.json)
+                fidelity=args.fidelity, attribution=not args.no_attribution, progress=not args.json,
+                serving=args.serving)
     if args.trace:
         _traces(args, r)
     if args.plot:
@@ -89,16 +92,18 @@ def _run(args: argparse.Namespace) -> int:
         print_json({**r.to_dict(), "provenance": provenance([load_chip(args.baseline), load_chip(args.target)])})
         return 0
     print(f"{r.model}: {r.target} vs {r.baseline}, {r.chips} chip(s) each (TP {r.target_tp} vs {r.baseline_tp}), "
-          f"{r.fidelity} fidelity")
+          f"{r.fidelity} fidelity, serving stack {r.serving}")
     from tabulate import tabulate
 
     table = [[w.phase, w.batch, w.context, w.dtype, f"{w.baseline_latency_ms:.3f}", f"{w.target_latency_ms:.3f}",
-              f"{w.speedup:.2f}x", f"{w.target_tokens_per_s:.1f}", f"{w.perf_per_watt_ratio:.2f}x",
+              f"{w.speedup:.2f}x", f"{w.target_tokens_per_s:.1f}", f"{w.baseline_energy_per_token_j:.4f}",
+              f"{w.target_energy_per_token_j:.4f}", f"{w.perf_per_watt_ratio:.2f}x",
               f"{w.baseline_cost_per_mtok_usd:.2f}", f"{w.target_cost_per_mtok_usd:.2f}", w.baseline_limit,
               w.target_limit] for w in r.rows]
     print(tabulate(table, headers=["phase", "batch", "ctx", "dtype", "base ms", "target ms", "speedup",
-                                   "tok/s target", "perf/W", "$/Mtok base", "$/Mtok target", "base limited by",
-                                   "target limited by"], tablefmt="simple", disable_numparse=True))
+                                   "tok/s target", "J/tok base", "J/tok target", "perf/W", "$/Mtok base",
+                                   "$/Mtok target", "base limited by", "target limited by"],
+                   tablefmt="simple", disable_numparse=True))
     print(f"geomean speedup {r.geomean_speedup:.2f}x, perf/W {r.geomean_perf_per_watt_ratio:.2f}x")
     if r.attribution:
         print(f"attribution of the {r.geomean_speedup:.2f}x geomean speedup (Shapley shares of the mean log speedup):")

@@ -20,7 +20,8 @@ def register(sub: Any) -> None:
     p.add_argument("--batch", type=int, default=1, help="sequences in the step (default: %(default)s)")
     p.add_argument("--context", type=int, default=2048,
                    help="prompt tokens (prefill) or cached tokens (decode) (default: %(default)s)")
-    p.add_argument("--tp", type=int, default=1, help="tensor-parallel degree (cores; spans chips)")
+    p.add_argument("--tp", type=int, default=1,
+                   help="tensor-parallel degree: ranks = logical cores (lnc physical cores each; spans chips)")
     p.add_argument("--dtype", default="bf16", help="weight dtype: bf16, fp16, fp8_e4m3, fp8_e5m2, int8")
     p.add_argument("--kv-dtype", default=None, help="KV-cache dtype (default bf16)")
     p.add_argument("--fidelity", choices=["cycle", "analytical"], default="cycle",
@@ -33,6 +34,11 @@ def register(sub: Any) -> None:
     p.add_argument("--memory", default=None, metavar="MODEL",
                    help="HBM model behind the memory interface, overriding the chip's hbm.memory_model (dram: "
                         "DRAM-level, the presets' default; simple: bandwidth+latency)")
+    p.add_argument("--serving", default="none", metavar="STACK",
+                   help="serving stack (infsim/config/serving/: none, tnx, nxdi, torch-neuronx, or a YAML path): "
+                        "pads to its buckets and adds its host/runtime time (default: %(default)s, the bare chip)")
+    p.add_argument("--max-seq", type=int, default=None, metavar="N",
+                   help="sequence length the serving stack compiled for (default: the model's positions)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_run)
 
@@ -42,7 +48,8 @@ def _run(args: argparse.Namespace) -> int:
 
     r = run(args.chip, args.model, phase=args.phase, batch=args.batch, context=args.context, tp=args.tp,
             dtype=args.dtype, kv_dtype=args.kv_dtype, fidelity=args.fidelity, overrides=args.overrides,
-            memory=args.memory, progress=not args.json, trace=args.trace, trace_max_events=args.trace_max_events)
+            memory=args.memory, progress=not args.json, serving=args.serving, max_seq=args.max_seq,
+            trace=args.trace, trace_max_events=args.trace_max_events)
     if args.json:
         from infsim.config import load_chip
         from infsim.provenance import provenance
@@ -53,10 +60,13 @@ def _run(args: argparse.Namespace) -> int:
 
     from infsim.breakdown import RESOURCE_LABELS, Breakdown
 
+    lnc = f", LNC={r.lnc}: {r.physical_cores} cores" if r.lnc > 1 else ""
     print(f"{r.model} {r.phase} batch {r.batch} context {r.context} tp {r.tp} {r.dtype} on {r.chip} "
-          f"({r.chips} chip(s), {r.fidelity} fidelity)")
+          f"({r.chips} chip(s){lnc}, {r.fidelity} fidelity, serving stack {r.serving})")
     rows = [
-        ("latency", f"{r.latency_ms:.3f} ms"), ("throughput", f"{r.tokens_per_s:.1f} tokens/s"),
+        ("latency", f"{r.latency_ms:.3f} ms (device {r.device_ms:.3f} at context {r.device_context}, "
+                    f"runtime {r.runtime_ms:.3f})"),
+        ("throughput", f"{r.tokens_per_s:.1f} tokens/s"),
         ("FLOPs", f"{r.flops:.4g}"), ("HBM traffic", f"{r.hbm_bytes:.4g} bytes (graph minimum {r.min_hbm_bytes:.4g})"),
         ("HBM bandwidth", f"{r.hbm_gbps:.1f} GB/s"), ("energy", f"{r.energy_j:.4g} J"), ("power", f"{r.power_w:.1f} W"),
     ]
@@ -64,9 +74,12 @@ def _run(args: argparse.Namespace) -> int:
         rows += [("instructions", f"{r.instructions}"),
                  ("wall time", f"lower {r.lower_s:.2f} s, simulate {r.sim_s:.2f} s")]
         rows.append(("utilization", ", ".join(f"{k} {v:.0%}" for k, v in r.utilization.items())))
+    for c in r.collectives:
+        rows.append(("collective", f"{c['op']} {c['bytes']} B over {c['logical_ranks']} ranks: {c['algorithm']}, "
+                                   f"{c['time_us']:.2f} us x {c['count']}"))
     print(tabulate(rows, tablefmt="plain", disable_numparse=True))
     if r.breakdown:
-        bd = Breakdown(**r.breakdown)
+        bd = Breakdown.from_dict(r.breakdown)
         step = bd.step
         print(f"\nlimited by: {RESOURCE_LABELS[step['limit']]} ({step['limit_share']:.0%} of the step; a share is a "
               "resource's work over the time, 'fixed latencies' the time no resource accounts for)")

@@ -86,7 +86,10 @@ def check_number(model: type[BaseModel], name: str, value: Any, where: str = "")
         return
     lo, hi, unit = bounds_for(model, name, value)
     if not lo <= abs(value) <= hi:
-        shown = repr(value) if len(repr(value)) <= 24 else f"{value:.4g}"
+        if isinstance(value, int) and value.bit_length() > 64:  # no repr/float: huge ints overflow or hit
+            shown = f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"  # str's limit
+        else:
+            shown = repr(value) if len(repr(value)) <= 24 else f"{value:.4g}"
         u = f" {unit}" if unit else ""
         raise ValueError(f"{where}{shown} is outside the sensible range {_fmt(lo)}..{_fmt(hi)}{u} "
                          "(infsim.config.bounds)")

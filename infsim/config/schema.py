@@ -145,14 +145,21 @@ class HbmConfig(_Model):
         "patterns: none (the DRAM preset's modular mapping) or fold (hashed, infsim.hw.hbm.mapping)"))
 
 
+#: collective algorithms a chip may pin (``links.collective_algorithm``); ``auto`` lets the runtime's rule choose
+#: (:func:`infsim.hw.collectives.choice.choose_algorithm`)
+CollectiveAlgorithm = Literal["auto", "ring", "bidir", "tree", "hier", "mesh", "rdh", "kangaring"]
+
+
 class LinkConfig(_Model):
     links_per_chip: int = Field(ge=0)
     link_gbps: float = Field(ge=0, description="one-direction bandwidth of one link, GB/s")
-    latency_ns: float = Field(ge=0, description="per-hop latency")
+    latency_ns: float = Field(ge=0, description="per-hop latency of a chip-to-chip link")
     topology: Literal["none", "ring", "torus2d", "switch"]
     torus_dims: tuple[int, int] | None = None
-    intra_chip_gbps: float = Field(gt=0, description="core-to-core bandwidth inside a chip, GB/s")
-    intra_chip_latency_ns: float = Field(ge=0)
+    intra_chip_gbps: float = Field(gt=0, description=(
+        "rate at which one core's collective transfers leave it (its collective DMA), GB/s: the whole path "
+        "of a core-to-core transfer inside a chip and the first hop of one to another chip"))
+    intra_chip_latency_ns: float = Field(ge=0, description="latency of a core's collective egress (first hop)")
     collective_step_overhead_ns: float = Field(ge=0, description="fixed cost per collective step (sync)")
     collective_launch_overhead_ns: float = Field(
         default=0.0, ge=0, description="fixed cost once per collective and rank (launch, descriptor setup)"
@@ -164,6 +171,14 @@ class LinkConfig(_Model):
     collective_model: str = Field(default="link", min_length=1, description=(
         "timing model of collectives, a name registered in infsim.engine.collectives (link: the topology-aware "
         "link model of infsim.hw.collectives)"))
+    collective_algorithm: CollectiveAlgorithm = Field(default="auto", description=(
+        "collective algorithm: auto (chosen per op, size, ranks and topology as the Neuron runtime does) or "
+        "one pinned for every collective (an infsim option: the runtime documents no such setting)"))
+    collective_mesh_max_bytes: int = Field(default=2**20, ge=0, description=(
+        "auto: messages below this size use the mesh (direct writes) algorithm"))
+    collective_rdh_max_bytes: int = Field(default=56 * 2**20, ge=0, description=(
+        "auto: messages below this size (and at least the mesh limit) use recursive doubling/halving where "
+        "the chips of the group form a hypercube"))
 
 
 class EnergyConfig(_Model):
@@ -191,6 +206,9 @@ class ChipConfig(_Model):
     description: str = ""
     generation: str = ""
     cores_per_chip: int = Field(gt=0, json_schema_extra=sensible(1, 1024))
+    lnc: int = Field(default=1, ge=1, le=2, description=(
+        "logical NeuronCore size: physical cores that act as one tensor-parallel rank (1 or 2; trn2/trn3 "
+        "serve with 2); a run's tp counts logical cores"))
     tensor_engine: TensorEngineConfig
     vector_engine: ElementwiseEngineConfig
     scalar_engine: ElementwiseEngineConfig
@@ -215,6 +233,8 @@ class ChipConfig(_Model):
                 f"psum.bytes_per_partition ({self.psum.bytes_per_partition}) / psum.banks ({self.psum.banks}) "
                 "leaves a PSUM bank smaller than one fp32 accumulator (4 bytes per partition)"
             )
+        if self.cores_per_chip % self.lnc:
+            raise ValueError(f"cores_per_chip ({self.cores_per_chip}) is not a multiple of lnc ({self.lnc})")
         for dt in te.macs_per_pe_per_cycle:
             if dt not in self.energy.mac_pj:
                 raise ValueError(f"energy.mac_pj has no entry for {dt} (tensor_engine supports it)")
@@ -234,3 +254,8 @@ class ChipConfig(_Model):
     @property
     def hbm_bytes(self) -> int:
         return int(self.hbm.capacity_gib * 2**30)
+
+    @property
+    def logical_cores_per_chip(self) -> int:
+        """Tensor-parallel ranks one chip holds: ``cores_per_chip / lnc``."""
+        return self.cores_per_chip // self.lnc

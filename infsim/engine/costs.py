@@ -131,11 +131,14 @@ def _operand(opnd: np.ndarray, slot: int) -> np.ndarray:
 
 
 def _take(arr: np.ndarray, idx: np.ndarray, default: int = 0) -> np.ndarray:
-    """``arr[idx]`` with ``default`` where ``idx < 0``."""
-    if len(arr) == 0:
-        return np.full(idx.shape, default, dtype=np.int64)
-    out = arr[np.maximum(idx, 0)]
-    return np.where(idx >= 0, out, default)
+    """``arr[idx]`` with ``default`` where ``idx == -1`` (an absent operand or tensor): one gather from ``arr``
+    with ``default`` appended. ``idx`` must be ``>= -1`` (:func:`_indices`)."""
+    return np.append(arr, default)[idx]
+
+
+def _indices(idx: np.ndarray) -> np.ndarray:
+    """Operand or tensor indices for :func:`_take`: every negative one means "none" (-1), int32 kept."""
+    return np.maximum(idx, -1)
 
 
 def _elementwise(chip: ChipConfig, eng_cfg: ElementwiseEngineConfig, ins: np.ndarray, info: ApInfo,
@@ -143,7 +146,7 @@ def _elementwise(chip: ChipConfig, eng_cfg: ElementwiseEngineConfig, ins: np.nda
     """Cycles of the elementwise instructions ``sel`` (indices) on the engine configured by ``eng_cfg``."""
     r = ins[sel]
     ops = r["op"]
-    opnd = r["opnd"]
+    opnd = _indices(r["opnd"])
     n = len(sel)
     parts = np.ones(n, dtype=np.int64)
     free = np.zeros(n, dtype=np.int64)
@@ -188,7 +191,7 @@ def compute_costs(program: Program, chip: ChipConfig) -> Costs:
     info = ap_info(program)
     op = ins["op"].astype(np.int64)
     eng = ins["engine"].astype(np.int64)
-    opnd = ins["opnd"].astype(np.int64)
+    opnd = _indices(ins["opnd"])
     busy = np.zeros(n, dtype=np.int64)
     lat = np.zeros(n, dtype=np.int64)
     macs = np.zeros(n, dtype=np.float64)
@@ -270,7 +273,7 @@ def compute_costs(program: Program, chip: ChipConfig) -> Costs:
     base = program.tensor_base()
     tensor_base = np.array([base[t] for t in program.tensors] or [0], dtype=np.int64)
     aps = program.aps
-    ap_tensor = aps["tensor"].astype(np.int64) if len(aps) else np.zeros(0, dtype=np.int64)
+    ap_tensor = _indices(aps["tensor"].astype(np.int64)) if len(aps) else np.zeros(0, dtype=np.int64)
     ap_off = aps["offset"].astype(np.int64) if len(aps) else np.zeros(0, dtype=np.int64)
     core_chip = ins["core"].astype(np.int64) // program.cores_per_chip
 

@@ -38,7 +38,7 @@ from infsim.isa.opcodes import Op
 from .costs import Costs
 from .events import LOW_PRIORITY, Env, call_at
 from .memory import HbmAccess, MemoryModel
-from .semaphores import NEVER, SAT, Semaphores
+from .semaphores import Semaphores
 from .streams import StreamState
 
 
@@ -46,13 +46,12 @@ class DmaQueue:
     """One DMA queue: its instructions as per-field Python lists (fast scalar access) and its state.
 
     ``idx``: the queue's instructions in program order; ``op``, ``wsem``/``wval``, ``ssem``/``sval``: the
-    program's opcode and wait/signal columns; ``sig_suffix``: per instruction, the lower bound on (next
-    signal of its stream - its start) that the lookahead uses (:meth:`StreamState.final`); ``access``: the
-    memory model's per-instruction access-pattern efficiencies, passed with each transfer.
+    program's opcode and wait/signal columns; ``access``: the memory model's
+    per-instruction access-pattern efficiencies, passed with each transfer.
     """
 
     def __init__(self, sid: int, core: int, queue: int, idx: np.ndarray, op: np.ndarray, costs: Costs,
-                 wsem: np.ndarray, wval: np.ndarray, ssem: np.ndarray, sval: np.ndarray, sig_suffix: np.ndarray,
+                 wsem: np.ndarray, wval: np.ndarray, ssem: np.ndarray, sval: np.ndarray,
                  access: HbmAccess):
         c = costs
         self.sid = sid
@@ -71,7 +70,6 @@ class DmaQueue:
         self.w1s, self.w1v = wsem[idx, 1].tolist(), wval[idx, 1].tolist()
         self.s0s, self.s0v = ssem[idx, 0].tolist(), sval[idx, 0].tolist()
         self.s1s, self.s1v = ssem[idx, 1].tolist(), sval[idx, 1].tolist()
-        self.sigsuf = sig_suffix[idx].tolist()
         self.pos = 0
         self.waiting = False
         self.free = 0
@@ -109,9 +107,9 @@ class DmaArbiter:
         self.sems = sems
         self.memory = memory
         self.start_ps, self.end, self.occ_end = state.start, state.end, state.occ_end
-        self.stats, self.t_local, self.lat_min = state.stats, state.t_local, state.lat_min
+        self.stats = state.stats
         self.done, self.blocked = state.done, state.blocked
-        self._final: Callable[[int, int, int], bool] = state.final
+        self._signal_time: Callable[[int, int], int] = state.signal_time
         self._queues: dict[int, DmaQueue] = {}
         engines: dict[tuple[int, int], DmaEngine] = {}
         per_core = dma.engines_per_core
@@ -178,33 +176,17 @@ class DmaArbiter:
                     self._schedule_flush(e.free, ei)
 
     def _head_ready(self, e: DmaEngine, q: DmaQueue) -> bool:
-        """True if the head of ``q`` has all its waits satisfied now; otherwise arrange a look at the engine
-        when they will be (a flush at the known final crossing, or a waiter) and return False."""
+        """True if the head of ``q`` has all its waits satisfied now; otherwise the queue waits for the first
+        unsatisfied one (and asks for a round when it holds) and this returns False."""
         p = q.pos
-        crossing = self.sems.crossing
-        blocked = None
-        c = SAT
-        s = q.w0s[p]
-        if s >= 0:
-            c = crossing(s, q.w0v[p])
-            if c != SAT:
-                blocked = (s, q.w0v[p])
-        s = q.w1s[p]
-        if blocked is None and s >= 0:
-            c = crossing(s, q.w1v[p])
-            if c != SAT:
-                blocked = (s, q.w1v[p])
-        if blocked is None:
-            return True
-        self.blocked[q.sid] = (q.i[p], blocked[0], blocked[1])
-        # the queue itself is a signaller to consider while a zero-time completion's signals are pending
-        if c != NEVER and self._final(blocked[0], c, -1 if q.deferred else q.sid):
-            # the crossing is known and final: look again exactly then (no waiter needed)
-            self._schedule_flush(max(c, e.free), e.index)
-            return False
-        q.waiting = True
-        self.sems.register(blocked[0], blocked[1], c, lambda q=q: self._on_ready(q))
-        return False
+        holds = self.sems.holds
+        for s, v in ((q.w0s[p], q.w0v[p]), (q.w1s[p], q.w1v[p])):
+            if s >= 0 and not holds(s, v):
+                self.blocked[q.sid] = (q.i[p], s, v)
+                q.waiting = True
+                self.sems.wait_cb(s, v, lambda q=q: self._on_ready(q))
+                return False
+        return True
 
     def _on_ready(self, q: DmaQueue) -> None:
         q.waiting = False
@@ -250,9 +232,7 @@ class DmaArbiter:
             e.free = occ
             q.free = occ
             st.busy_ps += occ - now
-            self.t_local[q.sid] = occ
             if q.rem > 0:  # more chunks: the engine takes the next queue's turn first
-                self.lat_min[q.sid] = 0  # a safe lower bound while the transfer is in progress
                 return
             q.rem = -1
             comp = max(occ, q.data_end) + self._fixed_ps
@@ -261,35 +241,27 @@ class DmaArbiter:
         q.pos = p + 1
         self.end[i] = comp
         self.occ_end[i] = data_end
-        self.t_local[q.sid] = data_end
-        if p + 1 < q.n:
-            self.lat_min[q.sid] = q.sigsuf[p + 1]
-        if comp == now and (q.s0s[p] >= 0 or q.s1s[p] >= 0):
-            # a zero-time completion (nop): apply its signals as a separate event of this instant, after
-            # this round of DMA decisions, whatever the semaphore implementation. Until then the queue
-            # may still signal at this instant (lower bound 0 ahead of now, not done).
-            sig = [(q.s0s[p], q.s0v[p]), (q.s1s[p], q.s1v[p])]
-            q.deferred += 1
-            self.lat_min[q.sid] = 0
-            call_at(self.env, 0, lambda _e, q=q, sig=sig: self._deferred_signals(q, sig))
-        else:
-            if q.s0s[p] >= 0:
-                self.sems.signal(q.s0s[p], comp, q.s0v[p])
-            if q.s1s[p] >= 0:
-                self.sems.signal(q.s1s[p], comp, q.s1v[p])
+        if q.s0s[p] >= 0 or q.s1s[p] >= 0:
+            at = self._signal_time(q.sid, comp)  # after the queue's earlier signals (program order)
+            if at == now:
+                # a zero-time completion (nop): apply its signals as a separate event of this instant, after
+                # this round of DMA decisions (the queue is not done until then).
+                sig = [(q.s0s[p], q.s0v[p]), (q.s1s[p], q.s1v[p])]
+                q.deferred += 1
+                call_at(self.env, 0, lambda _e, q=q, sig=sig: self._deferred_signals(q, sig))
+            else:
+                if q.s0s[p] >= 0:
+                    self.sems.signal(q.s0s[p], at, q.s0v[p])
+                if q.s1s[p] >= 0:
+                    self.sems.signal(q.s1s[p], at, q.s1v[p])
         if q.pos >= q.n and not q.deferred:
             self.done[q.sid] = True
-            self.t_local[q.sid] = NEVER
 
     def _deferred_signals(self, q: DmaQueue, sig: list[tuple[int, int]]) -> None:
         now = self.env.now
         q.deferred -= 1
-        if not q.deferred:
-            if q.pos < q.n:
-                self.lat_min[q.sid] = q.sigsuf[q.pos]
-            else:
-                self.done[q.sid] = True
-                self.t_local[q.sid] = NEVER
+        if not q.deferred and q.pos >= q.n:
+            self.done[q.sid] = True
         for s, v in sig:
             if s >= 0:
                 self.sems.signal(s, now, v)

@@ -1,22 +1,26 @@
-"""The timing state of one engine run, shared by its parts: per stream (clock, lookahead bound, done,
-what it is blocked on, busy/stall totals) and per instruction (start, end, end of engine occupancy), plus
-the lookahead test that tells when a semaphore's known crossing is final; and the raw result of a run.
+"""The timing state of one run of the reference engine, shared by its parts: per stream (done, what it is
+blocked on, when its latest signals take effect, busy/stall totals) and per instruction (start, end, end of
+engine occupancy); the raw result of a run (both engines), the deadlock report (both engines), and what
+value each barrier waits for.
 
 The compute streams (:mod:`infsim.engine.core`), the DMA arbiter (:mod:`infsim.engine.dma_arbiter`) and
 the collective rendezvous (:mod:`infsim.engine.rendezvous`) all write here, so each can be driven on its
-own with a :class:`StreamState`. :func:`barrier_targets` is the one place that says what value each
-barrier waits for (the program-level analytical fidelity uses it too). Models nothing by itself; the rules
-these numbers follow are in the modules that write them.
+own with a :class:`StreamState`. :meth:`StreamState.signal_time` is the one place of the in-order signal
+rule and :func:`barrier_targets` of the barrier values (the numba engine and the program-level analytical
+fidelity take them from here). Models nothing by itself; the rules these numbers follow are in the
+modules that write them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from infsim.isa.opcodes import Op
+from infsim.isa.errors import DeadlockError
+from infsim.isa.opcodes import Engine, Op
 from infsim.isa.program import Program
 
 from .events import Env
@@ -35,38 +39,35 @@ class StreamStats:
 
 @dataclass
 class StreamState:
-    """Per-stream and per-instruction state of a run (see the module docstring).
+    """Per-stream and per-instruction state of a run of the reference engine (see the module docstring).
 
-    ``t_local[k]``: stream ``k``'s clock, ``>= env.now`` while it runs ahead (``NEVER`` once done);
-    ``lat_min[k]``: a lower bound on (its next signal's time - its clock); ``signalers[s]``: the streams
-    that can signal semaphore ``s`` (from the program, fixed).
+    ``done[k]``: stream ``k`` has finished; ``blocked[k]``: what it waits for (for deadlock reports);
+    ``last_signal[k]``: when the signals of its latest signalling instruction take effect
+    (:meth:`signal_time`).
     """
 
     env: Env
-    signalers: list[list[int]]
-    t_local: list[int]
-    lat_min: list[int]
     done: list[bool]
     blocked: list[Any]
     stats: list[StreamStats]
     start: np.ndarray
     end: np.ndarray
     occ_end: np.ndarray
+    last_signal: list[int] = field(default_factory=list)
 
-    def final(self, s: int, c: int, me: int) -> bool:
-        """True when no signal on ``s`` still unknown can come before ``c``: every stream other than ``me`` that
-        can signal ``s`` is done or cannot signal before ``max(its clock, now) + lat_min`` >= ``c``."""
-        now = self.env.now
-        t_local, done, lat_min = self.t_local, self.done, self.lat_min
-        for m in self.signalers[s]:
-            if m == me or done[m]:
-                continue
-            lb = t_local[m]
-            if lb < now:
-                lb = now
-            if lb + lat_min[m] < c:
-                return False
-        return True
+    def __post_init__(self) -> None:
+        if not self.last_signal:
+            self.last_signal = [0] * len(self.done)
+
+    def signal_time(self, k: int, t: int) -> int:
+        """When the signals of stream ``k``'s next signalling instruction, finishing (or, for a barrier
+        arrival, arriving) at ``t``, take effect: signals of one stream are applied in program order, so
+        at ``max(t, when its previous signalling instruction's took effect)``. Records it."""
+        a = self.last_signal[k]
+        if t > a:
+            a = t
+            self.last_signal[k] = t
+        return a
 
 
 @dataclass
@@ -101,3 +102,28 @@ def barrier_targets(program: Program) -> np.ndarray:
         seen[key] = seen.get(key, 0) + 1
         out[i] = seen[key] * int(ins["i1"][i])
     return out
+
+
+def deadlock_error(program: Program, keys: list[tuple[int, int, int]], stuck: list[tuple[int, tuple | None]],
+                   sem_total: Sequence[int]) -> DeadlockError:
+    """The error naming every stream ``k`` that could not finish and what it waits for: ``None`` (nothing
+    known), ``("sem", i, s, v)`` (instruction ``i`` waits for semaphore ``s >= v``; ``sem_total``: every
+    semaphore's final value) or ``("collective", i, members, arrived)`` (its collective's partners)."""
+    lines = []
+    names = program.semaphores
+    for k, b in stuck:
+        core, eng, q = keys[k]
+        where = f"core {core} engine {Engine(eng).name} queue {q}"
+        if b is None:
+            lines.append(f"{where}: did not finish")
+            continue
+        i = b[1]
+        opname = Op(int(program.instr["op"][i])).name
+        if b[0] == "collective":
+            lines.append(f"{where}: instruction {i} ({opname}) waits for collective partners: "
+                         f"arrived cores {list(b[3])} of {list(b[2])}")
+        else:
+            s, v = b[2], b[3]
+            lines.append(f"{where}: instruction {i} ({opname}) waits on semaphore '{names[s]}' >= {v} "
+                         f"(current value {sem_total[s]})")
+    return DeadlockError("deadlock: " + "; ".join(lines))

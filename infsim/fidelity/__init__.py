@@ -8,7 +8,7 @@ simulated, so in code each has its own module:
   instruction (the cycle engine's own :mod:`infsim.engine.costs`), a numba dependency scoreboard over
   every stream's semaphores, raised to the per-chip HBM and per-DMA-engine bandwidth bounds; no event
   loop, no arbitration. Used by ``simulate(program, chip, fidelity="analytical")`` and
-  ``infsim sim FILE --fidelity analytical``. Held against the cycle engine by ``tests/test_engine.py``:
+  ``infsim sim FILE --fidelity analytical``. Held against the cycle engine by ``tests/engine/test_engine.py``:
   every example program on every chip preset within 10%
   (``test_examples_every_preset_and_analytical_within_10pct``), the synthetic instruction mix within
   10% at full and at starved HBM bandwidth (``test_analytical_within_10pct_synthetic``), an all-reduce
@@ -19,7 +19,7 @@ simulated, so in code each has its own module:
   step plan, weight ring and slab layout) and a schedule of weight streaming against compute. Used by
   ``infsim.run(..., fidelity="analytical")`` and hence ``infsim run``, ``compare``, ``what-it-takes``,
   ``sweep`` and ``search`` at analytical fidelity (the default of the studies). Held against the cycle
-  engine (lowering + simulation of the same step) by ``tests/test_fidelity_step.py``: full-size
+  engine (lowering + simulation of the same step) by ``tests/fidelity/test_fidelity_step.py``: full-size
   Llama-2-7B decode and prefill on inf2 within 10%, and every workload of the study's default set on
   inf2, nextgen-hbm3e and nextgen-decode within 10%.
 

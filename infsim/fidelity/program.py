@@ -13,8 +13,9 @@ No discrete-event engine and no shared-resource arbitration. Every instruction g
   of the engine's collective model (:func:`infsim.engine.collectives.make_collectives`).
 
 A numba scoreboard then computes every start time ``start_i = max(free_i, crossing of each wait)``
-over all streams at once (semaphore crossings from the completions of the signalling instructions;
-conservative lookahead as in the engine's fast path, with a global clock instead of an event queue).
+over all streams at once (semaphore crossings from the completions of the signalling instructions,
+each stream's signals taking effect in program order as in the engine; conservative lookahead as in
+the numba cycle engine (:mod:`infsim.engine.numba_engine`), with a global clock instead of an event queue).
 The critical-path makespan is finally raised to the resource bounds: per chip, the HBM pin time of its
 transfers (:func:`hbm_pin_bytes`: each transfer's bytes over the memory model's efficiency for its access
 pattern, :meth:`~infsim.engine.memory.MemoryModel.access` -- 1 for ``simple``, the DRAM-level figure for
@@ -103,6 +104,7 @@ def _scoreboard(order: np.ndarray, s_begin: np.ndarray, s_len: np.ndarray, busy:
     t = np.zeros(ns, np.int64)
     free = np.zeros(ns, np.int64)
     arrived = np.zeros(ns, np.bool_)
+    last_sig = np.zeros(ns, np.int64)  # when the stream's latest signals took effect
     done = np.zeros(ns, np.bool_)
     now = 0
     big = 1 << 62
@@ -122,7 +124,9 @@ def _scoreboard(order: np.ndarray, s_begin: np.ndarray, s_len: np.ndarray, busy:
                             s = bar_s[i]
                             v = bar_t[i]
                             if s >= 0 and not arrived[k]:
-                                _add_signal(s, t[k], 1, sig_t, sig_v, sig_cum, off, cnt)
+                                if t[k] > last_sig[k]:
+                                    last_sig[k] = t[k]
+                                _add_signal(s, last_sig[k], 1, sig_t, sig_v, sig_cum, off, cnt)
                                 arrived[k] = True
                         if s < 0:
                             continue
@@ -154,7 +158,9 @@ def _scoreboard(order: np.ndarray, s_begin: np.ndarray, s_len: np.ndarray, busy:
                     comp = t[k] + lat[i]
                     for j in range(sig_s.shape[1]):
                         if sig_s[i, j] >= 0:
-                            _add_signal(sig_s[i, j], comp, sig_v_in[i, j], sig_t, sig_v, sig_cum, off, cnt)
+                            if comp > last_sig[k]:  # signals of a stream take effect in program order
+                                last_sig[k] = comp
+                            _add_signal(sig_s[i, j], last_sig[k], sig_v_in[i, j], sig_t, sig_v, sig_cum, off, cnt)
                     t[k] += busy[i]
                     free[k] = t[k]
                     arrived[k] = False

@@ -15,17 +15,18 @@ What is modelled
   - ``none``: no chip-to-chip links (a single-chip system); a route between chips is an error.
 
 * **Cores**: global core ``c`` lives on chip ``c // cores_per_chip`` as local core ``c % cores_per_chip``
-  (packed placement, as Neuron numbers NeuronCores). Each core has one on-chip *egress* link of
-  ``intra_chip_gbps`` / ``intra_chip_latency_ns`` (its DMA engines writing into another core's memory): a
-  transfer between two cores of one chip uses only that link and no NeuronLink.
+  (packed placement, as Neuron numbers NeuronCores). Each core has one *egress* link of ``intra_chip_gbps``
+  / ``intra_chip_latency_ns``: its collective DMA writing out of the core. A transfer between two cores of
+  one chip uses only that link; one to another chip leaves through it and then takes the NeuronLinks, so a
+  core's collective traffic to all destinations shares its egress rate.
 
 * **Routing** is deterministic and minimal: ring takes the shorter way round (ties go to ``+1``); torus is
   dimension-ordered, X then Y, shorter way in each dimension (ties go to ``+``); switch goes up then down.
   A path's bandwidth is its slowest link; its latency is the sum of the per-hop ``latency_ns``.
 
-Left out: the on-chip hop of an inter-chip transfer (the sending core's DMA and CC-cores are assumed to keep
-up with the NeuronLink), adaptive or multi-path routing, link-level flow control and packet headers, a
-shared on-chip fabric (each core's egress is its own resource), and switch-internal contention.
+Left out: the receiving side's on-chip hop, adaptive or multi-path routing, link-level flow control and
+packet headers, a shared on-chip fabric (each core's egress is its own resource), and switch-internal
+contention.
 """
 
 from __future__ import annotations
@@ -258,15 +259,15 @@ class Topology:
         return route
 
     def core_path(self, src: int, dst: int) -> Path:
-        """Route from core ``src`` to core ``dst``: the source core's on-chip egress if both share a chip,
-        else the NeuronLink route between their chips."""
+        """Route from core ``src`` to core ``dst``: the source core's egress, then (other chip) the NeuronLink
+        route between their chips."""
         hit = self._paths.get((src, dst))
         if hit is not None:
             return hit
         cs, cd = self.chip_of(src), self.chip_of(dst)
         if src == dst:
             return Path((), math.inf, 0.0)
-        links = (self._egress[src],) if cs == cd else self.chip_route(cs, cd)
+        links = (self._egress[src],) + (self.chip_route(cs, cd) if cs != cd else ())
         ls = [self.links[i] for i in links]
         path = Path(links, min(link.gbps for link in ls), sum(link.latency_ns for link in ls))
         self._paths[(src, dst)] = path

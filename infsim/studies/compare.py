@@ -3,7 +3,9 @@
 ``compare(baseline, target, model)`` runs a default workload set — decode at batch 1, 8 and 32 with a
 2048-token context, prefill of 512 and 2048 tokens, each with bf16 and fp8 weights — on both chips with
 the same number of chips (the smallest count whose HBM holds the largest workload on both, unless
-given); tensor parallelism spans all cores of those chips.
+given); tensor parallelism spans all cores of those chips (its degree counts logical cores,
+:mod:`infsim.mapping`). Latencies are device time unless a serving stack is named (``serving``,
+:mod:`infsim.serving`); the result states which (``serving`` and a note).
 
 Attribution. The chips' parameters are split into resource groups (:data:`GROUPS`: compute, precision,
 clock, HBM, SRAM, DMA, links). For a coalition ``S`` of groups, the hybrid chip is the baseline with
@@ -31,10 +33,10 @@ from infsim.progress import progress_bar
 _ELEMENTWISE_ENGINES = ("vector_engine", "scalar_engine", "gpsimd_engine")
 
 #: resource groups: dotted config fields swapped together from target into baseline (every field of the chip
-#: schema is in exactly one group or in :data:`NOT_RESOURCES`; tests/test_compare.py checks it)
+#: schema is in exactly one group or in :data:`NOT_RESOURCES`; tests/studies/test_compare.py checks it)
 GROUPS: dict[str, list[str]] = {
     "compute": [
-        "cores_per_chip", "tensor_engine.rows", "tensor_engine.cols", "tensor_engine.moving_free_max",
+        "cores_per_chip", "lnc", "tensor_engine.rows", "tensor_engine.cols", "tensor_engine.moving_free_max",
         "tensor_engine.macs_per_pe_per_cycle.bf16", "tensor_engine.macs_per_pe_per_cycle.fp16",
         "tensor_engine.macs_per_pe_per_cycle.fp32", "tensor_engine.macs_per_pe_per_cycle.int8",
         "tensor_engine.macs_per_pe_per_cycle.uint8", "tensor_engine.macs_per_pe_per_cycle.int32",
@@ -132,6 +134,7 @@ class CompareResult:
     target_tp: int
     fidelity: str
     rows: list[CompareRow]
+    serving: str = "none"  # the serving stack both sides ran under ("none": device time only)
     attribution: dict[str, float] = field(default_factory=dict)  # Shapley share of the mean log speedup
     attribution_log: dict[str, float] = field(default_factory=dict)
     geomean_speedup: float = 0.0
@@ -175,20 +178,24 @@ def chips_needed(chip: ChipConfig, model: str, workloads: list[Workload]) -> int
     return max(1, math.ceil(worst / (0.9 * chip.hbm_bytes)))
 
 
-def _step(chip: ChipConfig, model: str, wl: Workload, tp: int, fidelity: str) -> Any:
+def _step(chip: ChipConfig, model: str, wl: Workload, n_chips: int, fidelity: str, serving: str = "none") -> Any:
+    """One workload on ``n_chips`` of ``chip``, tensor parallel over all their (logical) cores."""
     from infsim.runner import run_workload
 
     dt = wl.weight_dtype
     if dt.startswith("fp8") and dt not in chip.tensor_engine.macs_per_pe_per_cycle:
         raise InfsimError(f"chip '{chip.name}' has no {dt} tensor-engine rate")
-    return run_workload(chip, model, replace(wl, tp=tp), fidelity=fidelity)
+    return run_workload(chip, model, replace(wl, tp=n_chips * chip.logical_cores_per_chip), fidelity=fidelity,
+                        serving=serving)
 
 
 def compare(baseline: str | ChipConfig, target: str | ChipConfig, model: str = "llama-2-7b", *,
             workloads: list[Workload] | None = None, chips: int | None = None, context: int | None = None,
-            fidelity: str = "analytical", attribution: bool = True, progress: bool = False) -> CompareResult:
+            fidelity: str = "analytical", attribution: bool = True, progress: bool = False,
+            serving: str = "none") -> CompareResult:
     """``target`` against ``baseline`` on ``workloads`` (default :data:`DEFAULT_WORKLOADS`, cut to ``context``
-    and to the model's positions by :func:`fit_contexts`), with the Shapley attribution of the speedup."""
+    and to the model's positions by :func:`fit_contexts`), with the Shapley attribution of the speedup;
+    ``serving``: the serving stack both sides run under (default ``none``: device time)."""
     base = load_chip(baseline) if not isinstance(baseline, ChipConfig) else baseline
     targ = load_chip(target) if not isinstance(target, ChipConfig) else target
     if chips is not None and chips < 1:
@@ -201,8 +208,8 @@ def compare(baseline: str | ChipConfig, target: str | ChipConfig, model: str = "
     rows = []
     lat_base: dict[int, float] = {}
     for i, wl in enumerate(wls):
-        rb = _step(base, model, wl, n_chips * base.cores_per_chip, fidelity)
-        rt = _step(targ, model, wl, n_chips * targ.cores_per_chip, fidelity)
+        rb = _step(base, model, wl, n_chips, fidelity, serving)
+        rt = _step(targ, model, wl, n_chips, fidelity, serving)
         bar.update(2)
         lat_base[i] = rb.latency_ms
         price_b = base.instance.price_per_hour_usd / base.instance.chips * n_chips
@@ -217,16 +224,21 @@ def compare(baseline: str | ChipConfig, target: str | ChipConfig, model: str = "
         ))
     geo = math.exp(sum(math.log(r.speedup) for r in rows) / len(rows))
     geo_ppw = math.exp(sum(math.log(r.perf_per_watt_ratio) for r in rows) / len(rows))
-    res = CompareResult(base.name, targ.name, str(model), n_chips, n_chips * base.cores_per_chip,
-                        n_chips * targ.cores_per_chip, fidelity, rows, geomean_speedup=geo,
+    res = CompareResult(base.name, targ.name, str(model), n_chips, n_chips * base.logical_cores_per_chip,
+                        n_chips * targ.logical_cores_per_chip, fidelity, rows, serving=serving, geomean_speedup=geo,
                         geomean_perf_per_watt_ratio=geo_ppw)
     res.notes.extend(fit_notes)
-    res.notes.append(f"both chips: {n_chips} chip(s), tensor parallel over all their cores")
+    res.notes.append(f"both chips: {n_chips} chip(s), tensor parallel over all their cores (logical cores: "
+                     f"{base.name} LNC={base.lnc}, {targ.name} LNC={targ.lnc})")
+    res.notes.append("serving stack: none - latencies are device time only (the chips compared, no host or "
+                     "runtime time)" if serving == "none" else
+                     f"serving stack: {serving} on both sides - latencies are device time at its buckets plus its "
+                     "host and runtime time")
     if attribution:
         if fidelity != "analytical":
             res.notes.append("attribution computed at analytical fidelity")
         base_an = lat_base if fidelity == "analytical" else {
-            i: _step(base, model, wl, n_chips * base.cores_per_chip, "analytical").latency_ms
+            i: _step(base, model, wl, n_chips, "analytical", serving).latency_ms
             for i, wl in enumerate(wls)
         }
         value: dict[frozenset[str], float] = {frozenset(): 0.0}
@@ -237,10 +249,10 @@ def compare(baseline: str | ChipConfig, target: str | ChipConfig, model: str = "
                     value[frozenset(coal)] = sum(math.log(row.speedup) for row in rows) / len(rows)
                     continue
                 hyb = hybrid(base, targ, coal)
-                tp = n_chips * hyb.cores_per_chip
                 logs = []
                 for i, wl in enumerate(wls):
-                    logs.append(math.log(base_an[i] / _step(hyb, model, wl, tp, "analytical").latency_ms))
+                    logs.append(math.log(base_an[i] / _step(hyb, model, wl, n_chips, "analytical",
+                                                            serving).latency_ms))
                     bar.update(1)
                 value[frozenset(coal)] = sum(logs) / len(logs)
         n = len(groups)

@@ -116,7 +116,7 @@ def what_it_takes(baseline: str | ChipConfig, speedup: float, model: str = "llam
     prunes a partial assignment when (a) its cost already exceeds the best complete one, or (b) even
     with every unassigned resource at its top level it misses the target. (b) relies on the speedup
     being non-decreasing in every scaling, which holds for the analytical model (more throughput, more
-    SRAM or smaller fixed latencies never make a step slower; tests/test_inverse.py checks the two
+    SRAM or smaller fixed latencies never make a step slower; tests/studies/test_inverse.py checks the two
     methods agree). ``method="exhaustive"`` is the reference: every combination in order of cost.
     The phase's workloads are cut to ``context`` and to the model's positions
     (:func:`~infsim.studies.compare.fit_contexts`; the result's ``notes`` say so).
@@ -143,7 +143,7 @@ def what_it_takes(baseline: str | ChipConfig, speedup: float, model: str = "llam
     base = load_chip(baseline) if not isinstance(baseline, ChipConfig) else baseline
     wls, notes = fit_contexts(PHASE_WORKLOADS[phase], model, context)
     n = chips or chips_needed(base, model, wls)
-    tp = n * base.cores_per_chip
+    tp = n * base.logical_cores_per_chip
 
     def evaluate(cfg: ChipConfig) -> tuple[list[float], list[float]]:
         out = [run_workload(cfg, model, replace(wl, tp=tp), fidelity="analytical") for wl in wls]

@@ -72,17 +72,18 @@ class WorkloadEntry(BaseModel):
     context: int = Field(2048, ge=1, description="prompt tokens (prefill) or cached tokens (decode)")
     dtype: str = "bf16"
     tp: int | Literal["chip", "instance"] | None = Field(
-        None, description="tensor-parallel cores: a number, 'chip' (all cores of one chip: the default, and it "
-        "follows a cores_per_chip axis) or 'instance' (all cores of the chip's instance)")
+        None, description="tensor-parallel ranks (logical cores): a number, 'chip' (all of one chip: the default, "
+        "and it follows a cores_per_chip axis) or 'instance' (all cores of the chip's instance)")
 
-    def workload(self, cores_per_chip: int, instance_chips: int = 1) -> Workload:
-        """The step this entry names on a chip of ``cores_per_chip`` cores in an instance of ``instance_chips``."""
+    def workload(self, logical_cores_per_chip: int, instance_chips: int = 1) -> Workload:
+        """The step this entry names on a chip of ``logical_cores_per_chip`` ranks (logical cores) in an instance
+        of ``instance_chips``."""
         if isinstance(self.tp, int):
             if self.tp < 1:
                 raise InfsimError(f"tp must be >= 1, got {self.tp}")
             tp = self.tp
         else:
-            tp = cores_per_chip * (instance_chips if self.tp == "instance" else 1)
+            tp = logical_cores_per_chip * (instance_chips if self.tp == "instance" else 1)
         return Workload.make(self.phase, self.batch, self.context, tp=tp, dtype=self.dtype)
 
 
@@ -148,7 +149,7 @@ def load_spec(spec: str | Path | dict[str, Any], ranges: bool = False) -> SweepS
 
     for i, w in enumerate(s.workloads):  # every workload is valid, every model loads
         try:
-            w.workload(base.cores_per_chip, base.instance.chips)
+            w.workload(base.logical_cores_per_chip, base.instance.chips)
             load_model(w.model)
         except InfsimError as e:
             raise SweepError(f"{src}: workloads.{i}: {e}") from None
@@ -213,7 +214,7 @@ def _key(chip_dump: dict[str, Any], wl: dict[str, Any], fidelity: str) -> str:
 def make_task(spec: SweepSpec, point: dict[str, Any], cfg: ChipConfig, entry: WorkloadEntry) -> dict[str, Any]:
     """One (design point, workload) pair with its key, as a dict of picklable values (for any executor)."""
     dump = cfg.model_dump()
-    wl = entry.workload(cfg.cores_per_chip, cfg.instance.chips)
+    wl = entry.workload(cfg.logical_cores_per_chip, cfg.instance.chips)
     return {"key": _key(dump, workload_fields(entry.model, wl), spec.fidelity), "base": spec.base,
             "overrides": point, "chip": dump, "model": entry.model, "workload": wl, "fidelity": spec.fidelity}
 

@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass, field
 
 from infsim.config.schema import ChipConfig
-from infsim.feasibility import InfeasibleError, check_hbm, check_step, matmul_dtype
+from infsim.feasibility import InfeasibleError, check_hbm, check_instance, check_step, matmul_dtype
 from infsim.isa import DType, TensorKind
 
 from .. import moe as moe_routing
@@ -498,10 +498,7 @@ def check_feasible(spec: ModelSpec, wl: Workload, chip: ChipConfig) -> StepPlan:
     """The lowering's plan of the step, or :class:`~infsim.feasibility.InfeasibleError` naming the first limit
     it exceeds (the checks of :mod:`infsim.feasibility`, in its docstring's order)."""
     check_step(wl, chip)
-    chips_needed = math.ceil(wl.tp / chip.cores_per_chip)
-    if chips_needed > chip.instance.chips:
-        raise InfeasibleError(f"--tp {wl.tp} needs {chips_needed} chips of '{chip.name}' but its instance "
-                              f"'{chip.instance.name}' has {chip.instance.chips} (instance.chips)", "instance")
+    check_instance(wl.tp, chip)  # wl.tp counts physical cores here (infsim.mapping.physical_workload)
     plan = plan_step(spec, wl, chip)
     check_hbm(plan.hbm_bytes_per_chip, chip, spec.name, wl.tp, plan.hbm_bytes_by_kind)
     if plan.error is not None:

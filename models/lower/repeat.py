@@ -96,12 +96,11 @@ def _hbm_steps(hbm_bufs: dict[str, Buf], base: int) -> dict[str, tuple[Buf, list
         m = _LAYER.match(name)
         if not m or int(m.group(1)) != base:
             continue
-        prev = [hbm_bufs.get(f"L{base - d}.{m.group(2)}") for d in (1, 2)]
-        if any(x is None for x in prev):
+        b1, b0 = (hbm_bufs.get(f"L{base - d}.{m.group(2)}") for d in (1, 2))
+        if b1 is None or b0 is None:
             return None
-        b1, b0 = prev
         steps = []
-        for h2, h1, h0 in zip(*((x.last_write, x.reads, x.war_base) for x in (b, b1, b0))):  # type: ignore[union-attr]
+        for h2, h1, h0 in zip(*((x.last_write, x.reads, x.war_base) for x in (b, b1, b0))):
             if not (h2.keys() == h1.keys() == h0.keys()):
                 return None
             st = {s: h2[s] - h1[s] for s in h2}

@@ -6,7 +6,10 @@ Interface
 :class:`CollectiveTiming` has one call, ``duration_ps(op, members, src_bytes, dst_bytes, cores_per_chip)
 -> (duration_ps, link_bytes)``: the time from the moment the last member arrives (every member's
 instruction has its waits satisfied and its stream is free) until every member has its result, and the
-bytes each member sends over chip-to-chip links (for link energy). ``op`` is the instruction's
+bytes each member sends over chip-to-chip links (for link energy). It is a function of its arguments
+(no time, no state of a run): the numba engine asks for every collective's duration before the run
+(:meth:`infsim.engine.rendezvous.CollectivePlan.durations`), the reference engine when the last member
+arrives, and both get the same. ``op`` is the instruction's
 :class:`~infsim.isa.opcodes.Op` (``all_reduce``, ``all_gather``, ``reduce_scatter``, ``send``, ``recv``);
 ``members`` the global core ids of the group (for send/recv: ``(sender, receiver)``). The engine runs the
 rendezvous itself (:mod:`infsim.engine.rendezvous`), so collectives overlap compute on other engines;

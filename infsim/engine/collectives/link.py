@@ -24,7 +24,9 @@ class LinkCollectives:
 
     Duration-based, so contention-free: the time of
     :func:`~infsim.hw.collectives.contention_free_time_ns` (equal to the event simulation when the
-    collective is alone) with the ``algorithm`` given (default ``ring``), rounded up to a whole ps.
+    collective is alone) with the ``algorithm`` given (default ``auto``: the runtime's choice,
+    :mod:`infsim.hw.collectives.choice`, or the chip's pinned ``links.collective_algorithm``), rounded up to a
+    whole ps. :meth:`algorithm` names the one that runs (for results and traces).
     ``link_bytes`` is the NeuronLink bytes x hops of the whole collective divided by the number of members
     (per-member average, rounded; the engine multiplies it back), or the whole message x hops for
     send/recv, for link energy. Sizes: all_reduce ``S = src_bytes``; all_gather ``S = dst_bytes`` (the
@@ -34,9 +36,9 @@ class LinkCollectives:
     instead.
     """
 
-    def __init__(self, chip: ChipConfig, algorithm: str = "ring") -> None:
+    def __init__(self, chip: ChipConfig, algorithm: str = "auto") -> None:
         self.chip = chip
-        self.algorithm = algorithm
+        self._alg = algorithm
         self._models: dict[int, CollectiveModel] = {}
 
     def _model(self, cores_per_chip: int) -> CollectiveModel:
@@ -45,23 +47,38 @@ class LinkCollectives:
             self._models[cores_per_chip] = CollectiveModel(self.chip, topology=topo)
         return self._models[cores_per_chip]
 
+    @staticmethod
+    def _kind(op: Any, members: tuple[int, ...], src_bytes: int, dst_bytes: int) -> tuple[str, float, list[int]]:
+        name = str(getattr(op, "name", op))
+        if name in ("send", "recv", "send_recv"):
+            return "send_recv", float(max(src_bytes, dst_bytes)), list(members)
+        if name in ("all_reduce", "reduce_scatter"):
+            return name, float(src_bytes), list(members)
+        if name == "all_gather":
+            return name, float(dst_bytes), list(members)
+        raise InfsimError(f"{name} is not a collective")
+
+    def algorithm(self, op: Any, members: tuple[int, ...], src_bytes: int, dst_bytes: int,
+                  cores_per_chip: int) -> str:
+        """The algorithm this collective runs (``direct`` for send/recv, ``none`` for a group of one)."""
+        kind, S, group = self._kind(op, members, src_bytes, dst_bytes)
+        if len(set(group)) <= 1:
+            return "none"
+        return self._model(cores_per_chip).schedule(kind, group, S, self.algorithm_name).algorithm
+
+    @property
+    def algorithm_name(self) -> str:
+        return self._alg
+
     def duration_ps(self, op: Any, members: tuple[int, ...], src_bytes: int, dst_bytes: int,
                     cores_per_chip: int) -> tuple[int, int]:
-        name = str(getattr(op, "name", op))
+        kind, S, group = self._kind(op, members, src_bytes, dst_bytes)
         m = self._model(cores_per_chip)
-        if name in ("send", "recv", "send_recv"):
-            if len(members) < 2 or members[0] == members[-1]:
-                return 0, 0
-            kind, S, group = "send_recv", float(max(src_bytes, dst_bytes)), list(members)
-        elif name in ("all_reduce", "reduce_scatter"):
-            kind, S, group = name, float(src_bytes), list(members)
-        elif name == "all_gather":
-            kind, S, group = name, float(dst_bytes), list(members)
-        else:
-            raise InfsimError(f"{name} is not a collective")
+        if kind == "send_recv" and (len(members) < 2 or members[0] == members[-1]):
+            return 0, 0
         if len(set(group)) <= 1:
             return 0, 0
-        alg = self.algorithm if kind != "send_recv" else "ring"
+        alg = self._alg
         ns = m.estimate_ns(kind, group, S, alg)
         sched = m.schedule(kind, group, S, alg)
         topo = m.topology

@@ -33,6 +33,12 @@ the share of pin bandwidth a strided pattern gets: the analytical fidelities (:m
 them, and ``kappa`` / ``write_batch``, for the transfers they model, so all three fidelities see the same
 model.
 
+The numba engine (:mod:`infsim.engine.numba_engine`) is that compiled engine: it times models that are
+:class:`~.simple.SimpleMemory`'s pool (the class or a subclass that keeps its ``transfer``, such as ``dram``:
+per chip a rate profile of ``peak_bpps`` with ``latency_ps``, each transfer at its :meth:`MemoryModel.access`
+efficiency, reads and writes mixed at ``kappa`` / ``write_batch``) with the same step-function code; any
+other model runs on the simpy reference engine (``numba_engine.supports``).
+
 Registry
 --------
 :data:`MEMORY_MODELS` maps a name to a factory ``chip -> MemoryModel``:

@@ -11,7 +11,7 @@ completes.
 
 This is an open-loop check: the engine's schedule (what it issued when, given the memory model's
 answers) is fed to the controller. If the pool model is too optimistic, the engine issues transfers
-earlier than the controller can serve them and the replay finishes later. ``tests/test_memory_patterns.py``
+earlier than the controller can serve them and the replay finishes later. ``tests/engine/test_memory_patterns.py``
 holds the engine's HBM timing against it on small transfer mixes.
 
 Left out: the DMA engines' arbitration chunks (a transfer's bursts arrive evenly over its engine time),

@@ -36,6 +36,9 @@ from .access import HbmAccess
 if TYPE_CHECKING:
     from infsim.engine.costs import Costs
 
+if TYPE_CHECKING:
+    from ..costs import Costs
+
 
 @njit(cache=True)
 def _room(used: float, w: float, peak: float, is_write: bool, kappa: float, batch: float) -> float:
@@ -161,7 +164,13 @@ class RateProfile:
 
 
 class SimpleMemory:
-    """Per-chip shared peak bandwidth with greedy in-order allocation plus a fixed latency (module docstring)."""
+    """Per-chip shared peak bandwidth with greedy in-order allocation plus a fixed latency (module docstring).
+
+    A transfer with efficiency ``eff`` (its instruction's value from :meth:`access`, 1 here) occupies
+    ``round(nbytes / eff)`` bytes of the pool at up to ``max_gbps / eff``: subclasses that only change
+    :meth:`access` or the pool's parameters (``kappa``, ``write_batch``: the ``dram`` model) are timed by the
+    numba engine as well.
+    """
 
     #: read/write mixing cost of the pool (module docstring): none in this model
     kappa: float = 0.0

@@ -4,7 +4,7 @@
 latency and the fixed step overhead, and each rank pays the launch overhead once (the timing model of one
 step in :mod:`infsim.hw.collectives`). They are what the event simulation and the contention-free
 evaluation reduce to on a uniform ring (every hop one link of the same bandwidth and latency), and
-``tests/test_collectives.py`` holds both to them. Left out: anything non-uniform (mixed on-chip and
+``tests/hw/test_collectives.py`` holds both to them. Left out: anything non-uniform (mixed on-chip and
 NeuronLink hops, multi-hop paths of a ring, hierarchical algorithms) and contention; use
 :func:`infsim.hw.collectives.schedule.contention_free_time_ns` or the event simulation for those.
 """

@@ -11,6 +11,7 @@ headers and flow control, the on-chip hop of inter-chip messages.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Callable, Generator, Hashable, Sequence
 from dataclasses import dataclass
@@ -31,10 +32,11 @@ DEFAULT_MIN_CHUNK_BYTES = 4096.0  # smallest piece (bounds the event count of sm
 class LinkNetwork:
     """The directed links of a :class:`Topology` in one simpy environment, with byte and busy-time counters.
 
-    Each link keeps the time it is next free. A chunk asks for every link of its path at once and starts
-    when all of them are free; it then reserves them all until it ends (first come, first served; no
-    back-filling of idle gaps). On a one-link path this is exactly a FIFO resource of capacity 1, and it
-    costs one simpy event per chunk.
+    Each link keeps its reserved intervals. A chunk asks for every link of its path at once and takes the
+    earliest time from now at which each of them is free for the chunk's serialisation at that link's own
+    rate (requests are served first come, first served, and may back-fill a gap that earlier multi-link
+    reservations left); the chunk ends when its slowest link has carried it. On a one-link path this is
+    exactly a FIFO resource of capacity 1, and it costs one simpy event per chunk.
     """
 
     def __init__(self, env: simpy.Environment, topology: Topology, *, ns_per_unit: float = 1.0,
@@ -46,31 +48,51 @@ class LinkNetwork:
         self.ns_per_unit = ns_per_unit
         self.max_chunks = max_chunks
         self.min_chunk_bytes = float(min_chunk_bytes)
-        self.free_at = [0.0] * len(topology.links)  # environment time units
+        # per link: reserved [start, end) intervals in environment time units, sorted and disjoint
+        self.busy: list[list[tuple[float, float]]] = [[] for _ in topology.links]
         self.link_bytes = [0.0] * len(topology.links)
         self.link_busy_ns = [0.0] * len(topology.links)
+
+    def _earliest(self, links: tuple[int, ...], t: float, durs: list[float]) -> float:
+        """The earliest start >= ``t`` at which each link ``links[i]`` is free for ``durs[i]``."""
+        busy = self.busy
+        moved = True
+        while moved:
+            moved = False
+            for li, dur in zip(links, durs):
+                iv = busy[li]
+                k = bisect.bisect_right(iv, (t, math.inf)) - 1  # last interval starting at or before t
+                if k >= 0 and iv[k][1] > t:
+                    t, moved = iv[k][1], True
+                    k += 1
+                else:
+                    k += 1
+                while k < len(iv) and iv[k][0] < t + dur:  # an interval starting inside the slot
+                    t, moved = iv[k][1], True
+                    k += 1
+        return t
 
     def transfer(self, path: Path, nbytes: float) -> Generator[simpy.Event, Any, None]:
         """Move ``nbytes`` over ``path`` (serialisation only; the caller adds latency)."""
         if nbytes <= 0 or not path.links:
             return
-        env, links, free = self.env, path.links, self.free_at
+        env, links, busy = self.env, path.links, self.busy
         n = max(1, min(self.max_chunks, math.ceil(nbytes / self.min_chunk_bytes)))
         c = nbytes / n
-        dur_ns = c / path.gbps
-        dur = dur_ns / self.ns_per_unit
+        per_ns = [c / self.topology.links[li].gbps for li in links]
+        durs = [d / self.ns_per_unit for d in per_ns]
+        dur = (c / path.gbps) / self.ns_per_unit
         for _ in range(n):
             now = env.now
-            start = now
-            for li in links:
-                if free[li] > start:
-                    start = free[li]
-            end = start + dur
-            for li in links:
-                free[li] = end
+            start = self._earliest(links, now, durs)
+            for li, d, d_ns in zip(links, durs, per_ns):
+                iv = busy[li]
+                while iv and iv[0][1] <= now:  # past intervals can no longer block anything
+                    iv.pop(0)
+                bisect.insort(iv, (start, start + d))
                 self.link_bytes[li] += c
-                self.link_busy_ns[li] += dur_ns
-            yield env.timeout(dur if start == now else end - now)
+                self.link_busy_ns[li] += d_ns
+            yield env.timeout(start + dur - now)
 
     def bytes_by_link(self) -> dict[str, float]:
         """Bytes carried per link name (links that carried nothing are omitted)."""
@@ -177,11 +199,19 @@ class _Instance:
 
     def _send(self, j: int, link_done: simpy.Event | None) -> Generator[simpy.Event, Any, None]:
         env, u = self.net.env, self.net.ns_per_unit
-        ovh = self.model.step_overhead_ns
+        m = self.model
+        ovh = m.shared_overhead_ns if self.sched.transfers[j].shared else m.step_overhead_ns
         if ovh > 0:
             yield env.timeout(ovh / u)
         path = self.paths[j]
-        yield from self.net.transfer(path, self.sched.transfers[j].nbytes)
+        if self.sched.transfers[j].dup:  # a duplication write: its own rate, none of the links' time
+            nb = self.sched.transfers[j].nbytes
+            for li in path.links:  # its bytes still cross them (link energy)
+                self.net.link_bytes[li] += nb
+            if path.links and nb > 0:
+                yield env.timeout(nb / path.gbps / u)
+        else:
+            yield from self.net.transfer(path, self.sched.transfers[j].nbytes)
         if link_done is not None:
             link_done.succeed()
         t, rg = self.sched.transfers[j], self.model.reduce_gbps
@@ -232,6 +262,8 @@ class CollectiveModel:
                               f"{self.topology.num_cores} ({self.topology.num_chips} chips x "
                               f"{self.topology.cores_per_chip})")
         self.step_overhead_ns = chip.links.collective_step_overhead_ns
+        self.shared_overhead_ns = chip.dma.fixed_latency_ns  # a DMA into the logical core's shared HBM
+        self.lnc = chip.lnc
         self.launch_overhead_ns = chip.links.collective_launch_overhead_ns
         self.reduce_gbps = chip.links.collective_reduce_gbps
         self.link_pj_per_bit = chip.energy.link_pj_per_bit
@@ -245,22 +277,23 @@ class CollectiveModel:
         self._est_cache: dict[tuple[Any, ...], float] = {}
 
     # ---- pure helpers --------------------------------------------------------------------------
-    def schedule(self, op: str, group_cores: Sequence[int], nbytes: float, algorithm: str = "ring") -> Schedule:
+    def schedule(self, op: str, group_cores: Sequence[int], nbytes: float, algorithm: str = "auto") -> Schedule:
         key = (op, tuple(group_cores), float(nbytes), algorithm)
         if key not in self._sched_cache:
             for c in group_cores:
                 if not 0 <= c < self.num_cores:
                     raise InfsimError(f"core {c} out of range (model has {self.num_cores} cores)")
-            self._sched_cache[key] = build_schedule(self.topology, op, group_cores, nbytes, algorithm)
+            self._sched_cache[key] = build_schedule(self.topology, op, group_cores, nbytes, algorithm, self.lnc)
         return self._sched_cache[key]
 
-    def estimate_ns(self, op: str, group_cores: Sequence[int], nbytes: float, algorithm: str = "ring") -> float:
+    def estimate_ns(self, op: str, group_cores: Sequence[int], nbytes: float, algorithm: str = "auto") -> float:
         """Contention-free duration (cached)."""
         key = (op, tuple(group_cores), float(nbytes), algorithm)
         if key not in self._est_cache:
             sched = self.schedule(op, group_cores, nbytes, algorithm)
             self._est_cache[key] = contention_free_time_ns(sched, self.topology, self.step_overhead_ns,
-                                                           self.launch_overhead_ns, self.reduce_gbps)
+                                                           self.launch_overhead_ns, self.reduce_gbps,
+                                                           self.shared_overhead_ns)
         return self._est_cache[key]
 
     def network(self, env: simpy.Environment) -> LinkNetwork:
@@ -282,7 +315,7 @@ class CollectiveModel:
 
     # ---- engine API ----------------------------------------------------------------------------
     def join(self, env: simpy.Environment, core: int, key: Hashable, op: str, group_cores: Sequence[int],
-             nbytes: float, algorithm: str = "ring", *, contention: bool = True) -> simpy.Event:
+             nbytes: float, algorithm: str = "auto", *, contention: bool = True) -> simpy.Event:
         """Core ``core`` enters collective ``key`` (same key, op, group, size and algorithm on every member);
         returns the event that fires when this rank's part is done (its sends left, its receives arrived).
         With ``contention=False`` the rank simply waits the contention-free duration from its own join."""
@@ -295,7 +328,7 @@ class CollectiveModel:
             if core == sched.cores[0]:  # count bytes and record once per collective
                 self._count_bytes(net, sched)
                 now = env.now * self.ns_per_unit
-                self.records.append(CollectiveRecord(op, algorithm, sched.cores, sched.nbytes, now, now + dur))
+                self.records.append(CollectiveRecord(op, sched.algorithm, sched.cores, sched.nbytes, now, now + dur))
             return env.timeout(dur / self.ns_per_unit)
         inst = self._pending.get(key)
         if inst is None:
@@ -315,17 +348,17 @@ class CollectiveModel:
             path = self.topology.core_path(sched.cores[t.src], sched.cores[t.dst])
             for li in path.links:
                 net.link_bytes[li] += t.nbytes
-                net.link_busy_ns[li] += t.nbytes / path.gbps
+                net.link_busy_ns[li] += t.nbytes / self.topology.links[li].gbps
 
     def run(self, env: simpy.Environment, op: str, group_cores: Sequence[int], nbytes: float,
-            algorithm: str = "ring", *, contention: bool = True) -> simpy.Process:
+            algorithm: str = "auto", *, contention: bool = True) -> simpy.Process:
         """Start the collective on every member now; the returned process's value is its record."""
         net = self.network(env)
         sched = self.schedule(op, group_cores, nbytes, algorithm)
 
         def fast() -> Generator[simpy.Event, Any, CollectiveRecord]:
             dur = self.estimate_ns(op, group_cores, nbytes, algorithm)
-            rec = CollectiveRecord(op, algorithm, sched.cores, sched.nbytes, env.now * self.ns_per_unit)
+            rec = CollectiveRecord(op, sched.algorithm, sched.cores, sched.nbytes, env.now * self.ns_per_unit)
             self._count_bytes(net, sched)
             yield env.timeout(dur / self.ns_per_unit)
             rec.end_ns = rec.start_ns + dur

@@ -1,49 +1,47 @@
 """Collectives decomposed into steps of point-to-point transfers (:func:`build_schedule`), and the
 contention-free evaluation of such a schedule (:func:`contention_free_time_ns`).
 
-Algorithms (ring, bidir, tree, hier) and operations are described in :mod:`infsim.hw.collectives`. A
-schedule says who sends how many bytes to whom at which algorithm step, on which channel (independent
-pipelines of one rank); it knows nothing of time. The contention-free evaluation applies the step timing
-rules of the package docstring along the data dependencies with every message alone on its links: the
-longest path, a lower bound of the event simulation and equal to it when no two messages share a link.
-Left out here: link sharing (see :mod:`.network`), and message sizes that do not divide evenly (sizes are
-the fluid ``S / p``, floats).
+Algorithms are in :mod:`.algorithms`, the runtime's choice among them in :mod:`.choice`, operations in
+:mod:`infsim.hw.collectives`. A schedule says who sends how many bytes to whom at which algorithm step, on
+which channel (independent pipelines of one rank); it knows nothing of time. :func:`build_schedule` puts the
+ranks in ring order, groups them by chip, and, on a chip with logical NeuronCores (``lnc`` > 1), runs the
+algorithm over the logical cores with the physical cores of each exchanging through their shared HBM
+(:func:`.algorithms.lnc_wrap`).
+
+The contention-free evaluation applies the step timing rules of the package docstring along the data
+dependencies: a message's serialisation is its bytes over its path's slowest link, or, when several
+messages of the same step cross one link, the bytes of all of them over that link (the step's messages
+share it fairly and end together). It is a lower bound of the event simulation (which also shares links
+between steps and between collectives) and equal to it when no two messages share a link. Left out here:
+message sizes that do not divide evenly (sizes are the fluid ``S / p``, floats).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from infsim.errors import InfsimError
 from infsim.hw.links import Path, Topology
 
+from .algorithms import BUILDERS, Transfer, lnc_wrap
+from .choice import GroupShape, choose_algorithm
+
 OPS: tuple[str, ...] = ("all_reduce", "all_gather", "reduce_scatter", "send_recv")
-ALGORITHMS: tuple[str, ...] = ("ring", "bidir", "tree", "hier")
-
-
-@dataclass(frozen=True)
-class Transfer:
-    """One message: at algorithm step ``step`` rank ``src`` sends ``nbytes`` to rank ``dst``."""
-
-    step: int
-    src: int
-    dst: int
-    nbytes: float
-    reduce: bool = False  # the receiver reduces the data into its own before using it
-    channel: int = 0  # independent pipelines of one rank (bidir's two directions); dependencies stay within one
+ALGORITHMS: tuple[str, ...] = tuple(BUILDERS)
 
 
 @dataclass(frozen=True)
 class Schedule:
-    """A collective decomposed into transfers; rank ``i`` is global core ``cores[i]``."""
+    """A collective decomposed into transfers; rank ``i`` is global core ``cores[i]``. ``algorithm`` is the
+    one that ran (the choice when ``auto`` was asked), ``lnc`` the logical-core size it ran over."""
 
     op: str
     algorithm: str
     cores: tuple[int, ...]
     nbytes: float
     transfers: tuple[Transfer, ...]
+    lnc: int = 1
 
     @property
     def p(self) -> int:
@@ -54,56 +52,62 @@ class Schedule:
         return len({t.step for t in self.transfers})
 
 
-def _ring_rs(ranks: Sequence[int], msg: float, step0: int, reduce: bool, channel: int = 0) -> list[Transfer]:
-    """``n - 1`` ring steps, every rank sending ``msg`` to its successor (a reduce-scatter when ``reduce``,
-    else an all-gather)."""
-    n = len(ranks)
-    return [Transfer(step0 + s, ranks[i], ranks[(i + 1) % n], msg, reduce, channel)
-            for s in range(n - 1) for i in range(n)]
+def chip_groups(topology: Topology, ordered: Sequence[int]) -> tuple[list[list[int]], list[int]]:
+    """Rank indices of ``ordered`` (cores in ring order) grouped by chip, and the chips in that order."""
+    groups: dict[int, list[int]] = {}
+    for i, c in enumerate(ordered):
+        groups.setdefault(topology.chip_of(c), []).append(i)
+    return list(groups.values()), list(groups)
 
 
-def _ring_ar(ranks: Sequence[int], total: float, step0: int, channel: int = 0) -> list[Transfer]:
-    n = len(ranks)
-    return (_ring_rs(ranks, total / n, step0, True, channel)
-            + _ring_rs(ranks, total / n, step0 + n - 1, False, channel))
+def hypercube_labels(topology: Topology, chips: Sequence[int]) -> list[int]:
+    """Each chip's hypercube corner for recursive doubling/halving: on a torus whose sides are powers of two
+    and whose chips are all in the group, the Gray codes of the coordinates side by side (neighbours differ
+    in one bit, so every exchange is one hop); otherwise the Gray code of the chip's position in ring order
+    (one hop for the lowest bit on a full ring, routed through other chips for the others)."""
+    q = len(chips)
+    dims = topology.dims
+    if dims is not None and q == topology.num_chips and all(d & (d - 1) == 0 for d in dims):
+        xbits = dims[0].bit_length() - 1
+        out = []
+        for ch in chips:
+            x, y = topology.coords(ch)
+            out.append((x ^ (x >> 1)) | ((y ^ (y >> 1)) << xbits))
+        return out
+    return [i ^ (i >> 1) for i in range(q)]
 
 
-def _levels(n: int) -> int:
-    return math.ceil(math.log2(n)) if n > 1 else 0
+def group_shape(topology: Topology, ordered: Sequence[int], lnc: int = 1) -> GroupShape:
+    """What the algorithm choice looks at: ranks (logical cores), chips, ranks per chip (None when uneven),
+    and whether the group holds every logical core of each of its chips."""
+    chips, ids = chip_groups(topology, ordered)
+    sizes = {len(g) for g in chips}
+    per = sizes.pop() // lnc if len(sizes) == 1 else None
+    full = per is not None and per * lnc == topology.cores_per_chip
+    return GroupShape(len(ordered) // lnc, len(chips), per, full)
 
 
-def _binomial_up(ranks: Sequence[int], size: Callable[[int, int], float], step0: int,
-                 reduce: bool) -> list[Transfer]:
-    """Reduce / gather toward ``ranks[0]``: at level k, index i (i mod 2^(k+1) == 2^k) sends its subtree
-    ``[i, min(i + 2^k, n))`` to ``i - 2^k``."""
-    n, out = len(ranks), []
-    for k in range(_levels(n)):
-        h = 1 << k
-        for i in range(h, n, 2 * h):
-            out.append(Transfer(step0 + k, ranks[i], ranks[i - h], size(i, min(i + h, n)), reduce))
-    return out
-
-
-def _binomial_down(ranks: Sequence[int], size: Callable[[int, int], float], step0: int) -> list[Transfer]:
-    """Broadcast / scatter from ``ranks[0]``: levels in reverse, index i (multiple of 2^(k+1)) sends the
-    subtree ``[i + 2^k, min(i + 2^(k+1), n))`` to ``i + 2^k``."""
-    n, out = len(ranks), []
-    L = _levels(n)
-    for j, k in enumerate(reversed(range(L))):
-        h = 1 << k
-        for i in range(0, n, 2 * h):
-            if i + h < n:
-                out.append(Transfer(step0 + j, ranks[i], ranks[i + h], size(i + h, min(i + 2 * h, n))))
-    return out
+def _logical_cores(ordered: Sequence[int], lnc: int) -> list[list[int]] | None:
+    """Rank indices of each logical core (physical cores ``l * lnc .. l * lnc + lnc - 1``) when every logical
+    core of the group is complete; None when some is not (the group is then run over physical cores)."""
+    by: dict[int, list[int]] = {}
+    for i, c in enumerate(ordered):
+        by.setdefault(c // lnc, []).append(i)
+    if any(len(v) != lnc for v in by.values()):
+        return None
+    return [sorted(v, key=lambda i: ordered[i] % lnc) for v in by.values()]
 
 
 def build_schedule(topology: Topology, op: str, cores: Sequence[int], nbytes: float,
-                   algorithm: str = "ring") -> Schedule:
-    """Decompose one collective over global ``cores`` into per-step :class:`Transfer` s."""
+                   algorithm: str = "ring", lnc: int = 1) -> Schedule:
+    """Decompose one collective over global ``cores`` into per-step :class:`Transfer` s. ``algorithm``:
+    one of :data:`ALGORITHMS`, or ``auto`` for the runtime's choice (:func:`.choice.choose_algorithm`, with
+    the thresholds of ``topology.cfg``). ``lnc`` > 1: ``cores`` are physical cores of logical cores of
+    ``lnc`` consecutive cores each (see :func:`.algorithms.lnc_wrap`)."""
     if op not in OPS:
         raise InfsimError(f"unknown collective '{op}' (one of: {', '.join(OPS)})")
-    if algorithm not in ALGORITHMS:
-        raise InfsimError(f"unknown algorithm '{algorithm}' (one of: {', '.join(ALGORITHMS)})")
+    if algorithm not in ALGORITHMS and algorithm != "auto":
+        raise InfsimError(f"unknown algorithm '{algorithm}' (one of: auto, {', '.join(ALGORITHMS)})")
     if nbytes < 0:
         raise InfsimError(f"collective size must be >= 0 bytes, got {nbytes}")
     S = float(nbytes)
@@ -114,91 +118,75 @@ def build_schedule(topology: Topology, op: str, cores: Sequence[int], nbytes: fl
             topology.chip_of(c)
         if cores[0] == cores[-1]:
             raise InfsimError(f"send_recv from core {cores[0]} to itself")
-        return Schedule(op, algorithm, (cores[0], cores[-1]), S, (Transfer(0, 0, 1, S),))
+        return Schedule(op, "direct", (cores[0], cores[-1]), S, (Transfer(0, 0, 1, S),))
     if len(cores) < 1:
         raise InfsimError("a collective needs at least one rank")
     ordered = tuple(topology.ring_order(cores))
-    p = len(ordered)
-    idx = list(range(p))
-    tr: list[Transfer] = []
-    if p == 1:
-        pass
-    elif algorithm == "ring":
-        if op == "all_reduce":
-            tr = _ring_ar(idx, S, 0)
-        else:  # all_gather / reduce_scatter: same message pattern, p - 1 steps of S / p
-            tr = _ring_rs(idx, S / p, 0, op == "reduce_scatter")
-    elif algorithm == "bidir":
-        rev = idx[::-1]
-        if op == "all_reduce":
-            tr = _ring_ar(idx, S / 2, 0, 0) + _ring_ar(rev, S / 2, 0, 1)
-        else:
-            red = op == "reduce_scatter"
-            tr = _ring_rs(idx, S / 2 / p, 0, red, 0) + _ring_rs(rev, S / 2 / p, 0, red, 1)
-    elif algorithm == "tree":
-        full: Callable[[int, int], float] = lambda lo, hi: S  # noqa: E731
-        shard: Callable[[int, int], float] = lambda lo, hi: (hi - lo) * S / p  # noqa: E731
-        L = _levels(p)
-        if op == "all_reduce":
-            tr = _binomial_up(idx, full, 0, True) + _binomial_down(idx, full, L)
-        elif op == "all_gather":
-            tr = _binomial_up(idx, shard, 0, False) + _binomial_down(idx, full, L)
-        else:
-            tr = _binomial_up(idx, full, 0, True) + _binomial_down(idx, shard, L)
-    else:  # hier
-        groups: dict[int, list[int]] = {}
-        for i, c in enumerate(ordered):
-            groups.setdefault(topology.chip_of(c), []).append(i)
-        chips = list(groups.values())
-        c_ = {len(g) for g in chips}
-        if len(c_) != 1:
-            raise InfsimError(f"hier needs the same number of ranks on every chip, got {sorted(c_)}")
-        c, q = len(chips[0]), len(chips)
-        # one inter-chip ring per local core index; odd ones run the other way round, so both directions
-        # of every link carry data
-        rings = [[g[j] for g in (chips if j % 2 == 0 else chips[::-1])] for j in range(c)]
-        if op == "all_reduce":
-            for g in chips:
-                tr += _ring_rs(g, S / c, 0, True)
-            for r in rings:
-                tr += _ring_ar(r, S / c, c - 1)
-            for g in chips:
-                tr += _ring_rs(g, S / c, c - 1 + 2 * (q - 1), False)
-        elif op == "all_gather":
-            for r in rings:
-                tr += _ring_rs(r, S / p, 0, False)
-            for g in chips:
-                tr += _ring_rs(g, S / c, q - 1, False)
-        else:
-            for g in chips:
-                tr += _ring_rs(g, S / c, 0, True)
-            for r in rings:
-                tr += _ring_rs(r, S / p, c - 1, True)
+    logical = _logical_cores(ordered, lnc) if lnc > 1 else None
+    if logical is None:
+        lnc = 1
+    alg = algorithm
+    if alg == "auto":
+        alg = choose_algorithm(op, S, group_shape(topology, ordered, lnc), topology.cfg)
+    if len(ordered) == 1:
+        return Schedule(op, alg, ordered, S, (), lnc)
+    if logical is None:
+        chips, ids = chip_groups(topology, ordered)
+        tr = BUILDERS[alg](op, chips, S, hypercube_labels(topology, ids))
+    else:
+        halves: list[list[Transfer]] = []
+        steps = 0
+        for h in range(lnc):
+            sub = [i for i in range(len(ordered)) if ordered[i] % lnc == h]
+            chips, ids = chip_groups(topology, [ordered[i] for i in sub])
+            inner = BUILDERS[alg](op, [[sub[i] for i in g] for g in chips], S / lnc, hypercube_labels(topology, ids))
+            halves.append(inner)
+            steps = max(steps, 1 + max((t.step for t in inner), default=-1))
+        tr = lnc_wrap(op, logical, S, halves, steps)
     tr.sort(key=lambda t: t.step)  # stable: keeps construction order within a step
-    return Schedule(op, algorithm, ordered, S, tuple(tr))
+    return Schedule(op, alg, ordered, S, tuple(tr), lnc)
 
 
 def contention_free_time_ns(schedule: Schedule, topology: Topology, step_overhead_ns: float = 0.0,
-                            launch_overhead_ns: float = 0.0, reduce_gbps: float = 0.0) -> float:
-    """Finish time of ``schedule`` if no two messages ever shared a link: the longest path through the
-    step dependencies. A lower bound of the event simulation; equal to it when links are not shared."""
+                            launch_overhead_ns: float = 0.0, reduce_gbps: float = 0.0,
+                            shared_overhead_ns: float = 0.0) -> float:
+    """Finish time of ``schedule`` along the step dependencies, messages of one step sharing the links they
+    cross (see the module docstring): a lower bound of the event simulation, equal to it when no two
+    messages share a link. ``shared_overhead_ns`` replaces the step overhead for ``shared`` transfers (between
+    the physical cores of a logical core)."""
     launch = launch_overhead_ns
     recv_done: dict[tuple[int, int], float] = {}  # (rank, channel) -> latest arrival over closed steps
     own_done: dict[tuple[int, int], float] = {}  # (rank, channel) -> latest link release of its own sends
     trs = schedule.transfers
+    links = topology.links
     i = 0
     while i < len(trs):
         s = trs[i].step
         new_recv = dict(recv_done)
         new_own = dict(own_done)
-        while i < len(trs) and trs[i].step == s:
+        j = i
+        load: dict[int, float] = {}  # bytes this step puts on each link
+        paths: list[Path] = []
+        while j < len(trs) and trs[j].step == s:
+            path = topology.core_path(schedule.cores[trs[j].src], schedule.cores[trs[j].dst])
+            paths.append(path)
+            if not trs[j].dup:
+                for li in path.links:
+                    load[li] = load.get(li, 0.0) + trs[j].nbytes
+            j += 1
+        for path in paths:
             t = trs[i]
             src, dst = (t.src, t.channel), (t.dst, t.channel)
-            path = topology.core_path(schedule.cores[t.src], schedule.cores[t.dst])
             t0 = max(recv_done.get(src, launch), own_done.get(src, launch))
-            ser = t.nbytes / path.gbps if t.nbytes > 0 else 0.0
-            ld = t0 + step_overhead_ns + ser
-            new_own[src] = max(new_own.get(src, launch), ld)
+            if t.nbytes <= 0:
+                ser = 0.0
+            elif t.dup:  # written alongside the sender's other transfer: its own rate, no link taken
+                ser = t.nbytes / path.gbps
+            else:
+                ser = max((load[li] / links[li].gbps for li in path.links), default=0.0)
+            ld = t0 + (shared_overhead_ns if t.shared else step_overhead_ns) + ser
+            if not t.dup:
+                new_own[src] = max(new_own.get(src, launch), ld)
             red = t.nbytes / reduce_gbps if t.reduce and reduce_gbps > 0 else 0.0
             new_recv[dst] = max(new_recv.get(dst, launch), ld + (path.latency_ns + red))
             i += 1
@@ -207,13 +195,14 @@ def contention_free_time_ns(schedule: Schedule, topology: Topology, step_overhea
 
 
 def uniform_ring_hop(schedule: Schedule, topology: Topology) -> Path | None:
-    """The common path of every ring hop when all hops are alike (one link each, same bandwidth and latency);
-    None otherwise (the closed forms then do not apply; use :func:`contention_free_time_ns`)."""
+    """The common path of every ring hop when all hops are alike (same bandwidth and latency, no link shared
+    between hops); None otherwise (the closed forms then do not apply; use :func:`contention_free_time_ns`)."""
     p = schedule.p
     if p < 2:
         return None
     paths = [topology.core_path(schedule.cores[i], schedule.cores[(i + 1) % p]) for i in range(p)]
     first = paths[0]
-    if all(x.hops == 1 and x.gbps == first.gbps and x.latency_ns == first.latency_ns for x in paths):
+    used = [li for x in paths for li in x.links]
+    if len(used) == len(set(used)) and all(x.gbps == first.gbps and x.latency_ns == first.latency_ns for x in paths):
         return first
     return None

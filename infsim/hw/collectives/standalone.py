@@ -49,6 +49,7 @@ class CollectiveResult:
     intra_chip_bytes: float
     link_energy_j: float
     link_bytes: dict[str, float] = field(default_factory=dict)
+    lnc: int = 1
 
     @property
     def time_us(self) -> float:
@@ -62,7 +63,7 @@ class CollectiveResult:
             "contention_free_us": self.contention_free_ns / 1e3,
             "closed_form_us": None if self.closed_form_ns is None else self.closed_form_ns / 1e3,
             "chip_link_bytes": self.chip_link_bytes, "intra_chip_bytes": self.intra_chip_bytes,
-            "link_energy_j": self.link_energy_j, "cores": list(self.cores),
+            "link_energy_j": self.link_energy_j, "cores": list(self.cores), "lnc": self.lnc,
         }
 
 
@@ -73,7 +74,7 @@ class CollectiveSpec:
     op: str
     ranks: int | Sequence[int]
     nbytes: float
-    algorithm: str = "ring"
+    algorithm: str = "auto"
     start_ns: float = 0.0
 
 
@@ -92,7 +93,7 @@ def _closed_form(sched: Schedule, topo: Topology, ovh: float, launch: float,
         return send_recv_time_ns(sched.nbytes, path.gbps, path.latency_ns, ovh, launch)
     if sched.p == 1:
         return launch
-    if sched.algorithm != "ring":
+    if sched.algorithm != "ring" or sched.lnc > 1:
         return None
     hop = uniform_ring_hop(sched, topo)
     if hop is None:
@@ -141,6 +142,7 @@ def simulate_concurrent(chip: ChipConfig, specs: Sequence[CollectiveSpec], *,
             contention_free_ns=model.estimate_ns(spec.op, _cores(spec.ranks), spec.nbytes, spec.algorithm),
             closed_form_ns=_closed_form(sched, topo, model.step_overhead_ns, model.launch_overhead_ns,
                                         model.reduce_gbps),
+            lnc=sched.lnc,
             chip_link_bytes=chip_b, intra_chip_bytes=intra_b,
             link_energy_j=chip_b * 8 * model.link_pj_per_bit * 1e-12, link_bytes=net.bytes_by_link(),
         ))
@@ -148,7 +150,7 @@ def simulate_concurrent(chip: ChipConfig, specs: Sequence[CollectiveSpec], *,
 
 
 def simulate_collective(chip: ChipConfig, op: str, ranks: int | Sequence[int], nbytes: float,
-                        algorithm: str = "ring", *, max_chunks: int = DEFAULT_MAX_CHUNKS) -> CollectiveResult:
+                        algorithm: str = "auto", *, max_chunks: int = DEFAULT_MAX_CHUNKS) -> CollectiveResult:
     """Simulate one collective alone on ``chip``'s instance. ``ranks``: a count R (global cores 0..R-1, i.e.
     packed onto the first chips) or explicit core ids."""
     return simulate_concurrent(chip, [CollectiveSpec(op, ranks, nbytes, algorithm)], max_chunks=max_chunks)[0]

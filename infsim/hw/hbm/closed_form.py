@@ -1,6 +1,6 @@
 """Closed-form efficiencies of one HBM channel under the controller of :mod:`.ref` (open page).
 
-The command-level model is held against these in ``tests/test_hbm_closed_form.py``, and
+The command-level model is held against these in ``tests/hw/test_hbm_closed_form.py``, and
 ``benchmarks/hbm_efficiency.py`` prints them beside the simulated figures. Efficiency is the share of
 the channel's pin bandwidth (data-bus busy time); ``tBL`` is ``burst_cycles``, ``P`` is
 ``refresh_postpone_max``. Every formula reads the preset only; nothing here is fitted.
@@ -65,7 +65,7 @@ The two fronts work in unrelated rows; the switch costs are those of fronts in d
 direction that takes over has its banks prepared by row commands issued while the other direction
 still uses the data bus (FR-FCFS issues a ready row command of either queue between column commands),
 as in the separated-fronts case of the copy. Held against the command-level controller (one channel,
-mean over random placements of the two streams, ``tests/test_hbm_closed_form.py``): within 10% for
+mean over random placements of the two streams, ``tests/hw/test_hbm_closed_form.py``): within 10% for
 every preset at ``f`` = 0.1, 0.25, 0.5 and 0.75.
 
 Left out: refresh landing inside a drain (it may hide one turnaround; under 0.1%), the first batches

@@ -5,7 +5,7 @@ The model splits requests by channel (address mapping), runs one controller per 
 statistics (:class:`~infsim.hw.hbm.stats.HbmStats`). It does not depend on the simpy engine.
 
 Closed forms: :mod:`.closed_form` derives streaming, random, bank-stride and read/write-mix
-efficiency from the preset; ``tests/test_hbm_closed_form.py`` holds the simulation to them. Every preset
+efficiency from the preset; ``tests/hw/test_hbm_closed_form.py`` holds the simulation to them. Every preset
 reaches >= 90% on streaming reads with these policies and mappings (``rorabgbachco`` for
 ``hbm2-dramsim3``, ``RoBaCoBgCh`` elsewhere).
 

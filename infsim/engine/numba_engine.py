@@ -1,0 +1,316 @@
+"""The numba engine (``mode='numba'``, the default of ``simulate(fidelity='cycle')``): the simpy reference
+engine's timing rules (:mod:`infsim.engine.core`, ``mode='plain'``), run by one compiled kernel
+(:mod:`infsim.engine.kernel`) over every stream of every core of every chip of the program.
+
+Why one kernel over all chips, with the collective durations asked up front
+---------------------------------------------------------------------------
+The design card's shape is "simpy orchestrates chips as processes, with collectives and link contention as
+its events; a numba kernel advances all streams of a chip's cores between those events". Under the
+engine's collective interface that orchestration would carry no information the kernel lacks:
+
+* chips interact only through collectives (and through DMA transfers that touch another chip's HBM);
+* a collective's members and sizes are fixed by the program (:func:`~infsim.engine.rendezvous.plan_collectives`),
+  and :meth:`~infsim.engine.collectives.CollectiveTiming.duration_ps` is a function of exactly those (the
+  interface carries no time and no other traffic: the link model is contention-free), so every duration
+  can be asked before the run and gives the rendezvous the time it would get at its last arrival;
+* the memory model's calls must come in global time order across chips (its contract), which one event
+  heap over all chips gives for free, while per-chip kernels would have to run in lock-step windows
+  bounded by the earliest possible collective end to keep it (conservative parallel simulation, with
+  its own deadlock-avoidance rules), for the same result.
+
+So one kernel with one clock is equivalent and simpler. Should a collective model ever need the time or
+the traffic in flight (link contention), the kernel's state is all in arrays and it can stop at each
+rendezvous to ask; the protocol would change first. simpy remains the right tool where it is used: the
+reference engine, the standalone collective network simulation (:mod:`infsim.hw.collectives`), and any
+memory model that is not the shared rate pool (such a model runs on the reference engine).
+
+Why the times are the reference's (every instruction's start and end, per-stream busy and stall)
+-----------------------------------------------------------------------------------------------------
+*Compute and collective streams run ahead of the global clock.* Instruction ``i`` starts at
+``max(free_i, crossing of each wait)``. The kernel keeps every semaphore's *known* signals (time,
+increment), so the *known crossing* ``c`` of a wait is the time they reach its value. Counters only grow,
+so signals not yet known can only make the true crossing *earlier* than ``c``, never later. Every signal not
+yet known will come from a stream that has not reached the instruction giving it: it takes effect no
+earlier than that stream's lower bound ``max(clock, global clock) + latmin`` (``latmin``: the smallest
+start-to-signal latency among its remaining signalling instructions, a suffix minimum; 0 for nops,
+barrier arrivals and collectives) and, since a stream's signals take effect in program order, no earlier
+than its latest one. Hence:
+
+* ``c <= free``: the instruction starts at ``free`` (exact);
+* ``c`` at or before the global clock, or every other signaller's lower bound ``>= c``: no unknown signal
+  can come before ``c``, so the instruction starts at ``c`` (exact);
+* otherwise the stream waits on the semaphore; a new signal re-examines it, and a known crossing
+  schedules a wake-up at ``c``. When the global clock reaches ``c``, every signal before it is known
+  (the streams that could still give one are blocked at or after the clock, or ran ahead and gave theirs
+  already; DMA decisions and collective completions happen at the clock), so the crossing is final.
+
+*DMA engines are not run ahead.* The reference takes all DMA decisions of an instant in rounds after every
+other event of the instant, engines in (core, engine) order, a zero-time completion's signals applied after
+its round. The kernel's heap orders an instant's wake-ups before its rounds and a round's engines by index;
+it holds zero-time signals until the end of the round; compute streams woken by a round's signals run
+after it. A DMA head is ready exactly when the known signals up to the clock reach its waits: every signal
+the reference has applied by then. The chunk arithmetic and the memory model's (integer and IEEE float
+operations in the same order, the same step-function allocator) are the reference's, so the HBM side gives
+the same integers.
+
+*Collectives*: every member starts at the last member's arrival (an exact time, whenever the kernel
+computes it) and ends after the duration.
+
+``tests/engine/test_engine_numba.py`` holds every start and finish time, the totals, per-stream busy/stall, HBM and
+link bytes and deadlock reports equal to the reference on random programs (hypothesis) and lowered ones.
+
+Memory models: the kernel times HBM with :class:`~infsim.engine.memory.simple.SimpleMemory`'s pool (per chip
+``bandwidth_gbps`` shared greedily, ``latency_ps``), each transfer at its instruction's access-pattern
+efficiency (:meth:`~infsim.engine.memory.MemoryModel.access`) and reads and writes mixed at the model's
+``kappa`` / ``write_batch``: that is all of ``simple`` and ``dram``. Models that replace ``transfer`` are not
+expressible there and run on the reference engine (:func:`supports`; ``run_engine`` falls back).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from infsim.config.schema import ChipConfig
+from infsim.isa.opcodes import Engine, Op
+from infsim.isa.program import Program
+
+from . import kernel as K
+from .collectives import CollectiveTiming, make_collectives
+from .costs import Costs
+from .memory import MemoryModel
+from .memory.simple import SimpleMemory
+from .rendezvous import CollectivePlan, plan_collectives
+from .semaphores import NEVER
+from .streams import EngineRun, StreamStats, barrier_targets, deadlock_error
+
+
+def _signal_latency(program: Program, chip: ChipConfig, costs: Costs, ssem: np.ndarray, bar_t: np.ndarray
+                    ) -> np.ndarray:
+    """Per instruction, the time from its start to its signals if it gives any (DMA: fixed latency + engine
+    time; barrier arrivals, nops and collectives: 0; others: their latency), ``NEVER`` if it gives none."""
+    op = program.instr["op"]
+    sig = ssem[:, 0] >= 0
+    for j in range(1, ssem.shape[1]):
+        sig |= ssem[:, j] >= 0
+    own = np.where(sig, costs.lat_ps, NEVER)
+    dma = op == int(Op.dma_copy)
+    fixed = int(round(chip.dma.fixed_latency_ns * 1000))
+    own[dma & sig] = costs.dma_engine_ps[dma & sig] + fixed
+    zero = (bar_t >= 0) | (sig & ((op == int(Op.nop)) | np.isin(op, _COLLECTIVE_OPS)))
+    own[zero] = 0
+    return own
+
+
+_COLLECTIVE_OPS = [int(Op.all_reduce), int(Op.all_gather), int(Op.reduce_scatter), int(Op.send), int(Op.recv)]
+
+
+@njit(cache=True)
+def _stream_tables(order: np.ndarray, begin: np.ndarray, lens: np.ndarray, own: np.ndarray, ssem: np.ndarray,
+                   bar_s: np.ndarray, nsem: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One pass over the streams (``order[begin[k]:begin[k] + lens[k]]``: stream ``k``'s instructions):
+
+    * ``sid[i]``: the stream of instruction ``i``;
+    * ``sigsuf[i]``: a lower bound on (the next signal of its stream - its start), over it and the rest of
+      its stream: the suffix minimum of ``own`` (:func:`_signal_latency`). Signals applied in program
+      order only come later, so it bounds them too (the kernel's lookahead);
+    * the streams that can signal each semaphore (signals and barrier arrivals): ``lst[ptr[s]:ptr[s + 1]]``
+      for semaphore ``s``, ascending.
+    """
+    n = order.shape[0]
+    ns = begin.shape[0]
+    sid = np.empty(n, np.int64)
+    sigsuf = np.empty(n, np.int64)
+    stamp = np.full(nsem, -1, np.int64)
+    pair_s = np.empty(n * (ssem.shape[1] + 1) + 1, np.int64)
+    pair_k = np.empty_like(pair_s)
+    npair = 0
+    for k in range(ns):
+        b = begin[k]
+        lo = NEVER
+        for x in range(b + lens[k] - 1, b - 1, -1):
+            i = order[x]
+            sid[i] = k
+            if own[i] < lo:
+                lo = own[i]
+            sigsuf[i] = lo
+            for j in range(ssem.shape[1] + 1):
+                s = ssem[i, j] if j < ssem.shape[1] else bar_s[i]
+                if s >= 0 and stamp[s] != k:
+                    stamp[s] = k
+                    pair_s[npair] = s
+                    pair_k[npair] = k
+                    npair += 1
+    ptr = np.zeros(nsem + 1, np.int64)
+    for x in range(npair):
+        ptr[pair_s[x] + 1] += 1
+    for s in range(nsem):
+        ptr[s + 1] += ptr[s]
+    fill = ptr[:-1].copy()
+    lst = np.empty(npair, np.int64)
+    for x in range(npair):  # pairs come in ascending stream order
+        s = pair_s[x]
+        lst[fill[s]] = pair_k[x]
+        fill[s] += 1
+    return sid, sigsuf, ptr, lst
+
+
+def supports(memory: MemoryModel) -> bool:
+    """True if the kernel can time ``memory``: the shared rate pool of :class:`SimpleMemory` (or a subclass
+    that keeps its ``transfer``: ``simple`` and ``dram``), with whatever :meth:`access` efficiencies and
+    ``kappa`` / ``write_batch`` it has."""
+    return isinstance(memory, SimpleMemory) and type(memory).transfer is SimpleMemory.transfer
+
+
+def _col(a: np.ndarray, dtype: type = np.int64) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+def run_numba(program: Program, chip: ChipConfig, costs: Costs, *, memory: MemoryModel,
+              collectives: CollectiveTiming | None = None, log_memory: bool = False) -> EngineRun:
+    """Simulate ``program`` on ``chip`` with precomputed ``costs`` (see the module docstring); the result is
+    the reference engine's, field for field. ``memory`` must be supported (:func:`supports`)."""
+    if not supports(memory):
+        raise TypeError(f"the numba engine cannot time memory model {type(memory).__name__} (run mode='plain')")
+    assert isinstance(memory, SimpleMemory)
+    ins = program.instr
+    n = len(ins)
+    nchips = max(program.num_chips, 1)
+    memory.reset(nchips, log=log_memory)
+    coll = collectives if collectives is not None else make_collectives(chip)
+    streams = program.streams()
+    keys = list(streams)
+    ns = len(keys)
+    op = ins["op"]
+    nsem = max(len(program.semaphores), 1)
+
+    # ---- per instruction ------------------------------------------------------------------------------
+    order = (np.concatenate(list(streams.values())) if ns else np.zeros(0)).astype(np.int64, copy=False)
+    lens = np.array([len(streams[k]) for k in keys], dtype=np.int64)
+    begin = np.zeros(ns, np.int64)
+    np.cumsum(lens[:-1], out=begin[1:])
+    wsem, wval = _col(ins["wsem"], np.int32), _col(ins["wval"])
+    ssem, sval = _col(ins["ssem"], np.int32), _col(ins["sval"])
+    bar_t = barrier_targets(program)
+    bar_s = np.where(op == int(Op.barrier), ins["i0"], -1).astype(np.int64)
+    sid, sigsuf, sg_ptr, sg_lst = _stream_tables(order, begin, lens, _signal_latency(program, chip, costs, ssem, bar_t),
+                                                 ssem, bar_s, nsem)
+    dnop = op != int(Op.dma_copy)
+    plan = plan_collectives(program, costs.cc_src_bytes, costs.cc_dst_bytes)
+    I = (order, wsem, wval, ssem, sval, bar_s, bar_t, _col(costs.busy_ps), _col(costs.lat_ps),
+         sigsuf, dnop, plan.rdv_of)
+    access = memory.access(program, costs)
+    eff_r, eff_w = _col(access.read_eff, np.float64), _col(access.write_eff, np.float64)
+    D = (_col(costs.dma_engine_ps), _col(costs.hbm_read), _col(costs.hbm_write), _col(costs.hbm_read_chip),
+         _col(costs.hbm_write_chip), eff_r, eff_w, int(chip.dma.arbitration_bytes or 0),
+         int(round(chip.dma.fixed_latency_ns * 1000)))
+
+    # ---- semaphores: room for every signal, the streams that can signal each ----------------------------
+    cap = np.zeros(nsem, np.int64)
+    for j in range(ssem.shape[1]):
+        cap += np.bincount(ssem[:, j][ssem[:, j] >= 0], minlength=nsem)[:nsem]
+    cap += np.bincount(bar_s[bar_s >= 0], minlength=nsem)[:nsem]
+    off = np.zeros(nsem, np.int64)
+    np.cumsum(cap[:-1], out=off[1:])
+    total_sig = int(cap.sum())
+    M = (off, np.zeros(nsem, np.int64), np.zeros(total_sig + 1, np.int64), np.zeros(total_sig + 1, np.int64),
+         np.full(nsem, -1, np.int64), sg_ptr, sg_lst, np.zeros(nsem, np.int64))
+
+    # ---- collectives ------------------------------------------------------------------------------------
+    nr = len(plan.ops)
+    dur, link = plan.durations(coll, program.cores_per_chip)
+    rdv_ptr = np.zeros(nr + 1, np.int64)
+    np.cumsum([len(x) for x in plan.instrs], out=rdv_ptr[1:])
+    rdv_instr = np.array([i for x in plan.instrs for i in x], dtype=np.int64)
+    R = (np.zeros(nr, np.int64), np.array([len(m) for m in plan.members], dtype=np.int64),
+         np.full(nr, -1, np.int64), dur, rdv_ptr, sid[rdv_instr], rdv_instr)
+
+    # ---- streams and DMA engines ---------------------------------------------------------------------------
+    S = np.zeros((ns, K.NSCOL), np.int64)
+    S[:, K.POS] = 0
+    S[:, K.BEGIN] = begin
+    S[:, K.LEN] = lens
+    for col in (K.WSEM, K.WPREV, K.WNEXT, K.RDV, K.REM, K.ENG):
+        S[:, col] = -1
+    S[:, K.WAKE] = K.NEVER
+    S[:, K.LATMIN] = sigsuf[order[begin]] if ns else 0
+    eng = np.array([k[1] for k in keys], dtype=np.int64)
+    S[:, K.KIND] = np.where(eng == int(Engine.dma), K.K_DMA, np.where(eng == int(Engine.cc), K.K_CC, K.K_COMPUTE))
+    per_core = chip.dma.engines_per_core
+    dma_of: dict[tuple[int, int], list[int]] = {}  # (core, engine) -> queues (stream ids, in stream order)
+    for k, key in enumerate(keys):
+        if key[1] == int(Engine.dma):
+            dma_of.setdefault((key[0], key[2] % per_core), []).append(k)
+    ekeys = sorted(dma_of)
+    ne = len(ekeys)
+    E = np.zeros((ne, K.NECOL), np.int64)
+    E[:, K.EPEND] = -1
+    equeues = np.array([k for ek in ekeys for k in dma_of[ek]], dtype=np.int64)
+    pos = 0
+    for e, ek in enumerate(ekeys):
+        E[e, K.EQOFF] = pos
+        E[e, K.ENQ] = len(dma_of[ek])
+        pos += len(dma_of[ek])
+        for k in dma_of[ek]:
+            S[k, K.ENG] = e
+    pcap = 4 * ne + 16  # live breakpoints: two per transfer in flight, at most one read and one write per engine
+    P = (np.zeros((nchips, pcap), np.int64), np.zeros((nchips, pcap), np.float64),
+         np.zeros((nchips, pcap), np.float64), np.zeros(nchips, np.int64), memory.peak_bpps, memory.latency_ps,
+         np.zeros((nchips, 2), np.int64), float(memory.kappa), float(memory.write_batch))
+    nlog = _log_capacity(dnop, costs, chip) if log_memory else 0
+    log = (np.zeros(nlog, np.int64), np.zeros(nlog, np.int64), np.zeros(nlog, np.int64), np.zeros(nlog, np.int64),
+           np.zeros(nlog, np.int64))
+    start, end, occ = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64)
+
+    G = np.zeros(K.NGCOL, np.int64)
+    status = K.run(I, D, M, R, P, (start, end, occ), S, E, G, equeues, log, K.workspace(ns, ne))
+    if status == 1:
+        raise _deadlock(program, keys, S, M, plan, order, sid)
+    if status != 0:
+        raise AssertionError(f"numba engine: internal status {status}")
+
+    # ---- result -----------------------------------------------------------------------------------------------
+    s_end = np.maximum.reduceat(end[order], begin).tolist() if ns else []
+    stats = [StreamStats(key, int(lens[k]), int(S[k, K.BUSY]), int(S[k, K.STALL]), s_end[k])
+             for k, key in enumerate(keys)]
+    moved = P[6]
+    memory.bytes_read = moved[:, 0].tolist()
+    memory.bytes_written = moved[:, 1].tolist()
+    mem_log = None
+    if log_memory:
+        cnt = int(G[K.NLOG])
+        mem_log = [(int(c), int(s), int(e), int(b), bool(w)) for c, s, e, b, w in zip(*(a[:cnt] for a in log))]
+        memory.log = mem_log
+    engine_of = {keys[k]: int(keys[k][2] % per_core) for k in range(ns) if keys[k][1] == int(Engine.dma)}
+    return EngineRun(start, end, occ, stats, int(end.max()) if n else 0, memory.bytes_read, memory.bytes_written,
+                     int(link[R[0] >= R[1]].sum()) if nr else 0, mem_log, engine_of)
+
+
+def _log_capacity(dnop: np.ndarray, costs: Costs, chip: ChipConfig) -> int:
+    """Upper bound on the HBM requests of a run (one per chunk and direction)."""
+    nbytes = np.maximum(costs.hbm_read, costs.hbm_write)[~dnop]
+    cb = chip.dma.arbitration_bytes or 0
+    chunks = (nbytes // cb + 2) if cb else np.ones(len(nbytes), np.int64)
+    return int(2 * chunks.sum()) + 16
+
+
+def _deadlock(program: Program, keys: list[tuple[int, int, int]], S: np.ndarray, M: tuple, plan: CollectivePlan,
+              order: np.ndarray, sid: np.ndarray) -> Exception:
+    """The reference's deadlock report from the kernel's final state."""
+    off, cnt, cum = M[0], M[1], M[3]
+    total = [int(cum[off[s] + cnt[s] - 1]) if cnt[s] else 0 for s in range(len(off))]
+    core_of = program.instr["core"]
+    stuck: list[tuple[int, tuple | None]] = []
+    for k in range(len(keys)):
+        if S[k, K.DONE]:
+            continue
+        i = int(order[S[k, K.BEGIN] + S[k, K.POS]]) if S[k, K.POS] < S[k, K.LEN] else -1
+        if S[k, K.RDV] >= 0:
+            r = int(S[k, K.RDV])
+            arrived = sorted(int(core_of[x]) for x in plan.instrs[r] if S[sid[x], K.RDV] == r)
+            stuck.append((k, ("collective", i, plan.members[r], arrived)))
+        elif S[k, K.WSEM] >= 0:
+            stuck.append((k, ("sem", i, int(S[k, K.WSEM]), int(S[k, K.WVAL]))))
+        else:
+            stuck.append((k, None))
+    return deadlock_error(program, keys, stuck, total)

@@ -1,0 +1,121 @@
+"""The step-level analytical fidelity (:mod:`infsim.fidelity.step`, ``infsim run --fidelity analytical``:
+closed forms per op) against the cycle engine.
+
+* Full-size Llama-2-7B on one inf2 chip (TP 2), decode and prefill, bf16 and fp8.
+* Every workload of the flagship study's default set (``infsim.studies.compare.DEFAULT_WORKLOADS``: decode batch
+  1/8/32 at context 2048, prefill 512/2048, bf16 and fp8) on each chip of the study with the study's
+  two chips per side, on a 2-layer Llama-2-7B (full-width layers, LM head and collectives; the layer
+  count only repeats the same per-layer schedule, and 32 layers of prefill 2048 take minutes per run).
+  Observed: analytical/cycle 0.89-1.02 over the 30 cases (two outside the band, marked).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from infsim.config import load_chip
+from infsim.fidelity.step import estimate
+from infsim.models.graph import Workload
+from infsim.models.lower import lower
+from infsim.models.spec import load_model
+from infsim.sim import simulate
+from infsim.studies.compare import DEFAULT_WORKLOADS
+
+CHIP = load_chip("inf2")
+SPEC = load_model("llama-2-7b")
+
+
+@pytest.mark.parametrize(
+    "phase,batch,context,tp,dtype",
+    [
+        ("decode", 1, 2048, 2, "bf16"),
+        ("decode", 8, 2048, 2, "bf16"),
+        ("decode", 1, 2048, 2, "fp8_e4m3"),
+        ("prefill", 1, 512, 2, "bf16"),
+    ],
+)
+@pytest.mark.slow  # full-size Llama-2-7B lowered and simulated cycle by cycle
+def test_analytical_within_10_percent_of_cycle(phase: str, batch: int, context: int, tp: int, dtype: str) -> None:
+    wl = Workload.make(phase, batch, context, tp=tp, dtype=dtype)
+    est = estimate(SPEC, wl, CHIP)
+    cyc = simulate(lower(SPEC, wl, CHIP).program, CHIP)
+    assert est.total_ns == pytest.approx(cyc.total_ns, rel=0.10)
+
+
+def test_analytical_bytes_match_graph_minimum() -> None:
+    wl = Workload.make("decode", 1, 2048, tp=2)
+    est = estimate(SPEC, wl, CHIP)
+    assert est.total_ns > 0
+    assert est.hbm_bytes == pytest.approx(est.graph.hbm_bytes(), rel=0.05)
+
+
+def test_analytical_scales_with_hbm_bandwidth() -> None:
+    wl = Workload.make("decode", 1, 2048, tp=2)
+    slow = estimate(SPEC, wl, load_chip("inf2", ["hbm.bandwidth_gbps=200"]))
+    fast = estimate(SPEC, wl, CHIP)
+    assert slow.total_ns > 1.5 * fast.total_ns
+
+
+#: cases outside the band. History: when the lowering stopped emitting wait-carrying nops (issue 14) the
+#: cycle latencies of these cases rose ~11%, because the old engine applied a zero-latency nop's signal at
+#: its start, ahead of the long matmuls before it, and so woke consumers early; the step fidelity's
+#: K/V-behind-weight-chunk term (i13b) then brought bf16 back inside the band with that engine. Re-checked
+#: with the engines that apply a stream's signals in program order (issue 14; the numba engine and the
+#: plain reference agree to the picosecond on these programs): on nextgen-hbm3e (2 layers, tp 2 x cores)
+#: analytical/cycle is 0.894 for decode b32 bf16 and 0.885 for fp8 (cycle 1774309 / 1675298 ns), so both
+#: are outside again; the other nextgen-hbm3e cases are inside (decode b1/b8: 0.921 bf16, 0.949 / 0.910 fp8;
+#: prefill: 0.96-1.02). The step fidelity's decode at large batch on this chip misses ~10% of the
+#: cycle engine's latency (bf16 had also measured 0.898 with the runtime's collective algorithms of issue 13
+#: under the previous engine); the marks are strict, so a fix shows up as an XPASS failure here.
+_OUTSIDE_BAND = {"nextgen-hbm3e-decode-b32-c2048-bf16", "nextgen-hbm3e-decode-b32-c2048-fp8_e4m3"}
+
+
+def _case_id(chip: str, w: Workload) -> str:
+    return f"{chip}-{w.phase}-b{w.batch}-c{w.prompt_or_context}-{w.weight_dtype}"
+
+
+_CASES = [
+    pytest.param(chip, w, id=_case_id(chip, w), marks=[pytest.mark.xfail(
+        strict=True, reason="analytical decode b32 on nextgen-hbm3e ~11% under the cycle engine (see _OUTSIDE_BAND)"
+    )] if _case_id(chip, w) in _OUTSIDE_BAND else [])
+    for chip in ("inf2", "nextgen-hbm3e", "nextgen-decode")
+    for w in DEFAULT_WORKLOADS
+]
+
+
+@pytest.mark.slow  # each case lowers and simulates a 2-layer step cycle by cycle
+@pytest.mark.parametrize("chip_name,workload", _CASES)
+def test_default_set_analytical_within_10_percent(chip_name: str, workload: Workload) -> None:
+    chip = load_chip(chip_name)
+    spec = dataclasses.replace(SPEC, layers=2)
+    wl = dataclasses.replace(workload, tp=2 * chip.cores_per_chip)
+    est = estimate(spec, wl, chip)
+    cyc = simulate(lower(spec, wl, chip).program, chip)
+    assert est.total_ns == pytest.approx(cyc.total_ns, rel=0.10)
+
+
+_FAMILIES = [
+    # head_dim 256, attention and final soft-capping, post-norms, embedding scale
+    pytest.param("gemma-2-9b", Workload.make("prefill", 1, 512, tp=2), None, id="gemma2-prefill"),
+    pytest.param("qwen2-7b", Workload.make("decode", 1, 2048, tp=2), None, id="qwen2-decode"),  # q/k/v biases
+    # head_dim 96 (a tile per head), a sliding window shorter than the context
+    pytest.param("phi-3-mini-4k-instruct", Workload.make("decode", 4, 3000, tp=2), 700, id="phi3-window-decode"),
+    pytest.param("phi-3-mini-4k-instruct", Workload.make("prefill", 1, 1500, tp=2), 700, id="phi3-window-prefill"),
+    pytest.param("mixtral-8x7b", Workload.make("decode", 2, 1024, tp=2), None, id="mixtral-decode"),  # routing
+]
+
+
+@pytest.mark.parametrize("name,workload,window", _FAMILIES)
+def test_families_analytical_within_10_percent_of_cycle(name: str, workload: Workload, window: int | None) -> None:
+    """The features of the newer families (two full-width layers) counted as the lowering emits them.
+    Observed: analytical/cycle 0.93-0.99."""
+    spec = dataclasses.replace(load_model(name), layers=2)
+    if window:
+        spec = dataclasses.replace(spec, sliding_window=window)
+    est = estimate(spec, workload, CHIP)
+    cyc = simulate(lower(spec, workload, CHIP).program, CHIP)
+    assert est.total_ns == pytest.approx(cyc.total_ns, rel=0.10)
+    if window and workload.phase == "decode":  # the window's keys only: far less attention than the context's
+        assert est.total_ns < 0.7 * estimate(dataclasses.replace(spec, sliding_window=None), workload, CHIP).total_ns
