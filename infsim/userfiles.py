@@ -115,6 +115,10 @@ def parse_yaml(text: str, source: str, loader: Any = None, error: type[InfsimErr
 
     try:
         return yaml.load(text, Loader=loader or yaml.SafeLoader)
+    except yaml.reader.ReaderError as e:  # a character YAML does not allow: its line, one line of message
+        line = text.count("\n", 0, max(e.position, 0)) + 1
+        what = f"#x{e.character:04x}" if isinstance(e.character, int) else repr(e.character)
+        raise error(f"{source}:{line}: invalid YAML: unacceptable character {what}: {e.reason}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source
