@@ -164,18 +164,37 @@ def hybrid(base: ChipConfig, target: ChipConfig, groups: tuple[str, ...] | list[
     return validate(b, f"hybrid {base.name}<-{target.name}[{','.join(groups)}]")
 
 
-def chips_needed(chip: ChipConfig, model: str, workloads: list[Workload]) -> int:
-    """Smallest chip count whose HBM holds weights + KV cache of every workload (90% fill)."""
+def chips_needed(chip: ChipConfig, model: str, workloads: list[Workload], serving: str = "none") -> int:
+    """Smallest chip count whose HBM holds every workload as the chip runs it: at least weights + KV cache at
+    90% fill, and as many more chips as the feasibility check (:func:`infsim.models.lower.plan.check_feasible`,
+    the exact footprint of the lowering's plan) needs for every workload. ``serving``: the stack whose
+    buckets pad the device workloads (a stack compiled for the model's positions holds a longer KV cache)."""
+    from infsim.feasibility import InfeasibleError
+    from infsim.mapping import physical_workload
     from infsim.models.graph import build_graph
+    from infsim.models.lower.plan import check_feasible
     from infsim.models.spec import load_model
+    from infsim.serving import load_serving
 
     spec = load_model(model)
+    stack = load_serving(serving)
+    dev = [stack.device_workload(wl, stack.compiled_length(wl, spec, None)) for wl in workloads]
     worst = 0
-    for wl in workloads:
+    for wl in dev:
         g = build_graph(spec, replace(wl, tp=1))
         kv = 2 * spec.layers * wl.batch * (wl.prompt_or_context + 1) * spec.kv_dim * 2
         worst = max(worst, g.weight_bytes() + kv)
-    return max(1, math.ceil(worst / (0.9 * chip.hbm_bytes)))
+    n = max(1, math.ceil(worst / (0.9 * chip.hbm_bytes)))
+    while n < chip.instance.chips:  # the exact check: more chips while a workload's tensors exceed HBM
+        try:
+            for wl in dev:
+                check_feasible(spec, physical_workload(replace(wl, tp=n * chip.logical_cores_per_chip), chip), chip)
+            break
+        except InfeasibleError as e:
+            if e.limit != "hbm":  # another limit is no question of chip count: the run itself reports it
+                break
+            n += 1
+    return n
 
 
 def _step(chip: ChipConfig, model: str, wl: Workload, n_chips: int, fidelity: str, serving: str = "none") -> Any:
@@ -201,7 +220,7 @@ def compare(baseline: str | ChipConfig, target: str | ChipConfig, model: str = "
     if chips is not None and chips < 1:
         raise InfsimError(f"--chips must be >= 1, got {chips}")
     wls, fit_notes = fit_contexts(list(workloads or DEFAULT_WORKLOADS), model, context)
-    n_chips = chips or max(chips_needed(base, model, wls), chips_needed(targ, model, wls))
+    n_chips = chips or max(chips_needed(base, model, wls, serving), chips_needed(targ, model, wls, serving))
     groups = list(GROUPS)
     n_eval = 2 * len(wls) + (len(wls) * (2 ** len(groups) - 2) if attribution else 0)
     bar = progress_bar(progress, total=n_eval, desc=f"compare {base.name} -> {targ.name}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -12,7 +13,7 @@ from infsim.config import CHIP_PATHS, load_chip
 from infsim.errors import ConfigError, InfsimError
 from infsim.models.graph import Workload
 from infsim.runner import run
-from infsim.studies.compare import GROUPS, NOT_RESOURCES, compare, hybrid
+from infsim.studies.compare import GROUPS, NOT_RESOURCES, chips_needed, compare, hybrid
 
 WLS = [Workload.make("decode", 1, 256), Workload.make("prefill", 1, 128, dtype="fp8_e4m3")]
 
@@ -31,6 +32,30 @@ def test_rows_and_attribution_sum(result) -> None:  # noqa: ANN001
     assert sum(result.attribution_log.values()) == pytest.approx(mean_log, abs=1e-9)
     assert sum(result.attribution.values()) == pytest.approx(1.0, abs=1e-9)
     assert set(result.attribution) == set(GROUPS)
+
+
+def test_chips_needed_holds_the_serving_stacks_buckets() -> None:
+    """A serving stack compiled for the model's positions pads a decode step's KV cache to its bucket (4,095
+    cached tokens for Llama-2-7B under tnx): the chip count the comparison picks must hold that, so every
+    step of ``infsim compare --serving tnx`` is feasible (it was refused: 38 GiB on a 32 GiB chip)."""
+    from infsim.mapping import physical_workload
+    from infsim.models.lower.plan import check_feasible
+    from infsim.models.spec import load_model
+    from infsim.serving import load_serving
+
+    inf2, spec, stack = load_chip("inf2"), load_model("llama-2-7b"), load_serving("tnx")
+    wl = Workload.make("decode", 32, 2048)
+    assert chips_needed(inf2, "llama-2-7b", [wl]) == 2
+    n = chips_needed(inf2, "llama-2-7b", [wl], "tnx")
+    assert n == 3
+    dev = stack.device_workload(wl, stack.compiled_length(wl, spec, None))
+    for chips, ok in ((n - 1, False), (n, True)):
+        phys = physical_workload(dataclasses.replace(dev, tp=chips * inf2.logical_cores_per_chip), inf2)
+        if ok:
+            check_feasible(spec, phys, inf2)
+        else:
+            with pytest.raises(InfsimError, match="infeasible \\(hbm\\)"):
+                check_feasible(spec, phys, inf2)
 
 
 def test_all_groups_hybrid_runs_like_the_target() -> None:
