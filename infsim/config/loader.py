@@ -57,8 +57,11 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def shorten(text: str, limit: int = 60) -> str:
-    """``text`` cut to ``limit`` characters (``...`` marks the cut), for echoing user input in errors."""
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    """``text`` cut to ``limit`` characters (``...`` marks the cut), for echoing user input in errors; characters
+    that do not print (control characters, line and record separators) are escaped (``\\x1e``), so the error
+    stays one line."""
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def override_labels(overrides: Mapping[str, Any], flag: str = "override") -> dict[str, str]:

@@ -278,9 +278,12 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
 def test_yaml_control_character_is_one_line_naming_the_flag() -> None:
     """A character YAML refuses (a reader error, which has no problem mark) is named on one line with its
     source, as every other YAML error (found by tests/test_fuzz_cli.py: ``--set cores_per_chip=\\x1f``)."""
-    with pytest.raises(ConfigError, match=r"^--set cores_per_chip=\x1f:1: invalid YAML: unacceptable character "
+    with pytest.raises(ConfigError, match=r"^--set cores_per_chip=\\x1f:1: invalid YAML: unacceptable character "
                                           r"#x001f: special characters are not allowed$"):
         load_chip("inf2", ["cores_per_chip=\x1f"])
+    with pytest.raises(ConfigError) as e:  # a record separator is a line break to str.splitlines: escaped
+        load_chip("inf2", ["cores_per_chip=\x1e"])
+    assert len(str(e.value).splitlines()) == 1 and str(e.value).startswith("--set cores_per_chip=\\x1e:1: ")
 
 
 def test_duplicate_key_is_an_error(tmp_path: Path) -> None:
