@@ -26,10 +26,10 @@ collectives' link bytes. ``max_events`` caps the size: beyond it only some layer
 the last and evenly spaced ones between, plus everything outside the layers; ``otherData.sampled_layers``
 says which). A path ending in ``.gz`` is written gzip-compressed.
 
-Left out: the Perfetto protobuf format. The ``perfetto`` Python package (0.59) can build it offline
-(``perfetto.trace_builder.proto_builder.TraceProtoBuilder``, on ``protobuf``), but infsim does not use it yet:
-it writes the JSON trace-event format, which ui.perfetto.dev and chrome://tracing open as well, checked by
-:func:`validate_trace`. Also left out: per-byte HBM bank activity.
+A path ending in ``.pftrace`` (or ``.perfetto-trace``) is written in Perfetto's protobuf format instead, the
+same events as track events (:mod:`infsim.trace_perfetto`; needs the optional extra ``infsim[perfetto]``); the
+JSON trace-event format, checked by :func:`validate_trace`, is the default and the fallback without it (ui.perfetto.dev
+and chrome://tracing open both). Left out: per-byte HBM bank activity.
 """
 
 from __future__ import annotations
@@ -281,8 +281,10 @@ def write_trace(result: SimResult, path: str | Path, *, program: Program | None 
                 tags: tuple[np.ndarray, np.ndarray] | None = None, chip: ChipConfig | None = None,
                 max_events: int | None = None, flag: str = "trace") -> dict[str, Any]:
     """Write the Chrome/Perfetto JSON trace of ``result`` to ``path`` (gzip-compressed when it ends in ``.gz``;
-    whole or not at all, an error naming ``flag`` and the path, :func:`infsim.userfiles.write_output`); the
-    other keyword arguments as for :func:`trace_events`. Returns what was written (events, sampled layers)."""
+    Perfetto's protobuf format when it ends in ``.pftrace``, :mod:`infsim.trace_perfetto`; whole or not at all,
+    an error naming ``flag`` and the path, :func:`infsim.userfiles.write_output`); the other keyword arguments
+    as for :func:`trace_events`. Returns what was written (events, sampled layers)."""
+    from infsim.trace_perfetto import is_proto_path, to_proto
     from infsim.userfiles import write_output
 
     info: dict[str, Any] = {}
@@ -291,8 +293,11 @@ def write_trace(result: SimResult, path: str | Path, *, program: Program | None 
     if info.get("sampled_layers") is not None:
         other["note"] = ("sampled: only the layers in sampled_layers (and everything outside the layers) are "
                          "shown, to keep the trace under max_events")
-    obj = {"traceEvents": events, "displayTimeUnit": "ns", "otherData": other}
-    data = json.dumps(obj, separators=(",", ":")).encode()
+    if is_proto_path(path):
+        data = to_proto(events, flag)
+    else:
+        obj = {"traceEvents": events, "displayTimeUnit": "ns", "otherData": other}
+        data = json.dumps(obj, separators=(",", ":")).encode()
     if Path(path).suffix == ".gz":
         import gzip
 

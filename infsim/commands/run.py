@@ -27,7 +27,8 @@ def register(sub: Any) -> None:
     p.add_argument("--fidelity", choices=["cycle", "analytical"], default="cycle",
                    help="cycle (lower to ISA and simulate) or analytical (closed forms per op) (default: %(default)s)")
     p.add_argument("--trace", default=None, metavar="OUT.json.gz",
-                   help="write a Perfetto/Chrome trace of the run (cycle fidelity; .gz compresses)")
+                   help="write a Perfetto/Chrome trace of the run (cycle fidelity): trace-event JSON, or Perfetto's "
+                        "protobuf format for a .pftrace path (extra infsim[perfetto]); .gz compresses")
     p.add_argument("--trace-max-events", type=int, default=None, metavar="N",
                    help="cap the trace at about N events, sampling layers beyond it (default: "
                         "infsim.trace.MAX_EVENTS, 1,000,000)")

@@ -104,6 +104,54 @@ def test_run_trace_is_gzip_named_by_layer_and_op(tmp_path) -> None:
     assert obj["otherData"]["sampled_layers"] is None
 
 
+@pytest.mark.parametrize("name", ["t.pftrace", "t.pftrace.gz"])
+def test_run_trace_in_perfettos_protobuf_format_parses_back(tmp_path, name: str) -> None:
+    """``--trace OUT.pftrace``: Perfetto's protobuf format (optional extra ``infsim[perfetto]``), parsed back
+    with the package's own proto classes: every slice of the JSON trace of the same run (names, categories,
+    args), every counter value and every flow arrow (each id leaves one slice and ends on another)."""
+    pytest.importorskip("perfetto", reason="the optional extra infsim[perfetto] (in .[dev])")
+    import infsim
+    from infsim.trace import read_trace
+    from infsim.trace_perfetto import read_pftrace
+
+    infsim.run("inf2", "gpt2", context=64, trace=str(tmp_path / "t.json"))
+    infsim.run("inf2", "gpt2", context=64, trace=str(tmp_path / name))
+    raw = (tmp_path / name).read_bytes()
+    assert (raw[:2] == b"\x1f\x8b") == name.endswith(".gz")
+    ev = read_trace(tmp_path / "t.json")["traceEvents"]
+    pkts = read_pftrace(tmp_path / name).packet
+    tracks = {p.track_descriptor.uuid: p.track_descriptor for p in pkts if p.HasField("track_descriptor")}
+    te = [p for p in pkts if p.HasField("track_event")]
+    begins = [p.track_event for p in te if p.track_event.type == 1]
+    assert sum(p.track_event.type == 2 for p in te) == len(begins) == sum(e["ph"] == "X" for e in ev)
+    assert sorted(b.name for b in begins) == sorted(e["name"] for e in ev if e["ph"] == "X")
+    assert {b.categories[0] for b in begins} == {e["cat"] for e in ev if e["ph"] == "X"}
+    assert all(tracks[b.track_uuid].HasField("thread") for b in begins)
+    dma = [b for b in begins if b.categories[0] == "dma"]
+    assert dma and all({"bytes", "queue", "instruction"} <= {a.name for a in b.debug_annotations} for b in dma)
+    counters = sorted(p.track_event.double_counter_value for p in te if p.track_event.type == 4)
+    assert counters == sorted(float(v) for e in ev if e["ph"] == "C" for v in e["args"].values())
+    out = [f for b in begins for f in b.flow_ids]
+    end = [f for b in begins for f in b.terminating_flow_ids]
+    assert out and sorted(out) == sorted(end) == sorted(e["id"] for e in ev if e["ph"] == "s")
+    names = {d.thread.thread_name for d in tracks.values() if d.HasField("thread")}
+    assert {"tensor", "vector"} <= names
+    assert pkts[0].sequence_flags == 1 and all(p.trusted_packet_sequence_id == 1 for p in pkts)
+    times = [p.timestamp for p in te]
+    assert times == sorted(times)
+
+
+def test_pftrace_without_the_package_is_a_clear_error(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import infsim
+    from infsim.errors import InfsimError
+
+    monkeypatch.setitem(sys.modules, "perfetto", None)  # as if the optional extra were not installed
+    monkeypatch.setitem(sys.modules, "perfetto.trace_builder.proto_builder", None)
+    with pytest.raises(InfsimError, match=r"needs the perfetto package .*infsim\[perfetto\]|\.\[perfetto\]"):
+        infsim.run("inf2", "gpt2", context=64, trace=str(tmp_path / "t.pftrace"))
+    assert not (tmp_path / "t.pftrace").exists()
+
+
 def test_trace_cap_samples_layers(tmp_path) -> None:
     import infsim
     from infsim.trace import read_trace
