@@ -24,8 +24,6 @@ import io
 from pathlib import Path
 from typing import Any
 
-from infsim.errors import InfsimError
-
 #: suffixes written in the protobuf format
 SUFFIXES = (".pftrace", ".perfetto-trace")
 _SEQ = 1  # the one trusted packet sequence
@@ -58,16 +56,14 @@ def _ns(ts_us: float) -> int:
 
 
 def to_proto(events: list[dict[str, Any]], flag: str = "--trace") -> bytes:
-    """The serialized Perfetto ``Trace`` of trace events (see the module docstring); an error naming ``flag``
-    when the ``perfetto`` package is missing."""
-    try:
-        from perfetto.trace_builder.proto_builder import StreamingTraceProtoBuilder
-    except ImportError:
-        raise InfsimError(f"{flag}: a {' or '.join(SUFFIXES)} trace needs the perfetto package (pip install -e "
-                          "\".[perfetto]\"); a .json or .json.gz path writes the JSON trace-event format without "
-                          "it") from None
+    """The serialized Perfetto ``Trace`` of trace events (see the module docstring); a one-line error naming
+    ``flag`` and the extra when the ``perfetto`` package is missing (:func:`infsim.extras.require`)."""
+    from infsim.extras import require
+
+    builder = require("perfetto.trace_builder.proto_builder", f"{flag} with a {' or '.join(SUFFIXES)} path (a "
+                      ".json or .json.gz path needs nothing)")
     buf = io.BytesIO()
-    b = StreamingTraceProtoBuilder(buf)
+    b = builder.StreamingTraceProtoBuilder(buf)
     state = {"first": True}
 
     def packet(ts: int | None = None) -> Any:

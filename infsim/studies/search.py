@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from infsim.errors import InfsimError
+from infsim.extras import require
 from infsim.progress import show_progress
 
-from .extras import require
 from .folder import folder_lock
 from .sweep import RESULT_FIELDS, SweepError, evaluate, load_spec, make_task
 

@@ -44,11 +44,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from infsim.config import ChipConfig
 from infsim.config.loader import shorten
 from infsim.errors import InfsimError
+from infsim.extras import require
 from infsim.models.graph import Workload
 from infsim.progress import progress_bar
 from infsim.userfiles import parse_yaml, read_text
 
-from .extras import require
 from .folder import atomic_write, folder_lock, quarantine, remove_stale_temporaries
 from .pool import run_batches
 

@@ -147,7 +147,8 @@ def test_pftrace_without_the_package_is_a_clear_error(tmp_path, monkeypatch: pyt
 
     monkeypatch.setitem(sys.modules, "perfetto", None)  # as if the optional extra were not installed
     monkeypatch.setitem(sys.modules, "perfetto.trace_builder.proto_builder", None)
-    with pytest.raises(InfsimError, match=r"needs the perfetto package .*infsim\[perfetto\]|\.\[perfetto\]"):
+    with pytest.raises(InfsimError, match=r'^--trace with a \.pftrace .* needs perfetto, which is not installed: '
+                                          r'pip install -e "\.\[perfetto\]"'):
         infsim.run("inf2", "gpt2", context=64, trace=str(tmp_path / "t.pftrace"))
     assert not (tmp_path / "t.pftrace").exists()
 

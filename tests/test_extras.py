@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from infsim.errors import InfsimError
-from infsim.studies.extras import EXTRAS, require
+from infsim.extras import EXTRAS, require
 
 # hide the extras (a None entry in sys.modules makes their import fail), then use everything else
 _CORE = """
@@ -54,7 +54,7 @@ def test_require(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_dev_extra_pulls_in_every_extra() -> None:
     import tomllib
 
-    cfg = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]
+    cfg = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
     extras = cfg["optional-dependencies"]
     assert set(EXTRAS.values()) <= set(extras)
     assert "infsim[" + ",".join(sorted(set(EXTRAS.values()))) + "]" in extras["dev"]

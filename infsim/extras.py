@@ -1,5 +1,6 @@
-"""Optional dependencies of the studies: the ``pyproject.toml`` extras ``sweep`` (pyarrow for the parquet
-results, dask ``distributed`` for cluster runs) and ``search`` (optuna). A core install (``pip install -e .``)
+"""Optional dependencies: the ``pyproject.toml`` extras ``sweep`` (pyarrow for the parquet results, dask
+``distributed`` for cluster runs), ``search`` (optuna) and ``perfetto`` (traces in Perfetto's protobuf format,
+:mod:`infsim.trace_perfetto`). A core install (``pip install -e .``)
 leaves them out; they are imported only when a feature needs them, and a missing one is a one-line error
 naming the extra to install.
 """
@@ -12,7 +13,7 @@ from types import ModuleType
 from infsim.errors import InfsimError
 
 #: top-level module -> the extra that installs it
-EXTRAS: dict[str, str] = {"pyarrow": "sweep", "distributed": "sweep", "optuna": "search"}
+EXTRAS: dict[str, str] = {"pyarrow": "sweep", "distributed": "sweep", "optuna": "search", "perfetto": "perfetto"}
 
 
 class MissingExtraError(InfsimError):
