@@ -60,6 +60,8 @@ the problems and their order do not depend on the chunk size.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 from infsim.config.schema import ChipConfig
@@ -136,9 +138,7 @@ def _semaphores(rep: Reporter, p: Program, chunk: int) -> None:
     ns = len(p.semaphores)
     names = p.semaphores
     total = np.zeros(ns, np.float64)
-    for lo in range(0, n, chunk):  # totals of all signals (pass 1)
-        part = ins[lo:lo + chunk]
-        idx = np.arange(lo, lo + len(part))
+    for idx, part in _chunks(ins, chunk):  # totals of all signals (pass 1)
         ssem = part["ssem"].astype(np.int64)
         sval = part["sval"].astype(np.float64)
         for k in range(ssem.shape[1]):
@@ -150,9 +150,7 @@ def _semaphores(rep: Reporter, p: Program, chunk: int) -> None:
     bcount = ins["i1"][bar].astype(np.int64)
     bvalid = (bsem >= 0) & (bsem < ns)
     total += np.bincount(bsem[bvalid], minlength=ns)[:ns]
-    for lo in range(0, n, chunk):  # waits against the totals (pass 2)
-        part = ins[lo:lo + chunk]
-        idx = np.arange(lo, lo + len(part))
+    for idx, part in _chunks(ins, chunk):  # waits against the totals (pass 2)
         wsem = part["wsem"].astype(np.int64)
         wval = part["wval"].astype(np.float64)
         for k in range(wsem.shape[1]):
@@ -182,6 +180,13 @@ def _semaphores(rep: Reporter, p: Program, chunk: int) -> None:
         if kth * c > total[bs]:
             rep.add(i, "count", f"barrier #{kth} of this stream on {names[bs]} needs {names[bs]} >= {kth * c} "
                                 f"but all arrivals and signals total {int(total[bs])} (deadlock)")
+
+
+def _chunks(ins: np.ndarray, chunk: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(instruction indices, records)`` of consecutive pieces of ``chunk`` instructions."""
+    for lo in range(0, len(ins), chunk):
+        part = ins[lo:lo + chunk]
+        yield np.arange(lo, lo + len(part)), part
 
 
 def _declared(rep: Reporter, idx: np.ndarray, sem: np.ndarray, ns: int, field: str) -> np.ndarray:
