@@ -52,10 +52,15 @@ operand-slot and opcode rules; ``isa/validate_report.py`` the :class:`Problem` t
 
 Performance: rules run column-wise with numpy over ``program.instr`` and the deduplicated AP table
 (per-AP properties are computed once and indexed); only the rare opcodes (collectives, barriers, iota,
-tensor_reduce) and the problems themselves are handled in Python.
+tensor_reduce) and the problems themselves are handled in Python. The instruction and semaphore rules
+walk the instruction table in chunks of :data:`CHUNK_INSTRUCTIONS` (``chunk`` argument of :func:`check`),
+so the temporaries stay bounded however long the program (a Llama-2-70B tp 24 step has 7M instructions);
+the problems and their order do not depend on the chunk size.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -68,7 +73,10 @@ from .validate_aps import ApTable
 from .validate_instr import InstructionRules
 from .validate_report import Problem, Reporter
 
-__all__ = ["Problem", "check", "validate"]
+__all__ = ["CHUNK_INSTRUCTIONS", "Problem", "check", "validate"]
+
+#: instructions checked per numpy pass (bounds the temporaries: ~100 bytes per instruction and column)
+CHUNK_INSTRUCTIONS = 1 << 18
 
 
 def validate(program: Program, chip: ChipConfig) -> None:
@@ -81,12 +89,19 @@ def validate(program: Program, chip: ChipConfig) -> None:
         raise ValidationError([str(p) for p in problems], problems)
 
 
-def check(program: Program, chip: ChipConfig) -> list[Problem]:
-    """Every problem of ``program`` on ``chip``, program-level first, then by instruction index."""
+def check(program: Program, chip: ChipConfig, *, chunk: int = CHUNK_INSTRUCTIONS) -> list[Problem]:
+    """Every problem of ``program`` on ``chip``, program-level first, then by instruction index.
+
+    ``chunk``: instructions per numpy pass (memory bound; the result does not depend on it)."""
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
     rep = Reporter(program)
     _program_level(rep, program, chip)
-    InstructionRules(rep, program, chip, ApTable(program, chip)).run()
-    _semaphores(rep, program)
+    aps = ApTable(program, chip)
+    n = len(program.instr)
+    for lo in range(0, n, chunk):
+        InstructionRules(rep, program, chip, aps, lo, min(n, lo + chunk)).run()
+    _semaphores(rep, program, chunk)
     return rep.problems()
 
 
@@ -114,36 +129,37 @@ def _program_level(rep: Reporter, p: Program, chip: ChipConfig) -> None:
                 rep.add(None, f"group {g}", f"member core {m} not in [0, {p.num_cores}) (num_cores)")
 
 
-def _semaphores(rep: Reporter, p: Program) -> None:
-    """The static deadlock check (module docstring, **Semaphores**)."""
+def _semaphores(rep: Reporter, p: Program, chunk: int) -> None:
+    """The static deadlock check (module docstring, **Semaphores**), ``chunk`` instructions at a time."""
     ins = p.instr
     n = len(ins)
     if n == 0:
         return
     ns = len(p.semaphores)
     names = p.semaphores
-    allidx = np.arange(n)
     total = np.zeros(ns, np.float64)
-    ssem = ins["ssem"].astype(np.int64)
-    sval = ins["sval"].astype(np.float64)
-    for k in range(ssem.shape[1]):
-        s = ssem[:, k]
-        v = _declared(rep, allidx, s, ns, f"signal[{k}]")
-        total += np.bincount(s[v], weights=sval[v, k], minlength=ns)[:ns]
+    for idx, part in _chunks(ins, chunk):  # totals of all signals (pass 1)
+        ssem = part["ssem"].astype(np.int64)
+        sval = part["sval"].astype(np.float64)
+        for k in range(ssem.shape[1]):
+            s = ssem[:, k]
+            v = _declared(rep, idx, s, ns, f"signal[{k}]")
+            total += np.bincount(s[v], weights=sval[v, k], minlength=ns)[:ns]
     bar = np.flatnonzero(ins["op"] == int(Op.barrier))
     bsem = ins["i0"][bar].astype(np.int64)
     bcount = ins["i1"][bar].astype(np.int64)
     bvalid = (bsem >= 0) & (bsem < ns)
     total += np.bincount(bsem[bvalid], minlength=ns)[:ns]
-    wsem = ins["wsem"].astype(np.int64)
-    wval = ins["wval"].astype(np.float64)
-    for k in range(wsem.shape[1]):
-        s = wsem[:, k]
-        v = _declared(rep, allidx, s, ns, f"wait[{k}]")
-        tot = np.where(v, total[np.where(v, s, 0)] if ns else 0.0, np.inf)
-        rep.emit(allidx, wval[:, k] > tot, f"wait[{k}]", lambda j, s=s, k=k: (
-            f"waits for {names[int(s[j])]} >= {int(wval[j, k])} but all signals to {names[int(s[j])]} total "
-            f"{int(total[int(s[j])])}: can never be satisfied (deadlock)"))
+    for idx, part in _chunks(ins, chunk):  # waits against the totals (pass 2)
+        wsem = part["wsem"].astype(np.int64)
+        wval = part["wval"].astype(np.float64)
+        for k in range(wsem.shape[1]):
+            s = wsem[:, k]
+            v = _declared(rep, idx, s, ns, f"wait[{k}]")
+            tot = np.where(v, total[np.where(v, s, 0)] if ns else 0.0, np.inf)
+            rep.emit(idx, wval[:, k] > tot, f"wait[{k}]", lambda j, s=s, k=k, wval=wval: (
+                f"waits for {names[int(s[j])]} >= {int(wval[j, k])} but all signals to {names[int(s[j])]} "
+                f"total {int(total[int(s[j])])}: can never be satisfied (deadlock)"))
     # barriers
     first_count: dict[int, int] = {}
     seen: dict[tuple[int, int, int, int], int] = {}
@@ -164,6 +180,13 @@ def _semaphores(rep: Reporter, p: Program) -> None:
         if kth * c > total[bs]:
             rep.add(i, "count", f"barrier #{kth} of this stream on {names[bs]} needs {names[bs]} >= {kth * c} "
                                 f"but all arrivals and signals total {int(total[bs])} (deadlock)")
+
+
+def _chunks(ins: np.ndarray, chunk: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(instruction indices, records)`` of consecutive pieces of ``chunk`` instructions."""
+    for lo in range(0, len(ins), chunk):
+        part = ins[lo:lo + chunk]
+        yield np.arange(lo, lo + len(part)), part
 
 
 def _declared(rep: Reporter, idx: np.ndarray, sem: np.ndarray, ns: int, field: str) -> np.ndarray:

@@ -68,19 +68,33 @@ def _dn(d: int | np.integer) -> str:
 
 
 class InstructionRules:
-    """The per-instruction rules of ``program`` on ``chip``; problems go to ``rep`` (call :meth:`run`)."""
+    """The per-instruction rules of instructions ``lo..hi`` of ``program`` on ``chip`` (default: all);
+    problems go to ``rep`` (call :meth:`run`). Inside, instruction positions are relative to ``lo`` (the
+    rules index ``self.ins``, a view of the chunk); problems are reported at ``lo + position``."""
 
-    def __init__(self, rep: Reporter, program: Program, chip: ChipConfig, aps: ApTable):
+    def __init__(self, rep: Reporter, program: Program, chip: ChipConfig, aps: ApTable, lo: int = 0,
+                 hi: int | None = None):
         self.p = program
         self.chip = chip
         self.aps = aps
-        self.ins = program.instr
+        self.ins = program.instr[lo:hi]
         self.n = len(self.ins)
-        self.emit, self.add = rep.emit, rep.add
+        self.lo = lo
+        self._rep = rep
         self.group_names = list(program.groups)
         self.te_dtypes = np.zeros(_N_DT + 1, bool)
         for name in chip.tensor_engine.macs_per_pe_per_cycle:
             self.te_dtypes[int(DType[name])] = True
+
+    def emit(self, idx: np.ndarray, mask: np.ndarray, field: str | Callable[[int], str],
+             message: Callable[..., str]) -> None:
+        """:meth:`Reporter.emit` at chunk positions ``idx``."""
+        if mask.any():
+            self._rep.emit(idx + self.lo, mask, field, message)
+
+    def add(self, index: int, field: str, message: str) -> None:
+        """:meth:`Reporter.add` at chunk position ``index``."""
+        self._rep.add(index + self.lo, field, message)
 
     def run(self) -> None:
         """Check every instruction: stream fields, then per opcode the operand slots and the opcode's rules."""

@@ -242,12 +242,12 @@ def compute_costs(program: Program, chip: ChipConfig) -> Costs:
     # ---- operand bytes (energy) ------------------------------------------------------------------
     sbuf_b = np.zeros(n, dtype=np.int64)
     psum_b = np.zeros(n, dtype=np.int64)
+    ap_sbuf_b = np.where(info.space == int(Space.sbuf), info.nbytes, 0)  # per AP, then gathered per operand
+    ap_psum_b = np.where(info.space == int(Space.psum), info.nbytes, 0)
     for s in range(opnd.shape[1]):
         a = opnd[:, s]
-        sp = _take(info.space, a, -1)
-        nb = _take(info.nbytes, a, 0)
-        sbuf_b += np.where(sp == int(Space.sbuf), nb, 0)
-        psum_b += np.where(sp == int(Space.psum), nb, 0)
+        sbuf_b += _take(ap_sbuf_b, a, 0)
+        psum_b += _take(ap_psum_b, a, 0)
     elem_max = np.zeros(n, dtype=np.int64)
     for s in range(opnd.shape[1]):
         elem_max = np.maximum(elem_max, _take(info.elems, opnd[:, s], 0))
@@ -256,36 +256,46 @@ def compute_costs(program: Program, chip: ChipConfig) -> Costs:
         n_in[op == int(o)] = max(k_in, 1)
     vec = np.where((eng == int(Engine.vector)) | (eng == int(Engine.gpsimd)), elem_max * n_in, 0)
     act = np.where(eng == int(Engine.scalar), elem_max, 0)
+    del elem_max, n_in
 
-    # ---- DMA ---------------------------------------------------------------------------------------
-    is_dma = op == int(Op.dma_copy)
-    dst, src = opnd[:, 0], opnd[:, 1]
-    src_sp, dst_sp = _take(info.space, src, -1), _take(info.space, dst, -1)
-    src_b, dst_b = _take(info.nbytes, src, 0), _take(info.nbytes, dst, 0)
-    nelem = _take(info.elems, src, 0)
-    chunks = np.where(is_dma, dma_hw.chunk_count(np.maximum(nelem, 1), _take(info.run, src, 1),
-                                                 _take(info.run, dst, 1)), 0)
-    dma_bytes = np.where(is_dma, np.maximum(src_b, dst_b), 0)
-    eng_ps = np.where(is_dma, ns_to_ps(dma_hw.engine_time_ns(chip.dma, dma_bytes, chunks)), 0)
-    hbm_read = np.where(is_dma & (src_sp == int(Space.hbm)), src_b, 0)
-    hbm_write = np.where(is_dma & (dst_sp == int(Space.hbm)), dst_b, 0)
+    # ---- DMA (computed on the DMA instructions only; zero elsewhere) ----------------------------------
+    d = np.flatnonzero(op == int(Op.dma_copy))
+    dst_d, src_d = opnd[d, 0], opnd[d, 1]
+    src_b, dst_b = _take(info.nbytes, src_d, 0), _take(info.nbytes, dst_d, 0)
+    chunks = np.zeros(n, dtype=np.int64)
+    chunks[d] = dma_hw.chunk_count(np.maximum(_take(info.elems, src_d, 0), 1), _take(info.run, src_d, 1),
+                                   _take(info.run, dst_d, 1))
+    dma_bytes = np.zeros(n, dtype=np.int64)
+    dma_bytes[d] = np.maximum(src_b, dst_b)
+    eng_ps = np.zeros(n, dtype=np.int64)
+    eng_ps[d] = ns_to_ps(dma_hw.engine_time_ns(chip.dma, dma_bytes[d], chunks[d]))
+    hbm_read = np.zeros(n, dtype=np.int64)
+    hbm_read[d] = np.where(_take(info.space, src_d, -1) == int(Space.hbm), src_b, 0)
+    hbm_write = np.zeros(n, dtype=np.int64)
+    hbm_write[d] = np.where(_take(info.space, dst_d, -1) == int(Space.hbm), dst_b, 0)
+    del d, dst_d, src_d, src_b, dst_b
     tensor_chip = np.array([t.chip for t in program.tensors.values()] or [0], dtype=np.int64)
     base = program.tensor_base()
     tensor_base = np.array([base[t] for t in program.tensors] or [0], dtype=np.int64)
     aps = program.aps
     ap_tensor = _indices(aps["tensor"].astype(np.int64)) if len(aps) else np.zeros(0, dtype=np.int64)
     ap_off = aps["offset"].astype(np.int64) if len(aps) else np.zeros(0, dtype=np.int64)
+    ap_in_tensor = (info.space == int(Space.hbm)) & (ap_tensor >= 0)  # an HBM AP of a declared tensor
     core_chip = ins["core"].astype(np.int64) // program.cores_per_chip
 
-    def side(a: np.ndarray, sp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        tid = _take(ap_tensor, a, -1)
-        is_h = sp == int(Space.hbm)
-        chip_of = np.where(is_h & (tid >= 0), tensor_chip[np.maximum(tid, 0)], core_chip)
-        addr = np.where(is_h & (tid >= 0), tensor_base[np.maximum(tid, 0)] + _take(ap_off, a, 0), 0)
+    def side(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(chip, address) of operand column ``a``: its tensor's where it is an HBM tensor, else the issuing
+        core's chip and 0 (any instruction; only DMA ones reach HBM in a valid program)."""
+        at = np.flatnonzero(_take(ap_in_tensor, a, False))
+        chip_of = core_chip.copy()
+        addr = np.zeros(n, dtype=np.int64)
+        tid = ap_tensor[a[at]]
+        chip_of[at] = tensor_chip[tid]
+        addr[at] = tensor_base[tid] + ap_off[a[at]]
         return chip_of, addr
 
-    rchip, raddr = side(src, src_sp)
-    wchip, waddr = side(dst, dst_sp)
+    rchip, raddr = side(opnd[:, 1])
+    wchip, waddr = side(opnd[:, 0])
     # SBUF bytes of DMA: the on-chip side(s) (already in sbuf_b/psum_b via operands)
 
     # ---- collectives --------------------------------------------------------------------------------

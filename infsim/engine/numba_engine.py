@@ -122,9 +122,7 @@ def _stream_tables(order: np.ndarray, begin: np.ndarray, lens: np.ndarray, own: 
     sid = np.empty(n, np.int64)
     sigsuf = np.empty(n, np.int64)
     stamp = np.full(nsem, -1, np.int64)
-    pair_s = np.empty(n * (ssem.shape[1] + 1) + 1, np.int64)
-    pair_k = np.empty_like(pair_s)
-    npair = 0
+    npair = 0  # pass 1: sid, sigsuf and the number of (semaphore, stream) pairs
     for k in range(ns):
         b = begin[k]
         lo = NEVER
@@ -134,6 +132,19 @@ def _stream_tables(order: np.ndarray, begin: np.ndarray, lens: np.ndarray, own: 
             if own[i] < lo:
                 lo = own[i]
             sigsuf[i] = lo
+            for j in range(ssem.shape[1] + 1):
+                s = ssem[i, j] if j < ssem.shape[1] else bar_s[i]
+                if s >= 0 and stamp[s] != k:
+                    stamp[s] = k
+                    npair += 1
+    pair_s = np.empty(npair, np.int64)  # pass 2: the pairs (exact size: no n-sized scratch)
+    pair_k = np.empty(npair, np.int64)
+    stamp[:] = -1
+    npair = 0
+    for k in range(ns):
+        b = begin[k]
+        for x in range(b + lens[k] - 1, b - 1, -1):
+            i = order[x]
             for j in range(ssem.shape[1] + 1):
                 s = ssem[i, j] if j < ssem.shape[1] else bar_s[i]
                 if s >= 0 and stamp[s] != k:
@@ -189,8 +200,8 @@ def run_numba(program: Program, chip: ChipConfig, costs: Costs, *, memory: Memor
     lens = np.array([len(streams[k]) for k in keys], dtype=np.int64)
     begin = np.zeros(ns, np.int64)
     np.cumsum(lens[:-1], out=begin[1:])
-    wsem, wval = _col(ins["wsem"], np.int32), _col(ins["wval"])
-    ssem, sval = _col(ins["ssem"], np.int32), _col(ins["sval"])
+    wsem, wval = _col(ins["wsem"], np.int32), _col(ins["wval"], np.uint32)  # the records' own widths
+    ssem, sval = _col(ins["ssem"], np.int32), _col(ins["sval"], np.uint32)
     bar_t = barrier_targets(program)
     bar_s = np.where(op == int(Op.barrier), ins["i0"], -1).astype(np.int64)
     sid, sigsuf, sg_ptr, sg_lst = _stream_tables(order, begin, lens, _signal_latency(program, chip, costs, ssem, bar_t),

@@ -70,22 +70,34 @@ def row_pattern(space: int, pcount: int, pstride: int, strides: np.ndarray | lis
 
 
 def ap_runs(aps: np.ndarray) -> np.ndarray:
-    """:func:`contiguous_run` of every row of an ``AP_DTYPE`` table (int64), vectorised over the rows (the
-    same walk from the innermost dimension outwards, one dimension at a time for all rows)."""
+    """:func:`contiguous_run` of every row of an ``AP_DTYPE`` table (int64), vectorised over the rows."""
+    return ap_row_patterns(aps)[0]
+
+
+def ap_row_patterns(aps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`row_pattern` ``(run, stride)`` of every row of an ``AP_DTYPE`` table (int64 arrays, elements),
+    vectorised over the rows: the same walk from the innermost dimension outwards, one dimension at a time
+    for all rows."""
     nd = aps["ndims"].astype(np.int64)
     sizes = aps["sizes"].astype(np.int64)
     strides = aps["strides"].astype(np.int64)
     run = np.ones(len(aps), dtype=np.int64)
+    stride = np.zeros(len(aps), dtype=np.int64)
     walking = np.ones(len(aps), dtype=bool)  # no dimension has broken the contiguous block yet
     for j in range(sizes.shape[1] - 1, -1, -1):
         sz = sizes[:, j]
         look = walking & (j < nd) & (sz != 1)
         grow = look & (strides[:, j] == run)
+        brk = look & ~grow
+        stride = np.where(brk, np.abs(strides[:, j]), stride)
         run = np.where(grow, run * sz, run)
-        walking &= ~(look & ~grow)
+        walking &= ~brk
     pc = aps["pcount"].astype(np.int64)
-    whole = walking & (aps["space"] == _HBM) & ((pc == 1) | (aps["pstride"].astype(np.int64) == run))
-    return np.where(whole, run * pc, run)
+    ps = aps["pstride"].astype(np.int64)
+    rows = walking & (aps["space"] == _HBM) & (pc > 1)  # HBM partitions as rows
+    whole = rows & (ps == run)
+    stride = np.where(walking, np.where(whole, run * pc, np.where(rows, np.abs(ps), run)), stride)
+    return np.where(whole, run * pc, run), stride
 
 
 def chunk_count(n_elems: np.ndarray | int, run_src: np.ndarray | int, run_dst: np.ndarray | int) -> np.ndarray:

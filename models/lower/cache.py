@@ -7,9 +7,12 @@ bytes of the lowering, op-graph, model-spec and ISA source files), so two chips 
 rates, bandwidths, latencies or energies share an entry, and an edited lowering never reads a stale one.
 
 :func:`lower_cached` returns the cached :class:`~.transformer.Lowered` (its ``chip`` the caller's) or
-lowers and stores it. An entry is one file, ``<key>.lowered`` (a pickle of plain values and numpy tables),
-written to a temporary file in the cache directory and renamed into place (``os.replace``, atomic on one
-file system), so concurrent sweep workers never see a partial file; two workers that miss at once both
+lowers and stores it. Only validated programs are stored (:func:`~.transformer.lower` checks the program
+against the chip before returning it), and the key covers every chip field the ISA validator reads and the
+validator's own source, so a hit is returned without validating it again. An entry is one file,
+``<key>.lowered`` (a pickle of plain values and numpy tables), written to a temporary file in the cache
+directory and renamed into place (``os.replace``, atomic on one file system), so concurrent sweep workers
+never see a partial file; two workers that miss at once both
 lower and write identical contents. An entry that cannot be read is treated as missing.
 
 Location: ``cache_dir`` argument, else the ``INFSIM_LOWERING_CACHE`` environment variable (``off`` disables

@@ -27,6 +27,7 @@ access patterns interned in the order emitting would give (tests compare both pa
 from __future__ import annotations
 
 import re
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,15 +59,66 @@ def _sem_vec(program: Program, counts: dict[str, int]) -> np.ndarray:
     return v
 
 
+class _LayerNames:
+    """The program's tensor names parsed as ``L{layer}.{rest}`` (:data:`_LAYER`), kept up to date as tensors
+    are added (tensor ids are insertion positions; names are parsed once, not once per :func:`_tensor_map`)."""
+
+    def __init__(self, program: Program):
+        self.ref = weakref.ref(program)
+        self.n = 0
+        self.lay: list[int] = []  # layer number (-1: not a layer tensor)
+        self.rid: list[int] = []  # id of the ``rest`` string
+        self.canon: list[bool] = []  # the name is exactly ``f"L{lay}.{rest}"`` (what a lookup by name finds)
+        self.rests: dict[str, int] = {}
+
+    def update(self, program: Program) -> None:
+        names = list(program.tensors)
+        for name in names[self.n:]:
+            m = _LAYER.match(name)
+            if m:
+                self.lay.append(int(m.group(1)))
+                self.rid.append(self.rests.setdefault(m.group(2), len(self.rests)))
+                self.canon.append(name == f"L{int(m.group(1))}.{m.group(2)}")
+            else:
+                self.lay.append(-1)
+                self.rid.append(-1)
+                self.canon.append(False)
+        self.n = len(names)
+
+
+_LAYER_NAMES: dict[int, _LayerNames] = {}  # id(program) -> its parsed names (entries of dead programs pruned)
+
+
+def _layer_names(program: Program) -> _LayerNames:
+    ln = _LAYER_NAMES.get(id(program))
+    if ln is None or ln.ref() is not program:
+        for key in [k for k, v in _LAYER_NAMES.items() if v.ref() is None]:
+            del _LAYER_NAMES[key]
+        ln = _LAYER_NAMES[id(program)] = _LayerNames(program)
+    ln.update(program)
+    return ln
+
+
 def _tensor_map(program: Program, k: int) -> np.ndarray:
-    """tensor id -> id of the same tensor k layers later (identity for non-layer tensors)."""
-    names = list(program.tensors)
-    out = np.arange(len(names), dtype=np.int64)
-    for i, n in enumerate(names):
-        m = _LAYER.match(n)
-        if m:
-            j = program._tensor_index.get(f"L{int(m.group(1)) + k}.{m.group(2)}")
-            out[i] = -1 if j is None else j
+    """tensor id -> id of the same tensor k layers later (identity for non-layer tensors; -1 where the
+    tensor named ``L{layer + k}.{rest}`` does not exist)."""
+    ln = _layer_names(program)
+    lay = np.array(ln.lay, dtype=np.int64)
+    rid = np.array(ln.rid, dtype=np.int64)
+    out = np.arange(len(lay), dtype=np.int64)
+    is_layer = lay >= 0
+    if not is_layer.any():
+        return out
+    span = int(lay.max()) + abs(k) + 1
+    key = rid * span + lay  # (rest, layer) as one integer
+    tgt_ids = np.flatnonzero(is_layer & np.array(ln.canon, dtype=bool))  # tensors a lookup by name can find
+    order = np.argsort(key[tgt_ids], kind="stable")
+    keys = key[tgt_ids][order]
+    src = np.flatnonzero(is_layer)
+    want = rid[src] * span + lay[src] + k
+    pos = np.minimum(np.searchsorted(keys, want), max(len(keys) - 1, 0))
+    found = (lay[src] + k >= 0) & (len(keys) > 0) & (keys[pos] == want if len(keys) else False)
+    out[src] = np.where(found, tgt_ids[order][pos] if len(keys) else -1, -1)
     return out
 
 

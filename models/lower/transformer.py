@@ -111,12 +111,11 @@ def _matmul_flops(program: Program) -> tuple[np.ndarray, np.ndarray]:
     """(indices, FLOPs = 2 K M N) of the matmul instructions of ``program``."""
     ins, aps = program.instr, program.aps
     idx = np.flatnonzero(ins["op"] == int(Op.matmul))
-    st = aps[ins["opnd"][idx, 1]]
-    mv = aps[ins["opnd"][idx, 2]]
-    k = st["pcount"].astype(np.int64)
-    m = np.prod(np.where(np.arange(4)[None, :] < st["ndims"][:, None], st["sizes"], 1), axis=1).astype(np.int64)
-    n = np.prod(np.where(np.arange(4)[None, :] < mv["ndims"][:, None], mv["sizes"], 1), axis=1).astype(np.int64)
-    return idx, 2 * k * m * n
+    # per AP once (partitions, free size), then gathered per matmul: no per-instruction AP records
+    free = np.prod(np.where(np.arange(4)[None, :] < aps["ndims"][:, None], aps["sizes"], 1), axis=1).astype(np.int64)
+    st = ins["opnd"][idx, 1]
+    k = aps["pcount"][st].astype(np.int64)
+    return idx, 2 * k * free[st] * free[ins["opnd"][idx, 2]]
 
 
 class _Lowering:

@@ -100,7 +100,8 @@ def test_simple_memory_latency() -> None:
                           st.lists(st.integers(-8, 40), min_size=4, max_size=4),
                           st.lists(st.integers(1, 5), min_size=4, max_size=4)), min_size=1, max_size=30))
 def test_ap_runs_is_contiguous_run_of_every_row(rows) -> None:
-    """The vectorised table walk gives the per-AP definition row by row, strides of any sign and sizes of 1."""
+    """The vectorised table walk gives the per-AP definition row by row, strides of any sign and sizes of 1;
+    so does the (run, stride) walk of :func:`ap_row_patterns`."""
     from infsim.isa.program import AP_DTYPE, MAX_FREE_DIMS
 
     aps = np.zeros(len(rows), AP_DTYPE)
@@ -112,3 +113,7 @@ def test_ap_runs_is_contiguous_run_of_every_row(rows) -> None:
     want = [dma.contiguous_run(int(r["space"]), int(r["pcount"]), int(r["pstride"]), r["strides"], r["sizes"],
                                int(r["ndims"])) for r in aps]
     assert dma.ap_runs(aps).tolist() == want
+    run, stride = dma.ap_row_patterns(aps)
+    pattern = [dma.row_pattern(int(r["space"]), int(r["pcount"]), int(r["pstride"]), r["strides"], r["sizes"],
+                               int(r["ndims"])) for r in aps]
+    assert list(zip(run.tolist(), stride.tolist())) == pattern

@@ -544,3 +544,32 @@ def test_corrupt_records_give_problems_not_crashes(seed: int, n: int, naps: int)
     p.append_records(recs)
     probs = check(p, CHIP)
     assert all(isinstance(q, Problem) and str(q) for q in probs)
+
+
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 60), naps=st.integers(1, 20), chunk=st.integers(1, 7))
+def test_chunked_check_reports_the_same_problems(seed: int, n: int, naps: int, chunk: int) -> None:
+    """Checking in chunks of instructions (bounded memory) gives the same problems, at the same instruction
+    indices, in the same order, as one pass; on corrupt records (many problems of every kind) and on legal
+    programs."""
+    rng = np.random.default_rng(seed)
+    p = new_program()
+    for k in range(naps):
+        p.ap_id(sbuf(1 + k, 1 + k, DType.fp32))
+    recs = np.frombuffer(rng.integers(0, 256, n * INSTR_DTYPE.itemsize, dtype=np.uint8).tobytes(), INSTR_DTYPE).copy()
+    small = rng.random(n) < 0.7
+    recs["op"][small] %= len(Op)
+    recs["engine"][small] %= len(Engine)
+    recs["opnd"][small] %= naps + 1
+    recs["wsem"][small] %= 3
+    p.append_records(recs)
+    one = check(p, CHIP, chunk=10**9)
+    assert one  # random records break rules
+    assert check(p, CHIP, chunk=chunk) == one
+    for build in (gemm_program, softmax_program, collective_program):
+        q = build()
+        assert check(q, CHIP, chunk=chunk) == check(q, CHIP, chunk=10**9) == []
+
+
+def test_chunk_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="chunk"):
+        check(gemm_program(), CHIP, chunk=0)

@@ -230,3 +230,28 @@ def test_one_queue_per_engine_shares_queues(phase: str) -> None:
     assert int(lw.program.instr["queue"].max()) < 16
     assert not find_races(lw.program)
     assert _rel(read_logits(lw, run(lw.program, inputs, chip)), ref) < 0.03
+
+
+def test_tensor_map_is_the_lookup_by_name() -> None:
+    """repeat._tensor_map (names parsed once, vectorised) gives what looking up ``L{layer + k}.{rest}`` by
+    name gives, also after tensors are added and for names a lookup cannot produce (leading zeros)."""
+    from infsim.isa import DType, Program
+
+    def by_name(p: Program, k: int) -> list[int]:
+        out = []
+        for i, name in enumerate(p.tensors):
+            m = repeat._LAYER.match(name)
+            out.append(p._tensor_index.get(f"L{int(m.group(1)) + k}.{m.group(2)}", -1) if m else i)
+        return out
+
+    p = Program(num_cores=1)
+    for name in ("embed", "L0.wq.r0", "L1.wq.r0", "L2.wq.r0", "L1.wk.r0", "L2.wk.r0", "L03.wq.r0", "L4.wq.r0",
+                 "head"):
+        p.add_tensor(name, DType.bf16, (2,))
+    for k in (1, 2, 3, 9):
+        assert repeat._tensor_map(p, k).tolist() == by_name(p, k)
+    p.add_tensor("L3.wq.r0", DType.bf16, (2,))  # added after the names were parsed
+    p.add_tensor("L3.wk.r0", DType.bf16, (2,))
+    for k in (1, 2):
+        assert repeat._tensor_map(p, k).tolist() == by_name(p, k)
+    assert repeat._tensor_map(Program(num_cores=1), 1).tolist() == []

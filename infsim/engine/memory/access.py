@@ -32,6 +32,8 @@ from infsim.isa.dtypes import DType
 from infsim.isa.opcodes import Op, Space
 from infsim.isa.program import Program
 
+_ITEMSIZE = np.array([DType(d).itemsize for d in range(len(DType))], dtype=np.int64)
+
 
 @dataclass(frozen=True)
 class HbmRows:
@@ -58,16 +60,11 @@ class HbmAccess:
 
 
 def _ap_rows(aps: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(row_bytes, stride_bytes)`` of the AP table rows ``rows``."""
-    row_b = np.zeros(len(rows), dtype=np.int64)
-    stride_b = np.zeros(len(rows), dtype=np.int64)
-    for k, a in enumerate(rows.tolist()):
-        r = aps[a]
-        run, stride = dma_hw.row_pattern(int(r["space"]), int(r["pcount"]), int(r["pstride"]), r["strides"],
-                                         r["sizes"], int(r["ndims"]))
-        isz = DType(int(r["dtype"])).itemsize
-        row_b[k], stride_b[k] = run * isz, stride * isz
-    return row_b, stride_b
+    """``(row_bytes, stride_bytes)`` of the AP table rows ``rows`` (:func:`infsim.hw.dma.ap_row_patterns`)."""
+    sel = aps[rows]
+    run, stride = dma_hw.ap_row_patterns(sel)
+    isz = _ITEMSIZE[sel["dtype"].astype(np.int64)]
+    return run * isz, stride * isz
 
 
 def hbm_rows(program: Program) -> HbmRows:
@@ -101,10 +98,16 @@ def per_instruction(rows: HbmRows, read_addr: np.ndarray, write_addr: np.ndarray
         eff = np.ones(len(row))
         has = row > 0
         if has.any():
-            keys = np.stack([row[has], stride[has], np.asarray(addr)[has] % burst_bytes], axis=1)
-            uniq, inv = np.unique(keys, axis=0, return_inverse=True)
-            vals = np.array([efficiency(int(r), int(s), write, int(o)) for r, s, o in uniq.tolist()])
-            eff[has] = vals[inv.reshape(-1)]
+            r, s, o = row[has], stride[has], np.asarray(addr)[has] % burst_bytes
+            order = np.lexsort((o, r, s))  # distinct (row, stride, offset) triples, as np.unique(axis=0) finds
+            rs, ss, os_ = r[order], s[order], o[order]
+            first = np.ones(len(order), bool)
+            first[1:] = (rs[1:] != rs[:-1]) | (ss[1:] != ss[:-1]) | (os_[1:] != os_[:-1])
+            vals = np.array([efficiency(int(a), int(b), write, int(c))
+                             for a, b, c in zip(rs[first].tolist(), ss[first].tolist(), os_[first].tolist())])
+            inv = np.empty(len(order), np.int64)
+            inv[order] = np.cumsum(first) - 1
+            eff[has] = vals[inv]
         effs.append(eff)
     return HbmAccess(effs[0], effs[1])
 
