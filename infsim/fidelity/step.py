@@ -57,7 +57,7 @@ from infsim.engine.memory import MemoryModel, make_memory
 from infsim.isa.dtypes import DType
 from infsim.isa.opcodes import Op
 from infsim.models.graph import Graph, Workload, build_graph, split
-from infsim.models.lower.plan import StepPlan, check_feasible
+from infsim.models.lower.plan import StepPlan, check_feasible, chunk_segments
 from infsim.models.spec import ModelSpec
 
 from .step_costs import OpCosts, PhaseCost
@@ -73,6 +73,7 @@ class Estimate:
     notes: list[str] = field(default_factory=list)
     collectives: list[dict] = field(default_factory=list)  # distinct collectives and their algorithms
     breakdown: Breakdown | None = None  # time per op category and its limiting resource (infsim.breakdown)
+    attention_flops: int = 0  # of the attention matmuls timed (scores and P x V, all ranks), as the lowering's
 
 
 
@@ -187,6 +188,12 @@ def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: Colle
     tc, ring_depth = plan.token_chunk, plan.ring_depth
     assert tc is not None and ring_depth is not None  # check_feasible refuses a step without a plan
     chunks = math.ceil(tokens / tc)
+    segs = chunk_segments(wl.batch, seq, tc) if wl.phase != "decode" else []  # prefill: the lowering's chunks
+    attn_flops = 0  # attention matmul FLOPs of one rank (scores and P x V)
+
+    def scored(blocks: list[tuple[int, int]]) -> int:
+        return sum(rows * keys for rows, keys in blocks)
+
     active = min(tp, chip.cores_per_chip)
     hbm_share = mem.peak_bpps * 1e3 / active  # the pin bandwidth, charged per transfer as the cycle engine's model
     q = chip.dma.engines_per_core
@@ -316,20 +323,24 @@ def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: Colle
                         a.tensor += kvh_r * cc.mm_ns(min(hd, P), min(t - s0, P), P, math.ceil(hd / P), cc.kv_rate)
                         a.vector += kvh_r * cc.vec_ns(min(t - s0, P), hd)
                 else:
-                    for seq_start in range(ci * tc, ci * tc + t, seq):
-                        a.add(cc.kv_write(min(seq, ci * tc + t - seq_start), kvh_r, False))
+                    for sg in segs[ci]:
+                        a.add(cc.kv_write(sg.n, kvh_r, False))
             weights(a, "projections", n1)
             # (B) attention, per sequence in the chunk
             b = PhaseCost()
             if decode:
                 kv_len = wl.context + 1
+                n_keys = min(kv_len, window or kv_len)
+                b_scored = t * scored(cc.score_blocks(n_keys, 1, heads_r, kvh_r, True))
                 for _ in range(t):
-                    b.add(cc.attention(min(kv_len, window or kv_len), 1, heads_r, kvh_r, True))
-            else:
-                for seq_start in range(ci * tc, ci * tc + t, seq):
-                    n_q = min(seq, ci * tc + t - seq_start)
-                    kv_len = (seq_start % seq) + n_q if spec.causal else seq
-                    b.add(cc.attention(kv_len, n_q, heads_r, kvh_r, False, window))
+                    b.add(cc.attention(n_keys, 1, heads_r, kvh_r, True))
+            else:  # the chunk's segments: a sequence's queries t0..t1 see keys up to t1 (encoder: all)
+                b_scored = 0
+                for sg in segs[ci]:
+                    kv_len = sg.t1 if spec.causal else seq
+                    b_scored += scored(cc.score_blocks(kv_len, sg.n, heads_r, kvh_r, False, window))
+                    b.add(cc.attention(kv_len, sg.n, heads_r, kvh_r, False, window))
+            attn_flops += 4 * hd * kvh_r * b_scored  # scores and P x V of every kv head
             # (C) o_proj, all-reduce, norm, MLP, all-reduce
             o = cc.linear(heads_r * hd, h, t, 2, "vector", head_rows)
             n2 = cc.norm(t)  # pre-norm: before the MLP; post-norm (BERT): after attention, the same place
@@ -383,7 +394,7 @@ def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: Colle
         weights(hc, "lm_head", nf)
         hbm_total += wl.batch * split(spec.vocab, tp) * ab  # the logits written (bytes only: not timed)
     total = pipe.comp
-    return Estimate(total, phases, g, hbm_total * tp, notes=notes,
+    return Estimate(total, phases, g, hbm_total * tp, notes=notes, attention_flops=attn_flops * tp,
                     collectives=summarize(coll, calls, chip.cores_per_chip, chip.lnc, per_member=False),
                     breakdown=build(parts, total, "analytical"))
 

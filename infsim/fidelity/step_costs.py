@@ -251,6 +251,30 @@ class OpCosts:
             self.hbm(c, kvh_r * hd * n_tokens * kb, hd * kb, v_stride, True)
         return c
 
+    def score_blocks(self, kv_len: int, n_q: int, heads_r: int, kvh_r: int, decode: bool,
+                     window: int = 0) -> list[tuple[int, int]]:
+        """(query rows, keys scored) of each query block of one kv head of one sequence (arguments as
+        :meth:`attention`'s), as the lowering's ``attend`` runs them: decode with ``head_dim`` a multiple of
+        the partitions stacks the group's heads as rows, else one head at a time in blocks of ``P`` queries;
+        causal prefill scores the keys up to the block's last query, and with a sliding window from the
+        first query's window start rounded down to a whole V block after the sequence's first loaded key
+        (the band mask removes the rest)."""
+        P = self.P
+        group = math.ceil(heads_r / kvh_r)
+        if decode and self.spec.head_dim % P == 0:
+            return [(group, kv_len)]
+        causal_prefill = self.spec.causal and not decode
+        q0 = kv_len - n_q  # position of the first query (prefill)
+        band = bool(window) and causal_prefill and kv_len > window  # some queries see a window's keys only
+        lo = max(0, q0 - window + 1) if band else 0  # first key loaded
+        blocks = []
+        for t in range(0, n_q, P):
+            rows = min(P, n_q - t)
+            khi = q0 + t + rows if causal_prefill else kv_len
+            klo = lo + (max(0, q0 + t - window + 1) - lo) // P * P if band else 0
+            blocks.append((rows, khi - klo))
+        return blocks * group
+
     @_memo
     def attention(self, kv_len: int, n_q: int, heads_r: int, kvh_r: int, decode: bool,
                   window: int = 0) -> PhaseCost:
@@ -261,22 +285,13 @@ class OpCosts:
         part's transfer; parts run on parallel queues)."""
         s, hd, P = self.spec, self.spec.head_dim, self.P
         c = PhaseCost()
-        group = math.ceil(heads_r / kvh_r)
         kb = self.kdt.itemsize
         hd_t = math.ceil(hd / P)  # partition tiles of a head (head_dim 256: two)
         hdp = min(hd, P)
-        stack = decode and hd % P == 0
-        # (query rows, keys) per query block; causal prefill: block t sees the keys up to its last query
         causal_prefill = s.causal and not decode
-        blocks = [(group, kv_len)] if stack else [
-            (min(P, n_q - t), min(kv_len, kv_len - n_q + t + min(P, n_q - t)) if causal_prefill else kv_len)
-            for t in range(0, n_q, P)] * group
-        q0 = kv_len - n_q  # position of the first query (prefill)
+        blocks = self.score_blocks(kv_len, n_q, heads_r, kvh_r, decode, window)
         band = bool(window) and causal_prefill and kv_len > window  # some queries see a window's keys only
-        lo = max(0, q0 - window + 1) if band else 0  # first key loaded
-        if band:  # a query block's keys start a whole number of V blocks after lo (the band mask does the rest)
-            blocks = [(rows, q0 + t + rows - (lo + (max(0, q0 + t - window + 1) - lo) // P * P))
-                      for t in range(0, n_q, P) for rows in [min(P, n_q - t)]] * group
+        lo = max(0, kv_len - n_q - window + 1) if band else 0  # first key loaded
         per_head = PhaseCost()
         load_lat = 0.0
         if s.kind == "decoder":

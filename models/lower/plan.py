@@ -116,6 +116,28 @@ class Segment:
         return self.t1 - self.t0
 
 
+def chunk_segments(batch: int, seq: int, tc: int, pos0: int = 0) -> list[list[Segment]]:
+    """The step's token chunks of ``tc`` columns (the last one shorter): ``batch`` sequences of ``seq`` tokens
+    at positions ``pos0..`` laid end to end, a chunk holding the tail of one sequence and the head of the
+    next where a boundary falls inside it (the lowering's chunks; the step fidelity counts the same)."""
+    chunks: list[list[Segment]] = []
+    cur: list[Segment] = []
+    used = 0
+    for b in range(batch):
+        t = 0
+        while t < seq:
+            n = min(seq - t, tc - used)
+            cur.append(Segment(b, pos0 + t, pos0 + t + n, used))
+            used += n
+            t += n
+            if used == tc:
+                chunks.append(cur)
+                cur, used = [], 0
+    if cur:
+        chunks.append(cur)
+    return chunks
+
+
 class LoweringPlan:
     """Geometry, dtypes, weight layouts, token chunk, ring depth and SBUF roles of one step.
 
@@ -261,25 +283,8 @@ class LoweringPlan:
         return groups
 
     def segments(self) -> list[list[Segment]]:
-        """Token chunks: lists of segments, each at most ``tc`` columns."""
-        wl, tc, seq = self.wl, self.tc, self.seq
-        pos0 = wl.context if wl.phase == "decode" else 0
-        chunks: list[list[Segment]] = []
-        cur: list[Segment] = []
-        used = 0
-        for b in range(wl.batch):
-            t = 0
-            while t < seq:
-                n = min(seq - t, tc - used)
-                cur.append(Segment(b, pos0 + t, pos0 + t + n, used))
-                used += n
-                t += n
-                if used == tc:
-                    chunks.append(cur)
-                    cur, used = [], 0
-        if cur:
-            chunks.append(cur)
-        return chunks
+        """Token chunks: lists of segments, each at most ``tc`` columns (:func:`chunk_segments`)."""
+        return chunk_segments(self.wl.batch, self.seq, self.tc, self.wl.context if self.wl.phase == "decode" else 0)
 
     def global_col(self, seg: Segment) -> int:
         """Column of ``seg``'s first token in the step's ``[features, tokens]`` HBM inputs/outputs."""

@@ -19,7 +19,7 @@ from infsim.config import load_chip
 from infsim.fidelity.step import estimate
 from infsim.models.graph import Workload
 from infsim.models.lower import lower
-from infsim.models.spec import load_model
+from infsim.models.spec import load_model, spec_from_config
 from infsim.sim import simulate
 from infsim.studies.compare import DEFAULT_WORKLOADS
 
@@ -119,3 +119,30 @@ def test_families_analytical_within_10_percent_of_cycle(name: str, workload: Wor
     assert est.total_ns == pytest.approx(cyc.total_ns, rel=0.10)
     if window and workload.phase == "decode":  # the window's keys only: far less attention than the context's
         assert est.total_ns < 0.7 * estimate(dataclasses.replace(spec, sliding_window=None), workload, CHIP).total_ns
+
+
+_TINY = {"model_type": "mistral", "hidden_size": 128, "intermediate_size": 256, "num_attention_heads": 4,
+         "num_key_value_heads": 2, "num_hidden_layers": 1, "vocab_size": 512, "max_position_embeddings": 1024}
+
+
+@pytest.mark.parametrize(("window", "workload", "chunk"), [
+    (64, Workload.make("prefill", 2, 200, tp=4), None),  # windows starting inside key blocks
+    (100, Workload.make("prefill", 3, 300), None),  # chunks of 512 ending inside the second sequence
+    (130, Workload.make("prefill", 2, 300, tp=2), 128),  # a window over two key blocks, chunks mid-sequence
+    (None, Workload.make("prefill", 2, 300), 256),  # causal only: a chunk holding two sequences' parts
+    (150, Workload.make("decode", 2, 300), None),  # decode reads the window's keys only
+])
+def test_step_scores_the_lowerings_attention(window: int | None, workload: Workload, chunk: int | None) -> None:
+    """The analytical fidelity times the attention matmuls the lowering emits: its FLOPs of scores and
+    P x V (every query block's keys from its window's start, rounded to a key block, up to its last query)
+    equal those of the lowered program's matmul instructions, including token chunks that end inside a
+    sequence (the step once took every chunk to start a sequence, so a chunk holding the tail of one and
+    the head of the next was counted as one sequence with keys past its end)."""
+    spec = spec_from_config({**_TINY, "sliding_window": window}, "m")
+    if chunk is not None:  # the token chunk the lowering chooses where the moving operand is at most that
+        chip = load_chip("inf2", [f"tensor_engine.moving_free_max={chunk}"])
+    else:
+        chip = CHIP
+    lw = lower(spec, workload, chip)
+    assert chunk is None or lw.token_chunk == chunk
+    assert estimate(spec, workload, chip).attention_flops == lw.matmul_flops()["attention"]

@@ -135,6 +135,30 @@ def test_prefill_window_across_query_blocks() -> None:
     assert _rel(_run(spec, Workload.make("prefill", 1, 300), params, x), ref) < TOL
 
 
+@pytest.mark.parametrize(("heads", "batch", "ctx", "tp", "chunk", "window"), [
+    ((4, 2), 2, 200, 4, None, 64),  # the reported case: the last query block's window start for every block
+    ((2, 1), 2, 200, 1, 72, 100),  # chunks of 72 columns: segments start mid-sequence, windows off key blocks
+    ((2, 1), 1, 300, 2, 96, 130),  # a window longer than a key block, 300 not a multiple of the tile size
+    ((2, 1), 2, 200, 2, 56, 64),  # a chunk holding the tail of one sequence and the head of the next
+])
+def test_prefill_window_chunks_and_tp(heads: tuple[int, int], batch: int, ctx: int, tp: int, chunk: int | None,
+                                      window: int) -> None:
+    """Windowed prefill whose query blocks (and token chunks) start at positions whose windows begin inside
+    a key block. Regression: the lowering once loaded, for every query block, the keys of the sequence's
+    last window (``lo = kv_len - window``), so that early query blocks had a negative key count (``operand
+    field 'dims[0].size': -8`` for a window of 64 over 200 tokens) and later ones lost keys of their window."""
+    spec = spec_from_config({**MISTRAL, "num_attention_heads": heads[0], "num_key_value_heads": heads[1],
+                             "sliding_window": window, "num_hidden_layers": 1}, "m")
+    params = _params(spec)
+    x = np.random.default_rng(7).normal(0, 1, (batch, ctx, spec.hidden))
+    ref, _, _ = forward(spec, params, x)
+    assert _rel(forward(dataclasses.replace(spec, sliding_window=None), params, x)[0], ref) > 5 * TOL
+    lw = lower(spec, Workload.make("prefill", batch, ctx, tp=tp), CHIP, token_chunk=chunk)
+    assert not check(lw.program, CHIP)
+    assert find_races(lw.program) == []
+    assert _rel(read_logits(lw, run(lw.program, make_inputs(lw, params, x), CHIP)), ref) < TOL
+
+
 def test_window_decode_flops_and_kv_bytes_match_graph() -> None:
     """Decode with a window reads the window's keys only: attention FLOPs equal the graph's exactly."""
     spec = spec_from_config({**MISTRAL, "sliding_window": 150, "num_hidden_layers": 1}, "m")
