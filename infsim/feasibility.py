@@ -26,8 +26,10 @@ message names the option or config field behind it:
 The plan behind the HBM and SBUF checks is computed in closed form per layer (no per-sequence work), so a
 batch of a billion sequences is refused at once rather than estimated for minutes.
 
-A model the lowering does not support at all (a head size, an array shape) is not "infeasible" but
-unsupported: that error (:class:`~infsim.models.lower.LoweringError`) passes through unchanged.
+A model the lowering does not support at all (a head size, an array shape, a ViT patch wider than the
+hidden state, more sequences than partitions in a model with a head) is not "infeasible" but unsupported:
+that error (:class:`~infsim.models.lower.LoweringError`, raised by the plan's constructor, before the checks
+above) passes through unchanged.
 
 Left out: host memory, the serving stack's memory, fragmentation of HBM.
 """

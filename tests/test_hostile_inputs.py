@@ -274,21 +274,30 @@ def test_lowering_validates_what_it_emits(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_analytical_decode_beyond_one_token_chunk_is_linear(tmp_path: Path) -> None:
     """Each token chunk counted the K/V writes and attention of every sequence of the batch (quadratic in the
-    batch beyond one chunk); a batch beyond moving_free_max failed with an internal matmul limit."""
+    batch beyond one chunk); a batch beyond moving_free_max failed with an internal matmul limit. A decode
+    batch beyond the partitions is refused (the lowering's LM head holds a sequence per partition), at both
+    fidelities alike; several token chunks within it come from an SBUF too small for a larger chunk."""
     import infsim
 
     m = gpt2_small(tmp_path)
-    lat = {b: infsim.run("inf2", m, batch=b, context=128, fidelity="analytical").latency_ms for b in (400, 1600)}
-    assert 3.5 < lat[1600] / lat[400] < 4.5, lat
+    for fid in ("analytical", "cycle"):
+        with pytest.raises(InfsimError, match=r"batch 400 unsupported: at most 128 sequences"):
+            infsim.run("inf2", m, batch=400, context=128, fidelity=fid)
+    chip = load_chip("inf2", ["sbuf.bytes_per_partition=24576"])  # token chunks of 16 sequences
+    lat = {b: infsim.run(chip, m, batch=b, context=128, fidelity="analytical").latency_ms for b in (64, 128)}
+    assert 1.8 < lat[128] / lat[64] < 2.2, lat
 
 
 def test_capacity_is_checked_at_every_fidelity(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     m = str(gpt2_small(tmp_path))
     t0 = time.perf_counter()
     for fid in ("analytical", "cycle"):
-        fails(capsys, ["run", "--model", m, "--batch", "1000000000", "--context", "128", "--fidelity", fid],
-              r"infeasible \(hbm\): .* needs \d\.\d+e\+06 GiB of HBM \(weights .* kv cache \d\.\d+e\+06 GiB.*\), "
+        # (a batch beyond the partitions is refused before its HBM: see test_analytical_decode_beyond_...)
+        fails(capsys, ["run", "--model", m, "--batch", "128", "--context", "1000000", "--fidelity", fid],
+              r"infeasible \(hbm\): .* needs \d+\.\d+ GiB of HBM \(weights .* kv cache \d+\.\d+ GiB.*\), "
               r"'inf2' has 32 GiB \(hbm\.capacity_gib\); use a larger --tp, a smaller batch or context")
+        fails(capsys, ["run", "--model", m, "--batch", "1000000000", "--context", "128", "--fidelity", fid],
+              r"batch 1000000000 unsupported: at most 128 sequences")
     assert time.perf_counter() - t0 < 20
 
 

@@ -42,7 +42,6 @@ from infsim.isa import ActFunc, AluOp, DType, Engine, Op, ReduceOp
 
 from ..reference import rope_inv_freq
 from ..spec import ModelSpec
-from .alloc import LoweringError
 from .emit import Buf, Tile
 from .linear import Evict, bias_tile, evict_copy, linear, scale_tile
 from .plan import V_ROW_SLOTS, LoweringPlan, Segment, rank_tensor
@@ -219,9 +218,7 @@ def stage_new_v(pl: LoweringPlan, rk: Rank, segs: list[Segment], v: list[Buf]) -
     (one TensorE transpose per kv head and head tile) into the ``vstage`` role."""
     P, hd, kb = pl.P, pl.hd, pl.kdt
     stage = rk.buf_single("vstage")
-    ncol = len(segs)
-    if ncol > P:
-        raise LoweringError(f"decode batch {ncol} > {P} sequences per chunk is not supported by V staging")
+    ncol = len(segs)  # <= the batch <= P (LoweringPlan refuses larger batches)
     for g in range(pl.kvh_r):
         for sub in range(pl.hd_t):
             ti, p0 = pl.head_loc(g, sub)

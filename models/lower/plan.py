@@ -10,7 +10,9 @@ and, for it, the deepest ring that fits, a shallower ring being tried before a s
 
 :func:`plan_step` summarises that choice as a :class:`StepPlan` for the step-level analytical model,
 which must make the same choices as the lowering without emitting a program. This module therefore
-imports no emitter.
+imports no emitter. The shapes the emitters cannot handle (head sizes, experts, ViT patches wider than
+the hidden state, more sequences than partitions in a model with a head) are refused by the
+:class:`LoweringPlan` constructor, so that every fidelity, which all plan the step, refuses them alike.
 
 Left out: the instructions themselves (the block emitters, :mod:`.transformer` for the orchestration).
 """
@@ -182,6 +184,18 @@ class LoweringPlan:
         self.group = math.ceil(self.heads_r / self.kvh_r)
         self.inter_r = split(spec.intermediate, wl.tp)
         self.ht = math.ceil(spec.hidden / self.P)  # feature tiles of the hidden state
+        if spec.family == "vit":  # the patches are loaded into the normalised-input tiles (ht of them)
+            pk = spec.num_channels * spec.patch_size**2
+            if math.ceil(pk / self.P) > self.ht:
+                raise LoweringError(
+                    f"patch_size {spec.patch_size} unsupported: the patch embedding's {pk} inputs (num_channels x "
+                    f"patch_size^2) need {math.ceil(pk / self.P)} partition tiles, more than hidden_size "
+                    f"{spec.hidden}'s {self.ht} (missing: patch inputs wider than the hidden state)")
+        if (spec.kind == "decoder" or spec.family == "vit") and wl.batch > self.P:
+            raise LoweringError(
+                f"batch {wl.batch} unsupported: at most {self.P} sequences (sbuf.partitions) per step (missing: the "
+                "LM head/classifier over several sequence blocks; its logits, and decode's new V rows, lie one "
+                "sequence per partition)")
         self.seq = tokens_per_seq(spec, wl)
         self.plans: dict[str, LinearPlan] = {}
         self.s_block = min(4 * self.cols, (self.banks // 2) * self.cols)
