@@ -27,7 +27,9 @@ compute chain while the DMA keeps prefetching. Attention's K/V loads share the D
 weight prefetch pending when it starts; within a (sequence, kv head) the key-block loops pipeline across
 engines and heads are double-buffered (load of the next under compute of this one). While weights are
 pending, a head's loads also wait on their engines for the weight chunk in service (an engine serves its
-queues round robin, ``dma.arbitration_bytes`` per turn): one chunk of load latency per head. HBM bandwidth
+queues round robin, ``dma.arbitration_bytes`` per turn): one chunk of load latency per instruction the busiest
+K/V queue issues for the head -- its loads and the sync ``nop`` carriers of the V loads' waits
+(:meth:`~infsim.fidelity.step_costs.OpCosts.kv_queue_turns`). HBM bandwidth
 is shared by the active cores of a chip. Ranks are symmetric.
 
 HBM time is counted as the cycle engine's memory model charges it (:mod:`infsim.engine.memory`): every
@@ -37,11 +39,13 @@ transfer the phase makes occupies its bytes over the model's efficiency for its 
 column and V rows written per new token -- plus the model's read/write mixing cost with the phase's reads
 and writes taken as concurrent.
 
-Left out (the cycle engine has them): semaphore latencies between instructions, the engine turns taken by
-the lowering's sync ``nop`` carriers on the K/V queues (each waits a weight chunk too: GPT-2 decode, whose
-64-wide heads do little compute per load, comes out ~10-15% fast), PSUM-bank and SBUF-slot
-back-pressure beyond the ring depth, the lowering's SBUF aliasing between phases, contention between
-collectives. The agreement with the cycle engine is a test (``tests/fidelity/test_fidelity_step.py``).
+Left out (the cycle engine has them): semaphore latencies between instructions, PSUM-bank and SBUF-slot
+back-pressure beyond the ring depth (the weight stream stalls at a layer boundary once a layer's weights are
+all in the ring), the lowering's SBUF aliasing between phases, contention between collectives, and the early
+issue of the first head's K/V loads behind the projections' weight stream (they wait only for their buffers;
+with a shallow ring the cycle engine has the K in before the projections end: Llama-2-7B at TP 24 and 8,191
+cached tokens comes out 1.11x the cycle engine). The agreement with the cycle engine is a test
+(``tests/fidelity/test_fidelity_step.py``, ``test_fidelity_zoo.py``, ``test_fidelity_tp24.py``).
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from infsim.hw import dma as dma_hw
 from infsim.hw import systolic
 from infsim.hw.elementwise import elementwise_cycles
 from infsim.isa.dtypes import DType
+from infsim.isa.opcodes import MAX_WAITS
 from infsim.models import moe as moe_routing
 from infsim.models.graph import Workload, split
 from infsim.models.lower.plan import dma_queue_split
@@ -294,6 +295,7 @@ class OpCosts:
         lo = max(0, kv_len - n_q - window + 1) if band else 0  # first key loaded
         per_head = PhaseCost()
         load_lat = 0.0
+        turns = 1
         if s.kind == "decoder":
             n_hbm = (kv_len - 1 if decode else kv_len) - lo
             parts = hd_t * max(1, min(hdp // 16, self.kv_queues // 2))
@@ -305,6 +307,7 @@ class OpCosts:
             vparts = max(1, min(vrows // 16, self.kv_queues // 2))
             v_part = self.dma_ns(vrows * vblk * hd * kb / vparts, vrows / vparts)
             per_head.dma += vparts * v_part
+            turns = self.kv_queue_turns(parts if n_hbm > 0 else 0, self.v_dmas(n_hbm, lo, decode))
             # K^T rows of the keys, max_ctx apart; V: per partition the blocks' rows, one block apart
             if n_hbm > 0:
                 self.hbm(per_head, k_bytes, n_hbm * kb, self.max_ctx * kb)
@@ -360,14 +363,50 @@ class OpCosts:
         # single score/probability buffers, so heads do not overlap each other on the engines
         comp = chain
         c.serial += kvh_r * max(comp, (comp + load_lat) / 2.0)
-        # with the weight stream pending on the same engines, each head's loads wait for the weight chunk in
-        # service on their engines (round robin, one chunk per turn): one chunk more of load latency
-        wait = self.weight_chunk_ns if s.kind == "decoder" else 0.0
+        # with the weight stream pending on the same engines, every instruction of a K/V queue (the loads and
+        # the sync nops carrying their waits) waits for the weight chunk in service on its engine (round
+        # robin, one chunk per turn): `turns` chunks more of load latency on the busiest K/V queue
+        wait = turns * self.weight_chunk_ns if s.kind == "decoder" else 0.0
         c.serial_shared += kvh_r * max(comp, (comp + load_lat + wait) / 2.0)
         c.first_dma = load_lat
         for f in ("dma", "hbm_bytes", "hbm_rd", "hbm_wr", "tensor", "vector", "scalar", "gpsimd"):
             setattr(c, f, kvh_r * getattr(per_head, f))
         return c
+
+    def v_dmas(self, n_keys: int, lo: int, decode: bool) -> int:
+        """V DMAs of one (sequence, kv head) as the lowering issues them
+        (:func:`infsim.models.lower.attention._load_kv`): the cache rows of ``n_keys`` keys from ``lo`` in whole
+        and partial blocks, each call split over partition groups on several queues (``split_load``), plus the
+        new token's row in decode."""
+        P, q = self.P, self.kv_queues
+
+        def calls(p0: int, p1: int, nb: int) -> int:
+            if p1 <= p0 or nb <= 0:
+                return 0
+            rows = p1 - p0
+            per = math.ceil(rows / max(1, min(rows // 16, q // 2)))
+            return math.ceil(rows / per)
+
+        full, rem = divmod(max(n_keys, 0), P)
+        if decode or lo:
+            split = P - lo % P
+            n = calls(0, split, full) + calls(split, P, full) + calls(0, min(rem, split), 1) + calls(split, rem, 1)
+        else:
+            n = calls(0, min(P, n_keys), math.ceil(n_keys / P))
+        return n + (1 if decode else 0)
+
+    def kv_queue_turns(self, k_dmas: int, v_dmas: int) -> int:
+        """Instructions one K/V queue issues for a head's loads: its share of the K and V DMAs (round robin
+        over the queues) plus the ``nop`` carriers of the V DMAs' waits. A V DMA opens a write epoch of
+        its double-buffered V tile (:meth:`infsim.models.lower.emit.Emitter.new_write_epoch`), so it waits
+        for the previous contents' writers -- the V DMAs of the head before last, one per other queue
+        they used -- and its reader, the tensor engine: ``min(v_dmas, queues)`` waits, ``MAX_WAITS`` per
+        instruction, the rest on ``nop`` carriers before it on the same queue (:mod:`infsim.models.lower.emit`).
+        The K DMAs' waits are implied by earlier ones (observed: none carries a nop)."""
+        q = max(self.kv_queues, 1)
+        nops = max(0, math.ceil(min(v_dmas, q) / MAX_WAITS) - 1)
+        return nops + math.ceil((k_dmas + v_dmas) / q)
+
 
 def _pipelined(stage_ns: tuple[float, ...], blocks: int) -> float:
     """A loop of ``blocks`` iterations through engines with ``stage_ns`` total work each: the busiest engine's

@@ -8,16 +8,12 @@ batch 1 with a context of 512 and at prefill 128, encoders at prefill batch 1 of
 decode only (their prefill takes a minute per case and goes through the same per-layer code as the 7B/8B GQA
 prefill cases). Full-size ratios and more shapes: ``benchmarks/fidelity_zoo.py``.
 
-GPT-2 decode is a known gap (measured 0.89 here, 0.85 at its 12 layers): its 64-wide heads do little compute
-per K/V load, so the per-head chain is set by the loads, and in the cycle engine those wait on their DMA
-engines behind the weight stream's 64 KiB arbitration chunks once per queue instruction -- the lowering's
-sync ``nop`` carriers included (about 36 per head) -- while the analytical fidelity charges one chunk per
-head's load. The case is an ``xfail(strict=True)``: it fails the suite once the gap closes, so the mark is
-then removed.
-
-GPT-2 prefill joined it when the engines began applying a stream's signals in program order (issue 14, as
-``isa/program.py`` specifies): its cycle latency rose 2.0% (233,876 -> 238,606 ns; the numba engine and the
-plain reference agree), analytical/cycle 0.909 -> 0.891, and decode 0.890 -> 0.881. Same mark, same rule.
+GPT-2 was a known gap (strict xfails, decode 0.88-0.90, prefill 0.89): its 64-wide heads do little compute per
+K/V load, so the per-head chain is set by the loads, and in the cycle engine those wait on their DMA engines
+behind the weight stream's 64 KiB arbitration chunks once per queue instruction -- the lowering's sync ``nop``
+carriers of the V loads' waits included -- while the step fidelity charged one chunk per head. It now counts
+them (:meth:`infsim.fidelity.step_costs.OpCosts.kv_queue_turns`, issue 13): GPT-2 decode 0.897 -> 0.954, prefill
+0.899 -> 0.936; the other zoo cases moved by 0 to +0.04 (all 0.93-1.02).
 """
 
 from __future__ import annotations
@@ -37,8 +33,8 @@ from infsim.sim import simulate
 CHIP = load_chip("inf2")
 ZOO = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "models" / "zoo").glob("*.json"))
 DECODE_ONLY = {"llama-2-70b", "llama-3-70b"}
-KNOWN_GAPS = {("gpt2", "decode"): "per-head K/V loads behind weight chunks, once per queue instruction",
-              ("gpt2", "prefill"): "0.891 since signals apply in program order (module docstring)"}
+#: (model, phase) -> reason, for cases outside the band (strict xfails); none today (module docstring)
+KNOWN_GAPS: dict[tuple[str, str], str] = {}
 
 
 def _cases() -> list:
