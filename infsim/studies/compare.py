@@ -27,6 +27,7 @@ from typing import Any
 from infsim.breakdown import limit_label
 from infsim.config import CHIP_PATHS, ChipConfig, load_chip
 from infsim.config.loader import validate
+from infsim.config.schema import EnergyConfig
 from infsim.errors import InfsimError
 from infsim.models.graph import Workload
 from infsim.progress import progress_bar
@@ -73,8 +74,7 @@ GROUPS: dict[str, list[str]] = {
 #: fields that are not resources for the speedup: they stay the baseline's in every hybrid
 NOT_RESOURCES: tuple[str, ...] = (
     "name", "description", "generation", "instance.name", "instance.price_per_hour_usd",
-    *(f"energy.{f}" for f in ("vector_op_pj", "scalar_op_pj", "sbuf_pj_per_byte", "psum_pj_per_byte",
-                              "hbm_pj_per_bit", "link_pj_per_bit", "static_w")),
+    *(f"energy.{f}" for f in EnergyConfig.model_fields if f != "mac_pj"),  # mac_pj: with the rates (GROUPS)
 )
 
 #: the default workload set (``tp`` is set per chip by :func:`compare`: all cores of the chips compared)
