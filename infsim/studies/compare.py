@@ -12,8 +12,9 @@ clock, HBM, SRAM, DMA, links). For a coalition ``S`` of groups, the hybrid chip 
 the groups in ``S`` taken from the target; its value ``v(S)`` is the mean over the workload set of
 ``log(latency_baseline / latency_hybrid)``. The Shapley value of a group is its average marginal
 contribution over all orders, computed exactly over the ``2^groups`` coalitions (analytical fidelity);
-the values sum to ``v(all) = `` the mean log speedup. Energy parameters, instance and price are not
-resources for the speedup and stay the baseline's in hybrids (:data:`NOT_RESOURCES`).
+the values sum to ``v(all) = `` the mean log speedup. Energy parameters, instance name and price are not
+resources for the speedup and stay the baseline's in hybrids (:data:`NOT_RESOURCES`); fields checked against
+each other share a group (the instance's chip count is in ``links``, the SRAM partition counts in ``compute``).
 """
 
 from __future__ import annotations
@@ -26,36 +27,55 @@ from typing import Any
 from infsim.breakdown import limit_label
 from infsim.config import CHIP_PATHS, ChipConfig, load_chip
 from infsim.config.loader import validate
+from infsim.config.schema import EnergyConfig
 from infsim.errors import InfsimError
 from infsim.models.graph import Workload
 from infsim.progress import progress_bar
 
 _ELEMENTWISE_ENGINES = ("vector_engine", "scalar_engine", "gpsimd_engine")
 
+#: dtypes of the ``precision`` group (the fp8 tensor-engine rates); the ``compute`` group holds the other dtypes
+_PRECISION_DTYPES = ("fp8_e4m3", "fp8_e5m2")
+_COMPUTE_DTYPES = ("bf16", "fp16", "fp32", "int8", "uint8", "int32")
+
 #: resource groups: dotted config fields swapped together from target into baseline (every field of the chip
-#: schema is in exactly one group or in :data:`NOT_RESOURCES`; tests/studies/test_compare.py checks it)
+#: schema is in exactly one group or in :data:`NOT_RESOURCES`; tests/studies/test_compare.py checks it).
+#: Fields that a validator checks against each other share a group, so that every hybrid is a valid chip
+#: (tests/studies/test_compare.py builds every coalition of every pair of presets):
+#:
+#: * ``compute`` holds the SBUF and PSUM partition counts with the tensor engine's rows and columns (one
+#:   partition feeds one PE row / takes one PE column: the array's geometry; ``sram`` is the depth per partition)
+#:   and ``cores_per_chip`` with ``lnc``;
+#: * a dtype's MAC energy (``energy.mac_pj.<dtype>``) goes with its tensor-engine rate (the schema requires an
+#:   energy for every rate; hybrids' energy is never reported, this only keeps them valid);
+#: * ``links`` is the interconnect: the links, the topology they form and the instance's chip count that topology
+#:   spans (``links.torus_dims`` must tile ``instance.chips``, :class:`infsim.hw.links.Topology`).
 GROUPS: dict[str, list[str]] = {
     "compute": [
         "cores_per_chip", "lnc", "tensor_engine.rows", "tensor_engine.cols", "tensor_engine.moving_free_max",
-        "tensor_engine.macs_per_pe_per_cycle.bf16", "tensor_engine.macs_per_pe_per_cycle.fp16",
-        "tensor_engine.macs_per_pe_per_cycle.fp32", "tensor_engine.macs_per_pe_per_cycle.int8",
-        "tensor_engine.macs_per_pe_per_cycle.uint8", "tensor_engine.macs_per_pe_per_cycle.int32",
+        "sbuf.partitions", "psum.partitions",
+        *(f"{m}.{dt}" for m in ("tensor_engine.macs_per_pe_per_cycle", "energy.mac_pj") for dt in _COMPUTE_DTYPES),
         "tensor_engine.min_moving_cycles", "tensor_engine.stationary_load_speedup",
         "tensor_engine.pipeline_latency_cycles", "tensor_engine.issue_overhead_cycles",
         *(f"{e}.{f}" for e in _ELEMENTWISE_ENGINES
           for f in ("lanes", "elems_per_cycle_per_lane", "two_input_factor", "fixed_overhead_cycles",
                     "strided_penalty", "strided_threshold_bytes", "reduce_extra_cycles", "func_cost")),
     ],
-    "precision": ["tensor_engine.macs_per_pe_per_cycle.fp8_e4m3", "tensor_engine.macs_per_pe_per_cycle.fp8_e5m2"],
+    "precision": [f"{m}.{dt}" for m in ("tensor_engine.macs_per_pe_per_cycle", "energy.mac_pj")
+                  for dt in _PRECISION_DTYPES],
     "clock": ["tensor_engine.clock_ghz", *(f"{e}.clock_ghz" for e in _ELEMENTWISE_ENGINES)],
     "hbm": ["hbm"],
-    "sram": ["sbuf", "psum"],
+    "sram": [f"{m}.{f}" for m in ("sbuf", "psum") for f in ("bytes_per_partition", "banks", "partition_start_rules",
+                                                           "max_free_elements", "no_access_engines")],
     "dma": ["dma"],
-    "links": ["links"],
+    "links": ["links", "instance.chips"],
 }
 
 #: fields that are not resources for the speedup: they stay the baseline's in every hybrid
-NOT_RESOURCES: tuple[str, ...] = ("name", "description", "generation", "energy", "instance")
+NOT_RESOURCES: tuple[str, ...] = (
+    "name", "description", "generation", "instance.name", "instance.price_per_hour_usd",
+    *(f"energy.{f}" for f in EnergyConfig.model_fields if f != "mac_pj"),  # mac_pj: with the rates (GROUPS)
+)
 
 #: the default workload set (``tp`` is set per chip by :func:`compare`: all cores of the chips compared)
 DEFAULT_WORKLOADS: list[Workload] = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 
@@ -10,7 +11,9 @@ import pytest
 
 from infsim.cli import main
 from infsim.config import CHIP_PATHS, load_chip
+from infsim.config.loader import preset_names
 from infsim.errors import ConfigError, InfsimError
+from infsim.hw.links import Topology
 from infsim.models.graph import Workload
 from infsim.runner import run
 from infsim.studies.compare import GROUPS, NOT_RESOURCES, chips_needed, compare, hybrid
@@ -91,7 +94,30 @@ def test_hybrid_takes_exactly_the_targets_values() -> None:
     base, inf1 = load_chip("inf2"), load_chip("inf1")
     h = hybrid(base, inf1, ["precision", "compute"])
     assert h.tensor_engine.macs_per_pe_per_cycle == inf1.tensor_engine.macs_per_pe_per_cycle  # no fp8/fp32 left
-    assert h.energy == base.energy and h.hbm == base.hbm
+    assert h.energy.mac_pj == inf1.energy.mac_pj  # a dtype's MAC energy goes with its rate
+    assert h.energy.model_copy(update={"mac_pj": base.energy.mac_pj}) == base.energy and h.hbm == base.hbm
+    assert h.instance == base.instance and h.links == base.links
+
+
+def test_every_hybrid_of_every_preset_pair_is_a_valid_chip() -> None:
+    """Fields validated together share a group: no coalition of any two presets builds an invalid chip (e.g.
+    trn2's 4x4 torus on inf2's 12-chip instance)."""
+    chips = [load_chip(n) for n in preset_names()]
+    for base, targ in itertools.permutations(chips, 2):
+        for r in range(1, len(GROUPS) + 1):
+            for coal in itertools.combinations(GROUPS, r):
+                Topology.from_chip(hybrid(base, targ, coal))  # raises ConfigError where invalid
+
+
+@pytest.mark.parametrize("other", [n for n in preset_names() if n != "inf2"])
+def test_compare_with_attribution_runs_for_every_preset_against_inf2(other: str) -> None:
+    wls = [Workload.make("decode", 1, 64)]  # one small step: 2 x 127 analytical runs
+    for base, targ in (("inf2", other), (other, "inf2")):
+        res = compare(base, targ, "gpt2", workloads=wls)
+        assert set(res.attribution) == set(GROUPS)
+        assert sum(res.attribution_log.values()) == pytest.approx(
+            sum(math.log(r.speedup) for r in res.rows) / len(res.rows), abs=1e-9)
+
 
 
 def test_no_group_hybrid_is_the_baseline() -> None:
