@@ -13,7 +13,8 @@ lowering (:mod:`infsim.models.lower`) generates, counted in closed form instead 
   one PSUM eviction per output tile;
 * attention per (sequence, kv head): K and V loads (split over queues, double-buffered), score
   matmuls per 512-key block, a row softmax (five vector/scalar instructions), one transpose + copy + PV
-  matmul per 128-key block;
+  matmul per 128-key block; a decode step the lowering tiles over key blocks (the plan's ``kv_block``,
+  long contexts) counts per block its load, the running max/sum and the rescaling of the output;
 * norms, rotary embedding, residual adds: the vector/scalar/tensor instructions the lowering emits per
   feature tile; tensor-parallel all-reduces from the collective model.
 
@@ -188,7 +189,7 @@ def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: Colle
     notes: list[str] = []
     if plan is None:  # the lowering's own token chunk, weight ring and slab layout; refuses what it cannot run
         plan = check_feasible(spec, wl, chip)
-    cc = OpCosts(chip, spec, wl, mem, plan.max_ctx)
+    cc = OpCosts(chip, spec, wl, mem, plan.max_ctx, plan.kv_block)
     tc, ring_depth = plan.token_chunk, plan.ring_depth
     assert tc is not None and ring_depth is not None  # check_feasible refuses a step without a plan
     chunks = math.ceil(tokens / tc)

@@ -74,8 +74,10 @@ def _memo(fn):  # noqa: ANN001, ANN202
 
 
 class OpCosts:
-    def __init__(self, chip: ChipConfig, spec: ModelSpec, wl: Workload, mem: MemoryModel, max_ctx: int):
+    def __init__(self, chip: ChipConfig, spec: ModelSpec, wl: Workload, mem: MemoryModel, max_ctx: int,
+                 kv_block: int = 0):
         self._memo: dict[tuple, object] = {}
+        self.kv_block = kv_block  # the lowering's keys per attention key block (0: untiled)
         self.chip, self.spec, self.wl, self.mem = chip, spec, wl, mem
         self.max_ctx = max_ctx  # the lowering's K/V cache length (rows of K^T, token slots of V)
         self.P = chip.sbuf.partitions
@@ -286,35 +288,18 @@ class OpCosts:
         part's transfer; parts run on parallel queues)."""
         s, hd, P = self.spec, self.spec.head_dim, self.P
         c = PhaseCost()
-        kb = self.kdt.itemsize
         hd_t = math.ceil(hd / P)  # partition tiles of a head (head_dim 256: two)
         hdp = min(hd, P)
         causal_prefill = s.causal and not decode
         blocks = self.score_blocks(kv_len, n_q, heads_r, kvh_r, decode, window)
         band = bool(window) and causal_prefill and kv_len > window  # some queries see a window's keys only
         lo = max(0, kv_len - n_q - window + 1) if band else 0  # first key loaded
+        if decode and self.kv_block and kv_len > self.kv_block:
+            return self._attention_tiled(kv_len, heads_r, kvh_r)
         per_head = PhaseCost()
-        load_lat = 0.0
-        turns = 1
+        load_lat, turns = 0.0, 1
         if s.kind == "decoder":
-            n_hbm = (kv_len - 1 if decode else kv_len) - lo
-            parts = hd_t * max(1, min(hdp // 16, self.kv_queues // 2))
-            k_bytes = hd * n_hbm * kb
-            k_part = self.dma_ns(k_bytes / parts, hd / parts) if n_hbm > 0 else 0.0
-            per_head.dma += parts * k_part
-            vblk = math.ceil(max(n_hbm, 1) / P)
-            vrows = min(P, max(n_hbm, 1))
-            vparts = max(1, min(vrows // 16, self.kv_queues // 2))
-            v_part = self.dma_ns(vrows * vblk * hd * kb / vparts, vrows / vparts)
-            per_head.dma += vparts * v_part
-            turns = self.kv_queue_turns(parts if n_hbm > 0 else 0, self.v_dmas(n_hbm, lo, decode))
-            # K^T rows of the keys, max_ctx apart; V: per partition the blocks' rows, one block apart
-            if n_hbm > 0:
-                self.hbm(per_head, k_bytes, n_hbm * kb, self.max_ctx * kb)
-            self.hbm(per_head, vrows * vblk * hd * kb, vblk * hd * kb, self.max_ctx // P * hd * kb)
-            # K and V parts share the queues: the head's data is complete after ~ (parts of K + V) / queues
-            waves = math.ceil((parts + vparts) / self.q)
-            load_lat = self.dma_lat_ns + waves * max(k_part, v_part)
+            load_lat, turns = self._kv_load(per_head, (kv_len - 1 if decode else kv_len) - lo, lo, decode)
         psum_bank_fp32 = self.chip.psum.bytes_per_partition // self.chip.psum.banks // 4
         blk = min(self.chip.tensor_engine.moving_free_max, psum_bank_fp32)
         chain = 0.0  # one head's dependency chain (see below)
@@ -373,6 +358,30 @@ class OpCosts:
             setattr(c, f, kvh_r * getattr(per_head, f))
         return c
 
+    def _kv_load(self, c: PhaseCost, n_hbm: int, lo: int, decode: bool) -> tuple[float, int]:
+        """Count into ``c`` the loads of ``n_hbm`` keys' K^T and V (from key ``lo``; ``decode``: plus the new
+        token's row) of one kv head from the cache, split over partition groups on the K/V queues; returns
+        the latency until the last part is in and the turns of the busiest K/V queue (:meth:`kv_queue_turns`)."""
+        hd, P, kb = self.spec.head_dim, self.P, self.kdt.itemsize
+        hd_t, hdp = math.ceil(hd / P), min(hd, P)
+        parts = hd_t * max(1, min(hdp // 16, self.kv_queues // 2))
+        k_bytes = hd * n_hbm * kb
+        k_part = self.dma_ns(k_bytes / parts, hd / parts) if n_hbm > 0 else 0.0
+        c.dma += parts * k_part
+        vblk = math.ceil(max(n_hbm, 1) / P)
+        vrows = min(P, max(n_hbm, 1))
+        vparts = max(1, min(vrows // 16, self.kv_queues // 2))
+        v_part = self.dma_ns(vrows * vblk * hd * kb / vparts, vrows / vparts)
+        c.dma += vparts * v_part
+        turns = self.kv_queue_turns(parts if n_hbm > 0 else 0, self.v_dmas(n_hbm, lo, decode))
+        # K^T rows of the keys, max_ctx apart; V: per partition the blocks' rows, one block apart
+        if n_hbm > 0:
+            self.hbm(c, k_bytes, n_hbm * kb, self.max_ctx * kb)
+        self.hbm(c, vrows * vblk * hd * kb, vblk * hd * kb, self.max_ctx // P * hd * kb)
+        # K and V parts share the queues: the head's data is complete after ~ (parts of K + V) / queues
+        waves = math.ceil((parts + vparts) / self.q)
+        return self.dma_lat_ns + waves * max(k_part, v_part), turns
+
     def v_dmas(self, n_keys: int, lo: int, decode: bool) -> int:
         """V DMAs of one (sequence, kv head) as the lowering issues them
         (:func:`infsim.models.lower.attention._load_kv`): the cache rows of ``n_keys`` keys from ``lo`` in whole
@@ -406,6 +415,75 @@ class OpCosts:
         q = max(self.kv_queues, 1)
         nops = max(0, math.ceil(min(v_dmas, q) / MAX_WAITS) - 1)
         return nops + math.ceil((k_dmas + v_dmas) / q)
+
+
+    def _attention_tiled(self, kv_len: int, heads_r: int, kvh_r: int) -> PhaseCost:
+        """A decode step's attention over key blocks of ``kv_block`` keys (the lowering's
+        :func:`~infsim.models.lower.attention._attend_tiled`), per kv head and row group (the GQA group
+        stacked when ``head_dim`` is a multiple of the partitions, else one head per row, K/V reloaded
+        for each): per key block its K/V load, one score matmul and eviction per PSUM bank of keys, the
+        block's max (+ the running max), exp with fused sum, the rescale of the running sum (exp + two
+        vector ops) and of the ``[rows, hd]`` output (two vector ops; the first block a copy), P^T
+        transposes + copies and P x V matmuls per 128 keys; at the end a reciprocal, the normalisation
+        and a transpose + copy per head tile. Key blocks are double-buffered: a block's load overlaps
+        the previous block's compute (the :meth:`attention` period ``max(C, (C + L) / 2)`` per block)."""
+        s, hd, P = self.spec, self.spec.head_dim, self.P
+        group = math.ceil(heads_r / kvh_r)
+        hd_t, hdp = math.ceil(hd / P), min(hd, P)
+        stack = hd % P == 0
+        rows, reps = (group, 1) if stack else (1, group)
+        psum_bank_fp32 = self.chip.psum.bytes_per_partition // self.chip.psum.banks // 4
+        blk = min(self.chip.tensor_engine.moving_free_max, psum_bank_fp32)
+        kbk = self.kv_block
+        c = PhaseCost()
+        serial = shared = first = 0.0
+        for j, a in enumerate(range(0, kv_len, kbk)):
+            nk = min(kbk, kv_len - a)
+            last = a + nk == kv_len
+            blkc = PhaseCost()
+            # the new token's K/V come from SBUF (its V row by one more DMA)
+            lat, turns = self._kv_load(blkc, nk - 1 if last else nk, a, last)
+            nsb = math.ceil(nk / blk)
+            kb_n = math.ceil(nk / P)
+            s_t = self.mm_ns(hdp, rows, min(blk, nk), nsb * hd_t, self.kv_rate)
+            s_v = self.vec_ns(rows, min(blk, nk), 1, nsb)
+            s_s = 0.0
+            if s.attn_softcap:
+                s_s = self.vec_ns(rows, min(blk, nk), 1, nsb, "scalar")
+                s_v = 0.0
+            soft_v = self.vec_ns(rows, nk) + self.vec_ns(rows, 1) * (2 if j else 1)
+            soft_s = self.vec_ns(rows, nk, 1, 1, "scalar", reduce=True)
+            if j:  # alpha = exp(scale * (m_old - m)), ssum = ssum * alpha + bsum
+                soft_s += self.vec_ns(rows, 1, 1, 1, "scalar")
+                soft_v += self.vec_ns(rows, 1, 2, 2)
+            p_t = self.mm_ns(rows, min(P, nk), P, kb_n, self.kv_rate) + self.mm_ns(min(P, nk), rows, hd, kb_n,
+                                                                                   self.kv_rate)
+            p_v = self.vec_ns(min(P, nk), rows, 1, kb_n)
+            upd_v = self.vec_ns(rows, hd, 1) + (self.vec_ns(rows, hd, 2) if j else 0.0)
+            comp = (_pipelined((s_t, s_v, s_s) if s.attn_softcap else (s_t, s_v), nsb) + soft_v + soft_s
+                    + _pipelined((p_t, p_v), kb_n) + upd_v)
+            blkc.tensor += s_t + p_t
+            blkc.vector += s_v + soft_v + p_v + upd_v
+            blkc.scalar += soft_s + s_s
+            for f in ("dma", "hbm_bytes", "hbm_rd", "hbm_wr", "tensor", "vector", "scalar"):
+                setattr(c, f, getattr(c, f) + reps * getattr(blkc, f))
+            serial += reps * max(comp, (comp + lat) / 2.0)
+            shared += reps * max(comp, (comp + lat + turns * self.weight_chunk_ns) / 2.0)
+            first = first or lat
+        # the end: reciprocal, normalisation [rows, hd], a transpose + copy per head tile
+        end_t = self.mm_ns(rows, hdp, P, hd_t, self.kv_rate)
+        end_v = self.vec_ns(rows, hd) + self.vec_ns(hdp, rows, 1, hd_t)
+        end_s = self.vec_ns(rows, 1, 1, 1, "scalar")
+        c.tensor += reps * end_t
+        c.vector += reps * end_v
+        c.scalar += reps * end_s
+        tail = reps * (end_t + end_v + end_s)
+        c.serial = kvh_r * (serial + tail)
+        c.serial_shared = kvh_r * (shared + tail)
+        c.first_dma = first
+        for f in ("dma", "hbm_bytes", "hbm_rd", "hbm_wr", "tensor", "vector", "scalar"):
+            setattr(c, f, kvh_r * getattr(c, f))
+        return c
 
 
 def _pipelined(stage_ns: tuple[float, ...], blocks: int) -> float:

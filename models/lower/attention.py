@@ -27,7 +27,11 @@ Tags (:mod:`.tags`): ``qkv``, ``rope``, ``kv_write``, ``kv_load``, ``attn_scores
 ``attn_pv``. The output projection, the residual and the TP all-reduce are the caller's
 (:mod:`.transformer`).
 
-Left out: flash-style blocking of very long contexts (an attention whose keys do not fit in SBUF is an
+Long contexts: when the keys of a (sequence, kv head) do not fit in SBUF at once (the plan's choice,
+:attr:`.plan.LoweringPlan.kv_block`), decoders attend over key blocks with a running max and sum
+(:func:`_attend_tiled`); other steps keep the whole-row softmax above, so their programs are unchanged.
+
+Left out: key-block tiling for prefill and encoders (such an attention whose keys do not fit in SBUF is an
 error), paged KV caches, a ring-buffer cache for sliding-window layers (the cache holds every
 position), position encodings other than rotary (learned positions are in the input).
 """
@@ -259,19 +263,22 @@ def split_load(
 
 
 def _load_kv(
-    pl: LoweringPlan, rk: Rank, L: int, seg: Segment, g: int, lo: int, kbuf: Buf, vbuf: Buf, k: list[Buf]
+    pl: LoweringPlan, rk: Rank, L: int, seg: Segment, g: int, lo: int, kbuf: Buf, vbuf: Buf, k: list[Buf],
+    hi: int | None = None,
 ) -> None:
-    """K^T and V of sequence ``seg.b``, kv head ``g``, keys ``lo .. seg.t1`` into ``kbuf`` (key ``j`` at
-    column ``j - lo`` of every head tile, tile ``s`` from column ``s * kvmax``) and ``vbuf`` (key ``j`` at
-    partition ``(j - lo) % P`` of block ``(j - lo) // P``); decoders: from the HBM cache, decode: the new
-    token from SBUF."""
+    """K^T and V of sequence ``seg.b``, kv head ``g``, keys ``lo .. hi`` (default ``seg.t1``) into
+    ``kbuf`` (key ``j`` at column ``j - lo`` of every head tile, tile ``s`` from column ``s * kcols``) and
+    ``vbuf`` (key ``j`` at partition ``(j - lo) % P`` of block ``(j - lo) // P``); decoders: from the HBM
+    cache, decode: the new token from SBUF (when ``hi`` is the segment's end)."""
     P, hd, kb = pl.P, pl.hd, pl.kdt
     nblk = pl.max_ctx // P
     kname, vname = rank_tensor(f"L{L}.k_cache", rk.r), rank_tensor(f"L{L}.v_cache", rk.r)
     decode = pl.wl.phase == "decode" and seg.n == 1
+    hi = seg.t1 if hi is None else hi
+    new = decode and hi == seg.t1  # the keys include the new token's
     kc = rk.hbm.region(kname, "old") if decode else rk.hbm(kname)
     vc = rk.hbm.region(vname, "old") if decode else rk.hbm(vname)
-    end = seg.t1 - 1 if decode else seg.t1  # keys lo .. end from HBM (decode: the new token from SBUF)
+    end = hi - 1 if new else hi  # keys lo .. end from HBM (decode: the new token from SBUF)
     if end > lo:  # split over partition groups on several queues (the DMA engines work in parallel)
         if pl.hd_t > 1:
             rk.em.new_write_epoch(kbuf)
@@ -279,7 +286,7 @@ def _load_kv(
             _, p0_k = pl.head_loc(g, sub)
             off = (((seg.b * pl.kvh_r + g) * hd + sub * P) * pl.max_ctx + lo) * kb.itemsize
             split_load(pl, rk, kbuf, p0_k, pl.sub_rows(sub), end - lo, kc, pl.max_ctx, off, epoch=pl.hd_t == 1,
-                       dst_byte=sub * pl.kvmax * kb.itemsize)
+                       dst_byte=sub * pl.kcols * kb.itemsize)
     # V rows: the cache is partition-major (position t at partition t % P of block t // P); vbuf holds
     # key lo + i * P + p at partition p of block i, the DMAs shifting partitions by lo % P where needed
     voff = ((seg.b * pl.kvh_r + g) * P * nblk) * hd * kb.itemsize
@@ -306,14 +313,14 @@ def _load_kv(
         v_rows(split, rem, b0 + full + 1, 1, full)
     elif n > 0:
         v_rows(0, min(P, n), 0, math.ceil(n / P), 0, epoch=True)
-    if decode:
+    if new:
         t = seg.t1 - 1  # position of the new token
         for sub in range(pl.hd_t):
             ti_k, p0_k = pl.head_loc(g, sub)
             rows = pl.sub_rows(sub)
             rk.vec(
                 Op.tensor_copy,
-                dst=kbuf.tile(kb, 1, pcount=rows, pstart=p0_k, byte=(sub * pl.kvmax + t - lo) * kb.itemsize),
+                dst=kbuf.tile(kb, 1, pcount=rows, pstart=p0_k, byte=(sub * pl.kcols + t - lo) * kb.itemsize),
                 src=k[ti_k].tile(kb, 1, pcount=rows, pstart=p0_k, byte=seg.c0 * kb.itemsize),
             )
         rk.dma(
@@ -348,27 +355,21 @@ def attend(
     rk.kv_slot ^= 1
     kbuf = rk.buf_single(f"kbuf{slot}")
     vbuf = rk.buf_single(f"vbuf{slot}")
+    if pl.kv_block:
+        _attend_tiled(pl, rk, L, seg, g, lo, stack, heads, q, k, attn)
+        return
     if spec.kind == "decoder":
         _load_kv(pl, rk, L, seg, g, lo, kbuf, vbuf, k)
     # (encoder: keys/values of this sequence are the chunk's own k/v tiles, read in place below)
     sc = rk.buf_single("sc")
     pr = rk.buf_single("pr")
     st = rk.buf_single("stats")
-    blk_n = min(pl.chip.tensor_engine.moving_free_max, pl.bank_bytes // 4)
     cap = spec.attn_softcap
     groups = [heads] if stack else [[h] for h in heads]
     for hs in groups:
         qblocks = [(0, 1)] if stack else [(t, min(P, seg.n - t)) for t in range(0, seg.n, P)]
         for tq0, nq in qblocks:
-            rows = len(hs) if stack else nq
-            col = seg.c0 + tq0
-            qloc = [pl.head_loc(hs[0], sub) for sub in subs]
-            if stack:  # the group's heads as columns: head tiles hd_t tiles apart
-                qs = [q[ti].tile(kb, dims=((pl.hd_t * pl.tc, len(hs)),), pstart=p0, pcount=pl.sub_rows(sub),
-                                 byte=col * kb.itemsize) for sub, (ti, p0) in zip(subs, qloc)]
-            else:
-                qs = [q[ti].tile(kb, nq, pstart=p0, pcount=pl.sub_rows(sub), byte=col * kb.itemsize)
-                      for sub, (ti, p0) in zip(subs, qloc)]
+            rows, col, qloc, qs = _queries(pl, q, hs, stack, seg, tq0, nq)
             # queries at positions qpos0 .. qlast see keys klo .. khi
             # (a prefill query block starts a whole number of V blocks after lo: the keys before its
             # window the band mask removes)
@@ -379,53 +380,7 @@ def attend(
             n_keys = khi - klo
             scores = sc.tile(DType.fp32, n_keys, pcount=rows)
             em.op_class = OpClass.attn_scores
-            for k0 in range(0, n_keys, blk_n):
-                nk = min(blk_n, n_keys - k0)
-                kpos = klo + k0  # position of the block's first key
-                ps = rk.bank().tile(DType.fp32, nk, pcount=rows)
-                for sub in subs:
-                    ti_k, p0_k = pl.head_loc(g, sub)
-                    if spec.kind == "decoder":
-                        mv = kbuf.tile(kb, nk, pcount=pl.sub_rows(sub), pstart=p0_k,
-                                       byte=(sub * pl.kvmax + kpos - lo) * kb.itemsize)
-                    else:
-                        mv = k[ti_k].tile(kb, nk, pcount=pl.sub_rows(sub), pstart=p0_k,
-                                          byte=(seg.c0 - seg.t0 + kpos) * kb.itemsize)
-                    rk.mm(ps, qs[sub], mv, acc=sub > 0)
-                dst = sc.tile(DType.fp32, nk, pcount=rows, byte=k0 * 4)
-                # value = key_pos - query_pos: causal masks > 0, a window masks <= -window
-                masks = [(AluOp.gt, 0.0)] if causal_prefill and kpos + nk > qpos0 else []
-                if window and kpos <= qlast - window:
-                    masks.append((AluOp.le, float(-window)))
-                src = ps
-                if cap:  # soft-capping: tanh(scale * s / cap); the softmax multiplies by cap
-                    rk.act(ActFunc.tanh, dst, ps, scale_imm=spec.attn_scale / cap)
-                    src = dst
-                elif not masks:
-                    rk.vec(Op.tensor_copy, dst=dst, src=ps)
-                for cmp, edge in masks:
-                    mask = rk.buf_single("mask")
-                    em.emit(
-                        Op.iota,
-                        rk.core,
-                        Engine.gpsimd,
-                        dst=mask.tile(DType.int32, nk, pcount=rows),
-                        base=kpos - qpos0,
-                        channel_multiplier=-1,
-                        multipliers=(1,),
-                    )
-                    mk = mask.tile(DType.fp32, nk, pcount=rows)
-                    rk.vec(
-                        Op.tensor_scalar,
-                        dst=mk,
-                        src=mask.tile(DType.int32, nk, pcount=rows),
-                        op0=cmp,
-                        imm0=edge,
-                        op1=AluOp.mul,
-                        imm1=MASKED,
-                    )
-                    rk.vec(Op.tensor_tensor, dst=dst, in0=src, in1=mk, op=AluOp.add)
-                    src = dst
+            _scores(pl, rk, L, seg, g, qs, rows, k, kbuf, lo, klo, n_keys, qpos0, qlast)
             m = st.tile(DType.fp32, 1, pcount=rows, byte=0)
             nb = st.tile(DType.fp32, 1, pcount=rows, byte=4)
             ssum = st.tile(DType.fp32, 1, pcount=rows, byte=8)
@@ -477,9 +432,181 @@ def attend(
                     staged = nxt
             # evict into the attention output tiles
             for sub, (ti, p0) in zip(subs, qloc):
-                if stack:
-                    dst = attn[ti].tile(pl.mdt, dims=((pl.hd_t * pl.tc, len(hs)),), pstart=p0,
-                                        pcount=pl.sub_rows(sub), byte=col * pl.mdt.itemsize)
+                rk.vec(Op.tensor_copy, dst=_out_tile(pl, attn, ti, p0, sub, stack, len(hs), nq, col), src=po[sub])
+
+
+def _scores(pl: LoweringPlan, rk: Rank, L: int, seg: Segment, g: int, qs: list[Tile], rows: int, k: list[Buf],
+            kbuf: Buf, kbase: int, klo: int, n_keys: int, qpos0: int, qlast: int) -> None:
+    """Masked scores of the query rows ``qs`` (positions ``qpos0 .. qlast``) against keys ``klo ..
+    klo + n_keys`` into the ``sc`` role (key ``klo + i`` at column ``i``), a PSUM bank of keys at a time
+    (matmul, eviction: a copy, or ``tanh`` when soft-capping, plus the causal/window masks where a block
+    needs them); decoders read K^T from ``kbuf`` (key ``j`` at column ``j - kbase``), encoders the
+    chunk's ``k`` tiles."""
+    spec, kb, em = pl.spec, pl.kdt, rk.em
+    causal_prefill = spec.causal and pl.wl.phase == "prefill"
+    window = spec.window(L)
+    cap = spec.attn_softcap
+    sc = rk.buf_single("sc")
+    subs = range(pl.hd_t)
+    blk_n = min(pl.chip.tensor_engine.moving_free_max, pl.bank_bytes // 4)
+    for k0 in range(0, n_keys, blk_n):
+        nk = min(blk_n, n_keys - k0)
+        kpos = klo + k0  # position of the block's first key
+        ps = rk.bank().tile(DType.fp32, nk, pcount=rows)
+        for sub in subs:
+            ti_k, p0_k = pl.head_loc(g, sub)
+            if spec.kind == "decoder":
+                mv = kbuf.tile(kb, nk, pcount=pl.sub_rows(sub), pstart=p0_k,
+                               byte=(sub * pl.kcols + kpos - kbase) * kb.itemsize)
+            else:
+                mv = k[ti_k].tile(kb, nk, pcount=pl.sub_rows(sub), pstart=p0_k,
+                                  byte=(seg.c0 - seg.t0 + kpos) * kb.itemsize)
+            rk.mm(ps, qs[sub], mv, acc=sub > 0)
+        dst = sc.tile(DType.fp32, nk, pcount=rows, byte=k0 * 4)
+        # value = key_pos - query_pos: causal masks > 0, a window masks <= -window
+        masks = [(AluOp.gt, 0.0)] if causal_prefill and kpos + nk > qpos0 else []
+        if window and kpos <= qlast - window:
+            masks.append((AluOp.le, float(-window)))
+        src = ps
+        if cap:  # soft-capping: tanh(scale * s / cap); the softmax multiplies by cap
+            rk.act(ActFunc.tanh, dst, ps, scale_imm=spec.attn_scale / cap)
+            src = dst
+        elif not masks:
+            rk.vec(Op.tensor_copy, dst=dst, src=ps)
+        for cmp, edge in masks:
+            mask = rk.buf_single("mask")
+            em.emit(
+                Op.iota,
+                rk.core,
+                Engine.gpsimd,
+                dst=mask.tile(DType.int32, nk, pcount=rows),
+                base=kpos - qpos0,
+                channel_multiplier=-1,
+                multipliers=(1,),
+            )
+            mk = mask.tile(DType.fp32, nk, pcount=rows)
+            rk.vec(
+                Op.tensor_scalar,
+                dst=mk,
+                src=mask.tile(DType.int32, nk, pcount=rows),
+                op0=cmp,
+                imm0=edge,
+                op1=AluOp.mul,
+                imm1=MASKED,
+            )
+            rk.vec(Op.tensor_tensor, dst=dst, in0=src, in1=mk, op=AluOp.add)
+            src = dst
+
+
+def _queries(pl: LoweringPlan, q: list[Buf], hs: list[int], stack: bool, seg: Segment, tq0: int,
+             nq: int) -> tuple[int, int, list[tuple[int, int]], list[Tile]]:
+    """(rows, chunk column, head locations, q tiles per head tile) of the query block ``tq0 .. tq0 + nq`` of
+    ``seg`` for heads ``hs``: ``stack`` puts the heads of a GQA group as the rows (one decode token)."""
+    kb, subs = pl.kdt, range(pl.hd_t)
+    rows = len(hs) if stack else nq
+    col = seg.c0 + tq0
+    qloc = [pl.head_loc(hs[0], sub) for sub in subs]
+    if stack:  # the group's heads as columns: head tiles hd_t tiles apart
+        qs = [q[ti].tile(kb, dims=((pl.hd_t * pl.tc, len(hs)),), pstart=p0, pcount=pl.sub_rows(sub),
+                         byte=col * kb.itemsize) for sub, (ti, p0) in zip(subs, qloc)]
+    else:
+        qs = [q[ti].tile(kb, nq, pstart=p0, pcount=pl.sub_rows(sub), byte=col * kb.itemsize)
+              for sub, (ti, p0) in zip(subs, qloc)]
+    return rows, col, qloc, qs
+
+
+def _out_tile(pl: LoweringPlan, attn: list[Buf], ti: int, p0: int, sub: int, stack: bool, nheads: int, nq: int,
+              col: int) -> Tile:
+    """The attention output tile of head tile ``sub`` (at tile ``ti``, partition ``p0``) of a query block."""
+    if stack:
+        return attn[ti].tile(pl.mdt, dims=((pl.hd_t * pl.tc, nheads),), pstart=p0, pcount=pl.sub_rows(sub),
+                             byte=col * pl.mdt.itemsize)
+    return attn[ti].tile(pl.mdt, nq, pstart=p0, pcount=pl.sub_rows(sub), byte=col * pl.mdt.itemsize)
+
+
+def _attend_tiled(pl: LoweringPlan, rk: Rank, L: int, seg: Segment, g: int, lo: int, stack: bool,
+                  heads: list[int], q: list[Buf], k: list[Buf], attn: list[Buf]) -> None:
+    """:func:`attend` over key blocks of ``pl.kv_block`` keys (decode steps; the plan's choice when the keys of a
+    head do not fit in SBUF at once), flash-style: per query block and key block, K^T and V of the block
+    (double-buffered, reloaded for every head group and query block), its scores, the running row max
+    ``m`` and the block's exponentials ``exp(scale * (s - m))`` with their sum; the earlier blocks' sum
+    and output are rescaled by ``alpha = exp(scale * (m_old - m))`` (one exp, two vector ops for the sum,
+    two for the output). The output accumulates as ``[query rows, hd]`` (P^T stationary, the V block
+    moving) so that ``alpha`` and the final ``1 / sum`` are per-partition scalars; it is transposed into
+    the feature-major ``attn`` tiles at the end."""
+    spec, P, hd, kb, em = pl.spec, pl.P, pl.hd, pl.kdt, rk.em
+    causal_prefill = spec.causal and pl.wl.phase == "prefill"
+    window = spec.window(L)
+    subs = range(pl.hd_t)
+    sc, pr, st = rk.buf_single("sc"), rk.buf_single("pr"), rk.buf_single("stats")
+    oacc, onorm = rk.buf_single("oacc"), rk.buf_single("onorm")
+    pts = [rk.buf_single("pt0"), rk.buf_single("pt1")]
+    scale = spec.attn_softcap or spec.attn_scale
+    groups = [heads] if stack else [[h] for h in heads]
+    for hs in groups:
+        qblocks = [(0, 1)] if stack else [(t, min(P, seg.n - t)) for t in range(0, seg.n, P)]
+        for tq0, nq in qblocks:
+            rows, col, qloc, qs = _queries(pl, q, hs, stack, seg, tq0, nq)
+            if stack and len(hs) > 1:
+                # the stacked q view reaches into the group's other head tiles, which the emitter does not
+                # track through it: the tensor engine waits for their last writes (rotary) first
+                waits: dict[str, int] = {}
+                for ti, _ in (pl.head_loc(h, sub) for h in hs[1:] for sub in subs):
+                    for sem, n in q[ti].last_write.items():
+                        waits[sem] = max(waits.get(sem, 0), n)
+                if waits:
+                    em.emit(Op.nop, rk.core, Engine.tensor, extra_waits=waits)
+            qpos0 = seg.t0 + tq0
+            qlast = qpos0 + nq - 1
+            klo = lo + (max(0, qpos0 - window + 1) - lo) // P * P if window else 0
+            khi = qlast + 1 if causal_prefill else seg.t1
+            m = [st.tile(DType.fp32, 1, pcount=rows, byte=b) for b in (0, 12)]  # running max, two slots
+            nb = st.tile(DType.fp32, 1, pcount=rows, byte=4)
+            ssum = st.tile(DType.fp32, 1, pcount=rows, byte=8)
+            bsum = st.tile(DType.fp32, 1, pcount=rows, byte=16)
+            alpha = st.tile(DType.fp32, 1, pcount=rows, byte=20)
+            o = oacc.tile(DType.fp32, hd, pcount=rows)
+            for j, a in enumerate(range(klo, khi, pl.kv_block)):
+                b = min(khi, a + pl.kv_block)
+                em.op_class = OpClass.kv_load
+                slot = rk.kv_slot
+                rk.kv_slot ^= 1
+                kbuf, vbuf = rk.buf_single(f"kbuf{slot}"), rk.buf_single(f"vbuf{slot}")
+                _load_kv(pl, rk, L, seg, g, a, kbuf, vbuf, k, hi=b)
+                em.op_class = OpClass.attn_scores
+                _scores(pl, rk, L, seg, g, qs, rows, k, kbuf, a, a, b - a, qpos0, qlast)
+                scores = sc.tile(DType.fp32, b - a, pcount=rows)
+                em.op_class = OpClass.softmax
+                mj, mprev = m[j % 2], m[(j - 1) % 2]
+                rk.vec(Op.tensor_reduce, dst=mj, src=scores, op=ReduceOp.max, axes=1)
+                if j:
+                    rk.vec(Op.tensor_tensor, dst=mj, in0=mj, in1=mprev, op=AluOp.max)
+                rk.vec(Op.tensor_scalar, dst=nb, src=mj, op0=AluOp.mul, imm0=-scale)
+                probs = pr.tile(kb, b - a, pcount=rows)
+                rk.act(ActFunc.exp, probs, scores, bias=nb, scale_imm=scale, reduce_dst=bsum if j else ssum)
+                if j:  # rescale the running sum: ssum = ssum * alpha + bsum
+                    rk.act(ActFunc.exp, alpha, mprev, bias=nb, scale_imm=scale)
+                    rk.vec(Op.tensor_tensor, dst=ssum, in0=ssum, in1=alpha, op=AluOp.mul)
+                    rk.vec(Op.tensor_tensor, dst=ssum, in0=ssum, in1=bsum, op=AluOp.add)
+                # the block's P x V [rows, hd], accumulated over its 128-key sub-blocks in one PSUM bank
+                em.op_class = OpClass.attn_pv
+                pv = rk.bank().tile(DType.fp32, hd, pcount=rows)
+                for i, c0 in enumerate(range(a, b, P)):
+                    nk = min(P, b - c0)
+                    ptile = pts[i % 2].tile(kb, rows, pcount=nk)
+                    rk.transpose_into(ptile, pr.tile(kb, nk, pcount=rows, byte=(c0 - a) * kb.itemsize))
+                    rk.mm(pv, ptile, vbuf.tile(kb, hd, pcount=nk, byte=(c0 - a) // P * hd * kb.itemsize), acc=i > 0)
+                if j:
+                    rk.vec(Op.tensor_scalar, dst=o, src=o, scalar0=alpha, op0=AluOp.mul)
+                    rk.vec(Op.tensor_tensor, dst=o, in0=o, in1=pv, op=AluOp.add)
                 else:
-                    dst = attn[ti].tile(pl.mdt, nq, pstart=p0, pcount=pl.sub_rows(sub), byte=col * pl.mdt.itemsize)
-                rk.vec(Op.tensor_copy, dst=dst, src=po[sub])
+                    rk.vec(Op.tensor_copy, dst=o, src=pv)
+            # normalise, then transpose [rows, hd] into the feature-major output (lane-aligned with the head)
+            rk.act(ActFunc.reciprocal, ssum, ssum)
+            rk.vec(Op.tensor_scalar, dst=onorm.tile(pl.mdt, hd, pcount=rows), src=o, scalar0=ssum, op0=AluOp.mul)
+            for sub, (ti, p0) in zip(subs, qloc):
+                rsub = pl.sub_rows(sub)
+                pt = rk.bank().tile(DType.fp32, rows, pcount=rsub, pstart=p0)
+                em.emit(Op.transpose, rk.core, Engine.tensor, dst=pt,
+                        src=onorm.tile(pl.mdt, rsub, pcount=rows, byte=sub * P * pl.mdt.itemsize))
+                rk.vec(Op.tensor_copy, dst=_out_tile(pl, attn, ti, p0, sub, stack, len(hs), nq, col), src=pt)

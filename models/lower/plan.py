@@ -6,7 +6,11 @@ intermediate features per tensor-parallel rank), the dtypes, the slab layout of 
 (:mod:`.weights`), the split of a core's DMA queues between the weight stream and everything else
 (:func:`dma_queue_split`), and, in :meth:`LoweringPlan.fit`, the token chunk, the weight-ring depth and
 the SBUF placement of every role (:mod:`.alloc`): the largest chunk (at most ``moving_free_max`` tokens)
-and, for it, the deepest ring that fits, a shallower ring being tried before a smaller chunk.
+and, for it, the deepest ring that fits, a shallower ring being tried before a smaller chunk. When no
+chunk fits with the keys of a whole (sequence, kv head) in SBUF (long contexts: the score, probability,
+mask and K/V buffers grow with the keys), a decoder's decode step tiles attention over key blocks of
+:attr:`LoweringPlan.kv_block` keys (flash-style running max and sum, :mod:`.attention`), which bounds
+those buffers independently of the context; steps that fit untiled keep the untiled plan.
 
 :func:`plan_step` summarises that choice as a :class:`StepPlan` for the step-level analytical model,
 which must make the same choices as the lowering without emitting a program. This module therefore
@@ -204,11 +208,17 @@ class LoweringPlan:
         self.tc = 0
         self.max_ctx = 0
         self.kvmax = 0
+        self.kv_block = 0  # keys per attention key block (0: untiled, every key of a head in SBUF at once)
         self.role_off: dict[str, int] = {}
         self.role_bytes: dict[str, int] = {}
         self.sbuf_peak_bytes = 0
 
     # ---- geometry -------------------------------------------------------------------------------
+    @property
+    def kcols(self) -> int:
+        """Keys of a (sequence, kv head) in SBUF at once: the K^T columns of a head tile in ``kbuf``."""
+        return self.kv_block or self.kvmax
+
     def fsize(self, n: int, t: int) -> int:
         """Features of tile ``t`` of an ``n``-feature vector (``P`` but for a partial last tile)."""
         return min(self.P, n - t * self.P)
@@ -312,7 +322,7 @@ class LoweringPlan:
         ht = self.ht
         qt, kt = self.qt, self.kt
         it = math.ceil(self.inter_r / P)
-        kvmax = self.kvmax
+        kvmax = self.kcols
         nblk = math.ceil(kvmax / P)
         slab_free = max(p.max_slab_free for p in self.plans.values())
         last = PH_HEAD
@@ -368,6 +378,8 @@ class LoweringPlan:
             *[Role(f"lorow{i}", self.s_block * ab, PH_HEAD, PH_HEAD) for i in range(LOGIT_ROW_SLOTS)],
         ]
         roles += [Role(f"wslot{i}", slab_free * self.wdt.itemsize, 0, last) for i in range(self.wring)]
+        if self.kv_block:  # key-block tiling: the running output [query rows, hd] (fp32), its normalised copy
+            roles += [Role("oacc", self.hd * 4, PH_ATTN, PH_ATTN), Role("onorm", self.hd * mb, PH_ATTN, PH_ATTN)]
         if self.int8:
             roles += [Role(f"dq{i}", slab_free * 2, 0, last) for i in range(2)]
         if s.is_moe:
@@ -454,6 +466,26 @@ class LoweringPlan:
         windowed = spec.kind == "decoder" and wl.phase == "decode" and all(windows)
         self.kvmax = min(total_ctx, max(w or 0 for w in windows)) if windowed else total_ctx
 
+        try:
+            tc, peak = self._fit_chunk()
+        except LoweringError:
+            # the keys of a head do not fit whole: attention over key blocks (one score PSUM bank each, their
+            # probability transposes fewer than the PSUM banks so that the P x V accumulator is not reused)
+            kblk = min(self.chip.tensor_engine.moving_free_max, self.bank_bytes // 4, (self.banks - 2) * self.P)
+            kblk = kblk // self.P * self.P
+            if kblk < self.P or self.kvmax <= kblk or spec.kind != "decoder" or wl.phase != "decode":
+                raise
+            self.kv_block = kblk
+            tc, peak = self._fit_chunk()
+        self.tc = tc
+        self.role_bytes = {r.name: r.nbytes for r in self.roles(tc)}
+        self.sbuf_peak_bytes = peak
+        return peak
+
+    def _fit_chunk(self) -> tuple[int, int]:
+        """(token chunk, peak SBUF bytes) of the largest chunk that fits with the deepest ring (``self.wring``
+        and ``self.role_off`` set), or :class:`LoweringError`."""
+        spec, wl = self.spec, self.wl
         cap = self.chip.sbuf.bytes_per_partition
         te_max = self.chip.tensor_engine.moving_free_max
         tokens = wl.batch * self.seq
@@ -476,10 +508,7 @@ class LoweringPlan:
             tc //= 2
         else:
             raise LoweringError(f"model '{spec.name}' on '{self.chip.name}': {last_err}")
-        self.tc = tc
-        self.role_bytes = {r.name: r.nbytes for r in self.roles(tc)}
-        self.sbuf_peak_bytes = peak
-        return peak
+        return tc, peak
 
 
 @dataclass(frozen=True)
@@ -494,6 +523,7 @@ class StepPlan:
     max_ctx: int = 0  # token slots of the K/V cache (context + new tokens, rounded up to the partitions)
     hbm_bytes_per_chip: dict[int, int] = field(default_factory=dict)  # :meth:`LoweringPlan.hbm_bytes_per_chip`
     hbm_bytes_by_kind: dict[str, int] = field(default_factory=dict)  # one rank's: weights, kv_cache, activations
+    kv_block: int = 0  # keys per attention key block (:attr:`LoweringPlan.kv_block`; 0: untiled)
 
 
 def plan_step(spec: ModelSpec, workload: Workload, chip: ChipConfig) -> StepPlan:
@@ -510,7 +540,7 @@ def plan_step(spec: ModelSpec, workload: Workload, chip: ChipConfig) -> StepPlan
         k = "weights" if kind == TensorKind.weight else "kv_cache" if name.endswith("_cache") else "activations"
         kinds[k] += math.prod(shape) * dt.itemsize
     return StepPlan(tc, ring, sum(len(p.slabs) for p in layer), max(p.max_slab_free for p in layer), err,
-                    pl.max_ctx, pl.hbm_bytes_per_chip(), kinds)
+                    pl.max_ctx, pl.hbm_bytes_per_chip(), kinds, pl.kv_block)
 
 
 def check_feasible(spec: ModelSpec, wl: Workload, chip: ChipConfig) -> StepPlan:
