@@ -332,9 +332,11 @@ def plot_search(trials: Any, front: Any, objectives: list[tuple[str, str]], path
         ax.set_xlabel("trial")
         ax.set_ylabel(f"{axis_label(a)} ({da})")
     else:
-        ax.scatter(trials[b], trials[a], s=16, alpha=0.6, label="trials")
         f = front.sort_values(b)
         ax.plot(f[b], f[a], "-o", color="tab:red", ms=5, label="Pareto set")
+        # trials as rings drawn over the front, so a trial that lies on it stays visible
+        ax.scatter(trials[b], trials[a], s=90, facecolors="none", edgecolors="tab:blue",
+                   linewidths=1.2, zorder=3, label="trials")
         ax.set_xlabel(f"{axis_label(b)} ({db})")
         ax.set_ylabel(f"{axis_label(a)} ({da})")
     ax.set_title(f"search: {len(trials)} completed trials (infeasible or failed ones are pruned)")
