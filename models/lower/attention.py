@@ -396,18 +396,20 @@ def attend(
             em.op_class = OpClass.attn_pv
             po = [rk.bank().tile(DType.fp32, rows, pcount=pl.sub_rows(sub), pstart=p0)  # lane-aligned with the head
                   for sub, (_, p0) in zip(subs, qloc)]
+            # the transposes below skip po's banks: with more key blocks than free banks the ring wraps
+            keep = tuple(t.buf for t in po)
             pts = [rk.buf_single("pt0"), rk.buf_single("pt1")]
             # key blocks of P, aligned with vbuf's blocks
             edges = [*range(klo, khi, P), khi]
             blocks = list(zip(edges[:-1], edges[1:]))
 
             def stage(bi: int, rows: int = rows, klo: int = klo, blocks: list = blocks,
-                      pts: list[Buf] = pts) -> tuple[Tile, list[Tile]]:
+                      pts: list[Buf] = pts, keep: tuple[Buf, ...] = keep) -> tuple[Tile, list[Tile]]:
                 """P^T (and V: the decoder's cache block, the encoder's V^T transposed) of key block ``bi``."""
                 a, b = blocks[bi]
                 nk = b - a
                 ptile = pts[bi % 2].tile(kb, rows, pcount=nk)
-                rk.transpose_into(ptile, pr.tile(kb, nk, pcount=rows, byte=(a - klo) * kb.itemsize))
+                rk.transpose_into(ptile, pr.tile(kb, nk, pcount=rows, byte=(a - klo) * kb.itemsize), keep)
                 if spec.kind == "decoder":  # key a + i at partition i of vbuf block (a - lo) // P
                     return ptile, [vbuf.tile(kb, pl.sub_rows(sub), pcount=nk,
                                              byte=((a - lo) // P * hd + sub * P) * kb.itemsize) for sub in subs]
@@ -417,7 +419,7 @@ def attend(
                     rsub = pl.sub_rows(sub)
                     t = vbuf.tile(kb, rsub, pcount=nk, byte=((bi % 2) * hd + sub * P) * kb.itemsize)
                     rk.transpose_into(t, v[vti].tile(kb, nk, pcount=rsub, pstart=vp0,
-                                                     byte=(seg.c0 - seg.t0 + a) * kb.itemsize))
+                                                     byte=(seg.c0 - seg.t0 + a) * kb.itemsize), keep)
                     vs.append(t)
                 return ptile, vs
 

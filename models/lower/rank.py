@@ -102,11 +102,16 @@ class Rank:
             have.append(b)
         return have
 
-    def bank(self) -> Buf:
-        """The next PSUM bank of the ring."""
-        b = self.psum_ring[self._bank]
-        self._bank = (self._bank + 1) % len(self.psum_ring)
-        return b
+    def bank(self, keep: tuple[Buf, ...] = ()) -> Buf:
+        """The next PSUM bank of the ring, skipping the banks in ``keep`` (ones still accumulating, which a
+        long loop of transposes would otherwise wrap around the ring onto)."""
+        if len(keep) >= len(self.psum_ring):
+            raise AssertionError(f"all {len(self.psum_ring)} PSUM banks kept")
+        while True:
+            b = self.psum_ring[self._bank]
+            self._bank = (self._bank + 1) % len(self.psum_ring)
+            if not any(b is k for k in keep):
+                return b
 
     def load_vec(self, tensor: str, which: int = 0) -> Buf:
         """DMA a whole per-channel vector (``[nvec, P, nt]`` fp32 tensor, entry ``which``) into the next
@@ -168,8 +173,9 @@ class Rank:
     def mm(self, dst: Tile, stat: Tile, mov: Tile, acc: bool) -> None:
         self.em.emit(Op.matmul, self.core, Engine.tensor, dst=dst, stationary=stat, moving=mov, accumulate=acc)
 
-    def transpose_into(self, dst: Tile, src: Tile) -> None:
-        """``dst[F, P] = src[P, F]^T``: a TensorE transpose into the next PSUM bank, then a vector copy out."""
-        pt = self.bank().tile(DType.fp32, dst.ap.free_size, pcount=dst.ap.partitions)
+    def transpose_into(self, dst: Tile, src: Tile, keep: tuple[Buf, ...] = ()) -> None:
+        """``dst[F, P] = src[P, F]^T``: a TensorE transpose into the next PSUM bank (not one of ``keep``), then a
+        vector copy out."""
+        pt = self.bank(keep).tile(DType.fp32, dst.ap.free_size, pcount=dst.ap.partitions)
         self.em.emit(Op.transpose, self.core, Engine.tensor, dst=pt, src=src)
         self.vec(Op.tensor_copy, dst=dst, src=pt)
