@@ -380,7 +380,8 @@ def attend(
             n_keys = khi - klo
             scores = sc.tile(DType.fp32, n_keys, pcount=rows)
             em.op_class = OpClass.attn_scores
-            _scores(pl, rk, L, seg, g, qs, rows, k, kbuf, lo, klo, n_keys, qpos0, qlast)
+            _scores(pl, rk, L, seg, g, qs, rows, k, kbuf, lo, klo, n_keys, qpos0, qlast,
+                    _stacked_q_waits(pl, q, hs, stack))
             m = st.tile(DType.fp32, 1, pcount=rows, byte=0)
             nb = st.tile(DType.fp32, 1, pcount=rows, byte=4)
             ssum = st.tile(DType.fp32, 1, pcount=rows, byte=8)
@@ -438,12 +439,13 @@ def attend(
 
 
 def _scores(pl: LoweringPlan, rk: Rank, L: int, seg: Segment, g: int, qs: list[Tile], rows: int, k: list[Buf],
-            kbuf: Buf, kbase: int, klo: int, n_keys: int, qpos0: int, qlast: int) -> None:
+            kbuf: Buf, kbase: int, klo: int, n_keys: int, qpos0: int, qlast: int,
+            q_waits: dict[str, int] | None = None) -> None:
     """Masked scores of the query rows ``qs`` (positions ``qpos0 .. qlast``) against keys ``klo ..
     klo + n_keys`` into the ``sc`` role (key ``klo + i`` at column ``i``), a PSUM bank of keys at a time
     (matmul, eviction: a copy, or ``tanh`` when soft-capping, plus the causal/window masks where a block
     needs them); decoders read K^T from ``kbuf`` (key ``j`` at column ``j - kbase``), encoders the
-    chunk's ``k`` tiles."""
+    chunk's ``k`` tiles. ``q_waits`` (writes to ``qs`` the emitter does not see) go on the first matmul."""
     spec, kb, em = pl.spec, pl.kdt, rk.em
     causal_prefill = spec.causal and pl.wl.phase == "prefill"
     window = spec.window(L)
@@ -463,7 +465,7 @@ def _scores(pl: LoweringPlan, rk: Rank, L: int, seg: Segment, g: int, qs: list[T
             else:
                 mv = k[ti_k].tile(kb, nk, pcount=pl.sub_rows(sub), pstart=p0_k,
                                   byte=(seg.c0 - seg.t0 + kpos) * kb.itemsize)
-            rk.mm(ps, qs[sub], mv, acc=sub > 0)
+            rk.mm(ps, qs[sub], mv, acc=sub > 0, extra_waits=q_waits if k0 == 0 and sub == 0 else None)
         dst = sc.tile(DType.fp32, nk, pcount=rows, byte=k0 * 4)
         # value = key_pos - query_pos: causal masks > 0, a window masks <= -window
         masks = [(AluOp.gt, 0.0)] if causal_prefill and kpos + nk > qpos0 else []
@@ -517,6 +519,17 @@ def _queries(pl: LoweringPlan, q: list[Buf], hs: list[int], stack: bool, seg: Se
     return rows, col, qloc, qs
 
 
+def _stacked_q_waits(pl: LoweringPlan, q: list[Buf], hs: list[int], stack: bool) -> dict[str, int]:
+    """The waits for the last writes (rotary, eviction) of the head tiles a stacked q view (:func:`_queries`)
+    reaches beyond its first head's: the emitter tracks the view through that head's tile only."""
+    waits: dict[str, int] = {}
+    if stack:
+        for ti, _ in (pl.head_loc(h, sub) for h in hs[1:] for sub in range(pl.hd_t)):
+            for sem, n in q[ti].last_write.items():
+                waits[sem] = max(waits.get(sem, 0), n)
+    return waits
+
+
 def _out_tile(pl: LoweringPlan, attn: list[Buf], ti: int, p0: int, sub: int, stack: bool, nheads: int, nq: int,
               col: int) -> Tile:
     """The attention output tile of head tile ``sub`` (at tile ``ti``, partition ``p0``) of a query block."""
@@ -549,15 +562,9 @@ def _attend_tiled(pl: LoweringPlan, rk: Rank, L: int, seg: Segment, g: int, lo: 
         qblocks = [(0, 1)] if stack else [(t, min(P, seg.n - t)) for t in range(0, seg.n, P)]
         for tq0, nq in qblocks:
             rows, col, qloc, qs = _queries(pl, q, hs, stack, seg, tq0, nq)
-            if stack and len(hs) > 1:
-                # the stacked q view reaches into the group's other head tiles, which the emitter does not
-                # track through it: the tensor engine waits for their last writes (rotary) first
-                waits: dict[str, int] = {}
-                for ti, _ in (pl.head_loc(h, sub) for h in hs[1:] for sub in subs):
-                    for sem, n in q[ti].last_write.items():
-                        waits[sem] = max(waits.get(sem, 0), n)
-                if waits:
-                    em.emit(Op.nop, rk.core, Engine.tensor, extra_waits=waits)
+            waits = _stacked_q_waits(pl, q, hs, stack)
+            if waits:
+                em.emit(Op.nop, rk.core, Engine.tensor, extra_waits=waits)
             qpos0 = seg.t0 + tq0
             qlast = qpos0 + nq - 1
             klo = lo + (max(0, qpos0 - window + 1) - lo) // P * P if window else 0

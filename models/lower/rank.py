@@ -170,8 +170,9 @@ class Rank:
     def act(self, func: ActFunc, dst: Tile, src: Tile, **kw: Any) -> None:
         self.em.emit(Op.activate, self.core, Engine.scalar, dst=dst, src=src, func=func, **kw)
 
-    def mm(self, dst: Tile, stat: Tile, mov: Tile, acc: bool) -> None:
-        self.em.emit(Op.matmul, self.core, Engine.tensor, dst=dst, stationary=stat, moving=mov, accumulate=acc)
+    def mm(self, dst: Tile, stat: Tile, mov: Tile, acc: bool, extra_waits: dict[str, int] | None = None) -> None:
+        self.em.emit(Op.matmul, self.core, Engine.tensor, dst=dst, stationary=stat, moving=mov, accumulate=acc,
+                     extra_waits=extra_waits)
 
     def transpose_into(self, dst: Tile, src: Tile, keep: tuple[Buf, ...] = ()) -> None:
         """``dst[F, P] = src[P, F]^T``: a TensorE transpose into the next PSUM bank (not one of ``keep``), then a
