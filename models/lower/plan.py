@@ -508,6 +508,16 @@ class LoweringPlan:
             tc //= 2
         else:
             raise LoweringError(f"model '{spec.name}' on '{self.chip.name}': {last_err}")
+        if spec.kind != "decoder" and tc % self.seq:
+            # an encoder's queries attend to every key of their sequence, read from the chunk's own K/V
+            # tiles: a chunk holds whole sequences (attention across token chunks is not lowered)
+            if self.seq > tc or self.token_chunk is not None:
+                raise LoweringError(
+                    f"model '{spec.name}' on '{self.chip.name}': an encoder sequence of {self.seq} tokens does "
+                    f"not fit whole in a token chunk of {tc} tokens (bidirectional attention across token "
+                    f"chunks is not lowered)")
+            tc = tc // self.seq * self.seq
+            self.role_off, peak = allocate(self.roles(tc), cap)
         return tc, peak
 
 
