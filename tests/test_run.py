@@ -29,9 +29,8 @@ def test_zoo_models_run(name: str, fidelity: str) -> None:
     assert r.hbm_bytes >= r.min_hbm_bytes
 
 
-@pytest.mark.slow  # every zoo model lowered and simulated
-def test_every_zoo_model_is_runnable_at_small_size(tmp_path) -> None:
-    """Every zoo architecture lowers and simulates (shrunk to 2 layers to keep CI fast)."""
+def _two_layer_zoo(tmp_path):
+    """Every zoo config shrunk to 2 layers, written under ``tmp_path``: (name, path, spec)."""
     for name in zoo_names():
         cfg = json.loads((load_model.__globals__["ZOO_DIR"] / f"{name}.json").read_text())
         for key in ("num_hidden_layers", "n_layer"):
@@ -39,7 +38,13 @@ def test_every_zoo_model_is_runnable_at_small_size(tmp_path) -> None:
                 cfg[key] = 2
         p = tmp_path / f"{name}.json"
         p.write_text(json.dumps(cfg))
-        spec = load_model(p)
+        yield name, p, load_model(p)
+
+
+@pytest.mark.slow  # every zoo model lowered and simulated
+def test_every_zoo_model_is_runnable_at_small_size(tmp_path) -> None:
+    """Every zoo architecture lowers and simulates (shrunk to 2 layers to keep CI fast)."""
+    for name, p, spec in _two_layer_zoo(tmp_path):
         phase = "prefill" if spec.kind == "encoder" else "decode"
         r = infsim.run("inf2", p, phase=phase, batch=1, context=16, tp=2 if spec.hidden >= 4096 else 1)
         assert r.latency_ms > 0, name
@@ -51,14 +56,7 @@ def test_hbm_bytes_never_below_the_graph_minimum(tmp_path, fidelity: str) -> Non
     """Every zoo architecture moves at least the graph's minimum HBM bytes (the analytical fidelity once left
     out the norm weights, the inputs and the logits: Mixtral on trn2 reported 97,454,653,440 bytes for a
     minimum of 97,460,068,352)."""
-    for name in zoo_names():
-        cfg = json.loads((load_model.__globals__["ZOO_DIR"] / f"{name}.json").read_text())
-        for key in ("num_hidden_layers", "n_layer"):
-            if key in cfg:
-                cfg[key] = 2
-        p = tmp_path / f"{name}.json"
-        p.write_text(json.dumps(cfg))
-        spec = load_model(p)
+    for name, p, spec in _two_layer_zoo(tmp_path):
         for phase in ("prefill", "decode") if spec.kind == "decoder" else ("prefill",):
             r = infsim.run("trn2", p, phase=phase, batch=2, context=64, tp=2 if spec.hidden >= 4096 else 1,
                            fidelity=fidelity)
