@@ -40,13 +40,21 @@ transfer the phase makes occupies its bytes over the model's efficiency for its 
 column and V rows written per new token -- plus the model's read/write mixing cost with the phase's reads
 and writes taken as concurrent.
 
+The ring's prefetch reach is its depth in stream time (:meth:`_Pipe.dma_time`): with at least as many slots as
+DMA engines, ``ring`` slabs over the engines; with fewer (long-context decode at high TP, where the K/V buffers
+leave the ring 8 slots of 16 engines) each slot holds one slab in flight, so the ring is one whole slab transfer
+plus its fixed latency ahead, not ``ring / engines`` of one.
+
 Left out (the cycle engine has them): semaphore latencies between instructions, PSUM-bank and SBUF-slot
 back-pressure beyond the ring depth (the weight stream stalls at a layer boundary once a layer's weights are
 all in the ring), the lowering's SBUF aliasing between phases, contention between collectives, and the early
-issue of the first head's K/V loads behind the projections' weight stream (they wait only for their buffers;
-with a shallow ring the cycle engine has the K in before the projections end: Llama-2-7B at TP 24 and 8,191
-cached tokens comes out 1.11x the cycle engine). The agreement with the cycle engine is a test
-(``tests/fidelity/test_fidelity_step.py``, ``test_fidelity_zoo.py``, ``test_fidelity_tp24.py``).
+issue of the first head's K/V loads: they wait only for their double buffer, free once the previous layer's
+second-to-last head is scored, so the cycle engine loads them during the previous layer's MLP (its weight
+stream slower by their HBM time) and the first head's scores start as the projections end, while this schedule
+charges the first head's load latency at the start of attention (Llama-2 at TP 24 and 8,191 cached tokens:
+attention ~19 us longer and the MLP ~10-36 us shorter per layer than the cycle engine's; the two largely
+cancel). The agreement with the cycle engine is a test (``tests/fidelity/test_fidelity_step.py``,
+``test_fidelity_zoo.py``, ``test_fidelity_tp24.py``).
 """
 
 from __future__ import annotations
@@ -96,13 +104,16 @@ class _Pipe:
     is prefetched before the previous group's last slab is consumed.
     """
 
-    def __init__(self, queues: int, hbm_share_gbps: float, ring_ns: float, ring: int, last_lat_ns: float,
+    def __init__(self, queues: int, hbm_share_gbps: float, slab: PhaseCost, ring: int, last_lat_ns: float,
                  shared_queues: bool, kappa: float = 0.0, write_batch: int = 1):
-        self.q, self.hbm, self.ring_ns, self.ring, self.last_lat = queues, hbm_share_gbps, ring_ns, ring, last_lat_ns
+        self.q, self.hbm, self.ring, self.last_lat = queues, hbm_share_gbps, ring, last_lat_ns
         self.kappa, self.write_batch = kappa, write_batch
         self.shared = shared_queues
         self.dma = self.comp = self.cons = self.prev_d = 0.0
-        self.reach = ring_ns  # prefetch reach into the next weight segment
+        # the ring in stream time: ``ring`` slabs at the stream's rate (:meth:`dma_time`); a ring shallower than
+        # the DMA engines holds one slab per slot, each a whole transfer plus its fixed latency in flight
+        self.ring_ns = ring * self.dma_time(slab)
+        self.reach = self.ring_ns  # prefetch reach into the next weight segment
 
     def pin(self, c: PhaseCost) -> float:
         """Bytes of HBM pin time of a phase: reads and writes over their patterns' efficiencies, plus the
@@ -110,6 +121,10 @@ class _Pipe:
         return c.hbm_rd + c.hbm_wr + self.kappa * min(c.hbm_wr / self.write_batch, c.hbm_rd)
 
     def dma_time(self, c: PhaseCost) -> float:
+        """Stream time of a weight segment: its slabs' engine time over the parallel streams -- the DMA engines,
+        or the ring's slots when there are fewer (a slot is refilled only when its slab has arrived and been
+        consumed, so each slot's transfers run one after another, fixed latency included) -- or its HBM pin
+        time over this core's share of the bandwidth, whichever is longer."""
         streams = self.q if self.ring >= self.q else self.ring
         engine = (c.dma + (c.dma_lat if self.ring < self.q else 0.0)) / streams
         return max(engine, self.pin(c) / self.hbm)
@@ -202,11 +217,10 @@ def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: Colle
     active = min(tp, chip.cores_per_chip)
     hbm_share = mem.peak_bpps * 1e3 / active  # the pin bandwidth, charged per transfer as the cycle engine's model
     q = chip.dma.engines_per_core
-    # prefetch depth in time: the weight ring holds ring_depth slabs of the layers (the largest one's size)
+    # prefetch depth: the weight ring holds ring_depth slabs of the layers (the largest one's size)
     slab_bytes = P * plan.max_slab_free * cc.wdt.itemsize
-    slab = PhaseCost()
+    slab = PhaseCost(dma=cc.dma_ns(slab_bytes, P), dma_lat=cc.dma_lat_ns)
     cc.hbm(slab, slab_bytes, slab_bytes, slab_bytes)
-    ring_ns = ring_depth * max(cc.dma_ns(slab_bytes, P) / q, slab.hbm_rd / hbm_share)
     # a DMA engine serves its queues round robin, dma.arbitration_bytes per turn: a K/V load behind the
     # weight stream waits for one chunk of a slab
     chunk = min(chip.dma.arbitration_bytes or slab_bytes, slab_bytes)
@@ -229,7 +243,7 @@ def estimate(spec: ModelSpec, wl: Workload, chip: ChipConfig, collectives: Colle
     pad = (-plan.layer_slabs) % ring_depth  # slots skipped to align the next group (layer, head) to the ring
     boundary = min(1.0, (pad + 1) / ring_depth)
     # without queues of their own the K/V loads queue behind the weight prefetch
-    pipe = _Pipe(q, hbm_share, ring_ns, ring_depth, cc.dma_lat_ns, shared_queues=cc.other_q0 == 0,
+    pipe = _Pipe(q, hbm_share, slab, ring_depth, cc.dma_lat_ns, shared_queues=cc.other_q0 == 0,
                  kappa=mem.kappa, write_batch=mem.write_batch)
     phases: list[tuple[str, float]] = []
     hbm_total = 0.0

@@ -11,12 +11,13 @@ engine that read them: ``min(V DMAs, queues)`` waits, two per instruction, the r
 left the analytical step at 0.82 / 0.90 of the cycle engine at 2,112 / 4,095 cached tokens; with the turns
 counted it is 0.96 / 0.97.
 
-Known gap (strict xfail, so a fix shows up): at 8,191 cached tokens the analytical step is 1.11x the cycle
-engine's. The weight ring is shallow there (8 slots), and the cycle engine loads the first head's K behind the
-q/k/v projections' weight stream (its scores start as the projections end), while the step fidelity charges
-the first head's load after the projections; charging it from the projections' load start instead brings
-this case to 1.03 but moves others below the band (13B at 6,144: 0.86), because that term also stands in for
-the layer-boundary ring stall the step schedule does not model.
+At 8,191 cached tokens the K/V buffers leave the weight ring 8 slots for 16 DMA engines. The step fidelity took
+the ring's prefetch reach as 8 slabs over 16 engines (7.6 us, here bound by the core's HBM share), while each
+slot holds one slab in flight, a whole transfer plus its fixed latency (16.6 us): the next layer's q/k/v weights
+prefetched during the all-reduce and norm were a third of the cycle engine's (one 8-slab wave), its projections
+~10 us per layer longer, and the analytical step was 1.11x the cycle engine's
+(strict xfail until the reach was counted as the stream's own rate, :meth:`infsim.fidelity.step._Pipe.dma_time`):
+now 1.03 (full size 1.14 -> 1.06).
 """
 
 from __future__ import annotations
@@ -47,8 +48,7 @@ def _spec(name: str):  # noqa: ANN202
 
 @pytest.mark.parametrize(
     "context",
-    [2112, 4095, pytest.param(8191, marks=pytest.mark.xfail(strict=True, reason="1.11: first head's K load "
-                                                                               "(module docstring)"))],
+    [2112, 4095, 8191],
 )
 def test_tp24_decode_analytical_within_10_percent_of_cycle(context: int) -> None:
     spec = _spec("llama-2-7b")
