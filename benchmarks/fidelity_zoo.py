@@ -4,10 +4,11 @@
 for each model in ``models/zoo``, decoders at decode batch 1 and 8 (context 512) and prefill 512, encoders at
 prefill batch 1 and 8 (128 tokens), each at TP 1 and 2, the analytical estimate
 (:func:`infsim.fidelity.step.estimate`) and the cycle engine's time of the lowered step; writes
-``benchmarks/results/fidelity_zoo.json`` (ratio = analytical / cycle, with the layer count of each row) and
-prints a table. Models run full size by default; ``--layers N`` cuts them to ``N`` layers (the layer count
-only repeats the per-layer schedule, and the cycle engine takes minutes per full-size 70B case). The CI
-test on small configurations is ``tests/fidelity/test_fidelity_zoo.py``.
+``benchmarks/results/fidelity_zoo.json`` (ratio = analytical / cycle, with the layer count of each row; a step the
+plan refuses, such as a 70B model on one chip, is a row with the refusal instead) and prints a table. Models run
+full size by default; ``--layers N`` cuts them to ``N`` layers (the layer count only repeats the per-layer
+schedule, and the cycle engine takes minutes per full-size 7B-13B prefill). The CI test on small configurations
+is ``tests/fidelity/test_fidelity_zoo.py``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 
 from infsim.config import load_chip
+from infsim.feasibility import InfeasibleError
 from infsim.fidelity.step import estimate
 from infsim.models.graph import Workload
 from infsim.models.lower import lower
@@ -52,7 +54,13 @@ def main() -> None:
             spec = dataclasses.replace(spec, layers=args.layers)
         for wl in workloads(spec.kind):
             t0 = time.perf_counter()
-            est = estimate(spec, wl, chip)
+            try:
+                est = estimate(spec, wl, chip)
+            except InfeasibleError as e:  # e.g. a 70B model's weights on one chip: refused at every fidelity
+                rows.append({"model": name, "layers": spec.layers, "phase": wl.phase, "batch": wl.batch,
+                             "context": wl.prompt_or_context, "tp": wl.tp, "refused": str(e)})
+                print(f"{name:20s} L{spec.layers:<3d} {wl.phase:8s} b{wl.batch:<2d} tp{wl.tp} refused: {e}", flush=True)
+                continue
             cyc = simulate(lower(spec, wl, chip).program, chip)
             row = {"model": name, "layers": spec.layers, "phase": wl.phase, "batch": wl.batch,
                    "context": wl.prompt_or_context, "tp": wl.tp, "analytical_us": round(est.total_ns / 1e3, 3),
