@@ -49,12 +49,13 @@ Left out (the cycle engine has them): semaphore latencies between instructions, 
 back-pressure beyond the ring depth (the weight stream stalls at a layer boundary once a layer's weights are
 all in the ring), the lowering's SBUF aliasing between phases, contention between collectives, and the early
 issue of the first head's K/V loads: they wait only for their double buffer, free once the previous layer's
-second-to-last head is scored, so the cycle engine loads them during the previous layer's MLP (its weight
-stream slower by their HBM time) and the first head's scores start as the projections end, while this schedule
-charges the first head's load latency at the start of attention (Llama-2 at TP 24 and 8,191 cached tokens:
-attention ~19 us longer and the MLP ~10-36 us shorter per layer than the cycle engine's; the two largely
-cancel). The agreement with the cycle engine is a test (``tests/fidelity/test_fidelity_step.py``,
-``test_fidelity_zoo.py``, ``test_fidelity_tp24.py``).
+second-to-last head is scored, so the cycle engine loads them during the previous layer's MLP (taking HBM time
+from its weight stream) and the first head's scores start as the projections end, while this schedule charges
+the first head's load latency at the start of attention. Per layer, Llama-2 decode at TP 24 and 8,191 cached
+tokens: attention 19.5 us longer than the cycle engine's (7B and 13B), the MLP 9.7 us (7B) and 36 us (13B)
+shorter -- the 13B MLP also waits on its 16-slot ring, refilled only as the MLP consumes it after the all-reduce
+and norm; the errors largely cancel (per step 1.03 / 0.92). The agreement with the cycle engine is a test
+(``tests/fidelity/test_fidelity_step.py``, ``test_fidelity_zoo.py``, ``test_fidelity_tp24.py``).
 """
 
 from __future__ import annotations
