@@ -111,8 +111,8 @@ class _Pipe:
         self.kappa, self.write_batch = kappa, write_batch
         self.shared = shared_queues
         self.dma = self.comp = self.cons = self.prev_d = 0.0
-        # the ring in stream time: ``ring`` slabs at the stream's rate (:meth:`dma_time`); a ring shallower than
-        # the DMA engines holds one slab per slot, each a whole transfer plus its fixed latency in flight
+        # the ring in stream time: ``ring`` slabs at the stream's rate (:meth:`dma_time`); filling it takes at
+        # least one whole slab transfer plus its fixed latency (a ring shallower than the engines: just that)
         self.ring_ns = ring * self.dma_time(slab)
         self.reach = self.ring_ns  # prefetch reach into the next weight segment
 
@@ -122,12 +122,13 @@ class _Pipe:
         return c.hbm_rd + c.hbm_wr + self.kappa * min(c.hbm_wr / self.write_batch, c.hbm_rd)
 
     def dma_time(self, c: PhaseCost) -> float:
-        """Stream time of a weight segment: its slabs' engine time over the parallel streams -- the DMA engines,
-        or the ring's slots when there are fewer (a slot is refilled only when its slab has arrived and been
-        consumed, so each slot's transfers run one after another, fixed latency included) -- or its HBM pin
-        time over this core's share of the bandwidth, whichever is longer."""
-        streams = self.q if self.ring >= self.q else self.ring
-        engine = (c.dma + (c.dma_lat if self.ring < self.q else 0.0)) / streams
+        """Stream time of a weight segment: the longest of its slabs' engine time over the DMA engines, its HBM
+        pin time over this core's share of the bandwidth, and the ring's turnover: a slot is refilled only
+        once its slab has arrived (engine time + fixed latency) and the ops reading it there are done
+        (``slab_use``), so ``ring`` slots pass at most ``ring`` slabs per such hold time (Little's law) -- the
+        bound when the ring is about as deep as the engines are many or shallower (long-context decode at
+        high TP, 7-8B prefill at TP 1-2 on inf2: 4-8 slots for 16 engines)."""
+        engine = max(c.dma / self.q, (c.dma + c.dma_lat + c.slab_use) / self.ring)
         return max(engine, self.pin(c) / self.hbm)
 
     def weights(self, c: PhaseCost) -> None:

@@ -44,6 +44,7 @@ class PhaseCost:
     serial: float = 0.0  # on the compute chain, not overlapped by compute (collectives, dependency chains)
     serial_shared: float = 0.0  # attention: ``serial`` when every K/V load waits a weight chunk (_Pipe.attention)
     dma_lat: float = 0.0  # summed fixed DMA latency of the weight slabs (matters when the ring is shallow)
+    slab_use: float = 0.0  # summed time the weight slabs are read in their ring slots (matmuls; int8: dequant)
     first_dma: float = 0.0  # latency before the first compute of the phase can start
     # engine work inside ``serial`` (a norm's chain), for the breakdown only: it does not time anything
     chain_tensor: float = 0.0
@@ -52,7 +53,7 @@ class PhaseCost:
 
     def add(self, o: PhaseCost) -> None:
         for f in ("dma", "hbm_bytes", "hbm_rd", "hbm_wr", "tensor", "vector", "scalar", "gpsimd", "serial",
-                  "serial_shared", "dma_lat", "chain_tensor", "chain_vector", "chain_scalar"):
+                  "serial_shared", "dma_lat", "slab_use", "chain_tensor", "chain_vector", "chain_scalar"):
             setattr(self, f, getattr(self, f) + getattr(o, f))
         self.first_dma = max(self.first_dma, o.first_dma)
 
@@ -160,8 +161,10 @@ class OpCosts:
         kt = math.ceil(k / kp)
         mt = math.ceil(n / m)
         c.tensor += self.mm_ns(min(kp, k), min(m, n), t, kt * mt)
-        if self.int8:
-            c.vector += sum(self.vec_ns(sl.rows, sl.nk * sl.csz) for sl in plan.slabs)
+        c.slab_use = c.tensor  # the matmuls read the slabs in their ring slots
+        if self.int8:  # ... unless a vector copy dequantises each slab out of its slot first
+            c.slab_use = sum(self.vec_ns(sl.rows, sl.nk * sl.csz) for sl in plan.slabs)
+            c.vector += c.slab_use
             evict_engine = "scalar"
         ev = self.vec_ns(min(m, n), t, evict_inputs, mt, evict_engine)
         setattr(c, evict_engine, getattr(c, evict_engine) + ev)
