@@ -40,10 +40,12 @@ transfer the phase makes occupies its bytes over the model's efficiency for its 
 column and V rows written per new token -- plus the model's read/write mixing cost with the phase's reads
 and writes taken as concurrent.
 
-The ring's prefetch reach is its depth in stream time (:meth:`_Pipe.dma_time`): with at least as many slots as
-DMA engines, ``ring`` slabs over the engines; with fewer (long-context decode at high TP, where the K/V buffers
-leave the ring 8 slots of 16 engines) each slot holds one slab in flight, so the ring is one whole slab transfer
-plus its fixed latency ahead, not ``ring / engines`` of one.
+The stream's rate is bounded by the ring's turnover as well as by the engines and HBM (:meth:`_Pipe.dma_time`):
+a slot holds its slab for the transfer, the fixed latency and the ops that read it there, so ``ring`` slots pass
+at most ``ring`` slabs per such hold time -- the bound where the ring is no deeper than the engines are many
+(long-context decode at high TP, where the K/V buffers leave the ring 8 slots of 16 engines; 7-9B prefill at TP
+1-2 on inf2). The prefetch reach is the ring's depth at that rate: at least one whole slab transfer plus its
+fixed latency, not ``ring / engines`` of one.
 
 Left out (the cycle engine has them): semaphore latencies between instructions, PSUM-bank and SBUF-slot
 back-pressure beyond the ring depth (the weight stream stalls at a layer boundary once a layer's weights are
@@ -52,9 +54,9 @@ issue of the first head's K/V loads: they wait only for their double buffer, fre
 second-to-last head is scored, so the cycle engine loads them during the previous layer's MLP (taking HBM time
 from its weight stream) and the first head's scores start as the projections end, while this schedule charges
 the first head's load latency at the start of attention. Per layer, Llama-2 decode at TP 24 and 8,191 cached
-tokens: attention 19.5 us longer than the cycle engine's (7B and 13B), the MLP 9.7 us (7B) and 36 us (13B)
-shorter -- the 13B MLP also waits on its 16-slot ring, refilled only as the MLP consumes it after the all-reduce
-and norm; the errors largely cancel (per step 1.03 / 0.92). The agreement with the cycle engine is a test
+tokens: attention 19.5 us longer than the cycle engine's (7B and 13B), the MLP 8.6 us (7B) and 29 us (13B)
+shorter -- the 13B MLP's first slabs also wait for the all-reduce and norm before they are consumed and their
+slots refilled; the errors largely cancel (per 2-layer step 1.04 / 0.97). The agreement with the cycle engine is a test
 (``tests/fidelity/test_fidelity_step.py``, ``test_fidelity_zoo.py``, ``test_fidelity_tp24.py``).
 """
 

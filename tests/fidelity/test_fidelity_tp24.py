@@ -15,9 +15,8 @@ At 8,191 cached tokens the K/V buffers leave the weight ring 8 slots for 16 DMA 
 the ring's prefetch reach as 8 slabs over 16 engines (7.6 us, here bound by the core's HBM share), while each
 slot holds one slab in flight, a whole transfer plus its fixed latency (16.6 us): the next layer's q/k/v weights
 prefetched during the all-reduce and norm were a third of the cycle engine's (one 8-slab wave), its projections
-~10 us per layer longer, and the analytical step was 1.11x the cycle engine's
-(strict xfail until the reach was counted as the stream's own rate, :meth:`infsim.fidelity.step._Pipe.dma_time`):
-now 1.03 (full size 1.14 -> 1.06).
+~10 us per layer longer, and the analytical step was 1.11x the cycle engine's (strict xfail until the stream was
+bounded by the ring's turnover, :meth:`infsim.fidelity.step._Pipe.dma_time`): now 1.04 (full size 1.14 -> 1.07).
 """
 
 from __future__ import annotations
