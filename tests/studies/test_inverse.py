@@ -68,9 +68,10 @@ def test_unreachable_is_reported() -> None:
 def test_branch_and_bound_matches_exhaustive() -> None:
     # same cheapest cost and speedup as the reference that tries every combination in cost order, on a
     # space small enough to enumerate (5 resources x 3 levels): reachable targets near the bottom and the
-    # top of the space for decode and prefill, and an out-of-reach one
+    # top of the space for decode and prefill, and an out-of-reach one (prefill tops out at 1.98x with everything
+    # x4: the DMA engines are not scaled, and the weight ring's turnover on them bounds the stream)
     kw = {"levels": (1, 2, 4), "chips": 2, "resources": ("tensor", "hbm", "vector", "links", "overheads")}
-    cases = (("decode", 1.6, True), ("decode", 1.9, True), ("prefill", 1.6, True), ("prefill", 2.0, True),
+    cases = (("decode", 1.6, True), ("decode", 1.9, True), ("prefill", 1.6, True), ("prefill", 1.95, True),
              ("decode", 9.0, False))
     for phase, target, reachable in cases:
         fast = what_it_takes("inf2", target, "llama-2-7b", phase, method="branch-and-bound", **kw)
