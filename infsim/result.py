@@ -161,10 +161,13 @@ def build_result(program: Program, chip: ChipConfig, costs: Costs, *, fidelity: 
     ``stream_stats``: ``(key, instructions, busy_ps, stall_ps, end_ps)`` per stream.
     """
     engines = [EngineStat(k[0], Engine(k[1]).name, k[2], n, b, s, e) for k, n, b, s, e in stream_stats]
-    pj = per_instruction_pj(chip.energy, costs.macs, costs.mac_dtype, costs.sbuf_bytes, costs.psum_bytes,
-                            (costs.hbm_read + costs.hbm_write).astype(np.float64), costs.vector_ops, costs.scalar_ops)
-    rep = energy_report(chip.energy, program.instr["op"].astype(np.int64), pj, link_bytes, total_ps,
-                        max(program.num_chips, 1), chip.static_power_w)
+    hbm_bytes = np.zeros(len(program))
+    hbm_bytes[costs.dma_rows] = costs.hbm_read.values + costs.hbm_write.values
+    pj = per_instruction_pj(chip.energy, costs.macs, costs.mac_dtype, costs.sbuf_bytes, costs.psum_bytes, hbm_bytes,
+                            costs.vector_ops, costs.scalar_ops)
+    rep = energy_report(chip.energy, program.instr["op"], pj, link_bytes, total_ps, max(program.num_chips, 1),
+                        chip.static_power_w)
+    del hbm_bytes
     return SimResult(chip.name, fidelity, chip.tensor_engine.clock_ghz, int(total_ps), engines, int(hbm_read),
                      int(hbm_write), int(link_bytes), rep.by_component, rep.by_class, len(program), wall_s, timeline,
                      costs if timeline is not None else None)

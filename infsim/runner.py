@@ -146,6 +146,7 @@ def _run_cycle(cfg: ChipConfig, spec: Any, wl: Workload, fidelity: str, memory: 
                progress: bool, trace: str | Path | None, trace_max_events: int | None) -> RunResult:
     """Lower the step (``wl.tp`` physical cores) and simulate it."""
     from infsim.breakdown import from_simulation
+    from infsim.engine.heap import release_free_heap
     from infsim.models.lower.cache import lower_cached
     from infsim.sim import simulate
 
@@ -153,9 +154,12 @@ def _run_cycle(cfg: ChipConfig, spec: Any, wl: Workload, fidelity: str, memory: 
     bar = progress_bar(progress, total=2, desc=f"{spec.name} {phase} on {cfg.name}", leave=False)
     t0 = time.perf_counter()
     lw = lower_cached(spec, wl, cfg)  # on-disk cache: see infsim.models.lower.cache
+    lw.program.drop_build_indexes()  # nothing is appended from here on
+    release_free_heap()  # the lowering's temporaries, before the simulation's large arrays (engine/heap.py)
     t1 = time.perf_counter()
     bar.update(1)
-    res = simulate(lw.program, cfg, fidelity=fidelity, memory=memory, trace=True)
+    # the breakdown needs the per-instruction times; the HBM transfer log only a trace file shows
+    res = simulate(lw.program, cfg, fidelity=fidelity, memory=memory, trace=True, memory_log=trace is not None)
     t2 = time.perf_counter()
     breakdown = from_simulation(lw, res, cfg, memory).to_dict()
     if trace is not None:

@@ -41,8 +41,13 @@ def _check(program: Program, chip: ChipConfig) -> None:
 
 
 def simulate(program: Program, chip: ChipConfig | str | Path, *, fidelity: str = "cycle",
-             memory: str | MemoryModel | None = None, trace: bool = False, mode: str = "numba") -> SimResult:
+             memory: str | MemoryModel | None = None, trace: bool = False, mode: str = "numba",
+             memory_log: bool | None = None) -> SimResult:
     """Simulate ``program`` on ``chip`` (a ChipConfig, preset name or YAML path).
+
+    ``memory_log``: keep the HBM transfer log in ``result.timeline`` (cycle fidelity; default: with ``trace``).
+    A trace file shows it; a caller that wants only the per-instruction times passes ``False`` (on a 70B
+    program the log is several hundred MB).
 
     ``memory`` is a registered model name (``infsim.engine.memory.MEMORY_MODELS``), a
     :class:`~infsim.engine.memory.MemoryModel` instance (reset before the run), or ``None`` for the chip's
@@ -58,7 +63,7 @@ def simulate(program: Program, chip: ChipConfig | str | Path, *, fidelity: str =
     if fidelity == "analytical":
         return _report_collectives(analyze(program, cfg, costs=costs, memory=mem, trace=trace, t0=t0), program, cfg,
                                    costs)
-    run = run_engine(program, cfg, costs, mode=mode, memory=mem, log_memory=trace)
+    run = run_engine(program, cfg, costs, mode=mode, memory=mem, log_memory=trace if memory_log is None else memory_log)
     stats = [(s.key, s.instructions, s.busy_ps, s.stall_ps, s.end_ps) for s in run.streams]
     timeline = None
     if trace:

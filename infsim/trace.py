@@ -124,7 +124,7 @@ def _events(result: SimResult, keep: np.ndarray, program: Program | None,
         ev.append({"ph": "M", "name": "process_sort_index", "pid": c, "tid": 0, "args": {"sort_index": c}})
     op_names = [o.name for o in Op]
     ins = program.instr if program is not None else None
-    dma_bytes = result.costs.dma_bytes if (result.costs is not None and program is not None) else None
+    dma_bytes = np.asarray(result.costs.dma_bytes) if (result.costs is not None and program is not None) else None
     track_of = np.zeros(n, dtype=np.int64)  # (pid << 20) | tid of every instruction, for flows
     occ_of = np.zeros(n, dtype=np.int64)
     for (core, eng, q), idx in tl.streams.items():

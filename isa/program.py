@@ -136,6 +136,7 @@ class Program:
         # record bytes -> first AP-table index (the deduplication); None: not built yet (see _rows)
         self._ap_rows: dict[bytes, int] | None = {}
         self._streams_cache: dict[tuple[int, int, int], np.ndarray] | None = None
+        self._stream_order: np.ndarray | None = None
 
     # ---- declarations ---------------------------------------------------------------------------
     @property
@@ -263,6 +264,13 @@ class Program:
         self._n = n
         self._instr_buf = None
         self._streams_cache = None
+        self._ap_index = {}
+        self._ap_rows = None
+
+    def drop_build_indexes(self) -> None:
+        """Free the indexes that only appending uses (the AP deduplication dictionaries, rebuilt on the next
+        append): a lowered program about to be simulated holds ~100 MB of them on a 70B step."""
+        self._instr_buf = None
         self._ap_index = {}
         self._ap_rows = None
 
@@ -480,7 +488,18 @@ class Program:
                 k = int(key[chunk[0]])
                 out[(k >> 16, (k >> 8) & 0xFF, k & 0xFF)] = chunk
             self._streams_cache = out
+            self._stream_order = order
         return self._streams_cache
+
+    def stream_order(self) -> np.ndarray:
+        """Every stream's instructions, stream after stream in :meth:`streams` order: their concatenation, as
+        one int64 array that the arrays of :meth:`streams` are views of (no copy)."""
+        if self._streams_cache is None or getattr(self, "_stream_order", None) is None:
+            self._streams_cache = None
+            self.streams()
+        order = self._stream_order
+        assert order is not None  # set with the streams
+        return order
 
     # ---- comparison -----------------------------------------------------------------------------
     def __eq__(self, other: object) -> bool:

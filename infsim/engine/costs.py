@@ -21,7 +21,9 @@ Cycles convert to integer picoseconds per instruction with ``ceil(cycles * 1e9 /
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -98,32 +100,146 @@ def ap_info(program: Program) -> ApInfo:
                   dma_hw.ap_runs(aps))
 
 
+class SparseColumn:
+    """A per-instruction column that is ``fill`` outside a subset of the instructions: ``values[j]`` belongs to
+    instruction ``rows[j]`` (``rows`` ascending, shared by the columns of one subset). The DMA-only and
+    collective-only columns of :class:`Costs` are stored so (on a 70B program ~91% of their entries would be
+    zeros). ``fill_of(idx)``, when given, is the fill of instructions ``idx`` (the issuing core's chip for the
+    chip columns), else ``fill``.
+
+    ``col[i]`` (an index) is a scalar, ``col[idx]`` (an integer index array) an array; ``np.asarray(col)`` and
+    :meth:`dense` build the whole per-instruction array (``len(col)`` entries: meant for small programs and the
+    reference engine, not the large-program path)."""
+
+    __slots__ = ("rows", "values", "n", "fill", "fill_of")
+
+    def __init__(self, rows: np.ndarray, values: np.ndarray, n: int, fill: int = 0,
+                 fill_of: Callable[[np.ndarray], np.ndarray] | None = None):
+        if len(rows) != len(values):
+            raise ValueError(f"SparseColumn: {len(rows)} rows but {len(values)} values")
+        self.rows, self.values, self.n, self.fill, self.fill_of = rows, values, n, fill, fill_of
+
+    def __len__(self) -> int:
+        return self.n
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.values.dtype
+
+    def dense(self) -> np.ndarray:
+        """The whole per-instruction column."""
+        if self.fill_of is not None:
+            out = np.asarray(self.fill_of(np.arange(self.n)), dtype=self.values.dtype)
+        else:
+            out = np.full(self.n, self.fill, dtype=self.values.dtype)
+        out[self.rows] = self.values
+        return out
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        d = self.dense()
+        return d if dtype is None else d.astype(dtype)
+
+    def __getitem__(self, idx: Any) -> Any:
+        scalar = np.ndim(idx) == 0
+        i = np.atleast_1d(np.asarray(idx))
+        if i.dtype == bool:
+            raise TypeError("SparseColumn takes instruction indices, not a mask (np.flatnonzero it)")
+        i = np.where(i < 0, i + self.n, i).astype(np.int64, copy=False)
+        if len(i) and (i.min() < 0 or i.max() >= self.n):
+            raise IndexError(f"instruction index out of range for a column of {self.n} instructions")
+        pos = np.minimum(np.searchsorted(self.rows, i), max(len(self.rows) - 1, 0))
+        hit = (self.rows[pos] == i) if len(self.rows) else np.zeros(len(i), bool)
+        if self.fill_of is not None:
+            out = np.asarray(self.fill_of(i), dtype=self.values.dtype)
+        else:
+            out = np.full(len(i), self.fill, dtype=self.values.dtype)
+        out[hit] = self.values[pos[hit]]
+        return out[0] if scalar else out
+
+    def sum(self) -> Any:
+        if self.fill_of is not None or self.fill != 0:
+            return self.dense().sum()
+        return self.values.sum()
+
+
+def narrow_unsigned(a: np.ndarray) -> np.ndarray:
+    """``a`` (non-negative integers) as uint32 when every value fits, else unchanged (int64): a narrower copy
+    of the same values, never a wrapped one."""
+    if len(a) == 0 or (a.min() >= 0 and a.max() <= np.iinfo(np.uint32).max):
+        return a.astype(np.uint32)
+    return a
+
+
+def narrow_int32(a: np.ndarray, what: str) -> np.ndarray:
+    """``a`` as int32; a value outside int32 is an error naming ``what`` and the instruction (never a wrapped
+    value)."""
+    a = np.asarray(a)
+    if len(a) and a.dtype != np.int32:
+        bad = np.flatnonzero((a < np.iinfo(np.int32).min) | (a > np.iinfo(np.int32).max))
+        if len(bad):
+            from infsim.errors import InfsimError
+
+            raise InfsimError(f"instruction {int(bad[0])}: {what} {int(a[bad[0]])} does not fit the engine's "
+                              f"32-bit column")
+    return a.astype(np.int32)
+
+
 @dataclass
 class Costs:
-    """Static per-instruction costs and event counts (arrays of length ``len(program)``)."""
+    """Static per-instruction costs and event counts of a program of ``n`` instructions.
+
+    ``busy_ps`` / ``lat_ps`` (int64) and the energy counts are per instruction (the counts as uint32 where
+    they fit, :func:`narrow_unsigned`; ``mac_dtype`` int8). The DMA columns live on the ``dma_copy``
+    instructions ``dma_rows`` only and the collective ones on the collective instructions ``cc_rows``
+    (:class:`SparseColumn`, int64 values: ``costs.hbm_read.values[j]`` belongs to ``costs.dma_rows[j]``)."""
 
     busy_ps: np.ndarray
     lat_ps: np.ndarray
-    # DMA
-    dma_engine_ps: np.ndarray  # engine occupancy without HBM contention
-    dma_chunks: np.ndarray
-    dma_bytes: np.ndarray
-    hbm_read: np.ndarray  # bytes read from HBM
-    hbm_write: np.ndarray
-    hbm_read_chip: np.ndarray
-    hbm_write_chip: np.ndarray
-    hbm_read_addr: np.ndarray
-    hbm_write_addr: np.ndarray
-    # collectives
-    cc_src_bytes: np.ndarray
-    cc_dst_bytes: np.ndarray
+    # DMA (SparseColumn over dma_rows)
+    dma_rows: np.ndarray
+    dma_engine_ps: SparseColumn  # engine occupancy without HBM contention
+    dma_chunks: SparseColumn
+    dma_bytes: SparseColumn
+    hbm_read: SparseColumn  # bytes read from HBM
+    hbm_write: SparseColumn
+    hbm_read_chip: SparseColumn  # elsewhere: the issuing core's chip
+    hbm_write_chip: SparseColumn
+    hbm_read_addr: SparseColumn
+    hbm_write_addr: SparseColumn
+    # collectives (SparseColumn over cc_rows)
+    cc_rows: np.ndarray
+    cc_src_bytes: SparseColumn
+    cc_dst_bytes: SparseColumn
     # energy event counts
-    macs: np.ndarray
-    mac_dtype: np.ndarray  # DType code of the matmul inputs (-1: none)
-    sbuf_bytes: np.ndarray
-    psum_bytes: np.ndarray
-    vector_ops: np.ndarray  # element-ops on vector + gpsimd engines
-    scalar_ops: np.ndarray  # elements through the scalar (activation) engine
+    macs: np.ndarray  # uint32 (float64 where a product does not fit)
+    mac_dtype: np.ndarray  # DType code of the matmul inputs (-1: none), int8
+    program: Program = field(repr=False)  # for the operand counts, computed on first use
+    _counts: OperandCounts | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.busy_ps)
+
+    def operand_counts(self) -> OperandCounts:
+        """:func:`operand_counts` of the program, computed on first use (after the engine: it needs none)."""
+        if self._counts is None:
+            self._counts = operand_counts(self.program)
+        return self._counts
+
+    @property
+    def sbuf_bytes(self) -> np.ndarray:
+        return self.operand_counts().sbuf_bytes
+
+    @property
+    def psum_bytes(self) -> np.ndarray:
+        return self.operand_counts().psum_bytes
+
+    @property
+    def vector_ops(self) -> np.ndarray:
+        return self.operand_counts().vector_ops
+
+    @property
+    def scalar_ops(self) -> np.ndarray:
+        return self.operand_counts().scalar_ops
 
 
 def _operand(opnd: np.ndarray, slot: int) -> np.ndarray:
@@ -184,6 +300,45 @@ def _elementwise(chip: ChipConfig, eng_cfg: ElementwiseEngineConfig, ins: np.nda
     return np.where(nop, 0, cyc)
 
 
+@dataclass
+class OperandCounts:
+    """Energy event counts per instruction from its operands (uint32 where every value fits, else int64)."""
+
+    sbuf_bytes: np.ndarray
+    psum_bytes: np.ndarray
+    vector_ops: np.ndarray  # element-ops on vector + gpsimd engines
+    scalar_ops: np.ndarray  # elements through the scalar (activation) engine
+
+
+def operand_counts(program: Program, info: ApInfo | None = None) -> OperandCounts:
+    """SBUF and PSUM bytes of every instruction's operands, and its vector / scalar element-ops (energy). A
+    function of the program alone; :class:`Costs` computes it on first use (the engine never needs it)."""
+    ins = program.instr
+    n = len(ins)
+    info = ap_info(program) if info is None else info
+    sbuf_b = np.zeros(n, dtype=np.int64)
+    psum_b = np.zeros(n, dtype=np.int64)
+    elem_max = np.zeros(n, dtype=np.int64)
+    ap_sbuf_b = np.where(info.space == int(Space.sbuf), info.nbytes, 0)  # per AP, then gathered per operand
+    ap_psum_b = np.where(info.space == int(Space.psum), info.nbytes, 0)
+    for s in range(ins["opnd"].shape[1]):  # one operand slot at a time (no copy of the whole operand table)
+        a = _indices(ins["opnd"][:, s])
+        sbuf_b += _take(ap_sbuf_b, a, 0)
+        psum_b += _take(ap_psum_b, a, 0)
+        np.maximum(elem_max, _take(info.elems, a, 0), out=elem_max)
+    del a
+    sbuf, psum = narrow_unsigned(sbuf_b), narrow_unsigned(psum_b)
+    del sbuf_b, psum_b
+    op = ins["op"]
+    eng = ins["engine"]
+    n_in = np.zeros(n, dtype=np.int8)
+    for o, k_in in TENSOR_INPUTS.items():
+        n_in[op == int(o)] = max(k_in, 1)
+    vec = narrow_unsigned(np.where((eng == int(Engine.vector)) | (eng == int(Engine.gpsimd)), elem_max * n_in, 0))
+    act = narrow_unsigned(np.where(eng == int(Engine.scalar), elem_max, 0))
+    return OperandCounts(sbuf, psum, vec, act)
+
+
 def compute_costs(program: Program, chip: ChipConfig) -> Costs:
     """All static costs of ``program`` on ``chip`` (see the module docstring)."""
     ins = program.instr
@@ -194,8 +349,8 @@ def compute_costs(program: Program, chip: ChipConfig) -> Costs:
     opnd = _indices(ins["opnd"])
     busy = np.zeros(n, dtype=np.int64)
     lat = np.zeros(n, dtype=np.int64)
-    macs = np.zeros(n, dtype=np.float64)
-    mac_dtype = np.full(n, -1, dtype=np.int64)
+    macs = np.zeros(n, dtype=np.uint32)  # float64 where a product does not fit (below)
+    mac_dtype = np.full(n, -1, dtype=np.int8)
     te = chip.tensor_engine
 
     # ---- tensor engine: per stream, back-to-back sequences ------------------------------------
@@ -226,7 +381,10 @@ def compute_costs(program: Program, chip: ChipConfig) -> Costs:
         b, lt = systolic.matmul_timing(te, k, m, nn, rate, new)
         busy[mm] = cycles_to_ps(b, te.clock_ghz)
         lat[mm] = cycles_to_ps(lt, te.clock_ghz)
-        macs[mm] = (k * m * nn).astype(np.float64)
+        prod = k * m * nn
+        if macs.dtype == np.uint32 and prod.max(initial=0) > np.iinfo(np.uint32).max:
+            macs = macs.astype(np.float64)
+        macs[mm] = prod
         mac_dtype[mm] = dt
 
     # ---- elementwise engines -------------------------------------------------------------------
@@ -239,41 +397,17 @@ def compute_costs(program: Program, chip: ChipConfig) -> Costs:
         busy[sel] = cycles_to_ps(cyc, cfg.clock_ghz)
         lat[sel] = busy[sel]
 
-    # ---- operand bytes (energy) ------------------------------------------------------------------
-    sbuf_b = np.zeros(n, dtype=np.int64)
-    psum_b = np.zeros(n, dtype=np.int64)
-    ap_sbuf_b = np.where(info.space == int(Space.sbuf), info.nbytes, 0)  # per AP, then gathered per operand
-    ap_psum_b = np.where(info.space == int(Space.psum), info.nbytes, 0)
-    for s in range(opnd.shape[1]):
-        a = opnd[:, s]
-        sbuf_b += _take(ap_sbuf_b, a, 0)
-        psum_b += _take(ap_psum_b, a, 0)
-    elem_max = np.zeros(n, dtype=np.int64)
-    for s in range(opnd.shape[1]):
-        elem_max = np.maximum(elem_max, _take(info.elems, opnd[:, s], 0))
-    n_in = np.zeros(n, dtype=np.int64)
-    for o, k_in in TENSOR_INPUTS.items():
-        n_in[op == int(o)] = max(k_in, 1)
-    vec = np.where((eng == int(Engine.vector)) | (eng == int(Engine.gpsimd)), elem_max * n_in, 0)
-    act = np.where(eng == int(Engine.scalar), elem_max, 0)
-    del elem_max, n_in
-
-    # ---- DMA (computed on the DMA instructions only; zero elsewhere) ----------------------------------
+    # ---- DMA (on the DMA instructions only: SparseColumn over them) ------------------------------------------
     d = np.flatnonzero(op == int(Op.dma_copy))
     dst_d, src_d = opnd[d, 0], opnd[d, 1]
     src_b, dst_b = _take(info.nbytes, src_d, 0), _take(info.nbytes, dst_d, 0)
-    chunks = np.zeros(n, dtype=np.int64)
-    chunks[d] = dma_hw.chunk_count(np.maximum(_take(info.elems, src_d, 0), 1), _take(info.run, src_d, 1),
-                                   _take(info.run, dst_d, 1))
-    dma_bytes = np.zeros(n, dtype=np.int64)
-    dma_bytes[d] = np.maximum(src_b, dst_b)
-    eng_ps = np.zeros(n, dtype=np.int64)
-    eng_ps[d] = ns_to_ps(dma_hw.engine_time_ns(chip.dma, dma_bytes[d], chunks[d]))
-    hbm_read = np.zeros(n, dtype=np.int64)
-    hbm_read[d] = np.where(_take(info.space, src_d, -1) == int(Space.hbm), src_b, 0)
-    hbm_write = np.zeros(n, dtype=np.int64)
-    hbm_write[d] = np.where(_take(info.space, dst_d, -1) == int(Space.hbm), dst_b, 0)
-    del d, dst_d, src_d, src_b, dst_b
+    chunks = dma_hw.chunk_count(np.maximum(_take(info.elems, src_d, 0), 1), _take(info.run, src_d, 1),
+                                _take(info.run, dst_d, 1)).astype(np.int64)
+    dma_bytes = np.maximum(src_b, dst_b)
+    eng_ps = ns_to_ps(dma_hw.engine_time_ns(chip.dma, dma_bytes, chunks))
+    hbm_read = np.where(_take(info.space, src_d, -1) == int(Space.hbm), src_b, 0)
+    hbm_write = np.where(_take(info.space, dst_d, -1) == int(Space.hbm), dst_b, 0)
+    del src_b, dst_b
     tensor_chip = np.array([t.chip for t in program.tensors.values()] or [0], dtype=np.int64)
     base = program.tensor_base()
     tensor_base = np.array([base[t] for t in program.tensors] or [0], dtype=np.int64)
@@ -281,29 +415,44 @@ def compute_costs(program: Program, chip: ChipConfig) -> Costs:
     ap_tensor = _indices(aps["tensor"].astype(np.int64)) if len(aps) else np.zeros(0, dtype=np.int64)
     ap_off = aps["offset"].astype(np.int64) if len(aps) else np.zeros(0, dtype=np.int64)
     ap_in_tensor = (info.space == int(Space.hbm)) & (ap_tensor >= 0)  # an HBM AP of a declared tensor
-    core_chip = ins["core"].astype(np.int64) // program.cores_per_chip
+    core = ins["core"]
+    cpc = program.cores_per_chip
+
+    def core_chip(idx: np.ndarray) -> np.ndarray:
+        return core[idx].astype(np.int64) // cpc
+
+    d_chip = core_chip(d)
 
     def side(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(chip, address) of operand column ``a``: its tensor's where it is an HBM tensor, else the issuing
-        core's chip and 0 (any instruction; only DMA ones reach HBM in a valid program)."""
+        """(chip, address) of the DMA operands ``a``: its tensor's where it is an HBM tensor, else the issuing
+        core's chip and 0."""
         at = np.flatnonzero(_take(ap_in_tensor, a, False))
-        chip_of = core_chip.copy()
-        addr = np.zeros(n, dtype=np.int64)
+        chip_of = d_chip.copy()
+        addr = np.zeros(len(a), dtype=np.int64)
         tid = ap_tensor[a[at]]
         chip_of[at] = tensor_chip[tid]
         addr[at] = tensor_base[tid] + ap_off[a[at]]
         return chip_of, addr
 
-    rchip, raddr = side(opnd[:, 1])
-    wchip, waddr = side(opnd[:, 0])
+    rchip, raddr = side(src_d)
+    wchip, waddr = side(dst_d)
+    del dst_d, src_d
     # SBUF bytes of DMA: the on-chip side(s) (already in sbuf_b/psum_b via operands)
 
-    # ---- collectives --------------------------------------------------------------------------------
-    is_cc = np.isin(op, [int(o) for o in COLLECTIVES])
-    cc_src = np.where(is_cc, np.where(op == int(Op.recv), 0, _take(info.nbytes, opnd[:, 1], 0)), 0)
-    # send has its only operand (src) in slot 0; recv has dst in slot 0
-    cc_src = np.where(op == int(Op.send), _take(info.nbytes, opnd[:, 0], 0), cc_src)
-    cc_dst = np.where(is_cc & (op != int(Op.send)), _take(info.nbytes, opnd[:, 0], 0), 0)
+    def dcol(v: np.ndarray, fill_of: Callable[[np.ndarray], np.ndarray] | None = None) -> SparseColumn:
+        return SparseColumn(d, np.asarray(v, dtype=np.int64), n, 0, fill_of)
 
-    return Costs(busy, lat, eng_ps, chunks, dma_bytes, hbm_read, hbm_write, rchip, wchip, raddr, waddr,
-                 cc_src, cc_dst, macs, mac_dtype, sbuf_b, psum_b, vec, act)
+    # ---- collectives (on the collective instructions only) ------------------------------------------------------
+    c = np.flatnonzero(np.isin(op, [int(o) for o in COLLECTIVES]))
+    c_op, c_opnd = op[c], opnd[c]
+    # send has its only operand (src) in slot 0; recv has dst in slot 0
+    cc_src = np.where(c_op == int(Op.recv), 0, _take(info.nbytes, c_opnd[:, 1], 0))
+    cc_src = np.where(c_op == int(Op.send), _take(info.nbytes, c_opnd[:, 0], 0), cc_src)
+    cc_dst = np.where(c_op != int(Op.send), _take(info.nbytes, c_opnd[:, 0], 0), 0)
+
+    def ccol(v: np.ndarray) -> SparseColumn:
+        return SparseColumn(c, np.asarray(v, dtype=np.int64), n)
+
+    return Costs(busy, lat, d, dcol(eng_ps), dcol(chunks), dcol(dma_bytes), dcol(hbm_read), dcol(hbm_write),
+                 dcol(rchip, core_chip), dcol(wchip, core_chip), dcol(raddr), dcol(waddr), c, ccol(cc_src),
+                 ccol(cc_dst), macs, mac_dtype, program)

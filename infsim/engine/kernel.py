@@ -131,7 +131,7 @@ def _complete(r: int, I: tuple, M: tuple, R: tuple, out: tuple, S: np.ndarray, G
               work: np.ndarray, me: int) -> None:
     """Collective ``r``'s last member arrived: every member starts at the last arrival and ends after the
     collective's duration; the other members' streams are queued to go on."""
-    order, wsem, wval, ssem, sval, bar_s, bar_t, busy, lat, sigsuf, dnop, rdv_of = I
+    order, wsem, wval, ssem, sval, bar_s, bar_t, busy, lat, sigsuf, drow, rdv_of = I
     rdv_count, rdv_need, rdv_max, rdv_dur, rdv_ptr, rdv_stream, rdv_instr = R
     start_o, end_o, occ_o = out
     start = rdv_max[r]
@@ -158,7 +158,7 @@ def _complete(r: int, I: tuple, M: tuple, R: tuple, out: tuple, S: np.ndarray, G
 def _advance(k: int, I: tuple, M: tuple, R: tuple, out: tuple, S: np.ndarray, G: np.ndarray, work: np.ndarray,
              ht: np.ndarray, hk: np.ndarray) -> None:
     """Run compute or collective stream ``k`` ahead until it finishes or must wait."""
-    order, wsem, wval, ssem, sval, bar_s, bar_t, busy, lat, sigsuf, dnop, rdv_of = I
+    order, wsem, wval, ssem, sval, bar_s, bar_t, busy, lat, sigsuf, drow, rdv_of = I
     off, cnt, sig_t, sig_cum, whead, sg_ptr, sg_lst, hint = M
     rdv_count, rdv_need, rdv_max, rdv_dur, rdv_ptr, rdv_stream, rdv_instr = R
     start_o, end_o, occ_o = out
@@ -299,7 +299,7 @@ def _issue(e: int, q: int, I: tuple, D: tuple, M: tuple, P: tuple, out: tuple, S
            G: np.ndarray, work: np.ndarray, defq: np.ndarray, log: tuple) -> None:
     """Engine ``e`` serves the head of queue ``q`` now: a nop, or one chunk of a transfer
     (:meth:`infsim.engine.dma_arbiter.DmaArbiter._issue`)."""
-    order, ssem, sval, sigsuf, dnop = I[0], I[3], I[4], I[9], I[10]
+    order, ssem, sval, sigsuf, drow = I[0], I[3], I[4], I[9], I[10]
     d_ps, rb_a, wb_a, rchip, wchip, eff_r, eff_w, chunk_b, fixed = D
     hbm_lat = P[5]
     start_o, end_o, occ_o = out
@@ -309,13 +309,14 @@ def _issue(e: int, q: int, I: tuple, D: tuple, M: tuple, P: tuple, out: tuple, S
     if S[q, REM] < 0:  # the transfer's first chunk
         S[q, STALL] += now - S[q, CLOCK]
         start_o[i] = now
-    if dnop[i]:
+    j = drow[i]  # the transfer's row in the DMA columns ``D`` (-1: a nop)
+    if j < 0:
         data_end = now
         comp = now
     else:
-        d = d_ps[i]
-        rb = rb_a[i]
-        wb = wb_a[i]
+        d = d_ps[j]
+        rb = rb_a[j]
+        wb = wb_a[j]
         if S[q, REM] < 0:
             S[q, REM] = d
             S[q, REMRB] = rb
@@ -333,11 +334,11 @@ def _issue(e: int, q: int, I: tuple, D: tuple, M: tuple, P: tuple, out: tuple, S
         S[q, REMWB] -= cwb
         occ = now + cd
         if crb:
-            end = _mem(rchip[i], now, crb, 0, eff_r[i], rb / max(d, 1) * 1000.0, P, G, log)
+            end = _mem(rchip[j], now, crb, 0, eff_r[j], rb / max(d, 1) * 1000.0, P, G, log)
             occ = max(occ, end - hbm_lat)
             S[q, DEND] = max(S[q, DEND], end)
         if cwb:
-            end = _mem(wchip[i], now, cwb, 1, eff_w[i], wb / max(d, 1) * 1000.0, P, G, log)
+            end = _mem(wchip[j], now, cwb, 1, eff_w[j], wb / max(d, 1) * 1000.0, P, G, log)
             occ = max(occ, end - hbm_lat)
             S[q, DEND] = max(S[q, DEND], end)
         E[e, EFREE] = occ

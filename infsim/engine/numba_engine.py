@@ -72,12 +72,14 @@ import numpy as np
 from numba import njit
 
 from infsim.config.schema import ChipConfig
+from infsim.errors import InfsimError
 from infsim.isa.opcodes import Engine, Op
 from infsim.isa.program import Program
 
 from . import kernel as K
 from .collectives import CollectiveTiming, make_collectives
-from .costs import Costs
+from .costs import Costs, narrow_int32
+from .heap import release_free_heap
 from .memory import MemoryModel
 from .memory.simple import SimpleMemory
 from .rendezvous import CollectivePlan, plan_collectives
@@ -94,9 +96,9 @@ def _signal_latency(program: Program, chip: ChipConfig, costs: Costs, ssem: np.n
     for j in range(1, ssem.shape[1]):
         sig |= ssem[:, j] >= 0
     own = np.where(sig, costs.lat_ps, NEVER)
-    dma = op == int(Op.dma_copy)
     fixed = int(round(chip.dma.fixed_latency_ns * 1000))
-    own[dma & sig] = costs.dma_engine_ps[dma & sig] + fixed
+    d_sig = sig[costs.dma_rows]
+    own[costs.dma_rows[d_sig]] = costs.dma_engine_ps.values[d_sig] + fixed
     zero = (bar_t >= 0) | (sig & ((op == int(Op.nop)) | np.isin(op, _COLLECTIVE_OPS)))
     own[zero] = 0
     return own
@@ -119,7 +121,7 @@ def _stream_tables(order: np.ndarray, begin: np.ndarray, lens: np.ndarray, own: 
     """
     n = order.shape[0]
     ns = begin.shape[0]
-    sid = np.empty(n, np.int64)
+    sid = np.empty(n, np.int32)
     sigsuf = np.empty(n, np.int64)
     stamp = np.full(nsem, -1, np.int64)
     npair = 0  # pass 1: sid, sigsuf and the number of (semaphore, stream) pairs
@@ -189,32 +191,38 @@ def run_numba(program: Program, chip: ChipConfig, costs: Costs, *, memory: Memor
     nchips = max(program.num_chips, 1)
     memory.reset(nchips, log=log_memory)
     coll = collectives if collectives is not None else make_collectives(chip)
+    drows = costs.dma_rows
+    # first (its per-instruction arrays are the largest temporaries here): the DMA rows' efficiencies
+    access = memory.access(program, costs)
+    eff_r, eff_w = _col(access.read_eff[drows], np.float64), _col(access.write_eff[drows], np.float64)
+    del access
     streams = program.streams()
     keys = list(streams)
     ns = len(keys)
     op = ins["op"]
     nsem = max(len(program.semaphores), 1)
 
-    # ---- per instruction ------------------------------------------------------------------------------
-    order = (np.concatenate(list(streams.values())) if ns else np.zeros(0)).astype(np.int64, copy=False)
+    # ---- per instruction (read in place where the program's columns serve, else the narrowest that fits) -------
+    order = program.stream_order()  # the streams' instructions, stream after stream (shared, not copied)
     lens = np.array([len(streams[k]) for k in keys], dtype=np.int64)
     begin = np.zeros(ns, np.int64)
     np.cumsum(lens[:-1], out=begin[1:])
-    wsem, wval = _col(ins["wsem"], np.int32), _col(ins["wval"], np.uint32)  # the records' own widths
-    ssem, sval = _col(ins["ssem"], np.int32), _col(ins["sval"], np.uint32)
-    bar_t = barrier_targets(program)
-    bar_s = np.where(op == int(Op.barrier), ins["i0"], -1).astype(np.int64)
+    wsem, wval, ssem, sval = _col(ins["wsem"], np.int32), _col(ins["wval"], np.uint32), \
+        _col(ins["ssem"], np.int32), _col(ins["sval"], np.uint32)  # the records' own widths
+    bar_t = narrow_int32(barrier_targets(program), "barrier target")
+    bar_s = narrow_int32(np.where(op == int(Op.barrier), ins["i0"], -1), "barrier semaphore")
     sid, sigsuf, sg_ptr, sg_lst = _stream_tables(order, begin, lens, _signal_latency(program, chip, costs, ssem, bar_t),
                                                  ssem, bar_s, nsem)
-    dnop = op != int(Op.dma_copy)
+    if n > np.iinfo(np.int32).max:
+        raise InfsimError(f"{n} instructions: more than the engine's 32-bit instruction indices hold")
+    drow = np.full(n, -1, np.int32)  # instruction -> its row in the DMA columns (-1: none)
+    drow[drows] = np.arange(len(drows), dtype=np.int32)
     plan = plan_collectives(program, costs.cc_src_bytes, costs.cc_dst_bytes)
     I = (order, wsem, wval, ssem, sval, bar_s, bar_t, _col(costs.busy_ps), _col(costs.lat_ps),
-         sigsuf, dnop, plan.rdv_of)
-    access = memory.access(program, costs)
-    eff_r, eff_w = _col(access.read_eff, np.float64), _col(access.write_eff, np.float64)
-    D = (_col(costs.dma_engine_ps), _col(costs.hbm_read), _col(costs.hbm_write), _col(costs.hbm_read_chip),
-         _col(costs.hbm_write_chip), eff_r, eff_w, int(chip.dma.arbitration_bytes or 0),
-         int(round(chip.dma.fixed_latency_ns * 1000)))
+         sigsuf, drow, plan.rdv_of)
+    D = (_col(costs.dma_engine_ps.values), _col(costs.hbm_read.values), _col(costs.hbm_write.values),
+         _col(costs.hbm_read_chip.values), _col(costs.hbm_write_chip.values), eff_r, eff_w,
+         int(chip.dma.arbitration_bytes or 0), int(round(chip.dma.fixed_latency_ns * 1000)))
 
     # ---- semaphores: room for every signal, the streams that can signal each ----------------------------
     cap = np.zeros(nsem, np.int64)
@@ -268,17 +276,19 @@ def run_numba(program: Program, chip: ChipConfig, costs: Costs, *, memory: Memor
     P = (np.zeros((nchips, pcap), np.int64), np.zeros((nchips, pcap), np.float64),
          np.zeros((nchips, pcap), np.float64), np.zeros(nchips, np.int64), memory.peak_bpps, memory.latency_ps,
          np.zeros((nchips, 2), np.int64), float(memory.kappa), float(memory.write_batch))
-    nlog = _log_capacity(dnop, costs, chip) if log_memory else 0
+    nlog = _log_capacity(costs, chip) if log_memory else 0
     log = (np.zeros(nlog, np.int64), np.zeros(nlog, np.int64), np.zeros(nlog, np.int64), np.zeros(nlog, np.int64),
            np.zeros(nlog, np.int64))
     start, end, occ = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64)
 
     G = np.zeros(K.NGCOL, np.int64)
+    release_free_heap()  # the setup's temporaries, before the kernel touches its tables (heap.py)
     status = K.run(I, D, M, R, P, (start, end, occ), S, E, G, equeues, log, K.workspace(ns, ne))
     if status == 1:
         raise _deadlock(program, keys, S, M, plan, order, sid)
     if status != 0:
         raise AssertionError(f"numba engine: internal status {status}")
+    del I, D, M, sid, sigsuf, drow, wsem, wval, ssem, sval, bar_s, bar_t  # the largest inputs, before the result
 
     # ---- result -----------------------------------------------------------------------------------------------
     s_end = np.maximum.reduceat(end[order], begin).tolist() if ns else []
@@ -297,9 +307,9 @@ def run_numba(program: Program, chip: ChipConfig, costs: Costs, *, memory: Memor
                      int(link[R[0] >= R[1]].sum()) if nr else 0, mem_log, engine_of)
 
 
-def _log_capacity(dnop: np.ndarray, costs: Costs, chip: ChipConfig) -> int:
+def _log_capacity(costs: Costs, chip: ChipConfig) -> int:
     """Upper bound on the HBM requests of a run (one per chunk and direction)."""
-    nbytes = np.maximum(costs.hbm_read, costs.hbm_write)[~dnop]
+    nbytes = np.maximum(costs.hbm_read.values, costs.hbm_write.values)
     cb = chip.dma.arbitration_bytes or 0
     chunks = (nbytes // cb + 2) if cb else np.ones(len(nbytes), np.int64)
     return int(2 * chunks.sum()) + 16

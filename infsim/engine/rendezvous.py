@@ -21,6 +21,7 @@ traffic. Also left out: the collective's SBUF/HBM traffic, and members finishing
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,6 +31,9 @@ from infsim.isa.program import Program
 
 from .collectives import CollectiveTiming
 from .events import Env
+
+if TYPE_CHECKING:
+    from infsim.engine.costs import SparseColumn
 
 COLLECTIVE_OPS = (Op.all_reduce, Op.all_gather, Op.reduce_scatter, Op.send, Op.recv)
 _P2P = (Op.send, Op.recv)
@@ -67,11 +71,12 @@ class CollectivePlan:
         return dur, link
 
 
-def plan_collectives(program: Program, src_bytes: np.ndarray, dst_bytes: np.ndarray) -> CollectivePlan:
+def plan_collectives(program: Program, src_bytes: np.ndarray | SparseColumn,
+                      dst_bytes: np.ndarray | SparseColumn) -> CollectivePlan:
     """Match the collective instructions of ``program`` (module docstring); ``src_bytes`` / ``dst_bytes``:
     per instruction, the sizes it contributes (:class:`~infsim.engine.costs.Costs`)."""
     ins = program.instr
-    plan = CollectivePlan(np.full(len(ins), -1, dtype=np.int64))
+    plan = CollectivePlan(np.full(len(ins), -1, dtype=np.int32))
     names = list(program.groups)
     index: dict[tuple, int] = {}
     cc_ops = np.array([int(o) for o in COLLECTIVE_OPS])
@@ -143,8 +148,8 @@ class CollectiveRendezvous:
     """Assembles the collectives of ``program`` (matched by :func:`plan_collectives`) as their members arrive,
     and times each with ``timing`` when its last member arrives (see the module docstring)."""
 
-    def __init__(self, env: Env, program: Program, timing: CollectiveTiming, src_bytes: np.ndarray,
-                 dst_bytes: np.ndarray):
+    def __init__(self, env: Env, program: Program, timing: CollectiveTiming, src_bytes: np.ndarray | SparseColumn,
+                 dst_bytes: np.ndarray | SparseColumn):
         self.env = env
         self.program = program
         self.timing = timing

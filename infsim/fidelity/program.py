@@ -249,10 +249,12 @@ def _durations(program: Program, chip: ChipConfig, costs: Costs,
     op = program.instr["op"].astype(np.int64)
     dma = op == int(Op.dma_copy)
     fixed = int(round(chip.dma.fixed_latency_ns * 1000))
-    has_hbm = (costs.hbm_read + costs.hbm_write) > 0
-    occ = costs.dma_engine_ps  # the HBM latency does not occupy the engine (requests pipeline)
-    busy[dma] = occ[dma]
-    lat[dma] = occ[dma] + np.where(has_hbm, hbm_lat, 0)[dma] + fixed
+    d = costs.dma_rows
+    assert np.array_equal(d, np.flatnonzero(dma))  # the DMA columns live on the dma_copy instructions
+    has_hbm = (costs.hbm_read.values + costs.hbm_write.values) > 0
+    occ = costs.dma_engine_ps.values  # the HBM latency does not occupy the engine (requests pipeline)
+    busy[d] = occ
+    lat[d] = occ + np.where(has_hbm, hbm_lat, 0) + fixed
     link = np.zeros(len(op), dtype=np.int64)
     return busy, lat, link
 
@@ -264,8 +266,9 @@ def hbm_pin_bytes(program: Program, costs: Costs, memory: MemoryModel, nchips: i
     acc = memory.access(program, costs)
     reads = np.zeros(nchips)
     writes = np.zeros(nchips)
-    np.add.at(reads, costs.hbm_read_chip, costs.hbm_read / acc.read_eff)
-    np.add.at(writes, costs.hbm_write_chip, costs.hbm_write / acc.write_eff)
+    d = costs.dma_rows  # elsewhere no bytes: adding their zeros changes no sum
+    np.add.at(reads, costs.hbm_read_chip.values, costs.hbm_read.values / acc.read_eff[d])
+    np.add.at(writes, costs.hbm_write_chip.values, costs.hbm_write.values / acc.write_eff[d])
     return reads + writes + memory.kappa * np.minimum(writes / memory.write_batch, reads)
 
 
@@ -353,7 +356,11 @@ def analyze(program: Program, chip: ChipConfig, *, costs: Costs | None = None, m
     makespan = int(end.max()) if n else 0
     # resource bounds
     bounds = [makespan]
-    nchips = int(max(costs.hbm_read_chip.max(initial=0), costs.hbm_write_chip.max(initial=0))) + 1
+    not_dma = np.ones(n, bool)
+    not_dma[costs.dma_rows] = False  # there the chip columns hold the issuing core's chip
+    core_chip = int(ins["core"][not_dma].max(initial=0)) // program.cores_per_chip
+    nchips = int(max(costs.hbm_read_chip.values.max(initial=0), costs.hbm_write_chip.values.max(initial=0),
+                     core_chip)) + 1
     for b in hbm_pin_bytes(program, costs, memory, nchips):
         if b > 0:
             bounds.append(int(np.ceil(b / memory.peak_bpps)) + hbm_lat)

@@ -21,6 +21,7 @@ instruction fetch, and DVFS.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,29 +50,37 @@ def mac_pj_table(cfg: EnergyConfig) -> np.ndarray:
 
 def per_instruction_pj(cfg: EnergyConfig, macs: np.ndarray, mac_dtype: np.ndarray, sbuf_bytes: np.ndarray,
                        psum_bytes: np.ndarray, hbm_bytes: np.ndarray, vector_ops: np.ndarray,
-                       scalar_ops: np.ndarray) -> dict[str, np.ndarray]:
-    """Dynamic energy (pJ) of every instruction per component (vectorised)."""
+                       scalar_ops: np.ndarray) -> Iterator[tuple[str, np.ndarray]]:
+    """Dynamic energy (pJ) of every instruction per component (vectorised): ``(component, per-instruction pJ)``,
+    one component at a time (so a caller summing them holds one array of the program's length, not six)."""
     table = mac_pj_table(cfg)
-    mac_e = np.where(mac_dtype >= 0, macs * table[np.maximum(mac_dtype, 0)], 0.0)
-    return {
-        "mac": mac_e,
-        "sbuf": sbuf_bytes * cfg.sbuf_pj_per_byte,
-        "psum": psum_bytes * cfg.psum_pj_per_byte,
-        "hbm": hbm_bytes * 8.0 * cfg.hbm_pj_per_bit,
-        "vector": vector_ops * cfg.vector_op_pj,
-        "scalar": scalar_ops * cfg.scalar_op_pj,
-    }
+    yield "mac", np.where(mac_dtype >= 0, macs * table[np.maximum(mac_dtype, 0)], 0.0)
+    yield "sbuf", sbuf_bytes * cfg.sbuf_pj_per_byte
+    yield "psum", psum_bytes * cfg.psum_pj_per_byte
+    yield "hbm", hbm_bytes * 8.0 * cfg.hbm_pj_per_bit
+    yield "vector", vector_ops * cfg.vector_op_pj
+    yield "scalar", scalar_ops * cfg.scalar_op_pj
 
 
-def energy_report(cfg: EnergyConfig, ops: np.ndarray, per_instr_pj: dict[str, np.ndarray], link_bytes: float,
-                  time_ps: int, chips: int, static_w: float | None = None) -> EnergyReport:
-    """Sum the per-instruction energies, add link and static energy, and group by opcode. ``static_w``: one
-    chip's static power (:attr:`~infsim.config.schema.ChipConfig.static_power_w`; default ``cfg.static_w``)."""
-    comp = {k: float(v.sum()) * 1e-12 for k, v in per_instr_pj.items()}
+def energy_report(cfg: EnergyConfig, ops: np.ndarray, per_instr_pj: Iterable[tuple[str, np.ndarray]],
+                  link_bytes: float, time_ps: int, chips: int, static_w: float | None = None) -> EnergyReport:
+    """Sum the per-instruction energies (``(component, pJ per instruction)`` pairs, :func:`per_instruction_pj`),
+    add link and static energy, and group by opcode. ``static_w``: one chip's static power
+    (:attr:`~infsim.config.schema.ChipConfig.static_power_w`; default ``cfg.static_w``)."""
+    comp: dict[str, float] = {}
+    total_instr = None  # the components summed per instruction, in their order
+    for k, v in per_instr_pj:
+        comp[k] = float(v.sum()) * 1e-12
+        if total_instr is None:
+            total_instr = np.array(v, dtype=np.float64)
+        else:
+            total_instr += v
+        del v
+    if total_instr is None:
+        total_instr = np.zeros(len(ops))
     comp["link"] = link_bytes * 8.0 * cfg.link_pj_per_bit * 1e-12
     comp["static"] = (cfg.static_w if static_w is None else static_w) * time_ps * 1e-12 * chips
     by_component = {k: comp.get(k, 0.0) for k in COMPONENTS}
-    total_instr = sum(per_instr_pj.values()) if per_instr_pj else np.zeros(len(ops))
     by_class: dict[str, float] = {}
     if len(ops):
         sums = np.bincount(ops, weights=total_instr, minlength=len(Op))

@@ -11,7 +11,7 @@ the model does not; it only reports.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,6 +19,9 @@ from infsim.isa.opcodes import Op
 from infsim.isa.program import Program
 
 from . import CollectiveTiming
+
+if TYPE_CHECKING:
+    from infsim.engine.costs import SparseColumn
 
 Call = tuple[str, tuple[int, ...], int, int]  # (op name, members, src_bytes, dst_bytes)
 
@@ -53,7 +56,8 @@ def summarize(model: CollectiveTiming, calls: Iterable[Call], cores_per_chip: in
     return rows
 
 
-def program_collectives(program: Program, src_bytes: np.ndarray, dst_bytes: np.ndarray) -> dict[int, Call]:
+def program_collectives(program: Program, src_bytes: np.ndarray | SparseColumn,
+                         dst_bytes: np.ndarray | SparseColumn) -> dict[int, Call]:
     """Every collective instruction of ``program``: index -> (op, members, src_bytes, dst_bytes)."""
     ins = program.instr
     op = ins["op"]

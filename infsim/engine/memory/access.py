@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -31,6 +32,9 @@ from infsim.hw import dma as dma_hw
 from infsim.isa.dtypes import DType
 from infsim.isa.opcodes import Op, Space
 from infsim.isa.program import Program
+
+if TYPE_CHECKING:
+    from infsim.engine.costs import SparseColumn
 
 _ITEMSIZE = np.array([DType(d).itemsize for d in range(len(DType))], dtype=np.int64)
 
@@ -88,7 +92,8 @@ def hbm_rows(program: Program) -> HbmRows:
     return HbmRows(*out)
 
 
-def per_instruction(rows: HbmRows, read_addr: np.ndarray, write_addr: np.ndarray, burst_bytes: int,
+def per_instruction(rows: HbmRows, read_addr: np.ndarray | SparseColumn, write_addr: np.ndarray | SparseColumn,
+                    burst_bytes: int,
                     efficiency: Callable[[int, int, bool, int], float]) -> HbmAccess:
     """:class:`HbmAccess` from ``efficiency(row_bytes, stride_bytes, is_write, offset_in_burst)``, called once
     per distinct pattern."""
@@ -98,7 +103,7 @@ def per_instruction(rows: HbmRows, read_addr: np.ndarray, write_addr: np.ndarray
         eff = np.ones(len(row))
         has = row > 0
         if has.any():
-            r, s, o = row[has], stride[has], np.asarray(addr)[has] % burst_bytes
+            r, s, o = row[has], stride[has], addr[np.flatnonzero(has)] % burst_bytes  # addr: array or SparseColumn
             order = np.lexsort((o, r, s))  # distinct (row, stride, offset) triples, as np.unique(axis=0) finds
             rs, ss, os_ = r[order], s[order], o[order]
             first = np.ones(len(order), bool)

@@ -65,13 +65,17 @@ def replay(program: Program, chip: ChipConfig, costs: Costs, start_ps: np.ndarra
     ab = model.access_bytes
     op = program.instr["op"]
     arrive, addrs, writes, owner = [], [], [], []
-    for i in np.flatnonzero(op == int(Op.dma_copy)).tolist():
-        for slot, nbytes, where, is_write in ((1, costs.hbm_read, costs.hbm_read_chip, False),
-                                              (0, costs.hbm_write, costs.hbm_write_chip, True)):
-            if nbytes[i] <= 0 or where[i] != chip_index:
+    d = costs.dma_rows
+    assert np.array_equal(d, np.flatnonzero(op == int(Op.dma_copy)))
+    sides = ((1, costs.hbm_read.values.tolist(), costs.hbm_read_chip.values.tolist(), False),
+             (0, costs.hbm_write.values.tolist(), costs.hbm_write_chip.values.tolist(), True))
+    eng_ps = costs.dma_engine_ps.values.tolist()
+    for j, i in enumerate(d.tolist()):
+        for slot, nbytes, where, is_write in sides:
+            if nbytes[j] <= 0 or where[j] != chip_index:
                 continue
             b = transfer_bursts(program, i, slot, ab)
-            pace = costs.dma_engine_ps[i] / len(b)
+            pace = eng_ps[j] / len(b)
             arrive.append(start_ps[i] + pace * np.arange(len(b)))
             addrs.append(b)
             writes.append(np.full(len(b), is_write))
