@@ -131,7 +131,7 @@ def _complete(r: int, I: tuple, M: tuple, R: tuple, out: tuple, S: np.ndarray, G
               work: np.ndarray, me: int) -> None:
     """Collective ``r``'s last member arrived: every member starts at the last arrival and ends after the
     collective's duration; the other members' streams are queued to go on."""
-    order, wsem, wval, ssem, sval, bar_s, bar_t, busy, lat, sigsuf, drow, rdv_of = I
+    order, wsem, wval, ssem, sval, bar_s, bar_t, busy, lat, sigsuf, xrow, rdv_of = I
     rdv_count, rdv_need, rdv_max, rdv_dur, rdv_ptr, rdv_stream, rdv_instr = R
     start_o, end_o, occ_o = out
     start = rdv_max[r]
@@ -158,7 +158,7 @@ def _complete(r: int, I: tuple, M: tuple, R: tuple, out: tuple, S: np.ndarray, G
 def _advance(k: int, I: tuple, M: tuple, R: tuple, out: tuple, S: np.ndarray, G: np.ndarray, work: np.ndarray,
              ht: np.ndarray, hk: np.ndarray) -> None:
     """Run compute or collective stream ``k`` ahead until it finishes or must wait."""
-    order, wsem, wval, ssem, sval, bar_s, bar_t, busy, lat, sigsuf, drow, rdv_of = I
+    order, wsem, wval, ssem, sval, bar_s, bar_t, busy, lat, sigsuf, xrow, rdv_of = I
     off, cnt, sig_t, sig_cum, whead, sg_ptr, sg_lst, hint = M
     rdv_count, rdv_need, rdv_max, rdv_dur, rdv_ptr, rdv_stream, rdv_instr = R
     start_o, end_o, occ_o = out
@@ -176,10 +176,11 @@ def _advance(k: int, I: tuple, M: tuple, R: tuple, out: tuple, S: np.ndarray, G:
                 s = wsem[i, w]
                 v = wval[i, w]
             else:
-                v = bar_t[i]
-                if v < 0:
+                x = xrow[i]  # -2 - (its barrier), if a barrier
+                if x > -2:
                     break
-                s = bar_s[i]
+                v = bar_t[-2 - x]
+                s = bar_s[-2 - x]
                 if S[k, ARRIVED] == 0:  # the barrier's arrival, then its wait
                     _signal(s, _signal_time(S, k, t), 1, M, S, G, work)
                     S[k, ARRIVED] = 1
@@ -299,7 +300,7 @@ def _issue(e: int, q: int, I: tuple, D: tuple, M: tuple, P: tuple, out: tuple, S
            G: np.ndarray, work: np.ndarray, defq: np.ndarray, log: tuple) -> None:
     """Engine ``e`` serves the head of queue ``q`` now: a nop, or one chunk of a transfer
     (:meth:`infsim.engine.dma_arbiter.DmaArbiter._issue`)."""
-    order, ssem, sval, sigsuf, drow = I[0], I[3], I[4], I[9], I[10]
+    order, ssem, sval, sigsuf, xrow = I[0], I[3], I[4], I[9], I[10]
     d_ps, rb_a, wb_a, rchip, wchip, eff_r, eff_w, chunk_b, fixed = D
     hbm_lat = P[5]
     start_o, end_o, occ_o = out
@@ -309,7 +310,7 @@ def _issue(e: int, q: int, I: tuple, D: tuple, M: tuple, P: tuple, out: tuple, S
     if S[q, REM] < 0:  # the transfer's first chunk
         S[q, STALL] += now - S[q, CLOCK]
         start_o[i] = now
-    j = drow[i]  # the transfer's row in the DMA columns ``D`` (-1: a nop)
+    j = xrow[i]  # the transfer's row in the DMA columns ``D`` (< 0: a nop)
     if j < 0:
         data_end = now
         comp = now

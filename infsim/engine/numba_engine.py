@@ -87,7 +87,7 @@ from .semaphores import NEVER
 from .streams import EngineRun, StreamStats, barrier_targets, deadlock_error
 
 
-def _signal_latency(program: Program, chip: ChipConfig, costs: Costs, ssem: np.ndarray, bar_t: np.ndarray
+def _signal_latency(program: Program, chip: ChipConfig, costs: Costs, ssem: np.ndarray, bar_rows: np.ndarray
                     ) -> np.ndarray:
     """Per instruction, the time from its start to its signals if it gives any (DMA: fixed latency + engine
     time; barrier arrivals, nops and collectives: 0; others: their latency), ``NEVER`` if it gives none."""
@@ -99,7 +99,8 @@ def _signal_latency(program: Program, chip: ChipConfig, costs: Costs, ssem: np.n
     fixed = int(round(chip.dma.fixed_latency_ns * 1000))
     d_sig = sig[costs.dma_rows]
     own[costs.dma_rows[d_sig]] = costs.dma_engine_ps.values[d_sig] + fixed
-    zero = (bar_t >= 0) | (sig & ((op == int(Op.nop)) | np.isin(op, _COLLECTIVE_OPS)))
+    zero = sig & ((op == int(Op.nop)) | np.isin(op, _COLLECTIVE_OPS))
+    zero[bar_rows] = True
     own[zero] = 0
     return own
 
@@ -109,7 +110,8 @@ _COLLECTIVE_OPS = [int(Op.all_reduce), int(Op.all_gather), int(Op.reduce_scatter
 
 @njit(cache=True)
 def _stream_tables(order: np.ndarray, begin: np.ndarray, lens: np.ndarray, own: np.ndarray, ssem: np.ndarray,
-                   bar_s: np.ndarray, nsem: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                   xrow: np.ndarray, bar_s: np.ndarray, nsem: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One pass over the streams (``order[begin[k]:begin[k] + lens[k]]``: stream ``k``'s instructions):
 
     * ``sid[i]``: the stream of instruction ``i``;
@@ -135,7 +137,7 @@ def _stream_tables(order: np.ndarray, begin: np.ndarray, lens: np.ndarray, own: 
                 lo = own[i]
             sigsuf[i] = lo
             for j in range(ssem.shape[1] + 1):
-                s = ssem[i, j] if j < ssem.shape[1] else bar_s[i]
+                s = ssem[i, j] if j < ssem.shape[1] else (bar_s[-2 - xrow[i]] if xrow[i] <= -2 else -1)
                 if s >= 0 and stamp[s] != k:
                     stamp[s] = k
                     npair += 1
@@ -148,7 +150,7 @@ def _stream_tables(order: np.ndarray, begin: np.ndarray, lens: np.ndarray, own: 
         for x in range(b + lens[k] - 1, b - 1, -1):
             i = order[x]
             for j in range(ssem.shape[1] + 1):
-                s = ssem[i, j] if j < ssem.shape[1] else bar_s[i]
+                s = ssem[i, j] if j < ssem.shape[1] else (bar_s[-2 - xrow[i]] if xrow[i] <= -2 else -1)
                 if s >= 0 and stamp[s] != k:
                     stamp[s] = k
                     pair_s[npair] = s
@@ -209,17 +211,21 @@ def run_numba(program: Program, chip: ChipConfig, costs: Costs, *, memory: Memor
     np.cumsum(lens[:-1], out=begin[1:])
     wsem, wval, ssem, sval = _col(ins["wsem"], np.int32), _col(ins["wval"], np.uint32), \
         _col(ins["ssem"], np.int32), _col(ins["sval"], np.uint32)  # the records' own widths
-    bar_t = narrow_int32(barrier_targets(program), "barrier target")
-    bar_s = narrow_int32(np.where(op == int(Op.barrier), ins["i0"], -1), "barrier semaphore")
-    sid, sigsuf, sg_ptr, sg_lst = _stream_tables(order, begin, lens, _signal_latency(program, chip, costs, ssem, bar_t),
-                                                 ssem, bar_s, nsem)
     if n > np.iinfo(np.int32).max:
         raise InfsimError(f"{n} instructions: more than the engine's 32-bit instruction indices hold")
-    drow = np.full(n, -1, np.int32)  # instruction -> its row in the DMA columns (-1: none)
-    drow[drows] = np.arange(len(drows), dtype=np.int32)
+    # instruction -> its row in the DMA columns (>= 0), its barrier b (-2 - b), or -1 (neither)
+    xrow = np.full(n, -1, np.int32)
+    xrow[drows] = np.arange(len(drows), dtype=np.int32)
+    bar_rows = np.flatnonzero(op == int(Op.barrier))
+    xrow[bar_rows] = -2 - np.arange(len(bar_rows), dtype=np.int32)
+    bar_t = narrow_int32(barrier_targets(program)[bar_rows], "barrier target")  # per barrier
+    bar_s = narrow_int32(ins["i0"][bar_rows], "barrier semaphore")
+    own = _signal_latency(program, chip, costs, ssem, bar_rows)
+    sid, sigsuf, sg_ptr, sg_lst = _stream_tables(order, begin, lens, own, ssem, xrow, bar_s, nsem)
+    del own
     plan = plan_collectives(program, costs.cc_src_bytes, costs.cc_dst_bytes)
     I = (order, wsem, wval, ssem, sval, bar_s, bar_t, _col(costs.busy_ps), _col(costs.lat_ps),
-         sigsuf, drow, plan.rdv_of)
+         sigsuf, xrow, plan.rdv_of)
     D = (_col(costs.dma_engine_ps.values), _col(costs.hbm_read.values), _col(costs.hbm_write.values),
          _col(costs.hbm_read_chip.values), _col(costs.hbm_write_chip.values), eff_r, eff_w,
          int(chip.dma.arbitration_bytes or 0), int(round(chip.dma.fixed_latency_ns * 1000)))
@@ -228,7 +234,7 @@ def run_numba(program: Program, chip: ChipConfig, costs: Costs, *, memory: Memor
     cap = np.zeros(nsem, np.int64)
     for j in range(ssem.shape[1]):
         cap += np.bincount(ssem[:, j][ssem[:, j] >= 0], minlength=nsem)[:nsem]
-    cap += np.bincount(bar_s[bar_s >= 0], minlength=nsem)[:nsem]
+    cap += np.bincount(bar_s, minlength=nsem)[:nsem]
     off = np.zeros(nsem, np.int64)
     np.cumsum(cap[:-1], out=off[1:])
     total_sig = int(cap.sum())
@@ -242,7 +248,8 @@ def run_numba(program: Program, chip: ChipConfig, costs: Costs, *, memory: Memor
     np.cumsum([len(x) for x in plan.instrs], out=rdv_ptr[1:])
     rdv_instr = np.array([i for x in plan.instrs for i in x], dtype=np.int64)
     R = (np.zeros(nr, np.int64), np.array([len(m) for m in plan.members], dtype=np.int64),
-         np.full(nr, -1, np.int64), dur, rdv_ptr, sid[rdv_instr], rdv_instr)
+         np.full(nr, -1, np.int64), dur, rdv_ptr, sid[rdv_instr].astype(np.int64), rdv_instr)
+    del sid  # (a deadlock report finds the streams again)
 
     # ---- streams and DMA engines ---------------------------------------------------------------------------
     S = np.zeros((ns, K.NSCOL), np.int64)
@@ -285,10 +292,10 @@ def run_numba(program: Program, chip: ChipConfig, costs: Costs, *, memory: Memor
     release_free_heap()  # the setup's temporaries, before the kernel touches its tables (heap.py)
     status = K.run(I, D, M, R, P, (start, end, occ), S, E, G, equeues, log, K.workspace(ns, ne))
     if status == 1:
-        raise _deadlock(program, keys, S, M, plan, order, sid)
+        raise _deadlock(program, keys, S, M, plan, order)
     if status != 0:
         raise AssertionError(f"numba engine: internal status {status}")
-    del I, D, M, sid, sigsuf, drow, wsem, wval, ssem, sval, bar_s, bar_t  # the largest inputs, before the result
+    del I, D, M, sigsuf, xrow, wsem, wval, ssem, sval, bar_s, bar_t  # the largest inputs, before the result
 
     # ---- result -----------------------------------------------------------------------------------------------
     s_end = np.maximum.reduceat(end[order], begin).tolist() if ns else []
@@ -316,11 +323,14 @@ def _log_capacity(costs: Costs, chip: ChipConfig) -> int:
 
 
 def _deadlock(program: Program, keys: list[tuple[int, int, int]], S: np.ndarray, M: tuple, plan: CollectivePlan,
-              order: np.ndarray, sid: np.ndarray) -> Exception:
+              order: np.ndarray) -> Exception:
     """The reference's deadlock report from the kernel's final state."""
     off, cnt, cum = M[0], M[1], M[3]
     total = [int(cum[off[s] + cnt[s] - 1]) if cnt[s] else 0 for s in range(len(off))]
     core_of = program.instr["core"]
+    sid = np.empty(len(core_of), np.int64)  # the stream of every instruction
+    for k, idx in enumerate(program.streams().values()):
+        sid[idx] = k
     stuck: list[tuple[int, tuple | None]] = []
     for k in range(len(keys)):
         if S[k, K.DONE]:
