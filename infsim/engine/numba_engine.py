@@ -218,7 +218,8 @@ def run_numba(program: Program, chip: ChipConfig, costs: Costs, *, memory: Memor
     xrow[drows] = np.arange(len(drows), dtype=np.int32)
     bar_rows = np.flatnonzero(op == int(Op.barrier))
     xrow[bar_rows] = -2 - np.arange(len(bar_rows), dtype=np.int32)
-    bar_t = narrow_int32(barrier_targets(program)[bar_rows], "barrier target")  # per barrier
+    bar_t = narrow_int32(barrier_targets(program)[bar_rows] if len(bar_rows) else np.zeros(0, np.int32),
+                         "barrier target")  # per barrier
     bar_s = narrow_int32(ins["i0"][bar_rows], "barrier semaphore")
     own = _signal_latency(program, chip, costs, ssem, bar_rows)
     sid, sigsuf, sg_ptr, sg_lst = _stream_tables(order, begin, lens, own, ssem, xrow, bar_s, nsem)

@@ -71,23 +71,28 @@ def _ap_rows(aps: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return run * isz, stride * isz
 
 
-def hbm_rows(program: Program) -> HbmRows:
-    """The rows of every DMA instruction's HBM source and destination (module docstring)."""
+def hbm_rows(program: Program, rows: np.ndarray | None = None) -> HbmRows:
+    """The rows of every DMA instruction's HBM source and destination (module docstring): per instruction, or
+    per instruction of ``rows`` (instruction indices) when given; zeros where there is no such side."""
     ins = program.instr
-    n = len(ins)
     aps = program.aps
+    sel = np.flatnonzero(ins["op"] == int(Op.dma_copy)) if rows is None else np.asarray(rows, np.int64)
+    is_dma = ins["op"][sel] == int(Op.dma_copy)
     out = []
-    is_dma = ins["op"] == int(Op.dma_copy)
     for slot in (1, 0):  # source (read), destination (write)
-        a = np.where(is_dma, ins["opnd"][:, slot].astype(np.int64), -1)
-        row = np.zeros(n, dtype=np.int64)
-        stride = np.zeros(n, dtype=np.int64)
+        a = np.where(is_dma, ins["opnd"][sel, slot].astype(np.int64), -1)
+        row = np.zeros(len(sel), dtype=np.int64)
+        stride = np.zeros(len(sel), dtype=np.int64)
         if len(aps):
             hbm = (a >= 0) & (aps["space"][np.maximum(a, 0)] == int(Space.hbm))
             used = np.unique(a[hbm])
             rb, sb = _ap_rows(aps, used)
             pos = np.searchsorted(used, a[hbm])
             row[hbm], stride[hbm] = rb[pos], sb[pos]
+        if rows is None:  # back to every instruction
+            dense_row, dense_stride = np.zeros(len(ins), np.int64), np.zeros(len(ins), np.int64)
+            dense_row[sel], dense_stride[sel] = row, stride
+            row, stride = dense_row, dense_stride
         out += [row, stride]
     return HbmRows(*out)
 

@@ -54,6 +54,8 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from infsim.config.schema import ChipConfig
 from infsim.hw.hbm import closed_form as cf
 from infsim.hw.hbm.model import HbmModel
@@ -140,5 +142,9 @@ class DramMemory(SimpleMemory):
         """Per DMA instruction, the efficiency of its HBM read and write side (module docstring)."""
         if self._probe is None:
             return HbmAccess.ones(len(program))
-        return per_instruction(hbm_rows(program), costs.hbm_read_addr, costs.hbm_write_addr,
-                               self._probe.burst_bytes, self.pattern_efficiency)
+        d = costs.dma_rows  # the transfers; every other instruction moves nothing (efficiency 1)
+        acc = per_instruction(hbm_rows(program, d), costs.hbm_read_addr.values, costs.hbm_write_addr.values,
+                              self._probe.burst_bytes, self.pattern_efficiency)
+        read, write = np.ones(len(program)), np.ones(len(program))
+        read[d], write[d] = acc.read_eff, acc.write_eff
+        return HbmAccess(read, write)
