@@ -110,11 +110,9 @@ _COLLECTIVE_OPS = [int(Op.all_reduce), int(Op.all_gather), int(Op.reduce_scatter
 
 @njit(cache=True)
 def _stream_tables(order: np.ndarray, begin: np.ndarray, lens: np.ndarray, own: np.ndarray, ssem: np.ndarray,
-                   xrow: np.ndarray, bar_s: np.ndarray, nsem: int
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                   xrow: np.ndarray, bar_s: np.ndarray, nsem: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One pass over the streams (``order[begin[k]:begin[k] + lens[k]]``: stream ``k``'s instructions):
 
-    * ``sid[i]``: the stream of instruction ``i``;
     * ``sigsuf[i]``: a lower bound on (the next signal of its stream - its start), over it and the rest of
       its stream: the suffix minimum of ``own`` (:func:`_signal_latency`). Signals applied in program
       order only come later, so it bounds them too (the kernel's lookahead);
@@ -123,16 +121,17 @@ def _stream_tables(order: np.ndarray, begin: np.ndarray, lens: np.ndarray, own: 
     """
     n = order.shape[0]
     ns = begin.shape[0]
-    sid = np.empty(n, np.int32)
     sigsuf = np.empty(n, np.int64)
     stamp = np.full(nsem, -1, np.int64)
-    npair = 0  # pass 1: sid, sigsuf and the number of (semaphore, stream) pairs
+    cap = 4 * (nsem + ns) + 64  # pass 1: sigsuf and the (semaphore, stream) pairs, while they fit here
+    pair_s = np.empty(cap, np.int64)
+    pair_k = np.empty(cap, np.int64)
+    npair = 0
     for k in range(ns):
         b = begin[k]
         lo = NEVER
         for x in range(b + lens[k] - 1, b - 1, -1):
             i = order[x]
-            sid[i] = k
             if own[i] < lo:
                 lo = own[i]
             sigsuf[i] = lo
@@ -140,22 +139,26 @@ def _stream_tables(order: np.ndarray, begin: np.ndarray, lens: np.ndarray, own: 
                 s = ssem[i, j] if j < ssem.shape[1] else (bar_s[-2 - xrow[i]] if xrow[i] <= -2 else -1)
                 if s >= 0 and stamp[s] != k:
                     stamp[s] = k
+                    if npair < cap:
+                        pair_s[npair] = s
+                        pair_k[npair] = k
                     npair += 1
-    pair_s = np.empty(npair, np.int64)  # pass 2: the pairs (exact size: no n-sized scratch)
-    pair_k = np.empty(npair, np.int64)
-    stamp[:] = -1
-    npair = 0
-    for k in range(ns):
-        b = begin[k]
-        for x in range(b + lens[k] - 1, b - 1, -1):
-            i = order[x]
-            for j in range(ssem.shape[1] + 1):
-                s = ssem[i, j] if j < ssem.shape[1] else (bar_s[-2 - xrow[i]] if xrow[i] <= -2 else -1)
-                if s >= 0 and stamp[s] != k:
-                    stamp[s] = k
-                    pair_s[npair] = s
-                    pair_k[npair] = k
-                    npair += 1
+    if npair > cap:  # pass 2 (rare): the pairs again, into arrays of their exact number
+        pair_s = np.empty(npair, np.int64)
+        pair_k = np.empty(npair, np.int64)
+        stamp[:] = -1
+        npair = 0
+        for k in range(ns):
+            b = begin[k]
+            for x in range(b + lens[k] - 1, b - 1, -1):
+                i = order[x]
+                for j in range(ssem.shape[1] + 1):
+                    s = ssem[i, j] if j < ssem.shape[1] else (bar_s[-2 - xrow[i]] if xrow[i] <= -2 else -1)
+                    if s >= 0 and stamp[s] != k:
+                        stamp[s] = k
+                        pair_s[npair] = s
+                        pair_k[npair] = k
+                        npair += 1
     ptr = np.zeros(nsem + 1, np.int64)
     for x in range(npair):
         ptr[pair_s[x] + 1] += 1
@@ -167,7 +170,27 @@ def _stream_tables(order: np.ndarray, begin: np.ndarray, lens: np.ndarray, own: 
         s = pair_s[x]
         lst[fill[s]] = pair_k[x]
         fill[s] += 1
-    return sid, sigsuf, ptr, lst
+    return sigsuf, ptr, lst
+
+
+@njit(cache=True)
+def _sync_columns(wsem: np.ndarray, wval: np.ndarray, ssem: np.ndarray, sval: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Contiguous copies of the records' wait and signal columns, in one pass over the records (numpy copies
+    each strided column on its own, ~4x slower)."""
+    n, m = wsem.shape
+    ws = np.empty((n, m), np.int32)
+    wv = np.empty((n, m), np.uint32)
+    ss = np.empty((n, ssem.shape[1]), np.int32)
+    sv = np.empty((n, ssem.shape[1]), np.uint32)
+    for i in range(n):
+        for j in range(m):
+            ws[i, j] = wsem[i, j]
+            wv[i, j] = wval[i, j]
+        for j in range(ssem.shape[1]):
+            ss[i, j] = ssem[i, j]
+            sv[i, j] = sval[i, j]
+    return ws, wv, ss, sv
 
 
 def supports(memory: MemoryModel) -> bool:
@@ -209,8 +232,7 @@ def run_numba(program: Program, chip: ChipConfig, costs: Costs, *, memory: Memor
     lens = np.array([len(streams[k]) for k in keys], dtype=np.int64)
     begin = np.zeros(ns, np.int64)
     np.cumsum(lens[:-1], out=begin[1:])
-    wsem, wval, ssem, sval = _col(ins["wsem"], np.int32), _col(ins["wval"], np.uint32), \
-        _col(ins["ssem"], np.int32), _col(ins["sval"], np.uint32)  # the records' own widths
+    wsem, wval, ssem, sval = _sync_columns(ins["wsem"], ins["wval"], ins["ssem"], ins["sval"])  # records' widths
     if n > np.iinfo(np.int32).max:
         raise InfsimError(f"{n} instructions: more than the engine's 32-bit instruction indices hold")
     # instruction -> its row in the DMA columns (>= 0), its barrier b (-2 - b), or -1 (neither)
@@ -222,7 +244,7 @@ def run_numba(program: Program, chip: ChipConfig, costs: Costs, *, memory: Memor
                          "barrier target")  # per barrier
     bar_s = narrow_int32(ins["i0"][bar_rows], "barrier semaphore")
     own = _signal_latency(program, chip, costs, ssem, bar_rows)
-    sid, sigsuf, sg_ptr, sg_lst = _stream_tables(order, begin, lens, own, ssem, xrow, bar_s, nsem)
+    sigsuf, sg_ptr, sg_lst = _stream_tables(order, begin, lens, own, ssem, xrow, bar_s, nsem)
     del own
     plan = plan_collectives(program, costs.cc_src_bytes, costs.cc_dst_bytes)
     I = (order, wsem, wval, ssem, sval, bar_s, bar_t, _col(costs.busy_ps), _col(costs.lat_ps),
@@ -249,8 +271,7 @@ def run_numba(program: Program, chip: ChipConfig, costs: Costs, *, memory: Memor
     np.cumsum([len(x) for x in plan.instrs], out=rdv_ptr[1:])
     rdv_instr = np.array([i for x in plan.instrs for i in x], dtype=np.int64)
     R = (np.zeros(nr, np.int64), np.array([len(m) for m in plan.members], dtype=np.int64),
-         np.full(nr, -1, np.int64), dur, rdv_ptr, sid[rdv_instr].astype(np.int64), rdv_instr)
-    del sid  # (a deadlock report finds the streams again)
+         np.full(nr, -1, np.int64), dur, rdv_ptr, _streams_of(program, keys, rdv_instr), rdv_instr)
 
     # ---- streams and DMA engines ---------------------------------------------------------------------------
     S = np.zeros((ns, K.NSCOL), np.int64)
@@ -321,6 +342,14 @@ def _log_capacity(costs: Costs, chip: ChipConfig) -> int:
     cb = chip.dma.arbitration_bytes or 0
     chunks = (nbytes // cb + 2) if cb else np.ones(len(nbytes), np.int64)
     return int(2 * chunks.sum()) + 16
+
+
+def _streams_of(program: Program, keys: list[tuple[int, int, int]], idx: np.ndarray) -> np.ndarray:
+    """The stream (index into ``keys``) of each instruction of ``idx``."""
+    ins = program.instr
+    k_of = {key: k for k, key in enumerate(keys)}
+    return np.array([k_of[(int(ins["core"][i]), int(ins["engine"][i]), int(ins["queue"][i]))] for i in idx.tolist()],
+                    dtype=np.int64)
 
 
 def _deadlock(program: Program, keys: list[tuple[int, int, int]], S: np.ndarray, M: tuple, plan: CollectivePlan,

@@ -118,3 +118,32 @@ def test_memory_log_only_when_asked() -> None:
     res = simulate(p, CHIP, trace=True, memory_log=False)
     assert res.timeline is not None and res.timeline.memory_log is None
     assert res.total_ps == simulate(p, CHIP).total_ps
+
+
+@pytest.mark.parametrize("streams,sems", [(3, 4), (24, 24)])  # the second overflows the first pass's pair buffer
+def test_stream_tables_list_every_signalling_stream(streams: int, sems: int) -> None:
+    from infsim.engine.numba_engine import _stream_tables
+
+    rng = np.random.default_rng(streams)
+    per = 30
+    n = streams * per
+    order = rng.permutation(n).astype(np.int64)
+    begin = np.arange(streams, dtype=np.int64) * per
+    lens = np.full(streams, per, np.int64)
+    own = rng.integers(0, 1000, n).astype(np.int64)
+    ssem = rng.integers(-1, sems, (n, 2)).astype(np.int32)
+    xrow = np.full(n, -1, np.int32)
+    xrow[order[0]] = -2  # one barrier, on semaphore 0
+    bar_s = np.array([0], np.int32)
+    sigsuf, ptr, lst = _stream_tables(order, begin, lens, own, ssem, xrow, bar_s, sems)
+    want: dict[int, set[int]] = {s: set() for s in range(sems)}
+    for k in range(streams):
+        idx = order[begin[k]:begin[k] + per]
+        np.testing.assert_array_equal(sigsuf[idx], np.minimum.accumulate(own[idx][::-1])[::-1])
+        for i in idx:
+            for s in ssem[i]:
+                if s >= 0:
+                    want[int(s)].add(k)
+    want[0].add(0)
+    for s in range(sems):
+        assert lst[ptr[s]:ptr[s + 1]].tolist() == sorted(want[s])
