@@ -140,6 +140,16 @@ class SparseColumn:
         return d if dtype is None else d.astype(dtype)
 
     def __getitem__(self, idx: Any) -> Any:
+        if isinstance(idx, (int, np.integer)):  # one instruction (the per-collective loops): no array temporaries
+            i = int(idx) + (self.n if idx < 0 else 0)
+            if not 0 <= i < self.n:
+                raise IndexError(f"instruction index {int(idx)} out of range for a column of {self.n} instructions")
+            pos = int(self.rows.searchsorted(i))
+            if pos < len(self.rows) and self.rows[pos] == i:
+                return self.values[pos]
+            if self.fill_of is not None:
+                return self.values.dtype.type(self.fill_of(np.array([i]))[0])
+            return self.values.dtype.type(self.fill)
         scalar = np.ndim(idx) == 0
         i = np.atleast_1d(np.asarray(idx))
         if i.dtype == bool:
@@ -147,6 +157,8 @@ class SparseColumn:
         i = np.where(i < 0, i + self.n, i).astype(np.int64, copy=False)
         if len(i) and (i.min() < 0 or i.max() >= self.n):
             raise IndexError(f"instruction index out of range for a column of {self.n} instructions")
+        if len(i) > len(self.rows):  # more lookups than stored values: scattering them is cheaper
+            return self.dense()[i]
         pos = np.minimum(np.searchsorted(self.rows, i), max(len(self.rows) - 1, 0))
         hit = (self.rows[pos] == i) if len(self.rows) else np.zeros(len(i), bool)
         if self.fill_of is not None:

@@ -55,6 +55,8 @@ def test_sparse_columns_round_trip_to_dense() -> None:
         np.testing.assert_array_equal(dense[off], fill)  # elsewhere: the issuing core's chip, or zero
         np.testing.assert_array_equal(np.asarray(col), dense)
         np.testing.assert_array_equal(col[idx], dense[idx])
+        np.testing.assert_array_equal(col[idx[:3]], dense[idx[:3]])  # fewer lookups than values: searched
+        np.testing.assert_array_equal(col[np.arange(n)[::-1]], dense[::-1])  # more: scattered
         np.testing.assert_array_equal(col[col.rows[:7]], col.values[:7])
         assert col[int(idx[0])] == dense[idx[0]] and col[-1] == dense[-1]
         assert col.sum() == dense.sum()
