@@ -141,14 +141,14 @@ class SparseColumn:
 
     def __getitem__(self, idx: Any) -> Any:
         if isinstance(idx, (int, np.integer)):  # one instruction (the per-collective loops): no array temporaries
-            i = int(idx) + (self.n if idx < 0 else 0)
-            if not 0 <= i < self.n:
+            one = int(idx) + (self.n if idx < 0 else 0)
+            if not 0 <= one < self.n:
                 raise IndexError(f"instruction index {int(idx)} out of range for a column of {self.n} instructions")
-            pos = int(self.rows.searchsorted(i))
-            if pos < len(self.rows) and self.rows[pos] == i:
+            pos = int(self.rows.searchsorted(one))
+            if pos < len(self.rows) and self.rows[pos] == one:
                 return self.values[pos]
             if self.fill_of is not None:
-                return self.values.dtype.type(self.fill_of(np.array([i]))[0])
+                return self.values.dtype.type(self.fill_of(np.array([one]))[0])
             return self.values.dtype.type(self.fill)
         scalar = np.ndim(idx) == 0
         i = np.atleast_1d(np.asarray(idx))
@@ -159,13 +159,13 @@ class SparseColumn:
             raise IndexError(f"instruction index out of range for a column of {self.n} instructions")
         if len(i) > len(self.rows):  # more lookups than stored values: scattering them is cheaper
             return self.dense()[i]
-        pos = np.minimum(np.searchsorted(self.rows, i), max(len(self.rows) - 1, 0))
-        hit = (self.rows[pos] == i) if len(self.rows) else np.zeros(len(i), bool)
+        at = np.minimum(np.searchsorted(self.rows, i), max(len(self.rows) - 1, 0))
+        hit = (self.rows[at] == i) if len(self.rows) else np.zeros(len(i), bool)
         if self.fill_of is not None:
             out = np.asarray(self.fill_of(i), dtype=self.values.dtype)
         else:
             out = np.full(len(i), self.fill, dtype=self.values.dtype)
-        out[hit] = self.values[pos[hit]]
+        out[hit] = self.values[at[hit]]
         return out[0] if scalar else out
 
     def sum(self) -> Any:
