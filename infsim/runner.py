@@ -155,7 +155,8 @@ def _run_cycle(cfg: ChipConfig, spec: Any, wl: Workload, fidelity: str, memory: 
     lw = lower_cached(spec, wl, cfg)  # on-disk cache: see infsim.models.lower.cache
     t1 = time.perf_counter()
     bar.update(1)
-    res = simulate(lw.program, cfg, fidelity=fidelity, memory=memory, trace=True)
+    # the breakdown reads the per-instruction times; only a trace file draws the HBM request log
+    res = simulate(lw.program, cfg, fidelity=fidelity, memory=memory, trace=True, memory_log=trace is not None)
     t2 = time.perf_counter()
     breakdown = from_simulation(lw, res, cfg, memory).to_dict()
     if trace is not None:

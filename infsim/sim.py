@@ -5,10 +5,11 @@
 dependency scoreboard without an event loop (:mod:`infsim.fidelity.program`; see :mod:`infsim.fidelity`).
 Both return a :class:`~infsim.result.SimResult`. ``memory`` names the HBM model behind the memory
 interface (:mod:`infsim.engine.memory`; default: the chip's ``hbm.memory_model``); ``trace=True`` keeps
-per-instruction times in ``result.timeline`` for :func:`infsim.trace.write_trace`. ``mode`` selects the
-cycle engine: ``'numba'`` (the default: one compiled kernel, :mod:`infsim.engine.numba_engine`) or
-``'plain'`` (the simpy reference model that defines the timing); both give the same result, instruction
-by instruction.
+per-instruction times in ``result.timeline`` for :func:`infsim.trace.write_trace` (with the HBM request log
+unless ``memory_log=False``: the breakdown reads the times only, the trace's HBM tracks read the log).
+``mode`` selects the cycle engine: ``'numba'`` (the default: one compiled kernel,
+:mod:`infsim.engine.numba_engine`) or ``'plain'`` (the simpy reference model that defines the timing); both
+give the same result, instruction by instruction.
 """
 
 from __future__ import annotations
@@ -41,12 +42,14 @@ def _check(program: Program, chip: ChipConfig) -> None:
 
 
 def simulate(program: Program, chip: ChipConfig | str | Path, *, fidelity: str = "cycle",
-             memory: str | MemoryModel | None = None, trace: bool = False, mode: str = "numba") -> SimResult:
+             memory: str | MemoryModel | None = None, trace: bool = False, mode: str = "numba",
+             memory_log: bool | None = None) -> SimResult:
     """Simulate ``program`` on ``chip`` (a ChipConfig, preset name or YAML path).
 
     ``memory`` is a registered model name (``infsim.engine.memory.MEMORY_MODELS``), a
     :class:`~infsim.engine.memory.MemoryModel` instance (reset before the run), or ``None`` for the chip's
-    ``hbm.memory_model``.
+    ``hbm.memory_model``. ``memory_log``: keep the HBM request log in ``result.timeline`` (``None``: when
+    ``trace``; a cycle run only).
     """
     if fidelity not in FIDELITIES:
         raise InfsimError(f"unknown fidelity '{fidelity}' (expected one of {', '.join(FIDELITIES)})")
@@ -58,7 +61,8 @@ def simulate(program: Program, chip: ChipConfig | str | Path, *, fidelity: str =
     if fidelity == "analytical":
         return _report_collectives(analyze(program, cfg, costs=costs, memory=mem, trace=trace, t0=t0), program, cfg,
                                    costs)
-    run = run_engine(program, cfg, costs, mode=mode, memory=mem, log_memory=trace)
+    log = trace if memory_log is None else memory_log
+    run = run_engine(program, cfg, costs, mode=mode, memory=mem, log_memory=log)
     stats = [(s.key, s.instructions, s.busy_ps, s.stall_ps, s.end_ps) for s in run.streams]
     timeline = None
     if trace:
