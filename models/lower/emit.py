@@ -142,6 +142,7 @@ class Emitter:
         self.tags = TagLog()  # op class and layer of every instruction, aligned with the program
         self.op_class: int = UNTAGGED  # tag of the instructions emitted next
         self.layer = -1
+        self._mm_proto: dict[int, np.ndarray] = {}  # core -> a matmul record of its tensor stream (matmuls())
 
     @contextmanager
     def tagged(self, op_class: OpClass, layer: int | None = None) -> Iterator[None]:
@@ -241,6 +242,32 @@ class Emitter:
                 b.reads = {}
         return idx
 
+    def _need(self, st: _Stream, reads: tuple[Buf, ...], writes: tuple[Buf, ...]) -> list[tuple[str, int]]:
+        """The waits :meth:`emit` gives an instruction of stream ``st`` that reads ``reads`` and writes (not
+        partially) ``writes``, without extra waits: the data dependencies not yet known to the stream,
+        sorted; the stream's known waits are not updated."""
+        deps: dict[str, int] = {}
+        own = st.sem
+
+        def need(d: dict[str, int]) -> None:
+            for s, v in d.items():
+                if s != own and v > deps.get(s, 0):
+                    deps[s] = v
+
+        for b in reads:
+            need(b.last_write)
+            for a in b.aliases:
+                need(a.last_write)
+        for b in writes:
+            need(b.last_write)
+            need(b.reads)
+            for a in b.aliases:
+                need(a.last_write)
+                need(a.reads)
+                need(a.war_base)
+        known = st.known
+        return sorted((s, v) for s, v in deps.items() if v > known.get(s, 0))
+
     def matmuls(self, core: int, grid: list[tuple[Tile, Tile, Tile, bool]]) -> None:
         """Emit ``matmul(dst, stationary, moving, accumulate)`` for every entry of ``grid`` on the tensor
         stream of ``core``, in order: the program is the one :meth:`emit` called for each gives, built in bulk.
@@ -248,24 +275,28 @@ class Emitter:
         An entry whose every (buffer, read-or-write) pair already occurred earlier in the grid needs no wait:
         the histories it would consult (the buffers', their aliases') have changed since only by this stream's
         own instructions, whose entries a stream never waits for, and what the earlier entry needed is in the
-        stream's known waits. Such entries are packed as copies of the last fully emitted one (operands, the
-        accumulate flag, no waits), the others go through :meth:`emit`."""
+        stream's known waits. The other entries get their waits as :meth:`emit` derives them (:meth:`_need`).
+        Every entry with at most ``MAX_WAITS`` waits is packed as a copy of a matmul record of this stream
+        emitted earlier (operands, the accumulate flag and the waits replaced); one that needs ``nop``
+        carriers, and the stream's first matmul, go through :meth:`emit`."""
         st = self.stream(core, Engine.tensor)
         p, sem = self.p, st.sem
+        known = st.known
         seen: set[tuple[int, bool]] = set()
-        template = -1
-        pending: list[tuple[int, int, int, bool]] = []
+        proto = self._mm_proto.get(core)
+        pending: list[tuple[int, int, int, bool, int, int, int, int]] = []
         cls, layer = self.op_class, self.layer
 
         def flush() -> None:
             if not pending:
                 return
-            rec = np.repeat(p.instr[template : template + 1], len(pending))
+            assert proto is not None
+            rec = np.repeat(proto, len(pending))
             arr = np.array(pending, np.int64)
             rec["opnd"][:, 0], rec["opnd"][:, 1], rec["opnd"][:, 2] = arr[:, 0], arr[:, 1], arr[:, 2]
             rec["flags"] = (rec["flags"] & (0xFF ^ _ACC_BIT)) | np.where(arr[:, 3] != 0, _ACC_BIT, 0).astype(np.uint8)
-            rec["wsem"] = -1
-            rec["wval"] = 0
+            rec["wsem"][:, 0], rec["wval"][:, 0] = arr[:, 4], arr[:, 5]
+            rec["wsem"][:, 1], rec["wval"][:, 1] = arr[:, 6], arr[:, 7]
             p.append_records(rec)
             for _ in pending:
                 self.tags.append(cls, layer)
@@ -273,13 +304,23 @@ class Emitter:
 
         for dst, stat, mov, acc in grid:
             keys = ((id(dst.buf), True), (id(stat.buf), False), (id(mov.buf), False))
-            if template < 0 or not all(k in seen for k in keys):
-                flush()
-                template = self.emit(Op.matmul, core, Engine.tensor, dst=dst, stationary=stat, moving=mov,
-                                     accumulate=acc)
+            w = (-1, 0, -1, 0)
+            if proto is None or not all(k in seen for k in keys):
+                waits = self._need(st, (stat.buf, mov.buf), (dst.buf,))
+                if proto is None or len(waits) > MAX_WAITS:
+                    flush()
+                    i = self.emit(Op.matmul, core, Engine.tensor, dst=dst, stationary=stat, moving=mov, accumulate=acc)
+                    proto = self._mm_proto[core] = p.instr[i : i + 1].copy()
+                    seen.update(keys)
+                    continue
+                for s, v in waits:
+                    known[s] = v
+                if waits:  # (declared already: a wait's semaphore was signalled by an earlier instruction)
+                    w = (p.semaphore(waits[0][0]), waits[0][1], -1, 0)
+                    if len(waits) > 1:
+                        w = (w[0], w[1], p.semaphore(waits[1][0]), waits[1][1])
                 seen.update(keys)
-                continue
-            pending.append((p.ap_id(dst.ap), p.ap_id(stat.ap), p.ap_id(mov.ap), acc))
+            pending.append((p.ap_id(dst.ap), p.ap_id(stat.ap), p.ap_id(mov.ap), acc, *w))
             st.count += 1
             done = st.count
             for b in (stat.buf, mov.buf):
