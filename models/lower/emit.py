@@ -64,6 +64,8 @@ class Buf:
     reads: dict[str, int] = field(default_factory=dict)
     war_base: dict[str, int] = field(default_factory=dict)  # what a group of partial writes must wait for
     aliases: list[Buf] = field(default_factory=list)  # other buffers sharing some of these bytes
+    #: views already made (:meth:`tile`, :meth:`hbm`: a buffer's place never changes, a Tile is immutable)
+    views: dict[tuple, Tile] = field(default_factory=dict, repr=False)
 
     def overlaps(self, other: Buf) -> bool:
         if self.space != other.space or self.core != other.core or self.space == Space.hbm:
@@ -87,6 +89,10 @@ class Buf:
     ) -> Tile:
         """A view of this buffer: partitions ``pstart..pstart+pcount`` (relative), byte offset ``byte``,
         and either a contiguous row-major ``free`` shape or explicit ``dims``."""
+        key = (dtype, free, pstart, pcount, byte, dims)
+        t = self.views.get(key)
+        if t is not None:
+            return t
         dt = DType.parse(dtype) if isinstance(dtype, str) else dtype
         if dims is None:
             dims = row_major_dims(free if free is not None else 1)
@@ -99,15 +105,19 @@ class Buf:
                     f"the step does not fit PSUM bank '{self.name}' ({self.nbytes} bytes per partition = "
                     f"psum.bytes_per_partition / psum.banks): a {dt.name} tile needs bytes [{lo - self.offset}, "
                     f"{hi - self.offset}) of partitions [{pstart}, {pstart + pc}) of its {self.pcount}")
-        return Tile(self, ap)
+        t = self.views[key] = Tile(self, ap)
+        return t
 
     def hbm(
         self, dtype: DType | str, rows: int, row_stride: int, dims: tuple[tuple[int, int], ...], byte: int = 0
     ) -> Tile:
         """A view of an HBM tensor buffer."""
-        dt = DType.parse(dtype) if isinstance(dtype, str) else dtype
-        ap = AccessPattern(Space.hbm, dt, 0, rows, byte, dims, self.tensor, row_stride)
-        return Tile(self, ap)
+        key = ("hbm", dtype, rows, row_stride, dims, byte)
+        t = self.views.get(key)
+        if t is None:
+            dt = DType.parse(dtype) if isinstance(dtype, str) else dtype
+            t = self.views[key] = Tile(self, AccessPattern(Space.hbm, dt, 0, rows, byte, dims, self.tensor, row_stride))
+        return t
 
 
 @dataclass(frozen=True)
