@@ -407,6 +407,32 @@ class Program:
         self._n += 1
         return self._n - 1
 
+    def append_like(self, i: int, opnd: Sequence[int], waits: Sequence[tuple[int, int]]) -> int:
+        """Append a copy of instruction ``i`` with its operands' AP-table indices replaced by ``opnd`` (slot
+        order, -1 for none) and its waits by ``waits`` ((semaphore index, value) pairs); returns its index.
+        A bulk path for generators that emit many instructions alike: everything else (op, engine, core,
+        queue, immediates, signals) is ``i``'s, checked when ``i`` was appended; the indices given must be
+        valid (AP-table entries, declared semaphores)."""
+        if len(waits) > MAX_WAITS or len(opnd) > MAX_OPERANDS:
+            raise OperandError(f"instruction {self._n}: at most {MAX_WAITS} waits and {MAX_OPERANDS} operands")
+        buf = self._instr_buf
+        if buf is None or buf[0] is not self._instr:
+            buf = self._instr_buf = (self._instr, self._instr.view(np.uint8).data)
+        vals = list(REC_STRUCT.unpack_from(buf[1], i * REC_STRUCT.size))
+        vals[_REC_OPND : _REC_OPND + MAX_OPERANDS] = list(opnd) + [-1] * (MAX_OPERANDS - len(opnd))
+        for k in range(MAX_WAITS):
+            s, v = waits[k] if k < len(waits) else (-1, 0)
+            if not (0 <= v <= U32_MAX):
+                raise OperandError(f"instruction {self._n}: wait value {v} not in [0, 2^32-1]")
+            vals[_REC_WSEM + k], vals[_REC_WVAL + k] = s, v
+        self._streams_cache = None
+        if self._n >= len(self._instr):
+            self._grow_instr(1)
+            buf = self._instr_buf = (self._instr, self._instr.view(np.uint8).data)
+        REC_STRUCT.pack_into(buf[1], self._n * REC_STRUCT.size, *vals)
+        self._n += 1
+        return self._n - 1
+
     def extend(self, instructions: Sequence[Instruction]) -> None:
         for ins in instructions:
             self.append(ins)
@@ -504,6 +530,15 @@ class Program:
     def nbytes(self) -> int:
         """Bytes held by the instruction and AP tables."""
         return self._n * INSTR_DTYPE.itemsize + self._naps * AP_DTYPE.itemsize
+
+
+def _rec_pos(field: str) -> int:
+    """Position of ``field``'s first value among :data:`REC_STRUCT`'s values (INSTR_DTYPE field order)."""
+    names = list(INSTR_DTYPE.names or ())
+    return sum(int(np.prod(INSTR_DTYPE[n].shape)) for n in names[: names.index(field)])
+
+
+_REC_OPND, _REC_WSEM, _REC_WVAL = _rec_pos("opnd"), _rec_pos("wsem"), _rec_pos("wval")
 
 
 def _is_ident(name: str) -> bool:

@@ -153,6 +153,7 @@ class Emitter:
         self.op_class: int = UNTAGGED  # tag of the instructions emitted next
         self.layer = -1
         self._mm_proto: dict[int, np.ndarray] = {}  # core -> a matmul record of its tensor stream (matmuls())
+        self._like: dict[tuple, int] = {}  # what an instruction is like -> the first such instruction (emit())
 
     @contextmanager
     def tagged(self, op_class: OpClass, layer: int | None = None) -> Iterator[None]:
@@ -237,8 +238,23 @@ class Emitter:
             self.tags.append(OpClass.sync, self.layer)
             st.count += 1
         st.count += 1
-        signals = [(st.sem, 1)] + sorted((extra_signals or {}).items())
-        idx = self.p.append(make(op, *operands, engine=eng, core=core, queue=queue, waits=waits, signals=signals, **kw))
+        extra = tuple(sorted(extra_signals.items())) if extra_signals else ()
+        # an instruction like one emitted before (same op, stream, operand slots, immediates, extra signals) is
+        # that record with its operands and waits replaced (Program.append_like); the first goes through make()
+        key: tuple | None = (op, eng, core, queue, tuple(o is None for o in operands), extra, tuple(kw.items()))
+        try:
+            like = self._like.get(key)
+        except TypeError:  # an unhashable immediate: no shortcut
+            like, key = None, None
+        p = self.p
+        if like is None:
+            idx = p.append(make(op, *operands, engine=eng, core=core, queue=queue, waits=waits,
+                                signals=[(st.sem, 1), *extra], **kw))
+            if key is not None:
+                self._like[key] = idx
+        else:
+            opnd = [-1 if a is None else p.ap_id(a) for a in operands]
+            idx = p.append_like(like, opnd, [(p.semaphore(s), v) for s, v in waits])
         self.tags.append(self.op_class, self.layer)
         done = st.count
         for b in reads:
