@@ -304,23 +304,28 @@ class Program:
         the table is the same as if the access patterns had been used one by one through :meth:`ap_id`.
         The records must be canonical (unused ``strides``/``sizes`` entries 0, ``tensor`` -1 on chip)."""
         rows = np.ascontiguousarray(rows, AP_DTYPE)
-        raw = rows.view(np.uint8).reshape(len(rows), AP_DTYPE.itemsize)
-        out = np.empty(len(rows), np.int64)
+        size = AP_DTYPE.itemsize
+        raw = rows.tobytes()
         known = self._rows()
+        out = [0] * len(rows)
+        new: list[int] = []  # rows added, in order (their indices follow the table's end)
+        nxt = self._naps
         for k in range(len(rows)):
-            key = raw[k].tobytes()
+            key = raw[k * size : (k + 1) * size]
             i = known.get(key)
             if i is None:
-                if self._naps == len(self._aps):
-                    new = np.zeros(2 * len(self._aps), AP_DTYPE)
-                    new[: self._naps] = self._aps[: self._naps]
-                    self._aps = new
-                i = self._naps
-                self._aps[i] = rows[k]
-                self._naps += 1
-                known[key] = i
+                i = known[key] = nxt
+                nxt += 1
+                new.append(k)
             out[k] = i
-        return out
+        if new:
+            if nxt > len(self._aps):
+                grown = np.zeros(max(nxt, 2 * len(self._aps)), AP_DTYPE)
+                grown[: self._naps] = self._aps[: self._naps]
+                self._aps = grown
+            self._aps[self._naps : nxt] = rows[new]
+            self._naps = nxt
+        return np.array(out, np.int64)
 
     def append(self, ins: Instruction) -> int:
         """Append one instruction; returns its index."""
