@@ -34,18 +34,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from infsim.isa import AccessPattern, DType, Engine, Op, Program, Space, make
 from infsim.isa.opcodes import MAX_WAITS, OPSPECS
 from infsim.isa.operand import row_major_dims
-from infsim.isa.records import IMM_PLAN
 
 from .alloc import LoweringError
 from .tags import UNTAGGED, OpClass, TagLog
 
-#: the ``accumulate`` flag bit of a matmul record (isa/records.py)
-_ACC_BIT = next(1 << int(f[4:]) for n, k, f, _ in IMM_PLAN[Op.matmul] if n == "accumulate")
+#: which of a matmul's operand slots (dst, stationary, moving) are missing, as :meth:`Emitter.emit` keys it: none
+_NO_OPERAND_MISSING3 = (False, False, False)
 
 
 @dataclass(eq=False)
@@ -152,7 +149,6 @@ class Emitter:
         self.tags = TagLog()  # op class and layer of every instruction, aligned with the program
         self.op_class: int = UNTAGGED  # tag of the instructions emitted next
         self.layer = -1
-        self._mm_proto: dict[int, np.ndarray] = {}  # core -> a matmul record of its tensor stream (matmuls())
         self._like: dict[tuple, int] = {}  # what an instruction is like -> the first such instruction (emit())
 
     @contextmanager
@@ -296,65 +292,44 @@ class Emitter:
 
     def matmuls(self, core: int, grid: list[tuple[Tile, Tile, Tile, bool]]) -> None:
         """Emit ``matmul(dst, stationary, moving, accumulate)`` for every entry of ``grid`` on the tensor
-        stream of ``core``, in order: the program is the one :meth:`emit` called for each gives, built in bulk.
+        stream of ``core``, in order: the program is the one :meth:`emit` called for each gives, built faster.
 
         An entry whose every (buffer, read-or-write) pair already occurred earlier in the grid needs no wait:
         the histories it would consult (the buffers', their aliases') have changed since only by this stream's
         own instructions, whose entries a stream never waits for, and what the earlier entry needed is in the
         stream's known waits. The other entries get their waits as :meth:`emit` derives them (:meth:`_need`).
-        Every entry with at most ``MAX_WAITS`` waits is packed as a copy of a matmul record of this stream
-        emitted earlier (operands, the accumulate flag and the waits replaced); one that needs ``nop``
-        carriers, and the stream's first matmul, go through :meth:`emit`."""
+        An entry with at most ``MAX_WAITS`` waits is appended as a copy of the stream's earlier matmul with the
+        same accumulate flag (:meth:`Program.append_like`, as :meth:`emit` would); the first of each flag and
+        an entry that needs ``nop`` carriers go through :meth:`emit`."""
         st = self.stream(core, Engine.tensor)
         p, sem = self.p, st.sem
         known = st.known
         seen: set[tuple[int, bool]] = set()
-        proto = self._mm_proto.get(core)
-        pending: list[tuple[int, int, int, bool, int, int, int, int]] = []
-        cls, layer = self.op_class, self.layer
-
-        def flush() -> None:
-            if not pending:
-                return
-            assert proto is not None
-            rec = np.repeat(proto, len(pending))
-            arr = np.array(pending, np.int64)
-            rec["opnd"][:, 0], rec["opnd"][:, 1], rec["opnd"][:, 2] = arr[:, 0], arr[:, 1], arr[:, 2]
-            rec["flags"] = (rec["flags"] & (0xFF ^ _ACC_BIT)) | np.where(arr[:, 3] != 0, _ACC_BIT, 0).astype(np.uint8)
-            rec["wsem"][:, 0], rec["wval"][:, 0] = arr[:, 4], arr[:, 5]
-            rec["wsem"][:, 1], rec["wval"][:, 1] = arr[:, 6], arr[:, 7]
-            p.append_records(rec)
-            for _ in pending:
-                self.tags.append(cls, layer)
-            pending.clear()
-
+        like = self._like
+        tags, cls, layer = self.tags, self.op_class, self.layer
         for dst, stat, mov, acc in grid:
             keys = ((id(dst.buf), True), (id(stat.buf), False), (id(mov.buf), False))
-            w = (-1, 0, -1, 0)
-            if proto is None or not all(k in seen for k in keys):
-                waits = self._need(st, (stat.buf, mov.buf), (dst.buf,))
-                if proto is None or len(waits) > MAX_WAITS:
-                    flush()
-                    i = self.emit(Op.matmul, core, Engine.tensor, dst=dst, stationary=stat, moving=mov, accumulate=acc)
-                    proto = self._mm_proto[core] = p.instr[i : i + 1].copy()
-                    seen.update(keys)
-                    continue
+            fresh = not all(k in seen for k in keys)
+            waits = self._need(st, (stat.buf, mov.buf), (dst.buf,)) if fresh else []
+            i = like.get((Op.matmul, Engine.tensor, core, 0, _NO_OPERAND_MISSING3, (), (("accumulate", acc),)))
+            if i is None or len(waits) > MAX_WAITS:
+                self.emit(Op.matmul, core, Engine.tensor, dst=dst, stationary=stat, moving=mov, accumulate=acc)
+                seen.update(keys)
+                continue
+            if fresh:
                 for s, v in waits:
                     known[s] = v
-                if waits:  # (declared already: a wait's semaphore was signalled by an earlier instruction)
-                    w = (p.semaphore(waits[0][0]), waits[0][1], -1, 0)
-                    if len(waits) > 1:
-                        w = (w[0], w[1], p.semaphore(waits[1][0]), waits[1][1])
                 seen.update(keys)
-            pending.append((p.ap_id(dst.ap), p.ap_id(stat.ap), p.ap_id(mov.ap), acc, *w))
             st.count += 1
+            p.append_like(i, [p.ap_id(dst.ap), p.ap_id(stat.ap), p.ap_id(mov.ap)],
+                          [(p.semaphore(s), v) for s, v in waits])
+            tags.append(cls, layer)
             done = st.count
             for b in (stat.buf, mov.buf):
                 if done > b.reads.get(sem, 0):
                     b.reads[sem] = done
             dst.buf.last_write = {sem: done}
             dst.buf.reads = {}
-        flush()
 
     def new_write_epoch(self, buf: Buf) -> None:
         """Start a new group of partial writes to ``buf``: later partial writes wait for earlier readers
