@@ -140,6 +140,25 @@ def link_aliases(bufs: list[Buf], new: Buf) -> None:
     bufs.append(new)
 
 
+def _imms_key(kw: dict[str, object]) -> tuple | None:
+    """How :meth:`Emitter.emit` tells immediates apart: name, type and value of each (floats by their exact
+    value, so that -0.0 and 0.0 differ; tuples element by element), so that equal keys normalise to the same
+    record fields and raise the same errors; ``None`` (no shortcut) for a NaN or a nested container."""
+    out = []
+    for k, v in kw.items():
+        if isinstance(v, float):
+            if v != v:
+                return None
+            out.append((k, type(v), v.hex()))
+        elif isinstance(v, tuple):
+            if any(isinstance(x, (tuple, list, float)) for x in v):
+                return None
+            out.append((k, tuple, tuple((type(x), x) for x in v)))
+        else:
+            out.append((k, type(v), v))
+    return tuple(out)
+
+
 class Emitter:
     """Appends instructions to a Program, inserting the semaphores the data dependencies require."""
 
@@ -237,9 +256,10 @@ class Emitter:
         extra = tuple(sorted(extra_signals.items())) if extra_signals else ()
         # an instruction like one emitted before (same op, stream, operand slots, immediates, extra signals) is
         # that record with its operands and waits replaced (Program.append_like); the first goes through make()
-        key: tuple | None = (op, eng, core, queue, tuple(o is None for o in operands), extra, tuple(kw.items()))
+        imms = _imms_key(kw)
+        key = None if imms is None else (op, eng, core, queue, tuple(o is None for o in operands), extra, imms)
         try:
-            like = self._like.get(key)
+            like = None if key is None else self._like.get(key)
         except TypeError:  # an unhashable immediate: no shortcut
             like, key = None, None
         p = self.p
@@ -307,11 +327,16 @@ class Emitter:
         seen: set[tuple[int, bool]] = set()
         like = self._like
         tags, cls, layer = self.tags, self.op_class, self.layer
+
+        def kind(acc: object) -> tuple:  # emit()'s key of a matmul of this stream
+            return (Op.matmul, Engine.tensor, core, 0, _NO_OPERAND_MISSING3, (), _imms_key({"accumulate": acc}))
+
+        kinds = {a: kind(a) for a in (False, True)}
         for dst, stat, mov, acc in grid:
             keys = ((id(dst.buf), True), (id(stat.buf), False), (id(mov.buf), False))
             fresh = not all(k in seen for k in keys)
             waits = self._need(st, (stat.buf, mov.buf), (dst.buf,)) if fresh else []
-            i = like.get((Op.matmul, Engine.tensor, core, 0, _NO_OPERAND_MISSING3, (), (("accumulate", acc),)))
+            i = like.get(kinds[acc] if type(acc) is bool else kind(acc))
             if i is None or len(waits) > MAX_WAITS:
                 self.emit(Op.matmul, core, Engine.tensor, dst=dst, stationary=stat, moving=mov, accumulate=acc)
                 seen.update(keys)
