@@ -144,7 +144,7 @@ def _imms_key(kw: dict[str, object]) -> tuple | None:
     """How :meth:`Emitter.emit` tells immediates apart: name, type and value of each (floats by their exact
     value, so that -0.0 and 0.0 differ; tuples element by element), so that equal keys normalise to the same
     record fields and raise the same errors; ``None`` (no shortcut) for a NaN or a nested container."""
-    out = []
+    out: list[tuple[str, type, object]] = []
     for k, v in kw.items():
         if isinstance(v, float):
             if v != v:
