@@ -222,29 +222,8 @@ class Emitter:
             assert isinstance(t, Tile), f"{op.name}.{slot.name} must be a Tile"
             operands.append(t.ap)
             (writes if slot.output else reads).append(t.buf)
-        deps: dict[str, int] = dict(extra_waits or {})
-
-        def need(d: dict[str, int]) -> None:
-            for s, v in d.items():
-                if s != st.sem and v > deps.get(s, 0):
-                    deps[s] = v
-
-        for b in reads:
-            need(b.last_write)
-            for a in b.aliases:  # bytes last written through an aliasing buffer
-                need(a.last_write)
-        for b in writes:
-            if partial:
-                need(b.war_base)
-            else:
-                need(b.last_write)
-                need(b.reads)
-            for a in b.aliases:  # memory shared by liveness: wait for the other role's accesses
-                need(a.last_write)
-                need(a.reads)
-                need(a.war_base)
         known = st.known
-        waits = sorted((s, v) for s, v in deps.items() if v > known.get(s, 0))
+        waits = self._need(st, reads, writes, partial, extra_waits)
         for s, v in waits:
             known[s] = v
         while len(waits) > MAX_WAITS:
@@ -284,11 +263,12 @@ class Emitter:
                 b.reads = {}
         return idx
 
-    def _need(self, st: _Stream, reads: tuple[Buf, ...], writes: tuple[Buf, ...]) -> list[tuple[str, int]]:
-        """The waits :meth:`emit` gives an instruction of stream ``st`` that reads ``reads`` and writes (not
-        partially) ``writes``, without extra waits: the data dependencies not yet known to the stream,
-        sorted; the stream's known waits are not updated."""
-        deps: dict[str, int] = {}
+    def _need(self, st: _Stream, reads: list[Buf] | tuple[Buf, ...], writes: list[Buf] | tuple[Buf, ...],
+              partial: bool = False, extra: dict[str, int] | None = None) -> list[tuple[str, int]]:
+        """The waits of an instruction of stream ``st`` that reads ``reads`` and writes ``writes`` (a group of
+        partial writes with ``partial``), plus ``extra``: the data dependencies (module docstring) not yet known
+        to the stream, sorted by semaphore; the stream's known waits are not updated."""
+        deps: dict[str, int] = dict(extra or {})
         own = st.sem
 
         def need(d: dict[str, int]) -> None:
@@ -298,12 +278,15 @@ class Emitter:
 
         for b in reads:
             need(b.last_write)
-            for a in b.aliases:
+            for a in b.aliases:  # bytes last written through an aliasing buffer
                 need(a.last_write)
         for b in writes:
-            need(b.last_write)
-            need(b.reads)
-            for a in b.aliases:
+            if partial:
+                need(b.war_base)
+            else:
+                need(b.last_write)
+                need(b.reads)
+            for a in b.aliases:  # memory shared by liveness: wait for the other role's accesses
                 need(a.last_write)
                 need(a.reads)
                 need(a.war_base)
