@@ -226,13 +226,16 @@ def from_simulation(lw: Lowered, res: SimResult, chip: ChipConfig, memory: Any =
             cats[klass == code] = cat_id[target]
     # weight slabs: the op their weights feed (the HBM operand's tensor)
     ws = np.flatnonzero(klass == OP_CLASS_NAMES.index("weight_stream"))
-    if len(ws):
-        names = list(prog.tensors)
-        wcat = {i: cat_id[weight_category(n)] for i, n in enumerate(names)}
+    if len(ws):  # the first operand (slot order) that names an HBM tensor
         opnd = ins["opnd"][idx[ws]]
-        for j, row in zip(ws.tolist(), opnd.tolist()):
-            t = [int(prog.aps["tensor"][a]) for a in row if a >= 0 and prog.aps["tensor"][a] >= 0]
-            cats[j] = wcat[t[0]] if t else cat_id["other"]
+        tens = np.where(opnd >= 0, prog.aps["tensor"][np.maximum(opnd, 0)], -1)
+        has = tens >= 0
+        t = tens[np.arange(len(tens)), np.argmax(has, axis=1)]
+        names = list(prog.tensors)
+        used = np.unique(t[has.any(axis=1)])
+        lut = np.full(len(names) + 1, cat_id["other"], np.int64)  # (index -1: no tensor)
+        lut[used] = [cat_id[weight_category(names[i])] for i in used.tolist()]
+        cats[ws] = lut[np.where(has.any(axis=1), t, -1)]
     # sync carriers and dequantisation: the category of the next instruction that has one
     unknown = cats < 0
     if unknown.any():

@@ -7,11 +7,24 @@ import sys
 from typing import Any
 
 
+class _Hidden:
+    """A bar that shows nothing: the part of tqdm's interface the commands use."""
+
+    def update(self, n: float = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def progress_bar(enabled: bool, **kwargs: Any) -> Any:
-    """A tqdm bar when ``enabled`` and stderr is a terminal, else a disabled one (same interface)."""
+    """A tqdm bar when ``enabled`` and stderr is a terminal, else a hidden one (``update``, ``close``; tqdm, with
+    its multiprocessing lock, is then not even imported)."""
+    if not show_progress(enabled):
+        return _Hidden()
     from tqdm import tqdm
 
-    return tqdm(disable=None if enabled else True, **kwargs)  # None: disabled when not a terminal
+    return tqdm(**kwargs)
 
 
 def show_progress(enabled: bool) -> bool:

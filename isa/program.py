@@ -312,23 +312,28 @@ class Program:
         the table is the same as if the access patterns had been used one by one through :meth:`ap_id`.
         The records must be canonical (unused ``strides``/``sizes`` entries 0, ``tensor`` -1 on chip)."""
         rows = np.ascontiguousarray(rows, AP_DTYPE)
-        raw = rows.view(np.uint8).reshape(len(rows), AP_DTYPE.itemsize)
-        out = np.empty(len(rows), np.int64)
+        size = AP_DTYPE.itemsize
+        raw = rows.tobytes()
         known = self._rows()
+        out = [0] * len(rows)
+        new: list[int] = []  # rows added, in order (their indices follow the table's end)
+        nxt = self._naps
         for k in range(len(rows)):
-            key = raw[k].tobytes()
+            key = raw[k * size : (k + 1) * size]
             i = known.get(key)
             if i is None:
-                if self._naps == len(self._aps):
-                    new = np.zeros(2 * len(self._aps), AP_DTYPE)
-                    new[: self._naps] = self._aps[: self._naps]
-                    self._aps = new
-                i = self._naps
-                self._aps[i] = rows[k]
-                self._naps += 1
-                known[key] = i
+                i = known[key] = nxt
+                nxt += 1
+                new.append(k)
             out[k] = i
-        return out
+        if new:
+            if nxt > len(self._aps):
+                grown = np.zeros(max(nxt, 2 * len(self._aps)), AP_DTYPE)
+                grown[: self._naps] = self._aps[: self._naps]
+                self._aps = grown
+            self._aps[self._naps : nxt] = rows[new]
+            self._naps = nxt
+        return np.array(out, np.int64)
 
     def append(self, ins: Instruction) -> int:
         """Append one instruction; returns its index."""
@@ -412,6 +417,32 @@ class Program:
             buf = self._instr_buf = (self._instr, self._instr.view(np.uint8).data)
         REC_STRUCT.pack_into(buf[1], self._n * REC_STRUCT.size, ins.op, eng, ins.queue, flags, ins.core, *fv,
                               *ints, *opnd, *ws, *wv, *ss, *sv)
+        self._n += 1
+        return self._n - 1
+
+    def append_like(self, i: int, opnd: Sequence[int], waits: Sequence[tuple[int, int]]) -> int:
+        """Append a copy of instruction ``i`` with its operands' AP-table indices replaced by ``opnd`` (slot
+        order, -1 for none) and its waits by ``waits`` ((semaphore index, value) pairs); returns its index.
+        A bulk path for generators that emit many instructions alike: everything else (op, engine, core,
+        queue, immediates, signals) is ``i``'s, checked when ``i`` was appended; the indices given must be
+        valid (AP-table entries, declared semaphores)."""
+        if len(waits) > MAX_WAITS or len(opnd) > MAX_OPERANDS:
+            raise OperandError(f"instruction {self._n}: at most {MAX_WAITS} waits and {MAX_OPERANDS} operands")
+        buf = self._instr_buf
+        if buf is None or buf[0] is not self._instr:
+            buf = self._instr_buf = (self._instr, self._instr.view(np.uint8).data)
+        vals = list(REC_STRUCT.unpack_from(buf[1], i * REC_STRUCT.size))
+        vals[_REC_OPND : _REC_OPND + MAX_OPERANDS] = list(opnd) + [-1] * (MAX_OPERANDS - len(opnd))
+        for k in range(MAX_WAITS):
+            s, v = waits[k] if k < len(waits) else (-1, 0)
+            if not (0 <= v <= U32_MAX):
+                raise OperandError(f"instruction {self._n}: wait value {v} not in [0, 2^32-1]")
+            vals[_REC_WSEM + k], vals[_REC_WVAL + k] = s, v
+        self._streams_cache = None
+        if self._n >= len(self._instr):
+            self._grow_instr(1)
+            buf = self._instr_buf = (self._instr, self._instr.view(np.uint8).data)
+        REC_STRUCT.pack_into(buf[1], self._n * REC_STRUCT.size, *vals)
         self._n += 1
         return self._n - 1
 
@@ -523,6 +554,15 @@ class Program:
     def nbytes(self) -> int:
         """Bytes held by the instruction and AP tables."""
         return self._n * INSTR_DTYPE.itemsize + self._naps * AP_DTYPE.itemsize
+
+
+def _rec_pos(field: str) -> int:
+    """Position of ``field``'s first value among :data:`REC_STRUCT`'s values (INSTR_DTYPE field order)."""
+    names = list(INSTR_DTYPE.names or ())
+    return sum(int(np.prod(INSTR_DTYPE[n].shape)) for n in names[: names.index(field)])
+
+
+_REC_OPND, _REC_WSEM, _REC_WVAL = _rec_pos("opnd"), _rec_pos("wsem"), _rec_pos("wval")
 
 
 def _is_ident(name: str) -> bool:

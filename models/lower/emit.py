@@ -34,18 +34,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from infsim.isa import AccessPattern, DType, Engine, Op, Program, Space, make
 from infsim.isa.opcodes import MAX_WAITS, OPSPECS
 from infsim.isa.operand import row_major_dims
-from infsim.isa.records import IMM_PLAN
 
 from .alloc import LoweringError
 from .tags import UNTAGGED, OpClass, TagLog
 
-#: the ``accumulate`` flag bit of a matmul record (isa/records.py)
-_ACC_BIT = next(1 << int(f[4:]) for n, k, f, _ in IMM_PLAN[Op.matmul] if n == "accumulate")
+#: which of a matmul's operand slots (dst, stationary, moving) are missing, as :meth:`Emitter.emit` keys it: none
+_NO_OPERAND_MISSING3 = (False, False, False)
 
 
 @dataclass(eq=False)
@@ -64,6 +61,8 @@ class Buf:
     reads: dict[str, int] = field(default_factory=dict)
     war_base: dict[str, int] = field(default_factory=dict)  # what a group of partial writes must wait for
     aliases: list[Buf] = field(default_factory=list)  # other buffers sharing some of these bytes
+    #: views already made (:meth:`tile`, :meth:`hbm`: a buffer's place never changes, a Tile is immutable)
+    views: dict[tuple, Tile] = field(default_factory=dict, repr=False)
 
     def overlaps(self, other: Buf) -> bool:
         if self.space != other.space or self.core != other.core or self.space == Space.hbm:
@@ -87,6 +86,10 @@ class Buf:
     ) -> Tile:
         """A view of this buffer: partitions ``pstart..pstart+pcount`` (relative), byte offset ``byte``,
         and either a contiguous row-major ``free`` shape or explicit ``dims``."""
+        key = (dtype, free, pstart, pcount, byte, dims)
+        t = self.views.get(key)
+        if t is not None:
+            return t
         dt = DType.parse(dtype) if isinstance(dtype, str) else dtype
         if dims is None:
             dims = row_major_dims(free if free is not None else 1)
@@ -99,15 +102,19 @@ class Buf:
                     f"the step does not fit PSUM bank '{self.name}' ({self.nbytes} bytes per partition = "
                     f"psum.bytes_per_partition / psum.banks): a {dt.name} tile needs bytes [{lo - self.offset}, "
                     f"{hi - self.offset}) of partitions [{pstart}, {pstart + pc}) of its {self.pcount}")
-        return Tile(self, ap)
+        t = self.views[key] = Tile(self, ap)
+        return t
 
     def hbm(
         self, dtype: DType | str, rows: int, row_stride: int, dims: tuple[tuple[int, int], ...], byte: int = 0
     ) -> Tile:
         """A view of an HBM tensor buffer."""
-        dt = DType.parse(dtype) if isinstance(dtype, str) else dtype
-        ap = AccessPattern(Space.hbm, dt, 0, rows, byte, dims, self.tensor, row_stride)
-        return Tile(self, ap)
+        key = ("hbm", dtype, rows, row_stride, dims, byte)
+        t = self.views.get(key)
+        if t is None:
+            dt = DType.parse(dtype) if isinstance(dtype, str) else dtype
+            t = self.views[key] = Tile(self, AccessPattern(Space.hbm, dt, 0, rows, byte, dims, self.tensor, row_stride))
+        return t
 
 
 @dataclass(frozen=True)
@@ -133,6 +140,25 @@ def link_aliases(bufs: list[Buf], new: Buf) -> None:
     bufs.append(new)
 
 
+def _imms_key(kw: dict[str, object]) -> tuple | None:
+    """How :meth:`Emitter.emit` tells immediates apart: name, type and value of each (floats by their exact
+    value, so that -0.0 and 0.0 differ; tuples element by element), so that equal keys normalise to the same
+    record fields and raise the same errors; ``None`` (no shortcut) for a NaN or a nested container."""
+    out: list[tuple[str, type, object]] = []
+    for k, v in kw.items():
+        if isinstance(v, float):
+            if v != v:
+                return None
+            out.append((k, type(v), v.hex()))
+        elif isinstance(v, tuple):
+            if any(isinstance(x, (tuple, list, float)) for x in v):
+                return None
+            out.append((k, tuple, tuple((type(x), x) for x in v)))
+        else:
+            out.append((k, type(v), v))
+    return tuple(out)
+
+
 class Emitter:
     """Appends instructions to a Program, inserting the semaphores the data dependencies require."""
 
@@ -142,6 +168,7 @@ class Emitter:
         self.tags = TagLog()  # op class and layer of every instruction, aligned with the program
         self.op_class: int = UNTAGGED  # tag of the instructions emitted next
         self.layer = -1
+        self._like: dict[tuple, int] = {}  # what an instruction is like -> the first such instruction (emit())
 
     @contextmanager
     def tagged(self, op_class: OpClass, layer: int | None = None) -> Iterator[None]:
@@ -195,11 +222,58 @@ class Emitter:
             assert isinstance(t, Tile), f"{op.name}.{slot.name} must be a Tile"
             operands.append(t.ap)
             (writes if slot.output else reads).append(t.buf)
-        deps: dict[str, int] = dict(extra_waits or {})
+        known = st.known
+        waits = self._need(st, reads, writes, partial, extra_waits)
+        for s, v in waits:
+            known[s] = v
+        while len(waits) > MAX_WAITS:
+            chunk, waits = waits[:MAX_WAITS], waits[MAX_WAITS:]
+            self.p.append(make(Op.nop, engine=eng, core=core, queue=queue, waits=chunk, signals=[(st.sem, 1)]))
+            self.tags.append(OpClass.sync, self.layer)
+            st.count += 1
+        st.count += 1
+        extra = tuple(sorted(extra_signals.items())) if extra_signals else ()
+        # an instruction like one emitted before (same op, stream, operand slots, immediates, extra signals) is
+        # that record with its operands and waits replaced (Program.append_like); the first goes through make()
+        imms = _imms_key(kw)
+        key = None if imms is None else (op, eng, core, queue, tuple(o is None for o in operands), extra, imms)
+        try:
+            like = None if key is None else self._like.get(key)
+        except TypeError:  # an unhashable immediate: no shortcut
+            like, key = None, None
+        p = self.p
+        if like is None:
+            idx = p.append(make(op, *operands, engine=eng, core=core, queue=queue, waits=waits,
+                                signals=[(st.sem, 1), *extra], **kw))
+            if key is not None:
+                self._like[key] = idx
+        else:
+            opnd = [-1 if a is None else p.ap_id(a) for a in operands]
+            idx = p.append_like(like, opnd, [(p.semaphore(s), v) for s, v in waits])
+        self.tags.append(self.op_class, self.layer)
+        done = st.count
+        for b in reads:
+            if done > b.reads.get(st.sem, 0):
+                b.reads[st.sem] = done
+        for b in writes:
+            if partial:
+                b.last_write[st.sem] = max(done, b.last_write.get(st.sem, 0))
+            else:
+                b.last_write = {st.sem: done}
+                b.reads = {}
+        return idx
+
+    def _need(self, st: _Stream, reads: list[Buf] | tuple[Buf, ...], writes: list[Buf] | tuple[Buf, ...],
+              partial: bool = False, extra: dict[str, int] | None = None) -> list[tuple[str, int]]:
+        """The waits of an instruction of stream ``st`` that reads ``reads`` and writes ``writes`` (a group of
+        partial writes with ``partial``), plus ``extra``: the data dependencies (module docstring) not yet known
+        to the stream, sorted by semaphore; the stream's known waits are not updated."""
+        deps: dict[str, int] = dict(extra or {})
+        own = st.sem
 
         def need(d: dict[str, int]) -> None:
             for s, v in d.items():
-                if s != st.sem and v > deps.get(s, 0):
+                if s != own and v > deps.get(s, 0):
                     deps[s] = v
 
         for b in reads:
@@ -217,77 +291,53 @@ class Emitter:
                 need(a.reads)
                 need(a.war_base)
         known = st.known
-        waits = sorted((s, v) for s, v in deps.items() if v > known.get(s, 0))
-        for s, v in waits:
-            known[s] = v
-        while len(waits) > MAX_WAITS:
-            chunk, waits = waits[:MAX_WAITS], waits[MAX_WAITS:]
-            self.p.append(make(Op.nop, engine=eng, core=core, queue=queue, waits=chunk, signals=[(st.sem, 1)]))
-            self.tags.append(OpClass.sync, self.layer)
-            st.count += 1
-        st.count += 1
-        signals = [(st.sem, 1)] + sorted((extra_signals or {}).items())
-        idx = self.p.append(make(op, *operands, engine=eng, core=core, queue=queue, waits=waits, signals=signals, **kw))
-        self.tags.append(self.op_class, self.layer)
-        done = st.count
-        for b in reads:
-            if done > b.reads.get(st.sem, 0):
-                b.reads[st.sem] = done
-        for b in writes:
-            if partial:
-                b.last_write[st.sem] = max(done, b.last_write.get(st.sem, 0))
-            else:
-                b.last_write = {st.sem: done}
-                b.reads = {}
-        return idx
+        return sorted((s, v) for s, v in deps.items() if v > known.get(s, 0))
 
     def matmuls(self, core: int, grid: list[tuple[Tile, Tile, Tile, bool]]) -> None:
         """Emit ``matmul(dst, stationary, moving, accumulate)`` for every entry of ``grid`` on the tensor
-        stream of ``core``, in order: the program is the one :meth:`emit` called for each gives, built in bulk.
+        stream of ``core``, in order: the program is the one :meth:`emit` called for each gives, built faster.
 
         An entry whose every (buffer, read-or-write) pair already occurred earlier in the grid needs no wait:
         the histories it would consult (the buffers', their aliases') have changed since only by this stream's
         own instructions, whose entries a stream never waits for, and what the earlier entry needed is in the
-        stream's known waits. Such entries are packed as copies of the last fully emitted one (operands, the
-        accumulate flag, no waits), the others go through :meth:`emit`."""
+        stream's known waits. The other entries get their waits as :meth:`emit` derives them (:meth:`_need`).
+        An entry with at most ``MAX_WAITS`` waits is appended as a copy of the stream's earlier matmul with the
+        same accumulate flag (:meth:`Program.append_like`, as :meth:`emit` would); the first of each flag and
+        an entry that needs ``nop`` carriers go through :meth:`emit`."""
         st = self.stream(core, Engine.tensor)
         p, sem = self.p, st.sem
+        known = st.known
         seen: set[tuple[int, bool]] = set()
-        template = -1
-        pending: list[tuple[int, int, int, bool]] = []
-        cls, layer = self.op_class, self.layer
+        like = self._like
+        tags, cls, layer = self.tags, self.op_class, self.layer
 
-        def flush() -> None:
-            if not pending:
-                return
-            rec = np.repeat(p.instr[template : template + 1], len(pending))
-            arr = np.array(pending, np.int64)
-            rec["opnd"][:, 0], rec["opnd"][:, 1], rec["opnd"][:, 2] = arr[:, 0], arr[:, 1], arr[:, 2]
-            rec["flags"] = (rec["flags"] & (0xFF ^ _ACC_BIT)) | np.where(arr[:, 3] != 0, _ACC_BIT, 0).astype(np.uint8)
-            rec["wsem"] = -1
-            rec["wval"] = 0
-            p.append_records(rec)
-            for _ in pending:
-                self.tags.append(cls, layer)
-            pending.clear()
+        def kind(acc: object) -> tuple:  # emit()'s key of a matmul of this stream
+            return (Op.matmul, Engine.tensor, core, 0, _NO_OPERAND_MISSING3, (), _imms_key({"accumulate": acc}))
 
+        kinds = {a: kind(a) for a in (False, True)}
         for dst, stat, mov, acc in grid:
             keys = ((id(dst.buf), True), (id(stat.buf), False), (id(mov.buf), False))
-            if template < 0 or not all(k in seen for k in keys):
-                flush()
-                template = self.emit(Op.matmul, core, Engine.tensor, dst=dst, stationary=stat, moving=mov,
-                                     accumulate=acc)
+            fresh = not all(k in seen for k in keys)
+            waits = self._need(st, (stat.buf, mov.buf), (dst.buf,)) if fresh else []
+            i = like.get(kinds[acc] if type(acc) is bool else kind(acc))
+            if i is None or len(waits) > MAX_WAITS:
+                self.emit(Op.matmul, core, Engine.tensor, dst=dst, stationary=stat, moving=mov, accumulate=acc)
                 seen.update(keys)
                 continue
-            pending.append((p.ap_id(dst.ap), p.ap_id(stat.ap), p.ap_id(mov.ap), acc))
+            if fresh:
+                for s, v in waits:
+                    known[s] = v
+                seen.update(keys)
             st.count += 1
+            p.append_like(i, [p.ap_id(dst.ap), p.ap_id(stat.ap), p.ap_id(mov.ap)],
+                          [(p.semaphore(s), v) for s, v in waits])
+            tags.append(cls, layer)
             done = st.count
             for b in (stat.buf, mov.buf):
                 if done > b.reads.get(sem, 0):
                     b.reads[sem] = done
             dst.buf.last_write = {sem: done}
             dst.buf.reads = {}
-        flush()
 
     def new_write_epoch(self, buf: Buf) -> None:
         """Start a new group of partial writes to ``buf``: later partial writes wait for earlier readers

@@ -19,7 +19,6 @@ from infsim.isa.opcodes import Op
 from infsim.models.graph import Workload
 from infsim.models.lower import lower
 from infsim.models.spec import load_model
-from infsim.sim import simulate
 
 CHIP = load_chip("inf2")
 
@@ -112,14 +111,6 @@ def test_stream_order_is_the_streams_concatenated_without_a_copy() -> None:
     order = p.stream_order()
     np.testing.assert_array_equal(order, np.concatenate(list(p.streams().values())))
     assert all(np.shares_memory(order, idx) for idx in p.streams().values())
-
-
-def test_memory_log_only_when_asked() -> None:
-    p = _program()
-    assert simulate(p, CHIP, trace=True).timeline.memory_log  # a trace keeps it by default
-    res = simulate(p, CHIP, trace=True, memory_log=False)
-    assert res.timeline is not None and res.timeline.memory_log is None
-    assert res.total_ps == simulate(p, CHIP).total_ps
 
 
 @pytest.mark.parametrize("streams,sems", [(3, 4), (24, 24)])  # the second overflows the first pass's pair buffer

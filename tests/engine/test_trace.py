@@ -54,6 +54,16 @@ def test_counter_integrates_to_bytes() -> None:
     assert steps[-1][1] == 0.0
 
 
+def test_memory_log_only_when_asked() -> None:
+    """``memory_log=False`` keeps the per-instruction times (what the breakdown reads) without the HBM log."""
+    full = simulate(_prog(), "inf2", trace=True)
+    lean = simulate(_prog(), "inf2", trace=True, memory_log=False)
+    assert full.timeline.memory_log and lean.timeline.memory_log is None
+    assert (lean.timeline.start_ps == full.timeline.start_ps).all()
+    assert (lean.timeline.end_ps == full.timeline.end_ps).all()
+    assert lean.total_ps == full.total_ps and lean.hbm_bytes_read == full.hbm_bytes_read
+
+
 def test_validator_rejects_bad_events() -> None:
     assert validate_trace({"nope": 1})
     assert validate_trace([{"ph": "X", "name": "a", "pid": 0, "tid": 0, "ts": 0}])  # no dur

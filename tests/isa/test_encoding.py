@@ -229,3 +229,26 @@ def test_instruction_range_refused(ins, frag: str) -> None:  # type: ignore[no-u
     with pytest.raises(OperandError, match=frag):
         p.append(ins)
     assert len(p) == 0
+
+
+def test_append_like_equals_append_of_the_same_instruction() -> None:
+    """``append_like`` (a copy of an earlier record with operands and waits replaced) gives the record ``append``
+    gives for that instruction; it refuses more waits than the ISA holds and wait values out of range."""
+    a, b = Program(1, 1), Program(1, 1)
+    for p in (a, b):
+        p.add_semaphore("ld")
+        p.add_semaphore("mm")
+    x, y = sbuf(128, 64, DType.bf16), sbuf(128, 64, DType.bf16, offset=256)
+    first = make("activate", x, y, func="exp", scale_imm=0.5, waits=[("ld", 3)], signals=[("mm", 1)])
+    for p in (a, b):
+        p.append(first)
+    a.append(make("activate", y, x, func="exp", scale_imm=0.5, waits=[("mm", 1), ("ld", 7)], signals=[("mm", 1)]))
+    b.append_like(0, [b.ap_id(y), b.ap_id(x)], [(b.sem_id("mm"), 1), (b.sem_id("ld"), 7)])
+    a.append(make("activate", x, y, func="exp", scale_imm=0.5, signals=[("mm", 1)]))
+    b.append_like(0, [b.ap_id(x), b.ap_id(y)], [])
+    assert a.instr.tobytes() == b.instr.tobytes() and a.aps.tobytes() == b.aps.tobytes()
+    with pytest.raises(OperandError):
+        b.append_like(0, [0, 1], [(0, 1), (1, 1), (0, 2)])
+    with pytest.raises(OperandError):
+        b.append_like(0, [0, 1], [(0, 2**32)])
+    assert len(b) == 3
