@@ -13,6 +13,9 @@ message names the option or config field behind it:
   (weights, KV cache) that the chip's tensor engine has no rate for;
 * ``psum`` (:func:`check_step`): fewer than two PSUM banks (the lowering alternates matmul output blocks
   between banks);
+* ``tensor_engine`` (:func:`check_step`): a moving free size (``tensor_engine.moving_free_max``) below the
+  partitions (``sbuf.partitions``): the lowering transposes partition-square tiles (attention
+  probabilities, staged K/V rows) in one matmul each, whose moving free size is the partitions;
 * ``instance`` (:func:`check_instance`, made by :func:`infsim.mapping.physical_workload` as it maps the
   logical ranks onto physical cores): tensor parallelism over more chips than the chip's instance has
   (``instance.chips``);
@@ -46,7 +49,7 @@ if TYPE_CHECKING:
     from infsim.models.graph import Workload
 
 #: the limits :class:`InfeasibleError` names (``limit``)
-LIMITS = ("dtype", "psum", "instance", "hbm", "sbuf")
+LIMITS = ("dtype", "psum", "tensor_engine", "instance", "hbm", "sbuf")
 
 #: weight dtypes with lowering kernels (8-bit integers are dequantised to bf16 on chip)
 WEIGHT_DTYPES = ("bf16", "fp16", "fp8_e4m3", "fp8_e5m2", "int8", "uint8")
@@ -68,8 +71,8 @@ def matmul_dtype(weight_dtype: str) -> str:
 
 
 def check_step(wl: Workload, chip: ChipConfig) -> None:
-    """:class:`InfeasibleError` (limit ``dtype`` or ``psum``) naming the first dtype or PSUM reason ``chip``
-    cannot run ``wl`` (see the module docstring)."""
+    """:class:`InfeasibleError` (limit ``dtype``, ``psum`` or ``tensor_engine``) naming the first dtype, PSUM
+    or tensor-engine reason ``chip`` cannot run ``wl`` (see the module docstring)."""
     if wl.weight_dtype not in WEIGHT_DTYPES:
         raise InfeasibleError(f"--dtype {wl.weight_dtype}: weights of this dtype are not supported "
                               f"(use {', '.join(WEIGHT_DTYPES)})", "dtype")
@@ -83,6 +86,11 @@ def check_step(wl: Workload, chip: ChipConfig) -> None:
     if chip.psum.banks < 2:
         raise InfeasibleError(f"psum.banks {chip.psum.banks}: chip '{chip.name}' needs at least 2 PSUM banks "
                               "(the lowering alternates matmul outputs between banks)", "psum")
+    n_max, parts = chip.tensor_engine.moving_free_max, chip.sbuf.partitions
+    if n_max < parts:
+        raise InfeasibleError(f"tensor_engine.moving_free_max {n_max}: chip '{chip.name}' needs at least "
+                              f"sbuf.partitions ({parts}) (the lowering transposes {parts} x {parts} tiles in one "
+                              "matmul each; missing: transposes split along the moving free size)", "tensor_engine")
 
 
 def check_instance(physical_cores: int, chip: ChipConfig) -> None:

@@ -89,3 +89,27 @@ def test_unsupported_shapes_refused_alike(name: str, extra: dict, reason: str | 
     spec = _tiny(name, **extra)
     refused = _agree(spec, Workload.make("prefill", 1, 16))
     assert (refused is None) if reason is None else (refused is not None and reason in refused), refused
+
+
+@pytest.mark.parametrize("moving_free_max", [64, 127, 128])
+@pytest.mark.parametrize(("name", "phase"), [("llama-2-7b", "prefill"), ("llama-2-7b", "decode"),
+                                              ("gpt2", "prefill")])
+def test_moving_free_size_below_the_partitions_refused_alike(moving_free_max: int, name: str, phase: str) -> None:
+    """Regression: with ``tensor_engine.moving_free_max`` below the partitions (128) the lowering accepted the
+    step and emitted transposes (matmuls of N=128) beyond it, and both fidelities then failed deep in the
+    systolic model's shape check. Now every fidelity refuses it up front (limit ``tensor_engine``, naming the
+    field); at 128 every fidelity runs it."""
+    from infsim.feasibility import InfeasibleError
+
+    chip = load_chip("inf2", [f"tensor_engine.moving_free_max={moving_free_max}"])
+    spec, wl = _tiny(name), Workload.make(phase, 2, 100)
+    lowered = _outcome(lambda: lower(spec, wl, chip))
+    for fidelity in ("analytical", "cycle"):
+        got = _outcome(lambda: run_workload(chip, spec, wl, fidelity=fidelity))  # noqa: B023
+        assert got == lowered, f"{fidelity}: {got}\nlowering: {lowered}"
+    if moving_free_max >= CHIP.sbuf.partitions:
+        assert lowered is None
+    else:
+        with pytest.raises(InfeasibleError, match=r"tensor_engine\.moving_free_max") as e:
+            run_workload(chip, spec, wl, fidelity="analytical")
+        assert e.value.limit == "tensor_engine"
