@@ -104,7 +104,13 @@ def _run(args: argparse.Namespace) -> int:
                                    "tok/s target", "J/tok base", "J/tok target", "perf/W", "$/Mtok base",
                                    "$/Mtok target", "base limited by", "target limited by"],
                    tablefmt="simple", disable_numparse=True))
-    print(f"geomean speedup {r.geomean_speedup:.2f}x, perf/W {r.geomean_perf_per_watt_ratio:.2f}x")
+    if r.infeasible:
+        print(f"infeasible ({len(r.infeasible)} workload(s), not in the rows or the geomeans):")
+        print(tabulate([[w.phase, w.batch, w.context, w.dtype, w.chip, w.limit, w.reason] for w in r.infeasible],
+                       headers=["phase", "batch", "ctx", "dtype", "chip", "limit", "reason"], tablefmt="simple",
+                       disable_numparse=True))
+    print(f"geomean speedup {r.geomean_speedup:.2f}x, perf/W {r.geomean_perf_per_watt_ratio:.2f}x"
+          + (f" over {len(r.rows)} of {len(r.rows) + len(r.infeasible)} workloads" if r.infeasible else ""))
     if r.attribution:
         print(f"attribution of the {r.geomean_speedup:.2f}x geomean speedup (Shapley shares of the mean log speedup):")
         att = sorted(r.attribution.items(), key=lambda kv: -kv[1])

@@ -7,6 +7,11 @@ given); tensor parallelism spans all cores of those chips (its degree counts log
 :mod:`infsim.mapping`). Latencies are device time unless a serving stack is named (``serving``,
 :mod:`infsim.serving`); the result states which (``serving`` and a note).
 
+A workload that either chip cannot run for a reason more chips do not fix (an
+:class:`~infsim.feasibility.InfeasibleError`, e.g. fp8 weights on a chip without an fp8 tensor-engine rate)
+is not a row: it is listed in ``infeasible`` (which chip, the limit, the reason), the geomeans and the
+attribution cover the other workloads, and a note says how many of the set they cover.
+
 Attribution. The chips' parameters are split into resource groups (:data:`GROUPS`: compute, precision,
 clock, HBM, SRAM, DMA, links). For a coalition ``S`` of groups, the hybrid chip is the baseline with
 the groups in ``S`` taken from the target; its value ``v(S)`` is the mean over the workload set of
@@ -29,6 +34,7 @@ from infsim.config import CHIP_PATHS, ChipConfig, load_chip
 from infsim.config.loader import validate
 from infsim.config.schema import EnergyConfig
 from infsim.errors import InfsimError
+from infsim.feasibility import InfeasibleError
 from infsim.models.graph import Workload
 from infsim.progress import progress_bar
 
@@ -145,6 +151,21 @@ class CompareRow:
 
 
 @dataclass
+class InfeasibleRow:
+    """A workload of the set that ``chip`` (``baseline``, ``target`` or ``both``) cannot run: no row, no share of
+    the geomeans; ``limit`` and ``reason`` are the :class:`~infsim.feasibility.InfeasibleError`'s (the
+    baseline's where both refuse)."""
+
+    phase: str
+    batch: int
+    context: int
+    dtype: str
+    chip: str
+    limit: str
+    reason: str
+
+
+@dataclass
 class CompareResult:
     baseline: str
     target: str
@@ -160,11 +181,10 @@ class CompareResult:
     geomean_speedup: float = 0.0
     geomean_perf_per_watt_ratio: float = 0.0
     notes: list[str] = field(default_factory=list)
+    infeasible: list[InfeasibleRow] = field(default_factory=list)  # workloads a chip cannot run (not in rows)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["rows"] = [asdict(r) for r in self.rows]
-        return d
+        return asdict(self)
 
 
 def hybrid(base: ChipConfig, target: ChipConfig, groups: tuple[str, ...] | list[str]) -> ChipConfig:
@@ -189,7 +209,6 @@ def chips_needed(chip: ChipConfig, model: str, workloads: list[Workload], servin
     90% fill, and as many more chips as the feasibility check (:func:`infsim.models.lower.plan.check_feasible`,
     the exact footprint of the lowering's plan) needs for every workload. ``serving``: the stack whose
     buckets pad the device workloads (a stack compiled for the model's positions holds a longer KV cache)."""
-    from infsim.feasibility import InfeasibleError
     from infsim.mapping import physical_workload
     from infsim.models.graph import build_graph
     from infsim.models.lower.plan import check_feasible
@@ -206,24 +225,26 @@ def chips_needed(chip: ChipConfig, model: str, workloads: list[Workload], servin
         worst = max(worst, g.weight_bytes() + kv)
     n = max(1, math.ceil(worst / (0.9 * chip.hbm_bytes)))
     while n < chip.instance.chips:  # the exact check: more chips while a workload's tensors exceed HBM
-        try:
-            for wl in dev:
+        short = False
+        for wl in dev:
+            try:
                 check_feasible(spec, physical_workload(replace(wl, tp=n * chip.logical_cores_per_chip), chip), chip)
+            except InfeasibleError as e:
+                # another limit is no question of chip count (the run itself reports it): check the others
+                short = e.limit == "hbm"
+                if short:
+                    break
+        if not short:
             break
-        except InfeasibleError as e:
-            if e.limit != "hbm":  # another limit is no question of chip count: the run itself reports it
-                break
-            n += 1
+        n += 1
     return n
 
 
 def _step(chip: ChipConfig, model: str, wl: Workload, n_chips: int, fidelity: str, serving: str = "none") -> Any:
-    """One workload on ``n_chips`` of ``chip``, tensor parallel over all their (logical) cores."""
+    """One workload on ``n_chips`` of ``chip``, tensor parallel over all their (logical) cores
+    (:class:`~infsim.feasibility.InfeasibleError` where the chip cannot run it, e.g. a dtype without a rate)."""
     from infsim.runner import run_workload
 
-    dt = wl.weight_dtype
-    if dt.startswith("fp8") and dt not in chip.tensor_engine.macs_per_pe_per_cycle:
-        raise InfsimError(f"chip '{chip.name}' has no {dt} tensor-engine rate")
     return run_workload(chip, model, replace(wl, tp=n_chips * chip.logical_cores_per_chip), fidelity=fidelity,
                         serving=serving)
 
@@ -245,12 +266,27 @@ def compare(baseline: str | ChipConfig, target: str | ChipConfig, model: str = "
     n_eval = 2 * len(wls) + (len(wls) * (2 ** len(groups) - 2) if attribution else 0)
     bar = progress_bar(progress, total=n_eval, desc=f"compare {base.name} -> {targ.name}")
     rows = []
+    refused: list[InfeasibleRow] = []
+    ran: list[Workload] = []  # the workloads both chips run (rows; the geomeans and attribution cover these)
     lat_base: dict[int, float] = {}
-    for i, wl in enumerate(wls):
-        rb = _step(base, model, wl, n_chips, fidelity, serving)
-        rt = _step(targ, model, wl, n_chips, fidelity, serving)
+    for wl in wls:
+        outcome: dict[str, Any] = {}
+        for side, chip in (("baseline", base), ("target", targ)):
+            try:
+                outcome[side] = _step(chip, model, wl, n_chips, fidelity, serving)
+            except InfeasibleError as e:
+                outcome[side] = e
         bar.update(2)
-        lat_base[i] = rb.latency_ms
+        errs = {k: v for k, v in outcome.items() if isinstance(v, InfeasibleError)}
+        if errs:
+            side = "both" if len(errs) == 2 else next(iter(errs))
+            err = next(iter(errs.values()))
+            refused.append(InfeasibleRow(wl.phase, wl.batch, wl.prompt_or_context, wl.weight_dtype, side, err.limit,
+                                         err.reason))
+            continue
+        rb, rt = outcome["baseline"], outcome["target"]
+        lat_base[len(ran)] = rb.latency_ms
+        ran.append(wl)
         price_b = base.instance.price_per_hour_usd / base.instance.chips * n_chips
         price_t = targ.instance.price_per_hour_usd / targ.instance.chips * n_chips
         rows.append(CompareRow(
@@ -261,12 +297,22 @@ def compare(baseline: str | ChipConfig, target: str | ChipConfig, model: str = "
             price_b / 3600 / rb.tokens_per_s * 1e6, price_t / 3600 / rt.tokens_per_s * 1e6,
             limit_label(rb.breakdown), limit_label(rt.breakdown),
         ))
+    if not rows:
+        raise InfsimError(f"compare {base.name} -> {targ.name} on '{model}': no workload of the set runs on both "
+                          "chips: " + "; ".join(f"{r.phase} b{r.batch} ctx {r.context} {r.dtype} on {r.chip} "
+                                                f"({r.limit}): {r.reason}" for r in refused))
+    bar.total = 2 * len(wls) + (len(rows) * (2 ** len(groups) - 2) if attribution else 0)
     geo = math.exp(sum(math.log(r.speedup) for r in rows) / len(rows))
     geo_ppw = math.exp(sum(math.log(r.perf_per_watt_ratio) for r in rows) / len(rows))
     res = CompareResult(base.name, targ.name, str(model), n_chips, n_chips * base.logical_cores_per_chip,
                         n_chips * targ.logical_cores_per_chip, fidelity, rows, serving=serving, geomean_speedup=geo,
                         geomean_perf_per_watt_ratio=geo_ppw)
     res.notes.extend(fit_notes)
+    res.infeasible = refused
+    if refused:
+        res.notes.append(f"geomeans{' and attribution' if attribution else ''} cover {len(rows)} of the {len(wls)} "
+                         f"workloads: {len(refused)} cannot run on one or both chips (listed under 'infeasible', "
+                         "with the limit and the reason)")
     res.notes.append(f"both chips: {n_chips} chip(s), tensor parallel over all their cores (logical cores: "
                      f"{base.name} LNC={base.lnc}, {targ.name} LNC={targ.lnc})")
     res.notes.append("serving stack: none - latencies are device time only (the chips compared, no host or "
@@ -278,7 +324,7 @@ def compare(baseline: str | ChipConfig, target: str | ChipConfig, model: str = "
             res.notes.append("attribution computed at analytical fidelity")
         base_an = lat_base if fidelity == "analytical" else {
             i: _step(base, model, wl, n_chips, "analytical", serving).latency_ms
-            for i, wl in enumerate(wls)
+            for i, wl in enumerate(ran)
         }
         value: dict[frozenset[str], float] = {frozenset(): 0.0}
         for r in range(1, len(groups) + 1):
@@ -289,7 +335,7 @@ def compare(baseline: str | ChipConfig, target: str | ChipConfig, model: str = "
                     continue
                 hyb = hybrid(base, targ, coal)
                 logs = []
-                for i, wl in enumerate(wls):
+                for i, wl in enumerate(ran):
                     logs.append(math.log(base_an[i] / _step(hyb, model, wl, n_chips, "analytical",
                                                             serving).latency_ms))
                     bar.update(1)

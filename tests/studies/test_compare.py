@@ -133,3 +133,44 @@ def test_cli_compare_json(tmp_path, capsys) -> None:
     assert {"rows", "attribution"} <= set(d)
     assert all("speedup" in r and "perf_per_watt_ratio" in r for r in d["rows"])
     assert out.exists() and out.stat().st_size > 0
+
+
+@pytest.mark.parametrize("inf1_side", ["target", "baseline"])
+def test_a_dtype_a_chip_has_no_rate_for_is_an_infeasible_workload(inf1_side: str) -> None:
+    """Regression: ``compare`` with inf1 on either side aborted the whole study ("no fp8_e4m3 rate") on the
+    default set's fp8 workloads. Now such a workload is listed as infeasible for that chip (limit, reason
+    naming the chip, the dtype and the field), and the rows, geomeans and attribution cover the others."""
+    wls = [Workload.make("decode", 1, 64), Workload.make("decode", 1, 64, dtype="fp8_e4m3")]
+    base, targ = ("inf2", "inf1") if inf1_side == "target" else ("inf1", "inf2")
+    res = compare(base, targ, "gpt2", workloads=wls)
+    assert [(r.phase, r.dtype) for r in res.rows] == [("decode", "bf16")]
+    (bad,) = res.infeasible
+    assert (bad.phase, bad.batch, bad.context, bad.dtype, bad.chip, bad.limit) == (
+        "decode", 1, 64, "fp8_e4m3", inf1_side, "dtype")
+    assert "chip 'inf1'" in bad.reason and "fp8_e4m3" in bad.reason and "macs_per_pe_per_cycle" in bad.reason
+    assert res.geomean_speedup == pytest.approx(res.rows[0].speedup)
+    assert sum(res.attribution_log.values()) == pytest.approx(math.log(res.rows[0].speedup), abs=1e-9)
+    assert any("cover 1 of the 2 workloads" in n for n in res.notes)
+    assert res.to_dict()["infeasible"][0]["limit"] == "dtype"
+
+
+def test_no_workload_both_chips_run_is_an_error() -> None:
+    with pytest.raises(InfsimError, match=r"no workload of the set runs on both chips.*chip 'inf1'"):
+        compare("inf2", "inf1", "gpt2", workloads=[Workload.make("decode", 1, 64, dtype="fp8_e4m3")],
+                attribution=False)
+
+
+def test_cli_compare_lists_infeasible_workloads(capsys) -> None:  # noqa: ANN001
+    assert main(["compare", "--baseline", "inf1", "--target", "inf2", "--model", "gpt2", "--context", "64",
+                 "--no-attribution"]) == 0
+    out = capsys.readouterr().out  # --context 64 makes the two prefills one: 4 workloads per dtype
+    assert "infeasible (4 workload(s)" in out and "over 4 of 8 workloads" in out
+    assert out.count("has no tensor_engine.macs_per_pe_per_cycle rate for fp8_e4m3") == 4
+
+
+def test_chips_needed_checks_every_workload_past_a_dtype_refusal() -> None:
+    """A workload refused for its dtype must not end the search for the chip count the others need."""
+    big = Workload.make("decode", 32, 2000)  # 8 chips of inf1 where weights + KV cache at 90% fill ask 7
+    fp8 = Workload.make("decode", 1, 64, dtype="fp8_e4m3")
+    chip = load_chip("inf1")
+    assert chips_needed(chip, "llama-2-7b", [fp8, big]) == chips_needed(chip, "llama-2-7b", [big])
