@@ -69,12 +69,12 @@ expressible there and run on the reference engine (:func:`supports`; ``run_engin
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from infsim.config.schema import ChipConfig
 from infsim.errors import InfsimError
 from infsim.isa.opcodes import Engine, Op
 from infsim.isa.program import Program
+from infsim.jit import njit_cached
 
 from . import kernel as K
 from .collectives import CollectiveTiming, make_collectives
@@ -108,7 +108,7 @@ def _signal_latency(program: Program, chip: ChipConfig, costs: Costs, ssem: np.n
 _COLLECTIVE_OPS = [int(Op.all_reduce), int(Op.all_gather), int(Op.reduce_scatter), int(Op.send), int(Op.recv)]
 
 
-@njit(cache=True)
+@njit_cached()
 def _stream_tables(order: np.ndarray, begin: np.ndarray, lens: np.ndarray, own: np.ndarray, ssem: np.ndarray,
                    xrow: np.ndarray, bar_s: np.ndarray, nsem: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One pass over the streams (``order[begin[k]:begin[k] + lens[k]]``: stream ``k``'s instructions):
@@ -173,7 +173,7 @@ def _stream_tables(order: np.ndarray, begin: np.ndarray, lens: np.ndarray, own: 
     return sigsuf, ptr, lst
 
 
-@njit(cache=True)
+@njit_cached()
 def _sync_columns(wsem: np.ndarray, wval: np.ndarray, ssem: np.ndarray, sval: np.ndarray
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Contiguous copies of the records' wait and signal columns, in one pass over the records (numpy copies

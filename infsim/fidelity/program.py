@@ -31,7 +31,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from numba import njit
 
 from infsim.config.schema import ChipConfig
 from infsim.engine.collectives import make_collectives
@@ -42,12 +41,13 @@ from infsim.errors import InfsimError
 from infsim.isa.errors import DeadlockError
 from infsim.isa.opcodes import Engine, Op
 from infsim.isa.program import Program
+from infsim.jit import njit_cached
 from infsim.result import SimResult, Timeline, build_result
 
 NEVER = np.int64(1 << 62)
 
 
-@njit(cache=True)
+@njit_cached()
 def _crossing(s: int, v: int, sig_t: np.ndarray, sig_cum: np.ndarray, off: np.ndarray, cnt: np.ndarray) -> int:
     """Earliest known time at which semaphore ``s`` reaches ``v`` (``NEVER`` if the known signals do not)."""
     if v <= 0:
@@ -66,7 +66,7 @@ def _crossing(s: int, v: int, sig_t: np.ndarray, sig_cum: np.ndarray, off: np.nd
     return sig_t[lo]
 
 
-@njit(cache=True)
+@njit_cached()
 def _add_signal(s: int, t: int, inc: int, sig_t: np.ndarray, sig_v: np.ndarray, sig_cum: np.ndarray,
                 off: np.ndarray, cnt: np.ndarray) -> None:
     a = off[s]
@@ -84,7 +84,7 @@ def _add_signal(s: int, t: int, inc: int, sig_t: np.ndarray, sig_v: np.ndarray, 
         sig_cum[x] = acc
 
 
-@njit(cache=True)
+@njit_cached()
 def _scoreboard(order: np.ndarray, s_begin: np.ndarray, s_len: np.ndarray, busy: np.ndarray, lat: np.ndarray,
                 waits_s: np.ndarray, waits_v: np.ndarray, bar_s: np.ndarray, bar_t: np.ndarray,
                 sig_s: np.ndarray, sig_v_in: np.ndarray, sg_ptr: np.ndarray, sg_list: np.ndarray,

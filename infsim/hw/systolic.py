@@ -92,10 +92,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from numba import njit
 
 from infsim.config.schema import TensorEngineConfig, by_dtype
 from infsim.errors import InfsimError
+from infsim.jit import njit_cached
 
 __all__ = [
     "DATAFLOWS",
@@ -112,13 +112,13 @@ DATAFLOWS = ("ws", "os", "is")
 _EPS = 1e-9
 
 
-@njit(cache=True, inline="always")
+@njit_cached(inline="always")
 def _ceil_div(n: float, r: float) -> int:
     """ceil(n / r) robust to float rounding (rates like 0.25 and 2 are exact anyway)."""
     return int(math.ceil(n / r - _EPS))
 
 
-@njit(cache=True, inline="always")
+@njit_cached(inline="always")
 def _floor_div(n: float, r: float) -> int:
     return int(math.floor(n / r + _EPS))
 
@@ -133,7 +133,7 @@ def first_cycle_of(j: int, rate: float) -> int:
     return int(math.floor(j / rate + _EPS))
 
 
-@njit(cache=True)
+@njit_cached()
 def _seq_kernel(k: np.ndarray, m: np.ndarray, n: np.ndarray, rate: np.ndarray, new: np.ndarray,
                 rows: int, min_mm: int, ls_speed: float, lat: int, issue: int,
                 busy: np.ndarray, latency: np.ndarray) -> None:
@@ -262,7 +262,7 @@ class GemmResult:
 MAX_CYCLES = 2**62
 
 
-@njit(cache=True)
+@njit_cached()
 def _k_tiles(free: int, prev_mm: int, end: int, n_k: int, first_new: bool, m_t: int, c0: int, c1: int,
              mov_total: int, chunk: int, rate: float, min_mm: int, ls_m: int, rows: int, lat: int,
              issue: int) -> tuple:
@@ -303,7 +303,7 @@ def _k_tiles(free: int, prev_mm: int, end: int, n_k: int, first_new: bool, m_t: 
     return free, prev_mm, end
 
 
-@njit(cache=True)
+@njit_cached()
 def _groups(free: int, prev_mm: int, end: int, n_mov: int, group: int, n_k: int, m_t: int, mov_total: int,
             chunk: int, rate: float, min_mm: int, ls_m: int, rows: int, lat: int, issue: int) -> tuple:
     """Every moving group of one stationary column tile (:func:`_k_tiles` per group). The first group always
@@ -340,7 +340,7 @@ def _groups(free: int, prev_mm: int, end: int, n_mov: int, group: int, n_k: int,
     return free, prev_mm, end
 
 
-@njit(cache=True)
+@njit_cached()
 def _gemm_kernel(stat_total: int, mov_total: int, k_total: int, rows: int, cols: int, chunk: int,
                  group: int, rate: float, min_mm: int, ls_speed: float, lat: int, issue: int) -> tuple:
     """Walk the native WS tiling of a GEMM and apply the matmul recurrence of ``_seq_kernel``, extrapolating

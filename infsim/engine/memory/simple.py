@@ -26,10 +26,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
-from numba import njit
 
 from infsim.config.schema import ChipConfig
 from infsim.isa.program import Program
+from infsim.jit import njit_cached
 
 from .access import HbmAccess
 
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from ..costs import Costs
 
 
-@njit(cache=True)
+@njit_cached()
 def _room(used: float, w: float, peak: float, is_write: bool, kappa: float, batch: float) -> float:
     """The largest rate a new transfer of one direction can add to a segment promised ``used`` (of which
     ``w`` writes) so that ``used + x + kappa * min(writes / batch, reads)`` stays within ``peak``."""
@@ -59,7 +59,7 @@ def _room(used: float, w: float, peak: float, is_write: bool, kappa: float, batc
     return x
 
 
-@njit(cache=True)
+@njit_cached()
 def allocate(t: np.ndarray, rate: np.ndarray, wrate: np.ndarray, m: int, start: int, nbytes: float, peak: float,
              max_rate: float, is_write: bool, kappa: float, batch: float) -> tuple[int, int]:
     """Greedy allocation on the step functions ``rate[k]`` (and its writes' part ``wrate[k]``) on
@@ -120,7 +120,7 @@ def allocate(t: np.ndarray, rate: np.ndarray, wrate: np.ndarray, m: int, start: 
     return end, m
 
 
-@njit(cache=True)
+@njit_cached()
 def _split(t: np.ndarray, rate: np.ndarray, wrate: np.ndarray, m: int, x: int) -> int:
     k = 0
     while k < m and t[k] < x:

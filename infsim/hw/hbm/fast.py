@@ -18,8 +18,9 @@ arrays kept in age order and the log grows by doubling. Two equivalent reformula
 
 from __future__ import annotations
 
-import numba
 import numpy as np
+
+from infsim.jit import njit_cached
 
 from .protocol import (
     P_CLOSED,
@@ -56,7 +57,7 @@ from .protocol import (
 _ACT, _PRE, _PREA, _RD, _WR, _REF = 0, 1, 2, 3, 4, 5
 
 
-@numba.njit(cache=True)
+@njit_cached()
 def _emit(log, k, c, cmd, g, b, r, cl):
     if k >= log.shape[0]:
         new = np.empty((log.shape[0] * 2, 6), dtype=np.int64)
@@ -71,7 +72,7 @@ def _emit(log, k, c, cmd, g, b, r, cl):
     return log, k + 1
 
 
-@numba.njit(cache=True)
+@njit_cached()
 def simulate_channel_fast(p, arrive, bg, ba, row, col, is_write, ref_offset, want_log):
     """Returns (admit, complete, log[:k], open_cycles, counts); ``counts[cmd]`` counts each command code;
     the log (cycle, cmd, bankgroup, bank, row, col) is empty unless ``want_log``."""
