@@ -26,7 +26,7 @@ from numba import njit
 
 def _light_loads(dispatcher: Any) -> None:
     """Make ``dispatcher``'s cache loads initialise only the numba runtime (see the module docstring)."""
-    cache = getattr(dispatcher, "_cache", None)
+    cache: Any = getattr(dispatcher, "_cache", None)
     load = getattr(cache, "_load_overload", None)
     full = getattr(cache, "load_overload", None)
     if load is None or full is None:  # no cache, or a numba without these internals: numba's own loads
