@@ -254,6 +254,10 @@ class Costs:
         return self.operand_counts().scalar_ops
 
 
+#: instructions per block where a function walks the operand table block by block (a block's operands fit in cache)
+_CHUNK = 1 << 15
+
+
 def _operand(opnd: np.ndarray, slot: int) -> np.ndarray:
     return opnd[:, slot]
 
@@ -261,7 +265,7 @@ def _operand(opnd: np.ndarray, slot: int) -> np.ndarray:
 def _take(arr: np.ndarray, idx: np.ndarray, default: int = 0) -> np.ndarray:
     """``arr[idx]`` with ``default`` where ``idx == -1`` (an absent operand or tensor): one gather from ``arr``
     with ``default`` appended. ``idx`` must be ``>= -1`` (:func:`_indices`)."""
-    return np.append(arr, default)[idx]
+    return np.take(np.append(arr, default), idx)
 
 
 def _indices(idx: np.ndarray) -> np.ndarray:
@@ -328,27 +332,34 @@ def operand_counts(program: Program, info: ApInfo | None = None) -> OperandCount
     ins = program.instr
     n = len(ins)
     info = ap_info(program) if info is None else info
-    sbuf_b = np.zeros(n, dtype=np.int64)
-    psum_b = np.zeros(n, dtype=np.int64)
-    elem_max = np.zeros(n, dtype=np.int64)
-    ap_sbuf_b = np.where(info.space == int(Space.sbuf), info.nbytes, 0)  # per AP, then gathered per operand
-    ap_psum_b = np.where(info.space == int(Space.psum), info.nbytes, 0)
-    for s in range(ins["opnd"].shape[1]):  # one operand slot at a time (no copy of the whole operand table)
-        a = _indices(ins["opnd"][:, s])
-        sbuf_b += _take(ap_sbuf_b, a, 0)
-        psum_b += _take(ap_psum_b, a, 0)
-        np.maximum(elem_max, _take(info.elems, a, 0), out=elem_max)
-    del a
+    # per AP (and a last entry 0 for "no operand", index -1), then gathered per operand slot
+    ap_sbuf_b = np.append(np.where(info.space == int(Space.sbuf), info.nbytes, 0), 0)
+    ap_psum_b = np.append(np.where(info.space == int(Space.psum), info.nbytes, 0), 0)
+    ap_elems = np.append(info.elems, 0)
+    opnd = ins["opnd"]
+    sbuf_b = np.empty(n, dtype=np.int64)
+    psum_b = np.empty(n, dtype=np.int64)
+    for lo in range(0, n, _CHUNK):  # a block of instructions at a time: its operand slots copied once, cache-sized
+        a = _indices(opnd[lo:lo + _CHUNK]).T  # [slot, instruction]
+        np.take(ap_sbuf_b, a).sum(axis=0, out=sbuf_b[lo:lo + _CHUNK])
+        np.take(ap_psum_b, a).sum(axis=0, out=psum_b[lo:lo + _CHUNK])
     sbuf, psum = narrow_unsigned(sbuf_b), narrow_unsigned(psum_b)
     del sbuf_b, psum_b
-    op = ins["op"]
-    eng = ins["engine"]
-    n_in = np.zeros(n, dtype=np.int8)
+    # element counts only on the elementwise engines' instructions (every other instruction counts 0)
+    eng = ins["engine"].copy()  # one pass over the records, then compared at memory speed
+    is_vec = (eng == int(Engine.vector)) | (eng == int(Engine.gpsimd))
+    is_act = eng == int(Engine.scalar)
+    sel = np.flatnonzero(is_vec | is_act)
+    elem_max = np.take(ap_elems, _indices(opnd[sel])).max(axis=1, initial=0)
+    n_in_of = np.zeros(256, dtype=np.int64)  # tensor inputs of each opcode, at least 1
     for o, k_in in TENSOR_INPUTS.items():
-        n_in[op == int(o)] = max(k_in, 1)
-    vec = narrow_unsigned(np.where((eng == int(Engine.vector)) | (eng == int(Engine.gpsimd)), elem_max * n_in, 0))
-    act = narrow_unsigned(np.where(eng == int(Engine.scalar), elem_max, 0))
-    return OperandCounts(sbuf, psum, vec, act)
+        n_in_of[int(o)] = max(k_in, 1)
+    n_in = np.take(n_in_of, ins["op"][sel])
+    vec = np.zeros(n, dtype=np.int64)
+    act = np.zeros(n, dtype=np.int64)
+    vec[sel] = np.where(is_vec[sel], elem_max * n_in, 0)
+    act[sel] = np.where(is_act[sel], elem_max, 0)
+    return OperandCounts(sbuf, psum, narrow_unsigned(vec), narrow_unsigned(act))
 
 
 def compute_costs(program: Program, chip: ChipConfig) -> Costs:
