@@ -45,6 +45,11 @@ TENSOR_INPUTS = {Op.tensor_tensor: 2, Op.tensor_scalar: 1, Op.tensor_reduce: 1, 
 TENSOR_SLOTS = {Op.tensor_tensor: (0, 1, 2), Op.tensor_scalar: (0, 1), Op.tensor_reduce: (0, 1),
                 Op.tensor_copy: (0, 1), Op.memset: (0,), Op.iota: (0,), Op.select: (0, 1, 2, 3),
                 Op.activate: (0, 1)}
+_TENSOR_SLOT = np.zeros((256, 1 + max(max(v) for v in TENSOR_SLOTS.values())), dtype=bool)  # [opcode, slot]
+_TENSOR_INPUT_COUNT = np.zeros(256, dtype=np.int64)  # [opcode]: TENSOR_INPUTS, 0 for other opcodes
+for _op, _slots in TENSOR_SLOTS.items():
+    _TENSOR_SLOT[int(_op), list(_slots)] = True
+    _TENSOR_INPUT_COUNT[int(_op)] = TENSOR_INPUTS[_op]
 SYNC_ONLY = (Op.sem_wait, Op.sem_signal, Op.barrier, Op.nop)
 COLLECTIVES = (Op.all_reduce, Op.all_gather, Op.reduce_scatter, Op.send, Op.recv)
 
@@ -276,38 +281,31 @@ def _indices(idx: np.ndarray) -> np.ndarray:
 def _elementwise(chip: ChipConfig, eng_cfg: ElementwiseEngineConfig, ins: np.ndarray, info: ApInfo,
                  sel: np.ndarray) -> np.ndarray:
     """Cycles of the elementwise instructions ``sel`` (indices) on the engine configured by ``eng_cfg``."""
-    r = ins[sel]
-    ops = r["op"]
-    opnd = _indices(r["opnd"])
+    ops = ins["op"][sel]  # the fields used, not whole records
+    opnd = _indices(ins["opnd"][sel])
+    e0 = ins["e0"][sel]
     n = len(sel)
-    parts = np.ones(n, dtype=np.int64)
-    free = np.zeros(n, dtype=np.int64)
-    strided = np.zeros(n, dtype=bool)
-    n_in = np.zeros(n, dtype=np.int64)
+    # the tensor operand slots of each instruction (TENSOR_SLOTS of its opcode; none for other opcodes)
+    k = min(_TENSOR_SLOT.shape[1], opnd.shape[1])
+    ts, a = _TENSOR_SLOT[ops][:, :k], opnd[:, :k]
+    parts = np.where(ts, np.take(np.append(info.pcount, 1), a), 1).max(axis=1, initial=1)
+    free = np.where(ts, np.take(np.append(info.free, 0), a), 0).max(axis=1, initial=0)
+    strided = (ts & (np.take(np.append(info.stride_bytes, 0), a) > eng_cfg.strided_threshold_bytes)).any(axis=1)
+    n_in = _TENSOR_INPUT_COUNT[ops]
     func = np.ones(n, dtype=np.float64)
     reduce = np.zeros(n, dtype=bool)
-    for op, slots in TENSOR_SLOTS.items():
-        m = ops == int(op)
-        if not m.any():
-            continue
-        n_in[m] = TENSOR_INPUTS[op]
-        for s in slots:
-            a = opnd[m, s]
-            parts[m] = np.maximum(parts[m], _take(info.pcount, a, 1))
-            free[m] = np.maximum(free[m], _take(info.free, a, 0))
-            strided[m] |= _take(info.stride_bytes, a, 0) > eng_cfg.strided_threshold_bytes
     fc = eng_cfg.func_cost
     if fc:
         m = ops == int(Op.activate)
         if m.any():
             table = np.array([fc.get(f.name, 1.0) for f in ActFunc])
-            func[m] = table[r["e0"][m].astype(np.int64)]
+            func[m] = table[e0[m].astype(np.int64)]
             reduce[m] = opnd[m, 4] >= 0
         for op in (Op.tensor_tensor, Op.tensor_scalar):
             m = ops == int(op)
             if m.any():
                 table = np.array([fc.get(a.name, 1.0) for a in AluOp])
-                func[m] = table[r["e0"][m].astype(np.int64)]
+                func[m] = table[e0[m].astype(np.int64)]
     else:
         m = ops == int(Op.activate)
         reduce[m] = opnd[m, 4] >= 0
@@ -367,8 +365,8 @@ def compute_costs(program: Program, chip: ChipConfig) -> Costs:
     ins = program.instr
     n = len(ins)
     info = ap_info(program)
-    op = ins["op"].astype(np.int64)
-    eng = ins["engine"].astype(np.int64)
+    op = ins["op"].copy()  # uint8 (one pass over the records; compared at memory speed from here on)
+    eng = ins["engine"].copy()
     opnd = _indices(ins["opnd"])
     busy = np.zeros(n, dtype=np.int64)
     lat = np.zeros(n, dtype=np.int64)
