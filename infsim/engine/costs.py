@@ -232,6 +232,7 @@ class Costs:
     mac_dtype: np.ndarray  # DType code of the matmul inputs (-1: none), int8
     program: Program = field(repr=False)  # for the operand counts, computed on first use
     _counts: OperandCounts | None = field(default=None, repr=False)
+    _ap_info: ApInfo | None = field(default=None, repr=False)  # the program's, kept for the operand counts
 
     def __len__(self) -> int:
         return len(self.busy_ps)
@@ -239,7 +240,7 @@ class Costs:
     def operand_counts(self) -> OperandCounts:
         """:func:`operand_counts` of the program, computed on first use (after the engine: it needs none)."""
         if self._counts is None:
-            self._counts = operand_counts(self.program)
+            self._counts = operand_counts(self.program, self._ap_info)
         return self._counts
 
     @property
@@ -476,4 +477,4 @@ def compute_costs(program: Program, chip: ChipConfig) -> Costs:
 
     return Costs(busy, lat, d, dcol(eng_ps), dcol(chunks), dcol(dma_bytes), dcol(hbm_read), dcol(hbm_write),
                  dcol(rchip, core_chip), dcol(wchip, core_chip), dcol(raddr), dcol(waddr), c, ccol(cc_src),
-                 ccol(cc_dst), macs, mac_dtype, program)
+                 ccol(cc_dst), macs, mac_dtype, program, _ap_info=info)
