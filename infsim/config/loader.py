@@ -100,6 +100,9 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+#: the same on libyaml's C parser where PyYAML has it (parse_yaml's fast path; else the same Python loader)
+_UniqueKeyCLoader: Any = type("_UniqueKeyCLoader", (getattr(yaml, "CSafeLoader", yaml.SafeLoader),), {})
+_UniqueKeyCLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
 def load_raw(name_or_path: str | Path, directory: Path = PRESET_DIR, what: str = "chip") -> tuple[dict[str, Any], Path]:
@@ -107,7 +110,8 @@ def load_raw(name_or_path: str | Path, directory: Path = PRESET_DIR, what: str =
     errors name ``file:line``, and a key given twice is an error."""
     path = resolve_preset(name_or_path, directory, what)
     text = read_text(path, f"{what} YAML", error=ConfigError)
-    data = parse_yaml(text, str(path), _UniqueKeyLoader, error=ConfigError)  # a SafeLoader subclass
+    data = parse_yaml(text, str(path), _UniqueKeyLoader, error=ConfigError,  # a SafeLoader subclass
+                      fast_loader=_UniqueKeyCLoader)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data, path
