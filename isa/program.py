@@ -432,12 +432,16 @@ class Program:
         if buf is None or buf[0] is not self._instr:
             buf = self._instr_buf = (self._instr, self._instr.view(np.uint8).data)
         vals = list(REC_STRUCT.unpack_from(buf[1], i * REC_STRUCT.size))
-        vals[_REC_OPND : _REC_OPND + MAX_OPERANDS] = list(opnd) + [-1] * (MAX_OPERANDS - len(opnd))
-        for k in range(MAX_WAITS):
-            s, v = waits[k] if k < len(waits) else (-1, 0)
+        vals[_REC_OPND : _REC_OPND + len(opnd)] = opnd
+        vals[_REC_OPND + len(opnd) : _REC_OPND + MAX_OPERANDS] = _NO_OPERANDS[len(opnd):]
+        k = 0
+        for s, v in waits:
             if not (0 <= v <= U32_MAX):
                 raise OperandError(f"instruction {self._n}: wait value {v} not in [0, 2^32-1]")
             vals[_REC_WSEM + k], vals[_REC_WVAL + k] = s, v
+            k += 1
+        for k in range(len(waits), MAX_WAITS):
+            vals[_REC_WSEM + k], vals[_REC_WVAL + k] = -1, 0
         self._streams_cache = None
         if self._n >= len(self._instr):
             self._grow_instr(1)
@@ -563,6 +567,7 @@ def _rec_pos(field: str) -> int:
 
 
 _REC_OPND, _REC_WSEM, _REC_WVAL = _rec_pos("opnd"), _rec_pos("wsem"), _rec_pos("wval")
+_NO_OPERANDS = [-1] * MAX_OPERANDS  # (append_like: the unused operand slots)
 
 
 def _is_ident(name: str) -> bool:
