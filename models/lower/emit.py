@@ -169,6 +169,18 @@ class Emitter:
         self.op_class: int = UNTAGGED  # tag of the instructions emitted next
         self.layer = -1
         self._like: dict[tuple, int] = {}  # what an instruction is like -> the first such instruction (emit())
+        #: id(tile) -> (tile, its AP-table index): a Tile is immutable and the table only grows, so its index
+        #: never changes; looked up by identity instead of hashing the access pattern (the tile is kept alive)
+        self._ap_ids: dict[int, tuple[Tile, int]] = {}
+
+    def ap_id(self, t: Tile) -> int:
+        """The AP-table index of ``t``'s access pattern (:meth:`Program.ap_id`, remembered per tile)."""
+        e = self._ap_ids.get(id(t))
+        if e is not None and e[0] is t:
+            return e[1]
+        i = self.p.ap_id(t.ap)
+        self._ap_ids[id(t)] = (t, i)
+        return i
 
     @contextmanager
     def tagged(self, op_class: OpClass, layer: int | None = None) -> Iterator[None]:
@@ -212,15 +224,18 @@ class Emitter:
         spec = OPSPECS[op]
         st = self.stream(core, eng, queue)
         operands: list[AccessPattern | None] = []
+        tiles: list[Tile | None] = []
         reads: list[Buf] = []
         writes: list[Buf] = []
         for slot in spec.slots:
             t = kw.pop(slot.name, None)
             if t is None:
                 operands.append(None)
+                tiles.append(None)
                 continue
             assert isinstance(t, Tile), f"{op.name}.{slot.name} must be a Tile"
             operands.append(t.ap)
+            tiles.append(t)
             (writes if slot.output else reads).append(t.buf)
         known = st.known
         waits = self._need(st, reads, writes, partial, extra_waits)
@@ -248,7 +263,7 @@ class Emitter:
             if key is not None:
                 self._like[key] = idx
         else:
-            opnd = [-1 if a is None else p.ap_id(a) for a in operands]
+            opnd = [-1 if t is None else self.ap_id(t) for t in tiles]
             idx = p.append_like(like, opnd, [(p.semaphore(s), v) for s, v in waits])
         self.tags.append(self.op_class, self.layer)
         done = st.count
@@ -315,7 +330,7 @@ class Emitter:
             return (Op.matmul, Engine.tensor, core, 0, _NO_OPERAND_MISSING3, (), _imms_key({"accumulate": acc}))
 
         kinds = {a: kind(a) for a in (False, True)}
-        ap_id, sem_id, append_like = p.ap_id, p.semaphore, p.append_like
+        ap_id, sem_id, append_like = self.ap_id, p.semaphore, p.append_like
 
         for dst, stat, mov, acc in grid:
             db, sb, mb = dst.buf, stat.buf, mov.buf
@@ -332,7 +347,7 @@ class Emitter:
                     known[s] = v
                 seen.update((kd, ks, km))
             st.count += 1
-            append_like(i, (ap_id(dst.ap), ap_id(stat.ap), ap_id(mov.ap)),
+            append_like(i, (ap_id(dst), ap_id(stat), ap_id(mov)),
                         [(sem_id(s), v) for s, v in waits] if waits else waits)
             tags.append(cls, layer)
             done = st.count
