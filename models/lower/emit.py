@@ -305,8 +305,10 @@ class Emitter:
             for s, v in d.items():
                 if v > get(s, 0) and s != own:
                     deps[s] = v
+        if not deps:
+            return []
         known = st.known
-        return sorted((s, v) for s, v in deps.items() if v > known.get(s, 0))
+        return sorted([(s, v) for s, v in deps.items() if v > known.get(s, 0)])
 
     def matmuls(self, core: int, grid: list[tuple[Tile, Tile, Tile, bool]]) -> None:
         """Emit ``matmul(dst, stationary, moving, accumulate)`` for every entry of ``grid`` on the tensor
