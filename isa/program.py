@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import cast
@@ -561,9 +561,10 @@ class Program:
 _NO_OPERANDS = [-1] * MAX_OPERANDS  # (append_like: the unused operand slots)
 #: the record's operands, wait semaphores and wait values (contiguous in INSTR_DTYPE): what append_like replaces
 _TAIL_STRUCT = struct.Struct(f"<{MAX_OPERANDS}i{MAX_WAITS}i{MAX_WAITS}I")
-_TAIL_OFF = INSTR_DTYPE.fields["opnd"][1]
-assert INSTR_DTYPE.fields["wsem"][1] == _TAIL_OFF + 4 * MAX_OPERANDS
-assert INSTR_DTYPE.fields["wval"][1] == _TAIL_OFF + 4 * (MAX_OPERANDS + MAX_WAITS)
+_FIELDS: Mapping[str, tuple] = INSTR_DTYPE.fields or {}
+_TAIL_OFF = int(_FIELDS["opnd"][1])
+assert _FIELDS["wsem"][1] == _TAIL_OFF + 4 * MAX_OPERANDS
+assert _FIELDS["wval"][1] == _TAIL_OFF + 4 * (MAX_OPERANDS + MAX_WAITS)
 
 
 def _is_ident(name: str) -> bool:

@@ -350,7 +350,7 @@ class Emitter:
                 seen.update((kd, ks, km))
             st.count += 1
             append_like(i, (ap_id(dst), ap_id(stat), ap_id(mov)),
-                        [(sem_id(s), v) for s, v in waits] if waits else waits)
+                        [(sem_id(s), v) for s, v in waits] if waits else ())
             tags.append(cls, layer)
             done = st.count
             r = sb.reads
