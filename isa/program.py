@@ -53,7 +53,8 @@ applies signals in program order.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+import struct
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import cast
@@ -428,21 +429,22 @@ class Program:
         valid (AP-table entries, declared semaphores)."""
         if len(waits) > MAX_WAITS or len(opnd) > MAX_OPERANDS:
             raise OperandError(f"instruction {self._n}: at most {MAX_WAITS} waits and {MAX_OPERANDS} operands")
-        buf = self._instr_buf
-        if buf is None or buf[0] is not self._instr:
-            buf = self._instr_buf = (self._instr, self._instr.view(np.uint8).data)
-        vals = list(REC_STRUCT.unpack_from(buf[1], i * REC_STRUCT.size))
-        vals[_REC_OPND : _REC_OPND + MAX_OPERANDS] = list(opnd) + [-1] * (MAX_OPERANDS - len(opnd))
-        for k in range(MAX_WAITS):
-            s, v = waits[k] if k < len(waits) else (-1, 0)
+        tail = list(opnd) + _NO_OPERANDS[len(opnd):]  # operands, then wait semaphores, then wait values
+        tail += [-1] * MAX_WAITS + [0] * MAX_WAITS
+        for k, (s, v) in enumerate(waits):
             if not (0 <= v <= U32_MAX):
                 raise OperandError(f"instruction {self._n}: wait value {v} not in [0, 2^32-1]")
-            vals[_REC_WSEM + k], vals[_REC_WVAL + k] = s, v
+            tail[MAX_OPERANDS + k], tail[MAX_OPERANDS + MAX_WAITS + k] = s, v
         self._streams_cache = None
         if self._n >= len(self._instr):
             self._grow_instr(1)
+        buf = self._instr_buf
+        if buf is None or buf[0] is not self._instr:
             buf = self._instr_buf = (self._instr, self._instr.view(np.uint8).data)
-        REC_STRUCT.pack_into(buf[1], self._n * REC_STRUCT.size, *vals)
+        size, mem = REC_STRUCT.size, buf[1]
+        at = self._n * size
+        mem[at : at + size] = mem[i * size : (i + 1) * size]  # the record, then its operands and waits replaced
+        _TAIL_STRUCT.pack_into(mem, at + _TAIL_OFF, *tail)
         self._n += 1
         return self._n - 1
 
@@ -556,13 +558,13 @@ class Program:
         return self._n * INSTR_DTYPE.itemsize + self._naps * AP_DTYPE.itemsize
 
 
-def _rec_pos(field: str) -> int:
-    """Position of ``field``'s first value among :data:`REC_STRUCT`'s values (INSTR_DTYPE field order)."""
-    names = list(INSTR_DTYPE.names or ())
-    return sum(int(np.prod(INSTR_DTYPE[n].shape)) for n in names[: names.index(field)])
-
-
-_REC_OPND, _REC_WSEM, _REC_WVAL = _rec_pos("opnd"), _rec_pos("wsem"), _rec_pos("wval")
+_NO_OPERANDS = [-1] * MAX_OPERANDS  # (append_like: the unused operand slots)
+#: the record's operands, wait semaphores and wait values (contiguous in INSTR_DTYPE): what append_like replaces
+_TAIL_STRUCT = struct.Struct(f"<{MAX_OPERANDS}i{MAX_WAITS}i{MAX_WAITS}I")
+_FIELDS: Mapping[str, tuple] = INSTR_DTYPE.fields or {}
+_TAIL_OFF = int(_FIELDS["opnd"][1])
+assert _FIELDS["wsem"][1] == _TAIL_OFF + 4 * MAX_OPERANDS
+assert _FIELDS["wval"][1] == _TAIL_OFF + 4 * (MAX_OPERANDS + MAX_WAITS)
 
 
 def _is_ident(name: str) -> bool:

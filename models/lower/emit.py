@@ -169,6 +169,18 @@ class Emitter:
         self.op_class: int = UNTAGGED  # tag of the instructions emitted next
         self.layer = -1
         self._like: dict[tuple, int] = {}  # what an instruction is like -> the first such instruction (emit())
+        #: id(tile) -> (tile, its AP-table index): a Tile is immutable and the table only grows, so its index
+        #: never changes; looked up by identity instead of hashing the access pattern (the tile is kept alive)
+        self._ap_ids: dict[int, tuple[Tile, int]] = {}
+
+    def ap_id(self, t: Tile) -> int:
+        """The AP-table index of ``t``'s access pattern (:meth:`Program.ap_id`, remembered per tile)."""
+        e = self._ap_ids.get(id(t))
+        if e is not None and e[0] is t:
+            return e[1]
+        i = self.p.ap_id(t.ap)
+        self._ap_ids[id(t)] = (t, i)
+        return i
 
     @contextmanager
     def tagged(self, op_class: OpClass, layer: int | None = None) -> Iterator[None]:
@@ -212,15 +224,18 @@ class Emitter:
         spec = OPSPECS[op]
         st = self.stream(core, eng, queue)
         operands: list[AccessPattern | None] = []
+        tiles: list[Tile | None] = []
         reads: list[Buf] = []
         writes: list[Buf] = []
         for slot in spec.slots:
             t = kw.pop(slot.name, None)
             if t is None:
                 operands.append(None)
+                tiles.append(None)
                 continue
             assert isinstance(t, Tile), f"{op.name}.{slot.name} must be a Tile"
             operands.append(t.ap)
+            tiles.append(t)
             (writes if slot.output else reads).append(t.buf)
         known = st.known
         waits = self._need(st, reads, writes, partial, extra_waits)
@@ -248,7 +263,7 @@ class Emitter:
             if key is not None:
                 self._like[key] = idx
         else:
-            opnd = [-1 if a is None else p.ap_id(a) for a in operands]
+            opnd = [-1 if t is None else self.ap_id(t) for t in tiles]
             idx = p.append_like(like, opnd, [(p.semaphore(s), v) for s, v in waits])
         self.tags.append(self.op_class, self.layer)
         done = st.count
@@ -268,30 +283,32 @@ class Emitter:
         """The waits of an instruction of stream ``st`` that reads ``reads`` and writes ``writes`` (a group of
         partial writes with ``partial``), plus ``extra``: the data dependencies (module docstring) not yet known
         to the stream, sorted by semaphore; the stream's known waits are not updated."""
-        deps: dict[str, int] = dict(extra or {})
+        deps: dict[str, int] = dict(extra) if extra else {}
         own = st.sem
-
-        def need(d: dict[str, int]) -> None:
-            for s, v in d.items():
-                if s != own and v > deps.get(s, 0):
-                    deps[s] = v
-
+        hist: list[dict[str, int]] = []  # the histories to wait for (one loop below, no call per history)
         for b in reads:
-            need(b.last_write)
+            hist.append(b.last_write)
             for a in b.aliases:  # bytes last written through an aliasing buffer
-                need(a.last_write)
+                hist.append(a.last_write)
         for b in writes:
             if partial:
-                need(b.war_base)
+                hist.append(b.war_base)
             else:
-                need(b.last_write)
-                need(b.reads)
+                hist.append(b.last_write)
+                hist.append(b.reads)
             for a in b.aliases:  # memory shared by liveness: wait for the other role's accesses
-                need(a.last_write)
-                need(a.reads)
-                need(a.war_base)
+                hist.append(a.last_write)
+                hist.append(a.reads)
+                hist.append(a.war_base)
+        get = deps.get
+        for d in hist:
+            for s, v in d.items():
+                if v > get(s, 0) and s != own:
+                    deps[s] = v
+        if not deps:
+            return []
         known = st.known
-        return sorted((s, v) for s, v in deps.items() if v > known.get(s, 0))
+        return sorted([(s, v) for s, v in deps.items() if v > known.get(s, 0)])
 
     def matmuls(self, core: int, grid: list[tuple[Tile, Tile, Tile, bool]]) -> None:
         """Emit ``matmul(dst, stationary, moving, accumulate)`` for every entry of ``grid`` on the tensor
@@ -315,29 +332,35 @@ class Emitter:
             return (Op.matmul, Engine.tensor, core, 0, _NO_OPERAND_MISSING3, (), _imms_key({"accumulate": acc}))
 
         kinds = {a: kind(a) for a in (False, True)}
+        ap_id, sem_id, append_like = self.ap_id, p.semaphore, p.append_like
+
         for dst, stat, mov, acc in grid:
-            keys = ((id(dst.buf), True), (id(stat.buf), False), (id(mov.buf), False))
-            fresh = not all(k in seen for k in keys)
-            waits = self._need(st, (stat.buf, mov.buf), (dst.buf,)) if fresh else []
+            db, sb, mb = dst.buf, stat.buf, mov.buf
+            kd, ks, km = (id(db), True), (id(sb), False), (id(mb), False)
+            fresh = not (kd in seen and ks in seen and km in seen)
+            waits = self._need(st, (sb, mb), (db,)) if fresh else []
             i = like.get(kinds[acc] if type(acc) is bool else kind(acc))
             if i is None or len(waits) > MAX_WAITS:
                 self.emit(Op.matmul, core, Engine.tensor, dst=dst, stationary=stat, moving=mov, accumulate=acc)
-                seen.update(keys)
+                seen.update((kd, ks, km))
                 continue
             if fresh:
                 for s, v in waits:
                     known[s] = v
-                seen.update(keys)
+                seen.update((kd, ks, km))
             st.count += 1
-            p.append_like(i, [p.ap_id(dst.ap), p.ap_id(stat.ap), p.ap_id(mov.ap)],
-                          [(p.semaphore(s), v) for s, v in waits])
+            append_like(i, (ap_id(dst), ap_id(stat), ap_id(mov)),
+                        [(sem_id(s), v) for s, v in waits] if waits else ())
             tags.append(cls, layer)
             done = st.count
-            for b in (stat.buf, mov.buf):
-                if done > b.reads.get(sem, 0):
-                    b.reads[sem] = done
-            dst.buf.last_write = {sem: done}
-            dst.buf.reads = {}
+            r = sb.reads
+            if done > r.get(sem, 0):
+                r[sem] = done
+            r = mb.reads
+            if done > r.get(sem, 0):
+                r[sem] = done
+            db.last_write = {sem: done}
+            db.reads = {}
 
     def new_write_epoch(self, buf: Buf) -> None:
         """Start a new group of partial writes to ``buf``: later partial writes wait for earlier readers

@@ -131,12 +131,15 @@ class _Lowering:
         self.replicate = replicate
         self.replicated_layers = 0
         self.stamped_ranks = 0
+        self.reserved = False  # whether layers() reserved room for the whole program
+        self.chunks = 1  # token chunks of the step (set by run(); sizes the early table reservation in layers())
 
     def run(self) -> Lowered:
         pl = self.pl
         peak = pl.fit()
         self.declare_tensors()
         chunks = pl.segments()
+        self.chunks = len(chunks)
         # ranks lower to the same instructions up to renaming (core, tensors, semaphores), but for what
         # rank_variant says: each variant is lowered once and stamped out for its other ranks
         templates: dict[object, tuple[int, int, int, int]] = {}  # variant -> (start, stop, rank, stamped layers)
@@ -267,6 +270,14 @@ class _Lowering:
         while L < n - 1:
             self.layer(rk, L, segs, ncol)
             snaps.append(snapshot(self.em))
+            if L == 0 and not self.reserved:
+                self.reserved = True
+                # room for the whole program, estimated from the first layer (the stamped layers, the rest of
+                # the chunk, the other chunks and ranks), so that the table is not copied as it grows: more
+                # than lower_rank's later estimate; untouched capacity costs no memory
+                blk = snaps[1].n_instr - snaps[0].n_instr
+                est = 1.6 * (snaps[1].n_instr + n * blk) * self.chunks * self.pl.tp
+                self.program.reserve(int(est) - len(self.program))
             copies = 0
             if not stamped and 2 <= L <= 5 and n - 2 - L > 0:
                 copies = try_replicate(
