@@ -96,7 +96,7 @@ def check_step(wl: Workload, chip: ChipConfig) -> None:
 def check_instance(physical_cores: int, chip: ChipConfig) -> None:
     """:class:`InfeasibleError` (limit ``instance``) when ``physical_cores`` need more chips than the chip's
     instance has (``instance.chips``); the message counts ranks as ``--tp`` does (logical cores)."""
-    need = math.ceil(physical_cores / chip.cores_per_chip)
+    need = -(-physical_cores // chip.cores_per_chip)  # integer ceil: any --tp, however large, stays exact
     if need > chip.instance.chips:
         lnc = f" (LNC={chip.lnc}: {physical_cores} physical cores)" if chip.lnc > 1 else ""
         raise InfeasibleError(f"--tp {physical_cores // chip.lnc} needs {need} chips of '{chip.name}'{lnc} but its "

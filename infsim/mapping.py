@@ -24,7 +24,6 @@ LNC=2 versus LNC=1 speedup exists to check the net effect against.
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -42,7 +41,7 @@ def physical_cores(tp: int, chip: ChipConfig) -> int:
 
 def chips_for(tp: int, chip: ChipConfig) -> int:
     """Chips a step of ``tp`` logical ranks spans."""
-    return math.ceil(physical_cores(tp, chip) / chip.cores_per_chip)
+    return -(-physical_cores(tp, chip) // chip.cores_per_chip)  # integer ceil (no float overflow for huge --tp)
 
 
 def physical_workload(wl: Workload, chip: ChipConfig) -> Workload:

@@ -89,6 +89,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -411,6 +412,9 @@ def gemm(m: int, n: int, k: int, te: TensorEngineConfig, dtype: str = "bf16", da
         if compat != "scalesim":
             raise InfsimError(f"gemm: unknown compat mode {compat!r} (supported: scalesim)")
         total, folds = scalesim_gemm_cycles(m, n, k, rows, cols, dataflow)
+        if total > MAX_CYCLES:  # the same bound as the native mode's (its results are floats and int64s)
+            raise InfsimError(f"gemm: {m} x {n} x {k} takes {Decimal(total):.3g} cycles in SCALE-Sim's closed form, "
+                              f"beyond the {MAX_CYCLES:.3g} cycles (2**62) the model counts")
         util = macs / (rows * cols * total)
         return GemmResult(m, n, k, rows, cols, dtype, dataflow, compat, total, total / te.clock_ghz, util,
                           folds, folds, macs)
@@ -426,7 +430,7 @@ def gemm(m: int, n: int, k: int, te: TensorEngineConfig, dtype: str = "bf16", da
               + _ceil_div(cols, te.stationary_load_speedup) + te.pipeline_latency_cycles)
     matmuls = -(-stat_total // cols) * n_mov * -(-k // rows)
     if matmuls * per_mm > MAX_CYCLES:
-        raise InfsimError(f"gemm: {m} x {n} x {k} is {matmuls:.3g} matmuls of up to {per_mm} cycles each on a "
+        raise InfsimError(f"gemm: {m} x {n} x {k} is {Decimal(matmuls):.3g} matmuls of up to {per_mm} cycles each on a "
                           f"{rows}x{cols} array, beyond the {MAX_CYCLES:.3g} cycles (2**62) the model counts")
     group = n_mov if psum_banks is None else max(1, min(int(psum_banks), n_mov))
     total, count, loads = _gemm_kernel(stat_total, mov_total, k, rows, cols, chunk, group, rate,

@@ -65,6 +65,13 @@ def test_more_chips_than_the_instance_is_infeasible() -> None:
     assert e.value.limit == "instance"
 
 
+def test_a_tp_too_large_for_a_float_is_refused_as_the_instance() -> None:
+    """A --tp past float range (found by the fuzzer: 10**400) is the same refusal, not an OverflowError."""
+    with pytest.raises(InfeasibleError, match=r"instance\.chips") as e:
+        infsim.run("inf2", "gpt2", tp=10**400, fidelity="analytical")
+    assert e.value.limit == "instance"
+
+
 @pytest.mark.parametrize("fidelity", ["analytical", "cycle"])
 def test_sweep_across_the_capacity_limit(tmp_path: Path, fidelity: str) -> None:
     """gpt2 (bf16 weights ~0.25 GiB) on capacities below and above its need: the small ones are rows with

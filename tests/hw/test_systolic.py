@@ -196,6 +196,10 @@ def test_huge_gemm_is_closed_form_or_refused(inf2_te: TensorEngineConfig) -> Non
     assert res.tiles == 7813 * 1954 * 7813 and 0.99 < res.utilization <= 1
     with pytest.raises(InfsimError, match=r"beyond the .* cycles \(2\*\*62\) the model counts"):
         gemm(99999999999999999999999, 1, 1, inf2_te)
+    with pytest.raises(InfsimError, match=r"is 1\.00e\+400 matmuls"):  # past float range (fuzzer: OverflowError)
+        gemm(1, 1, 128 * 10**400, inf2_te)
+    with pytest.raises(InfsimError, match=r"cycles in SCALE-Sim's closed form, beyond the .* \(2\*\*62\)"):
+        gemm(1, 1, 10**400, inf2_te, dataflow="os", compat="scalesim")
 
 
 def test_gemm_matches_reference_end_to_end(inf2_te: TensorEngineConfig) -> None:
