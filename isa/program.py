@@ -263,10 +263,8 @@ class Program:
             self._instr[:n] = instr
         self._naps = naps
         self._n = n
-        self._instr_buf = None
         self._streams_cache = None
-        self._ap_index = {}
-        self._ap_rows = None
+        self.drop_build_indexes()  # rebuilt from the installed tables on the next append
 
     def drop_build_indexes(self) -> None:
         """Free the indexes that only appending uses (the AP deduplication dictionaries, rebuilt on the next
@@ -527,11 +525,9 @@ class Program:
     def stream_order(self) -> np.ndarray:
         """Every stream's instructions, stream after stream in :meth:`streams` order: their concatenation, as
         one int64 array that the arrays of :meth:`streams` are views of (no copy)."""
-        if self._streams_cache is None or getattr(self, "_stream_order", None) is None:
-            self._streams_cache = None
-            self.streams()
+        self.streams()  # (cached) sets the order with the streams
         order = self._stream_order
-        assert order is not None  # set with the streams
+        assert order is not None
         return order
 
     # ---- comparison -----------------------------------------------------------------------------

@@ -47,9 +47,12 @@ TENSOR_SLOTS = {Op.tensor_tensor: (0, 1, 2), Op.tensor_scalar: (0, 1), Op.tensor
                 Op.activate: (0, 1)}
 _TENSOR_SLOT = np.zeros((256, 1 + max(max(v) for v in TENSOR_SLOTS.values())), dtype=bool)  # [opcode, slot]
 _TENSOR_INPUT_COUNT = np.zeros(256, dtype=np.int64)  # [opcode]: TENSOR_INPUTS, 0 for other opcodes
+_ENERGY_INPUT_COUNT = np.zeros(256, dtype=np.int64)  # [opcode]: TENSOR_INPUTS but at least 1 (vector ops), else 0
 for _op, _slots in TENSOR_SLOTS.items():
     _TENSOR_SLOT[int(_op), list(_slots)] = True
-    _TENSOR_INPUT_COUNT[int(_op)] = TENSOR_INPUTS[_op]
+for _op, _k in TENSOR_INPUTS.items():
+    _TENSOR_INPUT_COUNT[int(_op)] = _k
+    _ENERGY_INPUT_COUNT[int(_op)] = max(_k, 1)
 SYNC_ONLY = (Op.sem_wait, Op.sem_signal, Op.barrier, Op.nop)
 COLLECTIVES = (Op.all_reduce, Op.all_gather, Op.reduce_scatter, Op.send, Op.recv)
 
@@ -350,10 +353,7 @@ def operand_counts(program: Program, info: ApInfo | None = None) -> OperandCount
     is_act = eng == int(Engine.scalar)
     sel = np.flatnonzero(is_vec | is_act)
     elem_max = np.take(ap_elems, _indices(opnd[sel])).max(axis=1, initial=0)
-    n_in_of = np.zeros(256, dtype=np.int64)  # tensor inputs of each opcode, at least 1
-    for o, k_in in TENSOR_INPUTS.items():
-        n_in_of[int(o)] = max(k_in, 1)
-    n_in = np.take(n_in_of, ins["op"][sel])
+    n_in = np.take(_ENERGY_INPUT_COUNT, ins["op"][sel])
     vec = np.zeros(n, dtype=np.int64)
     act = np.zeros(n, dtype=np.int64)
     vec[sel] = np.where(is_vec[sel], elem_max * n_in, 0)
