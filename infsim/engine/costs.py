@@ -84,13 +84,14 @@ class ApInfo:
     nbytes: np.ndarray
     stride_bytes: np.ndarray  # innermost stride in bytes (0 if the innermost dim has size 1)
     run: np.ndarray  # contiguous block (elements) for DMA descriptors
+    row_stride: np.ndarray  # elements between the starts of consecutive blocks (infsim.hw.dma.ap_row_patterns)
 
 
 def ap_info(program: Program) -> ApInfo:
     aps = program.aps
     if len(aps) == 0:
         z = np.zeros(0, dtype=np.int64)
-        return ApInfo(z, z, z, z, z, z, z, z)
+        return ApInfo(z, z, z, z, z, z, z, z, z)
     nd = aps["ndims"].astype(np.int64)
     mask = np.arange(aps["sizes"].shape[1])[None, :] < nd[:, None]
     sizes = np.where(mask, aps["sizes"].astype(np.int64), 1)
@@ -104,8 +105,8 @@ def ap_info(program: Program) -> ApInfo:
     inner_size = sizes[rows, inner]
     # innermost stride in bytes where it matters (0 when the innermost dim has one element)
     stride_b = np.where((nd > 0) & (inner_size > 1), np.abs(inner_stride) * isz, 0)
-    return ApInfo(aps["space"].astype(np.int64), dt, pc, free, pc * free, pc * free * isz, stride_b,
-                  dma_hw.ap_runs(aps))
+    run, row_stride = dma_hw.ap_row_patterns(aps)
+    return ApInfo(aps["space"].astype(np.int64), dt, pc, free, pc * free, pc * free * isz, stride_b, run, row_stride)
 
 
 class SparseColumn:
@@ -239,6 +240,11 @@ class Costs:
 
     def __len__(self) -> int:
         return len(self.busy_ps)
+
+    @property
+    def ap_info(self) -> ApInfo | None:
+        """:func:`ap_info` of the program, when these costs were computed with it (:func:`compute_costs`)."""
+        return self._ap_info
 
     def operand_counts(self) -> OperandCounts:
         """:func:`operand_counts` of the program, computed on first use (after the engine: it needs none)."""

@@ -143,8 +143,8 @@ class DramMemory(SimpleMemory):
         if self._probe is None:
             return HbmAccess.ones(len(program))
         d = costs.dma_rows  # the transfers; every other instruction moves nothing (efficiency 1)
-        acc = per_instruction(hbm_rows(program, d), costs.hbm_read_addr.values, costs.hbm_write_addr.values,
-                              self._probe.burst_bytes, self.pattern_efficiency)
+        acc = per_instruction(hbm_rows(program, d, costs.ap_info), costs.hbm_read_addr.values,
+                              costs.hbm_write_addr.values, self._probe.burst_bytes, self.pattern_efficiency)
         read, write = np.ones(len(program)), np.ones(len(program))
         read[d], write[d] = acc.read_eff, acc.write_eff
         return HbmAccess(read, write)
