@@ -219,7 +219,7 @@ def from_simulation(lw: Lowered, res: SimResult, chip: ChipConfig, memory: Any =
     n_cat = len(CATEGORIES)
     cat_id = {c: i for i, c in enumerate(CATEGORIES)}
     klass = lw.op_class[idx]
-    class_cat = np.array([-1 if CATEGORY_OF[name] is None else cat_id[CATEGORY_OF[name]] for name in OP_CLASS_NAMES],
+    class_cat = np.array([cat_id.get(CATEGORY_OF[name] or "", -1) for name in OP_CLASS_NAMES],
                          dtype=np.int64)  # per op class (-1: resolved below)
     cats = class_cat[klass]
     # weight slabs: the op their weights feed (the HBM operand's tensor)
