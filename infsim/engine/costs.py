@@ -347,10 +347,19 @@ def operand_counts(program: Program, info: ApInfo | None = None) -> OperandCount
     opnd = ins["opnd"]
     sbuf_b = np.empty(n, dtype=np.int64)
     psum_b = np.empty(n, dtype=np.int64)
+    slots = opnd.shape[1]
+    # both per-AP byte counts in one int64 (SBUF bytes low, PSUM bytes high) where a sum over the slots cannot
+    # carry from one half into the other: one gather and one sum per block instead of two
+    packed = int(ap_sbuf_b.max()) * slots < 1 << 32 and int(ap_psum_b.max()) * slots < 1 << 31
+    ap_both = ap_sbuf_b + (ap_psum_b << 32) if packed else ap_sbuf_b
     for lo in range(0, n, _CHUNK):  # a block of instructions at a time: its operand slots copied once, cache-sized
         a = _indices(opnd[lo:lo + _CHUNK]).T  # [slot, instruction]
-        np.take(ap_sbuf_b, a).sum(axis=0, out=sbuf_b[lo:lo + _CHUNK])
-        np.take(ap_psum_b, a).sum(axis=0, out=psum_b[lo:lo + _CHUNK])
+        np.take(ap_both, a).sum(axis=0, out=sbuf_b[lo:lo + _CHUNK])
+        if packed:
+            np.right_shift(sbuf_b[lo:lo + _CHUNK], 32, out=psum_b[lo:lo + _CHUNK])
+            np.bitwise_and(sbuf_b[lo:lo + _CHUNK], (1 << 32) - 1, out=sbuf_b[lo:lo + _CHUNK])
+        else:
+            np.take(ap_psum_b, a).sum(axis=0, out=psum_b[lo:lo + _CHUNK])
     sbuf, psum = narrow_unsigned(sbuf_b), narrow_unsigned(psum_b)
     del sbuf_b, psum_b
     # element counts only on the elementwise engines' instructions (every other instruction counts 0)
@@ -392,7 +401,7 @@ def compute_costs(program: Program, chip: ChipConfig) -> Costs:
         mm = idx[is_mm[idx] | is_tr[idx]]
         if len(mm) == 0:
             continue
-        stat = np.where(is_mm[mm], opnd[mm, 1], opnd[mm, 1])
+        stat = opnd[mm, 1]  # the stationary operand (a transpose's source)
         mov = opnd[mm, 2]
         k = _take(info.pcount, stat, 1)
         m = _take(info.free, stat, 1)
