@@ -208,6 +208,7 @@ def latency_only(chip: ChipConfig) -> ChipConfig:
 def from_simulation(lw: Lowered, res: SimResult, chip: ChipConfig, memory: Any = None) -> Breakdown:
     """The breakdown of a simulated lowered step (``res`` from ``simulate(..., trace=True)``)."""
     from infsim.engine.collectives import make_collectives
+    from infsim.engine.costs import IS_COLLECTIVE
     from infsim.engine.memory import make_memory
     from infsim.models.lower.tags import OP_CLASS_NAMES
 
@@ -271,8 +272,7 @@ def from_simulation(lw: Lowered, res: SimResult, chip: ChipConfig, memory: Any =
     hbm = (costs.hbm_read.values[d_at] + costs.hbm_write.values[d_at]).astype(np.float64) / share_gbps
     work["hbm"] = np.bincount(cats[d_pos], weights=hbm, minlength=n_cat)
     links = np.zeros(len(idx))
-    coll_ops = [int(o) for o in (Op.all_reduce, Op.all_gather, Op.reduce_scatter, Op.send, Op.recv)]
-    cc = np.flatnonzero(np.isin(ins["op"][idx], coll_ops))
+    cc = np.flatnonzero(IS_COLLECTIVE[ins["op"][idx]])
     if len(cc):
         full, fixed = make_collectives(chip), make_collectives(latency_only(chip))
         groups = list(prog.groups)

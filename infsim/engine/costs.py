@@ -55,6 +55,10 @@ for _op, _k in TENSOR_INPUTS.items():
     _ENERGY_INPUT_COUNT[int(_op)] = max(_k, 1)
 SYNC_ONLY = (Op.sem_wait, Op.sem_signal, Op.barrier, Op.nop)
 COLLECTIVES = (Op.all_reduce, Op.all_gather, Op.reduce_scatter, Op.send, Op.recv)
+#: per opcode (uint8): whether it is one of :data:`COLLECTIVES` (``IS_COLLECTIVE[op_column]``: one lookup per
+#: instruction, where ``np.isin`` compares the column once per collective opcode)
+IS_COLLECTIVE = np.zeros(256, dtype=bool)
+IS_COLLECTIVE[[int(o) for o in COLLECTIVES]] = True
 
 
 def clock_khz(ghz: float) -> int:
@@ -480,7 +484,7 @@ def compute_costs(program: Program, chip: ChipConfig) -> Costs:
         return SparseColumn(d, np.asarray(v, dtype=np.int64), n, 0, fill_of)
 
     # ---- collectives (on the collective instructions only) ------------------------------------------------------
-    c = np.flatnonzero(np.isin(op, [int(o) for o in COLLECTIVES]))
+    c = np.flatnonzero(IS_COLLECTIVE[op])
     c_op, c_opnd = op[c], opnd[c]
     # send has its only operand (src) in slot 0; recv has dst in slot 0
     cc_src = np.where(c_op == int(Op.recv), 0, _take(info.nbytes, c_opnd[:, 1], 0))

@@ -78,7 +78,7 @@ from infsim.jit import NO_NRT, njit_cached
 
 from . import kernel as K
 from .collectives import CollectiveTiming, make_collectives
-from .costs import Costs, narrow_int32
+from .costs import IS_COLLECTIVE, Costs, narrow_int32
 from .heap import release_free_heap
 from .memory import MemoryModel
 from .memory.simple import SimpleMemory
@@ -99,13 +99,15 @@ def _signal_latency(program: Program, chip: ChipConfig, costs: Costs, ssem: np.n
     fixed = int(round(chip.dma.fixed_latency_ns * 1000))
     d_sig = sig[costs.dma_rows]
     own[costs.dma_rows[d_sig]] = costs.dma_engine_ps.values[d_sig] + fixed
-    zero = sig & ((op == int(Op.nop)) | np.isin(op, _COLLECTIVE_OPS))
+    zero = sig & _ZERO_LATENCY_OP[op]  # (one lookup per record: np.isin compares the column once per opcode)
     zero[bar_rows] = True
     own[zero] = 0
     return own
 
 
-_COLLECTIVE_OPS = [int(Op.all_reduce), int(Op.all_gather), int(Op.reduce_scatter), int(Op.send), int(Op.recv)]
+#: per opcode: whether the lower bound on its signals is its start (nops and collectives; barriers by row)
+_ZERO_LATENCY_OP = IS_COLLECTIVE.copy()
+_ZERO_LATENCY_OP[int(Op.nop)] = True
 
 
 @njit_cached(**NO_NRT)
