@@ -32,7 +32,7 @@ from infsim.hw import dma as dma_hw
 from infsim.hw import systolic
 from infsim.hw.elementwise import elementwise_cycles
 from infsim.isa.dtypes import DType
-from infsim.isa.opcodes import ActFunc, AluOp, Engine, Op, Space
+from infsim.isa.opcodes import COLLECTIVE_OPS, ActFunc, AluOp, Engine, Op, Space
 from infsim.isa.program import Program
 
 ITEMSIZE = np.array([DType(d).itemsize for d in range(len(DType))], dtype=np.int64)
@@ -58,7 +58,7 @@ COLLECTIVES = (Op.all_reduce, Op.all_gather, Op.reduce_scatter, Op.send, Op.recv
 #: per opcode (uint8): whether it is one of :data:`COLLECTIVES` (``IS_COLLECTIVE[op_column]``: one lookup per
 #: instruction, where ``np.isin`` compares the column once per collective opcode)
 IS_COLLECTIVE = np.zeros(256, dtype=bool)
-IS_COLLECTIVE[[int(o) for o in COLLECTIVES]] = True
+IS_COLLECTIVE[[int(o) for o in COLLECTIVE_OPS]] = True
 
 
 def clock_khz(ghz: float) -> int:
