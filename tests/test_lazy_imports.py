@@ -1,6 +1,6 @@
 """What a plain cycle-fidelity ``infsim run`` leaves unimported: plotting, data-frame and progress-bar libraries
-that only other commands (or a terminal) need, and ``subprocess`` (the heap trim finds glibc without running
-``ldconfig``)."""
+that only other commands (or a terminal) need, ``subprocess`` (the heap trim finds glibc without running
+``ldconfig``) and the analytical fidelity's compiled scoreboard."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ def test_run_imports_no_plotting_or_progress_libraries(tmp_path) -> None:
         "import sys\n"
         "from infsim.cli import main\n"
         "rc = main(['--lowering-cache', 'off', 'run', '--model', 'gpt2', '--context', '64', '--tp', '1'])\n"
-        "print(sorted(m for m in ('tqdm', 'matplotlib', 'pandas', 'scipy', 'multiprocessing', 'subprocess')\n"
+        "print(sorted(m for m in ('tqdm', 'matplotlib', 'pandas', 'scipy', 'multiprocessing', 'subprocess',\n"
+        "                         'infsim.fidelity.program')\n"
         "             if m in sys.modules))\n"
         "sys.exit(rc)\n"
     )
