@@ -208,6 +208,7 @@ def latency_only(chip: ChipConfig) -> ChipConfig:
 def from_simulation(lw: Lowered, res: SimResult, chip: ChipConfig, memory: Any = None) -> Breakdown:
     """The breakdown of a simulated lowered step (``res`` from ``simulate(..., trace=True)``)."""
     from infsim.engine.collectives import make_collectives
+    from infsim.engine.costs import IS_COLLECTIVE
     from infsim.engine.memory import make_memory
     from infsim.models.lower.tags import OP_CLASS_NAMES
 
@@ -219,11 +220,9 @@ def from_simulation(lw: Lowered, res: SimResult, chip: ChipConfig, memory: Any =
     n_cat = len(CATEGORIES)
     cat_id = {c: i for i, c in enumerate(CATEGORIES)}
     klass = lw.op_class[idx]
-    cats = np.full(len(idx), -1, dtype=np.int64)
-    for code, name in enumerate(OP_CLASS_NAMES):
-        target = CATEGORY_OF[name]
-        if target is not None:
-            cats[klass == code] = cat_id[target]
+    class_cat = np.array([cat_id.get(CATEGORY_OF[name] or "", -1) for name in OP_CLASS_NAMES],
+                         dtype=np.int64)  # per op class (-1: resolved below)
+    cats = class_cat[klass]
     # weight slabs: the op their weights feed (the HBM operand's tensor)
     ws = np.flatnonzero(klass == OP_CLASS_NAMES.index("weight_stream"))
     if len(ws):  # the first operand (slot order) that names an HBM tensor
@@ -252,31 +251,42 @@ def from_simulation(lw: Lowered, res: SimResult, chip: ChipConfig, memory: Any =
     ns = np.bincount(cats[chain], weights=charge, minlength=n_cat)
     # work per category and resource (ns)
     busy = costs.busy_ps[idx].astype(np.float64) * 1e-3
-    work: dict[str, np.ndarray] = {}
-    for r, e in (("tensor", Engine.tensor), ("vector", Engine.vector), ("scalar", Engine.scalar),
-                 ("gpsimd", Engine.gpsimd)):
-        work[r] = np.bincount(cats, weights=np.where(eng == int(e), busy, 0.0), minlength=n_cat)
-    dma_ns = costs.dma_engine_ps[idx].astype(np.float64) * 1e-3 / chip.dma.engines_per_core
-    work["dma"] = np.bincount(cats, weights=np.where(eng == int(Engine.dma), dma_ns, 0.0), minlength=n_cat)
+    compute = (("tensor", Engine.tensor), ("vector", Engine.vector), ("scalar", Engine.scalar),
+               ("gpsimd", Engine.gpsimd))
+    slot = np.full(max(int(e) for e in Engine) + 1, len(compute), np.int64)  # engine -> its column, others last
+    for k, (_, e) in enumerate(compute):
+        slot[int(e)] = k
+    # one pass for every (category, engine) pair: the same sums in the same order as one pass per engine
+    per = np.bincount(cats * (len(compute) + 1) + slot[eng], weights=busy,
+                      minlength=n_cat * (len(compute) + 1)).reshape(n_cat, len(compute) + 1)
+    work: dict[str, np.ndarray] = {r: per[:, k] for k, (r, _) in enumerate(compute)}
+    # the DMA columns are nonzero on the DMA rows only: summed over those of rank 0 (the same sums in the same
+    # order as over every instruction of rank 0, less the zeros)
+    d_at = np.flatnonzero(ins["core"][costs.dma_rows] == 0)  # positions in the DMA columns
+    d_pos = np.searchsorted(idx, costs.dma_rows[d_at])  # positions in idx
+    on_dma = eng[d_pos] == int(Engine.dma)
+    dma_ns = costs.dma_engine_ps.values[d_at[on_dma]].astype(np.float64) * 1e-3 / chip.dma.engines_per_core
+    work["dma"] = np.bincount(cats[d_pos[on_dma]], weights=dma_ns, minlength=n_cat)
     active = min(prog.num_cores, chip.cores_per_chip)
     share_gbps = make_memory(chip, memory).stream_gbps() / active
-    hbm = (costs.hbm_read[idx] + costs.hbm_write[idx]).astype(np.float64) / share_gbps
-    work["hbm"] = np.bincount(cats, weights=hbm, minlength=n_cat)
+    hbm = (costs.hbm_read.values[d_at] + costs.hbm_write.values[d_at]).astype(np.float64) / share_gbps
+    work["hbm"] = np.bincount(cats[d_pos], weights=hbm, minlength=n_cat)
     links = np.zeros(len(idx))
-    coll_ops = [int(o) for o in (Op.all_reduce, Op.all_gather, Op.reduce_scatter, Op.send, Op.recv)]
-    cc = np.flatnonzero(np.isin(ins["op"][idx], coll_ops))
+    cc = np.flatnonzero(IS_COLLECTIVE[ins["op"][idx]])
     if len(cc):
         full, fixed = make_collectives(chip), make_collectives(latency_only(chip))
         groups = list(prog.groups)
         memo: dict[tuple, float] = {}
-        for j in cc.tolist():
-            i = int(idx[j])
-            o = Op(int(ins["op"][i]))
+        cc_i = idx[cc]
+        cc_op, cc_i0 = ins["op"][cc_i].tolist(), ins["i0"][cc_i].tolist()
+        src, dst = costs.cc_src_bytes[cc_i].tolist(), costs.cc_dst_bytes[cc_i].tolist()
+        for x, j in enumerate(cc.tolist()):
+            o = Op(cc_op[x])
             if o in (Op.send, Op.recv):
-                members: tuple[int, ...] = (0, int(ins["i0"][i]))
+                members: tuple[int, ...] = (0, int(cc_i0[x]))
             else:
-                members = tuple(prog.groups[groups[int(ins["i0"][i])]])
-            key = (o, members, int(costs.cc_src_bytes[i]), int(costs.cc_dst_bytes[i]))
+                members = tuple(prog.groups[groups[int(cc_i0[x])]])
+            key = (o, members, int(src[x]), int(dst[x]))
             if key not in memo:
                 d, _ = full.duration_ps(o, members, key[2], key[3], prog.cores_per_chip)
                 f, _ = fixed.duration_ps(o, members, key[2], key[3], prog.cores_per_chip)

@@ -23,7 +23,6 @@ from infsim.engine.core import run_engine
 from infsim.engine.costs import Costs, compute_costs
 from infsim.engine.memory import MemoryModel, make_memory
 from infsim.errors import InfsimError
-from infsim.fidelity.program import analyze
 from infsim.isa.program import Program
 from infsim.result import SimResult, Timeline, build_result
 
@@ -61,6 +60,8 @@ def simulate(program: Program, chip: ChipConfig | str | Path, *, fidelity: str =
     mem = memory if memory is not None and not isinstance(memory, str) else make_memory(cfg, memory)
     costs = compute_costs(program, cfg)
     if fidelity == "analytical":
+        from infsim.fidelity.program import analyze  # (its compiled scoreboard: only this fidelity loads it)
+
         return _report_collectives(analyze(program, cfg, costs=costs, memory=mem, trace=trace, t0=t0), program, cfg,
                                    costs)
     run = run_engine(program, cfg, costs, mode=mode, memory=mem, log_memory=trace if memory_log is None else memory_log)

@@ -32,7 +32,7 @@ from infsim.hw import dma as dma_hw
 from infsim.hw import systolic
 from infsim.hw.elementwise import elementwise_cycles
 from infsim.isa.dtypes import DType
-from infsim.isa.opcodes import ActFunc, AluOp, Engine, Op, Space
+from infsim.isa.opcodes import COLLECTIVE_OPS, ActFunc, AluOp, Engine, Op, Space
 from infsim.isa.program import Program
 
 ITEMSIZE = np.array([DType(d).itemsize for d in range(len(DType))], dtype=np.int64)
@@ -55,6 +55,10 @@ for _op, _k in TENSOR_INPUTS.items():
     _ENERGY_INPUT_COUNT[int(_op)] = max(_k, 1)
 SYNC_ONLY = (Op.sem_wait, Op.sem_signal, Op.barrier, Op.nop)
 COLLECTIVES = (Op.all_reduce, Op.all_gather, Op.reduce_scatter, Op.send, Op.recv)
+#: per opcode (uint8): whether it is one of :data:`COLLECTIVES` (``IS_COLLECTIVE[op_column]``: one lookup per
+#: instruction, where ``np.isin`` compares the column once per collective opcode)
+IS_COLLECTIVE = np.zeros(256, dtype=bool)
+IS_COLLECTIVE[[int(o) for o in COLLECTIVE_OPS]] = True
 
 
 def clock_khz(ghz: float) -> int:
@@ -84,13 +88,14 @@ class ApInfo:
     nbytes: np.ndarray
     stride_bytes: np.ndarray  # innermost stride in bytes (0 if the innermost dim has size 1)
     run: np.ndarray  # contiguous block (elements) for DMA descriptors
+    row_stride: np.ndarray  # elements between the starts of consecutive blocks (infsim.hw.dma.ap_row_patterns)
 
 
 def ap_info(program: Program) -> ApInfo:
     aps = program.aps
     if len(aps) == 0:
         z = np.zeros(0, dtype=np.int64)
-        return ApInfo(z, z, z, z, z, z, z, z)
+        return ApInfo(z, z, z, z, z, z, z, z, z)
     nd = aps["ndims"].astype(np.int64)
     mask = np.arange(aps["sizes"].shape[1])[None, :] < nd[:, None]
     sizes = np.where(mask, aps["sizes"].astype(np.int64), 1)
@@ -104,8 +109,8 @@ def ap_info(program: Program) -> ApInfo:
     inner_size = sizes[rows, inner]
     # innermost stride in bytes where it matters (0 when the innermost dim has one element)
     stride_b = np.where((nd > 0) & (inner_size > 1), np.abs(inner_stride) * isz, 0)
-    return ApInfo(aps["space"].astype(np.int64), dt, pc, free, pc * free, pc * free * isz, stride_b,
-                  dma_hw.ap_runs(aps))
+    run, row_stride = dma_hw.ap_row_patterns(aps)
+    return ApInfo(aps["space"].astype(np.int64), dt, pc, free, pc * free, pc * free * isz, stride_b, run, row_stride)
 
 
 class SparseColumn:
@@ -240,6 +245,11 @@ class Costs:
     def __len__(self) -> int:
         return len(self.busy_ps)
 
+    @property
+    def ap_info(self) -> ApInfo | None:
+        """:func:`ap_info` of the program, when these costs were computed with it (:func:`compute_costs`)."""
+        return self._ap_info
+
     def operand_counts(self) -> OperandCounts:
         """:func:`operand_counts` of the program, computed on first use (after the engine: it needs none)."""
         if self._counts is None:
@@ -341,10 +351,19 @@ def operand_counts(program: Program, info: ApInfo | None = None) -> OperandCount
     opnd = ins["opnd"]
     sbuf_b = np.empty(n, dtype=np.int64)
     psum_b = np.empty(n, dtype=np.int64)
+    slots = opnd.shape[1]
+    # both per-AP byte counts in one int64 (SBUF bytes low, PSUM bytes high) where a sum over the slots cannot
+    # carry from one half into the other: one gather and one sum per block instead of two
+    packed = int(ap_sbuf_b.max()) * slots < 1 << 32 and int(ap_psum_b.max()) * slots < 1 << 31
+    ap_both = ap_sbuf_b + (ap_psum_b << 32) if packed else ap_sbuf_b
     for lo in range(0, n, _CHUNK):  # a block of instructions at a time: its operand slots copied once, cache-sized
         a = _indices(opnd[lo:lo + _CHUNK]).T  # [slot, instruction]
-        np.take(ap_sbuf_b, a).sum(axis=0, out=sbuf_b[lo:lo + _CHUNK])
-        np.take(ap_psum_b, a).sum(axis=0, out=psum_b[lo:lo + _CHUNK])
+        np.take(ap_both, a).sum(axis=0, out=sbuf_b[lo:lo + _CHUNK])
+        if packed:
+            np.right_shift(sbuf_b[lo:lo + _CHUNK], 32, out=psum_b[lo:lo + _CHUNK])
+            np.bitwise_and(sbuf_b[lo:lo + _CHUNK], (1 << 32) - 1, out=sbuf_b[lo:lo + _CHUNK])
+        else:
+            np.take(ap_psum_b, a).sum(axis=0, out=psum_b[lo:lo + _CHUNK])
     sbuf, psum = narrow_unsigned(sbuf_b), narrow_unsigned(psum_b)
     del sbuf_b, psum_b
     # element counts only on the elementwise engines' instructions (every other instruction counts 0)
@@ -386,7 +405,7 @@ def compute_costs(program: Program, chip: ChipConfig) -> Costs:
         mm = idx[is_mm[idx] | is_tr[idx]]
         if len(mm) == 0:
             continue
-        stat = np.where(is_mm[mm], opnd[mm, 1], opnd[mm, 1])
+        stat = opnd[mm, 1]  # the stationary operand (a transpose's source)
         mov = opnd[mm, 2]
         k = _take(info.pcount, stat, 1)
         m = _take(info.free, stat, 1)
@@ -465,7 +484,7 @@ def compute_costs(program: Program, chip: ChipConfig) -> Costs:
         return SparseColumn(d, np.asarray(v, dtype=np.int64), n, 0, fill_of)
 
     # ---- collectives (on the collective instructions only) ------------------------------------------------------
-    c = np.flatnonzero(np.isin(op, [int(o) for o in COLLECTIVES]))
+    c = np.flatnonzero(IS_COLLECTIVE[op])
     c_op, c_opnd = op[c], opnd[c]
     # send has its only operand (src) in slot 0; recv has dst in slot 0
     cc_src = np.where(c_op == int(Op.recv), 0, _take(info.nbytes, c_opnd[:, 1], 0))

@@ -11,21 +11,30 @@ does nothing. What it leaves out: memory fragmented inside pages that still hold
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 from typing import Any
 
 _trim: Any = None
+
+
+def _find_trim() -> Any:
+    """glibc's ``malloc_trim``, or False. The C library is linked into the interpreter itself, so its symbols
+    are looked up there first; ``ctypes.util.find_library`` (which runs ``ldconfig``, a child process) only
+    when that fails."""
+    try:
+        trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
+        if trim is not None:
+            return trim
+        from ctypes.util import find_library
+
+        return getattr(ctypes.CDLL(find_library("c") or "libc.so.6"), "malloc_trim", False)
+    except OSError:
+        return False
 
 
 def release_free_heap() -> None:
     """``malloc_trim(0)`` where the C library has it (glibc), else nothing."""
     global _trim
     if _trim is None:
-        _trim = False
-        try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            _trim = getattr(libc, "malloc_trim", False)
-        except OSError:
-            pass
+        _trim = _find_trim()
     if _trim:
         _trim(0)

@@ -11,12 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from infsim.jit import njit_cached
+from infsim.jit import NO_NRT, njit_cached
 
 NEVER = 1 << 62
-# numba's ``_nrt=False``: these functions allocate nothing, so they are compiled without the reference-counting
-# runtime. The flag is private and absent from numba's type stubs, hence passed as keyword options.
-_NO_NRT: dict[str, Any] = {"_nrt": False}
+# these functions allocate nothing, so they are compiled without the reference-counting runtime
+_NO_NRT: dict[str, Any] = NO_NRT
 FLUSH = 1 << 40  # heap keys >= FLUSH are DMA rounds of engine key - FLUSH
 
 K_COMPUTE, K_DMA, K_CC = 0, 1, 2  # stream kinds

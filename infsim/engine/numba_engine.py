@@ -74,11 +74,11 @@ from infsim.config.schema import ChipConfig
 from infsim.errors import InfsimError
 from infsim.isa.opcodes import Engine, Op
 from infsim.isa.program import Program
-from infsim.jit import njit_cached
+from infsim.jit import NO_NRT, njit_cached
 
 from . import kernel as K
 from .collectives import CollectiveTiming, make_collectives
-from .costs import Costs, narrow_int32
+from .costs import IS_COLLECTIVE, Costs, narrow_int32
 from .heap import release_free_heap
 from .memory import MemoryModel
 from .memory.simple import SimpleMemory
@@ -99,35 +99,37 @@ def _signal_latency(program: Program, chip: ChipConfig, costs: Costs, ssem: np.n
     fixed = int(round(chip.dma.fixed_latency_ns * 1000))
     d_sig = sig[costs.dma_rows]
     own[costs.dma_rows[d_sig]] = costs.dma_engine_ps.values[d_sig] + fixed
-    zero = sig & ((op == int(Op.nop)) | np.isin(op, _COLLECTIVE_OPS))
+    zero = sig & _ZERO_LATENCY_OP[op]  # (one lookup per record: np.isin compares the column once per opcode)
     zero[bar_rows] = True
     own[zero] = 0
     return own
 
 
-_COLLECTIVE_OPS = [int(Op.all_reduce), int(Op.all_gather), int(Op.reduce_scatter), int(Op.send), int(Op.recv)]
+#: per opcode: whether the lower bound on its signals is its start (nops and collectives; barriers by row)
+_ZERO_LATENCY_OP = IS_COLLECTIVE.copy()
+_ZERO_LATENCY_OP[int(Op.nop)] = True
 
 
-@njit_cached()
+@njit_cached(**NO_NRT)
 def _stream_tables(order: np.ndarray, begin: np.ndarray, lens: np.ndarray, own: np.ndarray, ssem: np.ndarray,
-                   xrow: np.ndarray, bar_s: np.ndarray, nsem: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One pass over the streams (``order[begin[k]:begin[k] + lens[k]]``: stream ``k``'s instructions):
+                   xrow: np.ndarray, bar_s: np.ndarray, sigsuf: np.ndarray, stamp: np.ndarray, pair_s: np.ndarray,
+                   pair_k: np.ndarray) -> int:
+    """One pass over the streams (``order[begin[k]:begin[k] + lens[k]]``: stream ``k``'s instructions), into
+    arrays the caller allocates (the kernel allocates nothing, so it loads without numba's runtime):
 
     * ``sigsuf[i]``: a lower bound on (the next signal of its stream - its start), over it and the rest of
       its stream: the suffix minimum of ``own`` (:func:`_signal_latency`). Signals applied in program
       order only come later, so it bounds them too (the kernel's lookahead);
-    * the streams that can signal each semaphore (signals and barrier arrivals): ``lst[ptr[s]:ptr[s + 1]]``
-      for semaphore ``s``, ascending.
-    """
-    n = order.shape[0]
-    ns = begin.shape[0]
-    sigsuf = np.empty(n, np.int64)
-    stamp = np.full(nsem, -1, np.int64)
-    cap = 4 * (nsem + ns) + 64  # pass 1: sigsuf and the (semaphore, stream) pairs, while they fit here
-    pair_s = np.empty(cap, np.int64)
-    pair_k = np.empty(cap, np.int64)
+    * the pairs (semaphore ``pair_s[x]``, stream ``pair_k[x]``) of a stream that can signal the semaphore
+      (signals and barrier arrivals), in ascending stream order, as many as fit (``stamp``: one entry per
+      semaphore, scratch).
+
+    Returns the number of pairs; more than ``len(pair_s)`` means they did not all fit (call again with room
+    for that many: :func:`_signallers`)."""
+    stamp[:] = -1
+    cap = pair_s.shape[0]
     npair = 0
-    for k in range(ns):
+    for k in range(begin.shape[0]):
         b = begin[k]
         lo = NEVER
         for x in range(b + lens[k] - 1, b - 1, -1):
@@ -143,46 +145,34 @@ def _stream_tables(order: np.ndarray, begin: np.ndarray, lens: np.ndarray, own: 
                         pair_s[npair] = s
                         pair_k[npair] = k
                     npair += 1
-    if npair > cap:  # pass 2 (rare): the pairs again, into arrays of their exact number
-        pair_s = np.empty(npair, np.int64)
-        pair_k = np.empty(npair, np.int64)
-        stamp[:] = -1
-        npair = 0
-        for k in range(ns):
-            b = begin[k]
-            for x in range(b + lens[k] - 1, b - 1, -1):
-                i = order[x]
-                for j in range(ssem.shape[1] + 1):
-                    s = ssem[i, j] if j < ssem.shape[1] else (bar_s[-2 - xrow[i]] if xrow[i] <= -2 else -1)
-                    if s >= 0 and stamp[s] != k:
-                        stamp[s] = k
-                        pair_s[npair] = s
-                        pair_k[npair] = k
-                        npair += 1
+    return npair
+
+
+def _signallers(order: np.ndarray, begin: np.ndarray, lens: np.ndarray, own: np.ndarray, ssem: np.ndarray,
+                xrow: np.ndarray, bar_s: np.ndarray, nsem: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_stream_tables`: ``sigsuf`` and the streams that can signal each semaphore, ``lst[ptr[s]:ptr[s + 1]]``
+    for semaphore ``s``, ascending."""
+    sigsuf = np.empty(len(order), np.int64)
+    stamp = np.empty(nsem, np.int64)
+    cap = 4 * (nsem + len(begin)) + 64  # usually enough; else a second pass with the exact number
+    pair_s, pair_k = np.empty(cap, np.int64), np.empty(cap, np.int64)
+    npair = _stream_tables(order, begin, lens, own, ssem, xrow, bar_s, sigsuf, stamp, pair_s, pair_k)
+    if npair > cap:
+        pair_s, pair_k = np.empty(npair, np.int64), np.empty(npair, np.int64)
+        _stream_tables(order, begin, lens, own, ssem, xrow, bar_s, sigsuf, stamp, pair_s, pair_k)
+    pair_s, pair_k = pair_s[:npair], pair_k[:npair]
     ptr = np.zeros(nsem + 1, np.int64)
-    for x in range(npair):
-        ptr[pair_s[x] + 1] += 1
-    for s in range(nsem):
-        ptr[s + 1] += ptr[s]
-    fill = ptr[:-1].copy()
-    lst = np.empty(npair, np.int64)
-    for x in range(npair):  # pairs come in ascending stream order
-        s = pair_s[x]
-        lst[fill[s]] = pair_k[x]
-        fill[s] += 1
+    np.cumsum(np.bincount(pair_s, minlength=nsem), out=ptr[1:])
+    lst = pair_k[np.argsort(pair_s, kind="stable")]  # pairs come in ascending stream order
     return sigsuf, ptr, lst
 
 
-@njit_cached()
-def _sync_columns(wsem: np.ndarray, wval: np.ndarray, ssem: np.ndarray, sval: np.ndarray
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Contiguous copies of the records' wait and signal columns, in one pass over the records (numpy copies
-    each strided column on its own, ~4x slower)."""
+@njit_cached(**NO_NRT)
+def _sync_columns(wsem: np.ndarray, wval: np.ndarray, ssem: np.ndarray, sval: np.ndarray, ws: np.ndarray,
+                  wv: np.ndarray, ss: np.ndarray, sv: np.ndarray) -> None:
+    """Contiguous copies of the records' wait and signal columns into ``ws, wv, ss, sv``, in one pass over the
+    records (numpy copies each strided column on its own, ~4x slower)."""
     n, m = wsem.shape
-    ws = np.empty((n, m), np.int32)
-    wv = np.empty((n, m), np.uint32)
-    ss = np.empty((n, ssem.shape[1]), np.int32)
-    sv = np.empty((n, ssem.shape[1]), np.uint32)
     for i in range(n):
         for j in range(m):
             ws[i, j] = wsem[i, j]
@@ -190,7 +180,16 @@ def _sync_columns(wsem: np.ndarray, wval: np.ndarray, ssem: np.ndarray, sval: np
         for j in range(ssem.shape[1]):
             ss[i, j] = ssem[i, j]
             sv[i, j] = sval[i, j]
-    return ws, wv, ss, sv
+
+
+def _sync_copies(ins: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The wait and signal columns of the records ``ins`` as contiguous arrays (int32 semaphores, uint32
+    values: the records' widths), :func:`_sync_columns`."""
+    wsem, wval, ssem, sval = ins["wsem"], ins["wval"], ins["ssem"], ins["sval"]
+    out = (np.empty(wsem.shape, np.int32), np.empty(wval.shape, np.uint32), np.empty(ssem.shape, np.int32),
+           np.empty(sval.shape, np.uint32))
+    _sync_columns(wsem, wval, ssem, sval, *out)
+    return out
 
 
 def supports(memory: MemoryModel) -> bool:
@@ -232,7 +231,7 @@ def run_numba(program: Program, chip: ChipConfig, costs: Costs, *, memory: Memor
     lens = np.array([len(streams[k]) for k in keys], dtype=np.int64)
     begin = np.zeros(ns, np.int64)
     np.cumsum(lens[:-1], out=begin[1:])
-    wsem, wval, ssem, sval = _sync_columns(ins["wsem"], ins["wval"], ins["ssem"], ins["sval"])  # records' widths
+    wsem, wval, ssem, sval = _sync_copies(ins)
     if n > np.iinfo(np.int32).max:
         raise InfsimError(f"{n} instructions: more than the engine's 32-bit instruction indices hold")
     # instruction -> its row in the DMA columns (>= 0), its barrier b (-2 - b), or -1 (neither)
@@ -244,7 +243,7 @@ def run_numba(program: Program, chip: ChipConfig, costs: Costs, *, memory: Memor
                          "barrier target")  # per barrier
     bar_s = narrow_int32(ins["i0"][bar_rows], "barrier semaphore")
     own = _signal_latency(program, chip, costs, ssem, bar_rows)
-    sigsuf, sg_ptr, sg_lst = _stream_tables(order, begin, lens, own, ssem, xrow, bar_s, nsem)
+    sigsuf, sg_ptr, sg_lst = _signallers(order, begin, lens, own, ssem, xrow, bar_s, nsem)
     del own
     plan = plan_collectives(program, costs.cc_src_bytes, costs.cc_dst_bytes)
     I = (order, wsem, wval, ssem, sval, bar_s, bar_t, _col(costs.busy_ps), _col(costs.lat_ps),

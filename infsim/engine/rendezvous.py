@@ -30,12 +30,12 @@ from infsim.isa.opcodes import Engine, Op
 from infsim.isa.program import Program
 
 from .collectives import CollectiveTiming
+from .costs import IS_COLLECTIVE
 from .events import Env
 
 if TYPE_CHECKING:
     from infsim.engine.costs import SparseColumn
 
-COLLECTIVE_OPS = (Op.all_reduce, Op.all_gather, Op.reduce_scatter, Op.send, Op.recv)
 _P2P = (Op.send, Op.recv)
 
 
@@ -79,12 +79,11 @@ def plan_collectives(program: Program, src_bytes: np.ndarray | SparseColumn,
     plan = CollectivePlan(np.full(len(ins), -1, dtype=np.int32))
     names = list(program.groups)
     index: dict[tuple, int] = {}
-    cc_ops = np.array([int(o) for o in COLLECTIVE_OPS])
     for (core, eng, _q), idx in program.streams().items():
         if eng != int(Engine.cc):
             continue
         seqs: dict[tuple, int] = {}
-        sel = idx[np.isin(ins["op"][idx], cc_ops)]
+        sel = idx[IS_COLLECTIVE[ins["op"][idx]]]
         for i in sel.tolist():
             op = Op(int(ins["op"][i]))
             if op in _P2P:

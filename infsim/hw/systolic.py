@@ -96,7 +96,7 @@ import numpy as np
 
 from infsim.config.schema import TensorEngineConfig, by_dtype
 from infsim.errors import InfsimError
-from infsim.jit import njit_cached
+from infsim.jit import NO_NRT, njit_cached
 
 __all__ = [
     "DATAFLOWS",
@@ -134,7 +134,7 @@ def first_cycle_of(j: int, rate: float) -> int:
     return int(math.floor(j / rate + _EPS))
 
 
-@njit_cached()
+@njit_cached(**NO_NRT)  # allocates nothing: loads from the cache without numba's runtime
 def _seq_kernel(k: np.ndarray, m: np.ndarray, n: np.ndarray, rate: np.ndarray, new: np.ndarray,
                 rows: int, min_mm: int, ls_speed: float, lat: int, issue: int,
                 busy: np.ndarray, latency: np.ndarray) -> None:

@@ -113,9 +113,10 @@ def _matmul_flops(program: Program) -> tuple[np.ndarray, np.ndarray]:
     idx = np.flatnonzero(ins["op"] == int(Op.matmul))
     # per AP once (partitions, free size), then gathered per matmul: no per-instruction AP records
     free = np.prod(np.where(np.arange(4)[None, :] < aps["ndims"][:, None], aps["sizes"], 1), axis=1).astype(np.int64)
-    st = ins["opnd"][idx, 1]
-    k = aps["pcount"][st].astype(np.int64)
-    return idx, 2 * k * free[st] * free[ins["opnd"][idx, 2]]
+    opnd = ins["opnd"]
+    st = np.take(opnd[:, 1], idx)  # (np.take gathers from a record column about twice as fast as indexing)
+    k = np.take(aps["pcount"].astype(np.int64), st)
+    return idx, 2 * k * np.take(free, st) * np.take(free, np.take(opnd[:, 2], idx))
 
 
 class _Lowering:

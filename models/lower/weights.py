@@ -56,8 +56,8 @@ class LinearPlan:
     def ksize(self, kt: int) -> int:
         return min(self.p, self.k - kt * self.p)
 
-    @property
-    def total_elems(self) -> int:
+    @functools.cached_property
+    def total_elems(self) -> int:  # cached: the plans and feasibility checks ask it per tensor and rank
         return sum(s.elems for s in self.slabs)
 
     @functools.cached_property

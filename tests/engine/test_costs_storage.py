@@ -115,7 +115,7 @@ def test_stream_order_is_the_streams_concatenated_without_a_copy() -> None:
 
 @pytest.mark.parametrize("streams,sems", [(3, 4), (24, 24)])  # the second overflows the first pass's pair buffer
 def test_stream_tables_list_every_signalling_stream(streams: int, sems: int) -> None:
-    from infsim.engine.numba_engine import _stream_tables
+    from infsim.engine.numba_engine import _signallers
 
     rng = np.random.default_rng(streams)
     per = 30
@@ -128,7 +128,7 @@ def test_stream_tables_list_every_signalling_stream(streams: int, sems: int) -> 
     xrow = np.full(n, -1, np.int32)
     xrow[order[0]] = -2  # one barrier, on semaphore 0
     bar_s = np.array([0], np.int32)
-    sigsuf, ptr, lst = _stream_tables(order, begin, lens, own, ssem, xrow, bar_s, sems)
+    sigsuf, ptr, lst = _signallers(order, begin, lens, own, ssem, xrow, bar_s, sems)
     want: dict[int, set[int]] = {s: set() for s in range(sems)}
     for k in range(streams):
         idx = order[begin[k]:begin[k] + per]

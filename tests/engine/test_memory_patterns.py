@@ -41,6 +41,11 @@ def test_rows_match_the_element_addresses(rows: int, cols: int, gap: int, write:
     """row_bytes is the first contiguous block of the element addresses and stride the distance to the next."""
     p = _one_dma(rows, cols, cols + gap, write, 2 * offset)
     r = hbm_rows(p)
+    from infsim.engine.costs import ap_info
+
+    with_info = hbm_rows(p, info=ap_info(p))  # the row patterns from the costs' AP table: the same
+    assert all(np.array_equal(getattr(r, f), getattr(with_info, f)) for f in ("read_row", "read_stride",
+                                                                                "write_row", "write_stride"))
     row, stride = (r.write_row[0], r.write_stride[0]) if write else (r.read_row[0], r.read_stride[0])
     assert (r.read_row[0] == 0) == write and (r.write_row[0] == 0) != write
     from infsim.hw.dma import element_addresses

@@ -18,6 +18,7 @@ import numpy as np
 from infsim.isa.opcodes import Op
 from infsim.isa.program import Program
 
+from ..costs import IS_COLLECTIVE
 from . import CollectiveTiming
 
 if TYPE_CHECKING:
@@ -61,8 +62,7 @@ def program_collectives(program: Program, src_bytes: np.ndarray | SparseColumn,
     """Every collective instruction of ``program``: index -> (op, members, src_bytes, dst_bytes)."""
     ins = program.instr
     op = ins["op"]
-    idx = np.flatnonzero(np.isin(op, [int(o) for o in (Op.all_reduce, Op.all_gather, Op.reduce_scatter, Op.send,
-                                                       Op.recv)]))
+    idx = np.flatnonzero(IS_COLLECTIVE[op])
     names = list(program.groups)
     out: dict[int, Call] = {}
     for i in idx.tolist():

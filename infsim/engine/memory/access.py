@@ -34,7 +34,7 @@ from infsim.isa.opcodes import Op, Space
 from infsim.isa.program import Program
 
 if TYPE_CHECKING:
-    from infsim.engine.costs import SparseColumn
+    from infsim.engine.costs import ApInfo, SparseColumn
 
 _ITEMSIZE = np.array([DType(d).itemsize for d in range(len(DType))], dtype=np.int64)
 
@@ -71,9 +71,11 @@ def _ap_rows(aps: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return run * isz, stride * isz
 
 
-def hbm_rows(program: Program, rows: np.ndarray | None = None) -> HbmRows:
+def hbm_rows(program: Program, rows: np.ndarray | None = None, info: ApInfo | None = None) -> HbmRows:
     """The rows of every DMA instruction's HBM source and destination (module docstring): per instruction, or
-    per instruction of ``rows`` (instruction indices) when given; zeros where there is no such side."""
+    per instruction of ``rows`` (instruction indices) when given; zeros where there is no such side. ``info``:
+    the program's :func:`~infsim.engine.costs.ap_info` when the caller has it (its row patterns are the
+    same per AP; else they are derived here for the APs the DMAs use)."""
     ins = program.instr
     aps = program.aps
     sel = np.flatnonzero(ins["op"] == int(Op.dma_copy)) if rows is None else np.asarray(rows, np.int64)
@@ -83,7 +85,12 @@ def hbm_rows(program: Program, rows: np.ndarray | None = None) -> HbmRows:
         a = np.where(is_dma, ins["opnd"][sel, slot].astype(np.int64), -1)
         row = np.zeros(len(sel), dtype=np.int64)
         stride = np.zeros(len(sel), dtype=np.int64)
-        if len(aps):
+        if len(aps) and info is not None:
+            hbm = (a >= 0) & (info.space[np.maximum(a, 0)] == int(Space.hbm))
+            ah = a[hbm]
+            isz = _ITEMSIZE[info.dtype[ah]]
+            row[hbm], stride[hbm] = info.run[ah] * isz, info.row_stride[ah] * isz
+        elif len(aps):
             hbm = (a >= 0) & (aps["space"][np.maximum(a, 0)] == int(Space.hbm))
             used = np.unique(a[hbm])
             rb, sb = _ap_rows(aps, used)

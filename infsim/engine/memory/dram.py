@@ -58,7 +58,7 @@ import numpy as np
 
 from infsim.config.schema import ChipConfig
 from infsim.hw.hbm import closed_form as cf
-from infsim.hw.hbm.model import HbmModel
+from infsim.hw.hbm.config import load_hbm_preset
 from infsim.isa.program import Program
 
 from . import probe_cache
@@ -67,18 +67,32 @@ from .simple import SimpleMemory
 
 if TYPE_CHECKING:
     from infsim.engine.costs import Costs
+    from infsim.hw.hbm.model import HbmModel
 
 _BULK = 1 << 30  # bytes of the steady-state streaming probe
 
 
 class _Probe:
-    """The command-level model of one (preset, stacks), its probes memoised in memory and on disk."""
+    """The command-level model of one (preset, stacks), its probes memoised in memory and on disk. The model
+    itself is built on the first probe the disk cache does not hold (a run whose probes are all cached needs
+    only the preset)."""
 
     def __init__(self, preset: str, stacks: int, address_hash: str):
-        self.model = HbmModel(preset, stacks=stacks, overrides={"controller.address_hash": address_hash})
-        self.cache = probe_cache.ProbeCache(self.model.cfg.model_dump_json(), stacks)
-        self.burst_bytes = self.model.access_bytes
-        self.kappa, self.write_batch = cf.mix_overhead(self.model.cfg)
+        self._args = (preset, stacks, {"controller.address_hash": address_hash})
+        self.cfg = load_hbm_preset(preset, self._args[2])  # the model's (HbmModel loads it the same way)
+        self._model: HbmModel | None = None
+        self.cache = probe_cache.ProbeCache(self.cfg.model_dump_json(), stacks)
+        self.burst_bytes = self.cfg.organization.access_bytes
+        self.kappa, self.write_batch = cf.mix_overhead(self.cfg)
+
+    @property
+    def model(self) -> HbmModel:
+        if self._model is None:
+            from infsim.hw.hbm.model import HbmModel
+
+            preset, stacks, overrides = self._args
+            self._model = HbmModel(preset, stacks=stacks, overrides=overrides)
+        return self._model
 
     @functools.lru_cache(maxsize=4096)  # noqa: B019 -- one instance per (preset, stacks), kept for the process
     def efficiency(self, row_bytes: int, stride_bytes: int, is_write: bool, offset: int) -> float:
@@ -143,8 +157,8 @@ class DramMemory(SimpleMemory):
         if self._probe is None:
             return HbmAccess.ones(len(program))
         d = costs.dma_rows  # the transfers; every other instruction moves nothing (efficiency 1)
-        acc = per_instruction(hbm_rows(program, d), costs.hbm_read_addr.values, costs.hbm_write_addr.values,
-                              self._probe.burst_bytes, self.pattern_efficiency)
+        acc = per_instruction(hbm_rows(program, d, costs.ap_info), costs.hbm_read_addr.values,
+                              costs.hbm_write_addr.values, self._probe.burst_bytes, self.pattern_efficiency)
         read, write = np.ones(len(program)), np.ones(len(program))
         read[d], write[d] = acc.read_eff, acc.write_eff
         return HbmAccess(read, write)
