@@ -89,10 +89,12 @@ def validate(program: Program, chip: ChipConfig) -> None:
         raise ValidationError([str(p) for p in problems], problems)
 
 
-def check(program: Program, chip: ChipConfig, *, chunk: int = CHUNK_INSTRUCTIONS) -> list[Problem]:
+def check(program: Program, chip: ChipConfig, *, chunk: int = CHUNK_INSTRUCTIONS, screen: bool = True) -> list[Problem]:
     """Every problem of ``program`` on ``chip``, program-level first, then by instruction index.
 
-    ``chunk``: instructions per numpy pass (memory bound; the result does not depend on it)."""
+    ``chunk``: instructions per numpy pass (memory bound; the result does not depend on it). ``screen=False``
+    runs every operand-slot rule on every instruction instead of on those a per-slot table lookup does not
+    clear (:class:`~.validate_instr.InstructionRules`; slower, same result: the reference for tests)."""
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     rep = Reporter(program)
@@ -100,7 +102,7 @@ def check(program: Program, chip: ChipConfig, *, chunk: int = CHUNK_INSTRUCTIONS
     aps = ApTable(program, chip)
     n = len(program.instr)
     for lo in range(0, n, chunk):
-        InstructionRules(rep, program, chip, aps, lo, min(n, lo + chunk)).run()
+        InstructionRules(rep, program, chip, aps, lo, min(n, lo + chunk), screen=screen).run()
     _semaphores(rep, program, chunk)
     return rep.problems()
 
