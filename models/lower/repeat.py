@@ -273,12 +273,14 @@ def try_replicate(
     ws = b2["wsem"]
     for k in range(1, copies + 1):
         tk = _tensor_map(p, k)
-        rec = b2.copy()
-        rec["wval"] = np.where(ws >= 0, w2 + k * step, 0).astype(rec["wval"].dtype)
         opnd = _stamp_operands(p, b2["opnd"], tk)
         assert opnd is not None  # guaranteed by the reach check
+        n0 = len(p)
+        p.append_records(b2)
+        # moved on in place: the rows just appended to the program this lowering builds (no other holder)
+        rec = p.instr[n0:]
+        rec["wval"] = np.where(ws >= 0, w2 + k * step, 0)
         rec["opnd"] = opnd
-        p.append_records(rec)
         em.tags.extend(cls2, np.where(lay2 >= 0, lay2 + k, lay2))
     last = rec
     # advance the emitter and buffer state by `copies` layers
@@ -386,14 +388,16 @@ def stamp_rank(em: Emitter, start: int, stop: int, src: int, dst: int, hbm_bufs:
         smap[int(s)] = p.semaphore(dp + p.semaphores[int(s)][len(sp):])
     p.reserve(len(blk))
     for a in range(0, len(blk), _PIECE):  # in pieces: temporaries stay small whatever the block's size
-        rec = blk[a : a + _PIECE].copy()
+        n0 = len(p)
+        p.append_records(blk[a : a + _PIECE])
+        # renamed in place: the rows just appended to the program this lowering builds (no other holder)
+        rec = p.instr[n0:]
         opnd = _stamp_operands(p, rec["opnd"], tmap)
         assert opnd is not None  # checked above
         rec["core"] = dst
         rec["opnd"] = opnd
         rec["wsem"] = smap[rec["wsem"]]
         rec["ssem"] = smap[rec["ssem"]]
-        p.append_records(rec)
     em.tags.extend(*em.tags.arrays(start, stop))
     for (core, eng, q), st in list(em._streams.items()):  # the new streams, as emitting would leave them
         if core == src:
