@@ -29,7 +29,7 @@ from infsim.config.schema import ChipConfig
 from .dtypes import DType
 from .opcodes import MAX_OPERANDS, OPSPECS, Engine, Op, Slot, Space
 from .program import Program
-from .records import INTS_UNUSED
+from .records import INTS_UNUSED, read_fields
 from .validate_aps import ApTable
 from .validate_report import QUEUED, Reporter
 
@@ -107,10 +107,10 @@ class InstructionRules:
         ins, p = self.ins, self.p
         if self.n == 0:
             return
-        op = ins["op"].astype(np.int64)
-        eng = ins["engine"].astype(np.int64)
-        core = ins["core"].astype(np.int64)
-        queue = ins["queue"].astype(np.int64)
+        op8, eng8, queue8, core16 = read_fields(ins, "op", "engine", "queue", "core")
+        op, eng, queue, core = (a.astype(np.int64) for a in (op8, eng8, queue8, core16))
+        # operand indices operand-major, so that each opcode's rows are gathered one operand at a time
+        self.opnd_t = np.ascontiguousarray(read_fields(ins, "opnd")[0].T, dtype=np.int64)
         allidx = np.arange(self.n)
         # opcode / engine
         bad_op = op >= _N_OPS
@@ -138,7 +138,7 @@ class InstructionRules:
                   lambda k: f"{int(queue[k])} but only dma and cc streams have queues (must be 0)")
         chip_of = core // p.cores_per_chip
         # group instructions by opcode
-        order = np.argsort(ins["op"], kind="stable")  # uint8: radix sort
+        order = np.argsort(op8, kind="stable")  # uint8: radix sort
         sop = op[order]
         bounds = np.flatnonzero(np.diff(sop)) + 1
         for chunk in np.split(order, bounds):
@@ -152,31 +152,31 @@ class InstructionRules:
         ``eng``, chips ``chip_of``, cores ``core``). Rows the screen (:meth:`_screen`) passes cannot break a
         slot rule, so only the opcode's rules run on them; the others go through every slot rule."""
         spec = OPSPECS[op]
-        opnd = self.ins["opnd"][idx].astype(np.int64)
+        opnd = np.take(self.opnd_t, idx, axis=1)  # [operand slot, row]
         if self.screen:
             clean = self._screen(op, opnd, eng, chip_of)
             if not clean.all():
                 rest = np.flatnonzero(~clean)
-                self._check_slots(op, idx[rest], opnd[rest], eng[rest], chip_of[rest], core[rest])
+                self._check_slots(op, idx[rest], opnd[:, rest], eng[rest], chip_of[rest], core[rest])
                 sel = np.flatnonzero(clean)
-                idx, opnd, core = idx[sel], opnd[sel], core[sel]
+                idx, opnd, core = idx[sel], opnd[:, sel], core[sel]
         else:
             self._check_slots(op, idx, opnd, eng, chip_of, core)
             return
         fn = getattr(self, f"op_{op.name}", None)
         if fn is not None and len(idx):
             # screened rows: every operand present and in range, or absent from an optional slot
-            cols = {s.name: np.maximum(opnd[:, k], 0) for k, s in enumerate(spec.slots)}
-            pres = {s.name: opnd[:, k] >= 0 for k, s in enumerate(spec.slots)}
+            cols = {s.name: np.maximum(opnd[k], 0) for k, s in enumerate(spec.slots)}
+            pres = {s.name: opnd[k] >= 0 for k, s in enumerate(spec.slots)}
             fn(idx, cols, pres, core)
 
     def _screen(self, op: Op, opnd: np.ndarray, eng: np.ndarray, chip_of: np.ndarray) -> np.ndarray:
-        """Rows (instructions of opcode ``op``, operand indices ``opnd``) for which :meth:`_check_slots`
+        """Rows (instructions of opcode ``op``, operand indices ``opnd[slot, row]``) for which :meth:`_check_slots`
         would report nothing and find every operand present and in range or absent from an optional slot:
         a per-slot table over the AP table (:meth:`_slot_table`) gathered once per slot, instead of every
         rule's own gathers. Conservative: a row it rejects may still be fine (the slot rules decide)."""
         spec = OPSPECS[op]
-        n = len(opnd)
+        n = opnd.shape[1]
         engines = sorted({int(e) for e in spec.engines})
         counts = np.bincount(eng, minlength=256)
         present = [e for e in engines if counts[e]]
@@ -190,7 +190,7 @@ class InstructionRules:
         na2 = self.aps.na + 2
         clean = epos >= 0
         for k in range(len(spec.slots)):
-            a1 = np.clip(opnd[:, k] + 1, 0, na2 - 1)  # table index: 0 absent, 1 + AP, na + 1 out of range
+            a1 = np.clip(opnd[k] + 1, 0, na2 - 1)  # table index: 0 absent, 1 + AP, na + 1 out of range
             tabs = [self._slot_table(op, k, e, chip) for e in present]
             if len(tabs) == 1:
                 clean &= tabs[0][a1]
@@ -200,7 +200,7 @@ class InstructionRules:
                 tch = self.aps.tensor_chip_ext[a1]
                 clean &= (tch < 0) | (tch == chip_of)
         for k in range(len(spec.slots), MAX_OPERANDS):
-            clean &= opnd[:, k] == -1
+            clean &= opnd[k] == -1
         return clean
 
     def _slot_table(self, op: Op, k: int, e: int, chip: int | None) -> np.ndarray:
@@ -232,7 +232,7 @@ class InstructionRules:
 
     def _check_slots(self, op: Op, idx: np.ndarray, opnd: np.ndarray, eng: np.ndarray, chip_of: np.ndarray,
                      core: np.ndarray) -> None:
-        """Every operand-slot rule of the instructions ``idx`` (operand indices ``opnd``), then the opcode's
+        """Every operand-slot rule of the instructions ``idx`` (operand indices ``opnd[slot, row]``), then the opcode's
         rules on those whose operands are all present and in range."""
         aps = self.aps
         spec = OPSPECS[op]
@@ -243,7 +243,7 @@ class InstructionRules:
         comp = _COMPUTE[eng]
         tensor_in = spec.engines == (Engine.tensor,)
         for k, slot in enumerate(spec.slots):
-            a = opnd[:, k]
+            a = opnd[k]
             pres = a >= 0
             oob = a >= na
             if not slot.optional:
@@ -301,7 +301,7 @@ class InstructionRules:
                 f"tensor {aps.tensor_names[int(aps.tid[int(aa[j])])]} is on chip {int(apc[j])}, "
                 f"core {int(core[j])} is on chip {int(chip_of[j])}"))
         for k in range(len(spec.slots), MAX_OPERANDS):
-            a = opnd[:, k]
+            a = opnd[k]
             self.emit(idx, a != -1, f"operand[{k}]", lambda j, a=a, k=k: (
                 f"{spec.name} has {len(spec.slots)} operand slots; slot {k} holds {int(a[j])}"))
         fn = getattr(self, f"op_{op.name}", None)
