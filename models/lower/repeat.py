@@ -232,18 +232,25 @@ def try_replicate(
     step = w2 - w1
     if not np.array_equal(w1 - w0, step):
         return 0
+    # same operands but for HBM tensors one layer on: the AP table holds each record once (Program.ap_id and
+    # intern_aps deduplicate), so on-chip operands must be the same AP index, and only the HBM ones are
+    # compared record by record (with the tensor moved on)
     t1 = _tensor_map(p, 1)
+    is_hbm = p.aps["space"] == int(Space.hbm)
     for bx, by in ((b0, b1), (b1, b2)):
         ox, oy = bx["opnd"], by["opnd"]
         if not np.array_equal(ox < 0, oy < 0):
             return 0
-        rows = p.aps[np.maximum(ox, 0)].copy()
-        hb = rows["space"] == int(Space.hbm)
-        nt = t1[rows["tensor"][hb]]
+        vx, vy = ox[ox >= 0], oy[oy >= 0]
+        hx = is_hbm[vx]
+        if not (np.array_equal(hx, is_hbm[vy]) and np.array_equal(vx[~hx], vy[~hx])):
+            return 0
+        rows = p.aps[vx[hx]]  # (a copy: fancy indexing)
+        nt = t1[rows["tensor"]]
         if (nt < 0).any():
             return 0
-        rows["tensor"][hb] = nt
-        if not np.array_equal(rows[ox >= 0], p.aps[np.maximum(oy, 0)][oy >= 0]):
+        rows["tensor"] = nt
+        if not np.array_equal(rows, p.aps[vy[hx]]):
             return 0
     cls0, lay0 = em.tags.arrays(s0.n_instr, s1.n_instr)
     cls1, lay1 = em.tags.arrays(s1.n_instr, s2.n_instr)
