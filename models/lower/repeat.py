@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from infsim.isa import Program, Space
-from infsim.isa.records import IMM_FIELDS
+from infsim.isa.records import IMM_FIELDS, read_fields
 
 from .emit import Buf, Emitter, _Stream
 
@@ -368,14 +368,18 @@ def stamp_rank(em: Emitter, start: int, stop: int, src: int, dst: int, hbm_bufs:
     if not len(blk) or (blk["core"] != src).any() or np.isin(blk["op"], [int(o) for o in _CORE_IMMS]).any():
         return False
     sp, dp = f"c{src}_", f"c{dst}_"
-    used = np.unique(np.concatenate([blk["wsem"].ravel(), blk["ssem"].ravel()]))
-    used = used[used >= 0]
+    counts = np.zeros(len(p.semaphores) + 1, np.int64)  # per semaphore id + 1 (0: an unused slot)
+    for col in read_fields(blk, "wsem", "ssem"):
+        for k in range(col.shape[1]):
+            counts += np.bincount(col[:, k] + 1, minlength=len(counts))[: len(counts)]
+    used = np.flatnonzero(counts[1:])  # the block's semaphores, ascending (no sort of its slots)
     names = [p.semaphores[int(s)] for s in used]
     if any(not n.startswith(sp) or dp + n[len(sp):] in p._sem_index for n in names):
         return False
     if start > 0:  # the block's semaphores must be first used in it (their ids then follow its first-use order)
-        prev = p.instr[:start]
-        if np.isin(prev["wsem"], used).any() or np.isin(prev["ssem"], used).any():
+        mine = np.zeros(len(p.semaphores) + 1, bool)  # index -1 (unused slot) -> False
+        mine[used] = True
+        if any(mine[col].any() for col in read_fields(p.instr[:start], "wsem", "ssem")):
             return False
     rs, rd = f".r{src}", f".r{dst}"
     tnames = list(p.tensors)
