@@ -78,8 +78,9 @@ class ApTable:
         #: space and dtype of every AP as one code, ``space * (dtypes + 1) + dtype`` (unknown codes clipped to
         #: one past the last known)
         self.space_dtype = np.minimum(space, len(Space)) * (_N_DT + 1) + np.minimum(dt, _N_DT)
-        #: the instruction rules' per-slot screening tables (``validate_instr``), memoised across chunks
-        self.screens: dict[tuple[int, int, int, int | None], np.ndarray] = {}
+        #: per-AP tables of the instruction rules (``validate_instr``: per-slot screens, PSUM bank crossing),
+        #: memoised across chunks
+        self.screens: dict[tuple[int, int, int, int | None] | str, np.ndarray] = {}
         self.elements = pcount * free
 
         # engine-independent AP problems

@@ -335,12 +335,15 @@ class InstructionRules:
         aps = self.aps
         psum = self.chip.psum
         bank = psum.bytes_per_partition // psum.banks
-        lo, hi = aps.lo[dst], aps.hi[dst]
-        inb = (aps.space[dst] == int(Space.psum)) & (lo >= 0) & (hi <= psum.bytes_per_partition)
-        bad = inb & (np.floor_divide(lo, bank) != np.floor_divide(hi - 1, bank))
-        self.emit(idx, bad, "dst.extent", lambda j: (
-            f"bytes [{int(lo[j])}, {int(hi[j])}) cross a PSUM bank boundary (bank = psum.bytes_per_partition / "
-            f"psum.banks = {bank} bytes)"))
+        crossing = aps.screens.get("psum_bank_crossing")  # per AP, once per check (memo shared by the chunks)
+        if crossing is None:
+            inb = (aps.space == int(Space.psum)) & (aps.lo >= 0) & (aps.hi <= psum.bytes_per_partition)
+            crossing = aps.screens["psum_bank_crossing"] = inb & (
+                np.floor_divide(aps.lo, bank) != np.floor_divide(aps.hi - 1, bank))
+        lo, hi = aps.lo, aps.hi
+        self.emit(idx, crossing[dst], "dst.extent", lambda j: (
+            f"bytes [{int(lo[dst[j]])}, {int(hi[dst[j]])}) cross a PSUM bank boundary (bank = "
+            f"psum.bytes_per_partition / psum.banks = {bank} bytes)"))
 
     def op_matmul(self, idx: np.ndarray, cols: dict[str, np.ndarray], pres: dict[str, np.ndarray],
                   core: np.ndarray) -> None:
