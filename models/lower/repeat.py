@@ -352,6 +352,8 @@ _PIECE = 1 << 16
 #: opcodes whose immediates name a semaphore or a core (a rank's block using them is not stamped: the
 #: immediates would need renaming too)
 _CORE_IMMS = frozenset(op for op, fields in IMM_FIELDS.items() if any(k == "sem" or n == "peer" for n, k, _ in fields))
+_CORE_IMM_OPS = np.zeros(256, bool)  # by opcode: one of _CORE_IMMS
+_CORE_IMM_OPS[[int(o) for o in _CORE_IMMS]] = True
 
 
 def stamp_rank(em: Emitter, start: int, stop: int, src: int, dst: int, hbm_bufs: dict[str, Buf]) -> bool:
@@ -365,7 +367,10 @@ def stamp_rank(em: Emitter, start: int, stop: int, src: int, dst: int, hbm_bufs:
     image, an immediate naming a semaphore or core, or semaphores of the block declared before it."""
     p = em.p
     blk = p.instr[start:stop]
-    if not len(blk) or (blk["core"] != src).any() or np.isin(blk["op"], [int(o) for o in _CORE_IMMS]).any():
+    if not len(blk):
+        return False
+    op, core = read_fields(blk, "op", "core")
+    if (core != src).any() or _CORE_IMM_OPS[op].any():
         return False
     sp, dp = f"c{src}_", f"c{dst}_"
     counts = np.zeros(len(p.semaphores) + 1, np.int64)  # per semaphore id + 1 (0: an unused slot)
@@ -389,10 +394,10 @@ def stamp_rank(em: Emitter, start: int, stop: int, src: int, dst: int, hbm_bufs:
             tmap[i] = p._tensor_index.get(n[: -len(rs)] + rd, -1)
     aps = p.aps
     hb = aps["space"] == int(Space.hbm)
-    no_image = hb & (tmap[np.where(hb, aps["tensor"], 0)] < 0)  # per AP-table row
+    # per AP-table row, and False at index -1 (an absent operand)
+    no_image = np.append(hb & (tmap[np.where(hb, aps["tensor"], 0)] < 0), False)
     for a in range(0, len(blk), _PIECE):
-        o = blk["opnd"][a : a + _PIECE]
-        if no_image[np.maximum(o, 0)][o >= 0].any():
+        if no_image[blk["opnd"][a : a + _PIECE]].any():
             return False
     smap = np.full(len(p.semaphores) + 1, -1, np.int64)  # index -1 -> -1
     for s in used:  # ids in declaration order = the block's first-use order
