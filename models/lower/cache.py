@@ -27,7 +27,8 @@ A background write reads the program's instruction and AP tables while the calle
 modified in place meanwhile (they never are: :attr:`Program.instr` and :attr:`Program.aps` are read-only by
 contract, and appending writes past their end or into a new table); everything else is pickled before
 :func:`lower_cached` returns. A write that fails leaves no file (the step is simply not cached: an ``OSError``
-silently, anything else with a warning).
+silently, anything else with a warning); a process killed while it writes leaves its temporary file behind,
+as a process killed during a waited write does (never a partial entry).
 
 Left out: eviction (entries stay until the directory is deleted; a Llama-2-7B decode step is ~70 MB).
 """
