@@ -369,8 +369,8 @@ def stamp_rank(em: Emitter, start: int, stop: int, src: int, dst: int, hbm_bufs:
     blk = p.instr[start:stop]
     if not len(blk):
         return False
-    op, core = read_fields(blk, "op", "core")
-    if (core != src).any() or _CORE_IMM_OPS[op].any():
+    ops, cores = read_fields(blk, "op", "core")
+    if (cores != src).any() or _CORE_IMM_OPS[ops].any():
         return False
     sp, dp = f"c{src}_", f"c{dst}_"
     counts = np.zeros(len(p.semaphores) + 1, np.int64)  # per semaphore id + 1 (0: an unused slot)
