@@ -107,8 +107,8 @@ class InstructionRules:
         ins, p = self.ins, self.p
         if self.n == 0:
             return
-        op8, eng8, queue8, core16 = read_fields(ins, "op", "engine", "queue", "core")
-        op, eng, queue, core = (a.astype(np.int64) for a in (op8, eng8, queue8, core16))
+        # (kept narrow: uint8/uint16 index the tables and compare with Python ints exactly, and stay small)
+        op, eng, queue, core = read_fields(ins, "op", "engine", "queue", "core")
         # operand indices operand-major, so that each opcode's rows are gathered one operand at a time
         self.opnd_t = np.ascontiguousarray(read_fields(ins, "opnd")[0].T, dtype=np.int64)
         allidx = np.arange(self.n)
@@ -136,9 +136,9 @@ class InstructionRules:
                   lambda k: f"{int(queue[k])} exceeds dma.queues_per_core {nq} (queues 0..{nq - 1})")
         self.emit(allidx, ~queued & (queue != 0), "queue",
                   lambda k: f"{int(queue[k])} but only dma and cc streams have queues (must be 0)")
-        chip_of = core // p.cores_per_chip
+        chip_of = core // np.int64(p.cores_per_chip)  # (int64: any cores_per_chip)
         # group instructions by opcode
-        order = np.argsort(op8, kind="stable")  # uint8: radix sort
+        order = np.argsort(op, kind="stable")  # uint8: radix sort
         sop = op[order]
         bounds = np.flatnonzero(np.diff(sop)) + 1
         for chunk in np.split(order, bounds):
