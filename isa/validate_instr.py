@@ -110,7 +110,7 @@ class InstructionRules:
         # (kept narrow: uint8/uint16 index the tables and compare with Python ints exactly, and stay small)
         op, eng, queue, core = read_fields(ins, "op", "engine", "queue", "core")
         # operand indices operand-major, so that each opcode's rows are gathered one operand at a time
-        self.opnd_t = np.ascontiguousarray(read_fields(ins, "opnd")[0].T, dtype=np.int64)
+        self.opnd_t = np.ascontiguousarray(read_fields(ins, "opnd")[0].T)  # (int32, as stored)
         allidx = np.arange(self.n)
         # opcode / engine
         bad_op = op >= _N_OPS
@@ -190,7 +190,7 @@ class InstructionRules:
         na2 = self.aps.na + 2
         clean = epos >= 0
         for k in range(len(spec.slots)):
-            a1 = np.clip(opnd[k] + 1, 0, na2 - 1)  # table index: 0 absent, 1 + AP, na + 1 out of range
+            a1 = np.clip(opnd[k], -1, na2 - 2) + 1  # table index: 0 absent, 1 + AP, na + 1 out of range
             tabs = [self._slot_table(op, k, e, chip) for e in present]
             if len(tabs) == 1:
                 clean &= tabs[0][a1]

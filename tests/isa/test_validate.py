@@ -583,15 +583,22 @@ def _screen_cases() -> list[Instruction]:
 
 def test_screened_check_engine_and_chip_rules() -> None:
     """Rules that depend on the engine or the chip config give the same problems screened or not: gpsimd
-    reading PSUM, fp16 on a bf16-only tensor engine, an HBM tensor of another chip (single-chip group)."""
+    reading PSUM, fp16 on a bf16-only tensor engine, an HBM tensor of another chip (single-chip group); and
+    int32 extremes in an optional slot (out of range is reported, any negative index is absent)."""
     p = new_program()
     for q in _screen_cases():
         p.append(q)
     p.append(ins("tensor_copy", sbuf(32, 8, DType.fp32), psum(32, 8), engine="gpsimd"))
     p.append(make("dma_copy", sbuf(128, 128, DType.bf16), hbm("B", 128, 128, DType.bf16, row_stride=1024)))
-    for chip, fields in ((CHIP, {(3, "src.space"), (4, "src.tensor")}),
+    act = make("activate", sbuf(128, 64, DType.fp32), sbuf(128, 64, DType.fp32, offset=256), func="exp")
+    p.append(act)
+    p.append(act)
+    recs = p.instr[-2:].copy()
+    recs["opnd"][:, 2] = (2**31 - 1, -(2**31))  # optional bias: far out of range; absent (any negative)
+    p.append_records(recs)
+    for chip, fields in ((CHIP, {(3, "src.space"), (4, "src.tensor"), (7, "bias")}),
                          (CHIP_BF16_TE, {(2, "stationary.dtype"), (2, "moving.dtype"), (3, "src.space"),
-                                         (4, "src.tensor")})):
+                                         (4, "src.tensor"), (7, "bias")})):
         got = check(p, chip, screen=True)
         assert got == check(p, chip, screen=False)
         assert {(q.index, q.field) for q in got} == fields
@@ -628,7 +635,9 @@ def test_screened_check_equals_every_rule_on_every_row(seed: int, build: Callabl
         if kind <= 1:
             nslots = len(OPSPECS[Op(int(recs["op"][r]))].slots) if recs["op"][r] < len(Op) else 5
             k = int(rng.integers(nslots)) if kind == 0 and nslots else int(rng.integers(5))
-            recs["opnd"][r, k] = int(rng.integers(naps0, naps) if rng.random() < 0.6 else rng.integers(-2, naps + 2))
+            far = (2**31 - 1, -(2**31), naps + 1000)  # (int32 extremes: no overflow in the screen's indexing)
+            recs["opnd"][r, k] = int(rng.integers(naps0, naps) if rng.random() < 0.6 else
+                                     rng.integers(-2, naps + 2) if rng.random() < 0.8 else far[int(rng.integers(3))])
         elif kind == 2:
             allowed = OPSPECS[Op(int(recs["op"][r]))].engines if recs["op"][r] < len(Op) else ()
             pick = rng.random() < 0.7 and allowed
