@@ -153,7 +153,7 @@ def _run_cycle(cfg: ChipConfig, spec: Any, wl: Workload, fidelity: str, memory: 
     phase, batch = wl.phase, wl.batch
     bar = progress_bar(progress, total=2, desc=f"{spec.name} {phase} on {cfg.name}", leave=False)
     t0 = time.perf_counter()
-    lw = lower_cached(spec, wl, cfg)  # on-disk cache: see infsim.models.lower.cache
+    lw = lower_cached(spec, wl, cfg, wait=False)  # on-disk cache (written in the background): see its module
     lw.program.drop_build_indexes()  # nothing is appended from here on
     release_free_heap()  # the lowering's temporaries, before the simulation's large arrays (engine/heap.py)
     t1 = time.perf_counter()

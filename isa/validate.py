@@ -69,6 +69,7 @@ from infsim.config.schema import ChipConfig
 from .errors import ValidationError
 from .opcodes import Op
 from .program import Program
+from .records import read_fields
 from .validate_aps import ApTable
 from .validate_instr import InstructionRules
 from .validate_report import Problem, Reporter
@@ -89,10 +90,12 @@ def validate(program: Program, chip: ChipConfig) -> None:
         raise ValidationError([str(p) for p in problems], problems)
 
 
-def check(program: Program, chip: ChipConfig, *, chunk: int = CHUNK_INSTRUCTIONS) -> list[Problem]:
+def check(program: Program, chip: ChipConfig, *, chunk: int = CHUNK_INSTRUCTIONS, screen: bool = True) -> list[Problem]:
     """Every problem of ``program`` on ``chip``, program-level first, then by instruction index.
 
-    ``chunk``: instructions per numpy pass (memory bound; the result does not depend on it)."""
+    ``chunk``: instructions per numpy pass (memory bound; the result does not depend on it). ``screen=False``
+    runs every operand-slot rule on every instruction instead of on those a per-slot table lookup does not
+    clear (:class:`~.validate_instr.InstructionRules`; slower, same result: the reference for tests)."""
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     rep = Reporter(program)
@@ -100,7 +103,7 @@ def check(program: Program, chip: ChipConfig, *, chunk: int = CHUNK_INSTRUCTIONS
     aps = ApTable(program, chip)
     n = len(program.instr)
     for lo in range(0, n, chunk):
-        InstructionRules(rep, program, chip, aps, lo, min(n, lo + chunk)).run()
+        InstructionRules(rep, program, chip, aps, lo, min(n, lo + chunk), screen=screen).run()
     _semaphores(rep, program, chunk)
     return rep.problems()
 
@@ -130,7 +133,9 @@ def _program_level(rep: Reporter, p: Program, chip: ChipConfig) -> None:
 
 
 def _semaphores(rep: Reporter, p: Program, chunk: int) -> None:
-    """The static deadlock check (module docstring, **Semaphores**), ``chunk`` instructions at a time."""
+    """The static deadlock check (module docstring, **Semaphores**), ``chunk`` instructions at a time. Each
+    pass first screens the chunk with all its slots at once; only a chunk with a problem goes slot by slot
+    (which reports them, in the same order whatever the screen)."""
     ins = p.instr
     n = len(ins)
     if n == 0:
@@ -139,20 +144,27 @@ def _semaphores(rep: Reporter, p: Program, chunk: int) -> None:
     names = p.semaphores
     total = np.zeros(ns, np.float64)
     for idx, part in _chunks(ins, chunk):  # totals of all signals (pass 1)
-        ssem = part["ssem"].astype(np.int64)
-        sval = part["sval"].astype(np.float64)
-        for k in range(ssem.shape[1]):
+        ssem, sval = read_fields(part, "ssem", "sval")
+        if (ssem >= ns).any():  # an undeclared semaphore: reported slot by slot
+            for k in range(ssem.shape[1]):
+                _declared(rep, idx, ssem[:, k].astype(np.int64), ns, f"signal[{k}]")
+        for k in range(ssem.shape[1]):  # (per slot: a 2-D mask selects several times slower)
             s = ssem[:, k]
-            v = _declared(rep, idx, s, ns, f"signal[{k}]")
+            v = (s >= 0) & (s < ns)
             total += np.bincount(s[v], weights=sval[v, k], minlength=ns)[:ns]
     bar = np.flatnonzero(ins["op"] == int(Op.barrier))
     bsem = ins["i0"][bar].astype(np.int64)
     bcount = ins["i1"][bar].astype(np.int64)
     bvalid = (bsem >= 0) & (bsem < ns)
     total += np.bincount(bsem[bvalid], minlength=ns)[:ns]
+    # per semaphore index + 1 (clipped to [-1, ns]): the largest wait value that can be satisfied
+    reach = np.concatenate([[np.inf], total, [-np.inf]])  # unused slot: anything; undeclared: nothing
     for idx, part in _chunks(ins, chunk):  # waits against the totals (pass 2)
-        wsem = part["wsem"].astype(np.int64)
-        wval = part["wval"].astype(np.float64)
+        wsem32, wval32 = read_fields(part, "wsem", "wval")
+        if not (wval32 > reach[np.clip(wsem32, -1, ns) + 1]).any():
+            continue  # every wait declared and satisfiable
+        wsem = wsem32.astype(np.int64)
+        wval = wval32.astype(np.float64)
         for k in range(wsem.shape[1]):
             s = wsem[:, k]
             v = _declared(rep, idx, s, ns, f"wait[{k}]")

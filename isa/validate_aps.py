@@ -73,6 +73,14 @@ class ApTable:
         self.sizes, self.free, self.lo, self.hi, self.tid = np.where(used, sizes, 0), free, lo, hi, tid
         self.tid_ok = tid_ok
         self.tensor_chip = np.where(tid_ok, tchip[np.where(tid_ok, tid, nt)], -1)  # -1: not an HBM tensor
+        #: ``tensor_chip`` indexed like the instruction rules' screening tables (1 + AP; -1 at both ends)
+        self.tensor_chip_ext = np.concatenate([[-1], self.tensor_chip, [-1]])
+        #: space and dtype of every AP as one code, ``space * (dtypes + 1) + dtype`` (unknown codes clipped to
+        #: one past the last known)
+        self.space_dtype = np.minimum(space, len(Space)) * (_N_DT + 1) + np.minimum(dt, _N_DT)
+        #: per-AP tables of the instruction rules (``validate_instr``: per-slot screens, PSUM bank crossing),
+        #: memoised across chunks
+        self.screens: dict[tuple[int, int, int, int | None] | str, np.ndarray] = {}
         self.elements = pcount * free
 
         # engine-independent AP problems

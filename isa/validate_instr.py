@@ -29,7 +29,7 @@ from infsim.config.schema import ChipConfig
 from .dtypes import DType
 from .opcodes import MAX_OPERANDS, OPSPECS, Engine, Op, Slot, Space
 from .program import Program
-from .records import INTS_UNUSED
+from .records import INTS_UNUSED, read_fields
 from .validate_aps import ApTable
 from .validate_report import QUEUED, Reporter
 
@@ -38,6 +38,7 @@ __all__ = ["InstructionRules"]
 _N_DT = len(DType)
 _N_OPS = len(Op)
 _N_ENG = len(Engine)
+_N_SPACES = len(Space)
 _COMPUTE = np.zeros(256, bool)
 for _e in (Engine.tensor, Engine.vector, Engine.scalar, Engine.gpsimd):
     _COMPUTE[int(_e)] = True
@@ -70,11 +71,16 @@ def _dn(d: int | np.integer) -> str:
 class InstructionRules:
     """The per-instruction rules of instructions ``lo..hi`` of ``program`` on ``chip`` (default: all);
     problems go to ``rep`` (call :meth:`run`). Inside, instruction positions are relative to ``lo`` (the
-    rules index ``self.ins``, a view of the chunk); problems are reported at ``lo + position``."""
+    rules index ``self.ins``, a view of the chunk); problems are reported at ``lo + position``.
+
+    ``screen`` (default): the operand-slot rules run only on the rows a cheap screen cannot clear (one table
+    lookup per slot, :meth:`_screen`); on a clean program that is none, and the problems found are the same
+    as with ``screen=False`` (every rule on every row; tests compare the two)."""
 
     def __init__(self, rep: Reporter, program: Program, chip: ChipConfig, aps: ApTable, lo: int = 0,
-                 hi: int | None = None):
+                 hi: int | None = None, *, screen: bool = True):
         self.p = program
+        self.screen = screen  # False: every slot rule on every row (the reference the screen is tested against)
         self.chip = chip
         self.aps = aps
         self.ins = program.instr[lo:hi]
@@ -101,10 +107,10 @@ class InstructionRules:
         ins, p = self.ins, self.p
         if self.n == 0:
             return
-        op = ins["op"].astype(np.int64)
-        eng = ins["engine"].astype(np.int64)
-        core = ins["core"].astype(np.int64)
-        queue = ins["queue"].astype(np.int64)
+        # (kept narrow: uint8/uint16 index the tables and compare with Python ints exactly, and stay small)
+        op, eng, queue, core = read_fields(ins, "op", "engine", "queue", "core")
+        # operand indices operand-major, so that each opcode's rows are gathered one operand at a time
+        self.opnd_t = np.ascontiguousarray(read_fields(ins, "opnd")[0].T)  # (int32, as stored)
         allidx = np.arange(self.n)
         # opcode / engine
         bad_op = op >= _N_OPS
@@ -130,9 +136,9 @@ class InstructionRules:
                   lambda k: f"{int(queue[k])} exceeds dma.queues_per_core {nq} (queues 0..{nq - 1})")
         self.emit(allidx, ~queued & (queue != 0), "queue",
                   lambda k: f"{int(queue[k])} but only dma and cc streams have queues (must be 0)")
-        chip_of = core // p.cores_per_chip
+        chip_of = core // np.int64(p.cores_per_chip)  # (int64: any cores_per_chip)
         # group instructions by opcode
-        order = np.argsort(ins["op"], kind="stable")  # uint8: radix sort
+        order = np.argsort(op, kind="stable")  # uint8: radix sort
         sop = op[order]
         bounds = np.flatnonzero(np.diff(sop)) + 1
         for chunk in np.split(order, bounds):
@@ -142,9 +148,94 @@ class InstructionRules:
             self.check_op(Op(code), chunk, eng[chunk], chip_of[chunk], core[chunk])
 
     def check_op(self, op: Op, idx: np.ndarray, eng: np.ndarray, chip_of: np.ndarray, core: np.ndarray) -> None:
+        """The operand-slot rules and the opcode's rules for the instructions ``idx`` of opcode ``op`` (streams
+        ``eng``, chips ``chip_of``, cores ``core``). Rows the screen (:meth:`_screen`) passes cannot break a
+        slot rule, so only the opcode's rules run on them; the others go through every slot rule."""
+        spec = OPSPECS[op]
+        opnd = np.take(self.opnd_t, idx, axis=1)  # [operand slot, row]
+        if self.screen:
+            clean = self._screen(op, opnd, eng, chip_of)
+            if not clean.all():
+                rest = np.flatnonzero(~clean)
+                self._check_slots(op, idx[rest], opnd[:, rest], eng[rest], chip_of[rest], core[rest])
+                sel = np.flatnonzero(clean)
+                idx, opnd, core = idx[sel], opnd[:, sel], core[sel]
+        else:
+            self._check_slots(op, idx, opnd, eng, chip_of, core)
+            return
+        fn = getattr(self, f"op_{op.name}", None)
+        if fn is not None and len(idx):
+            # screened rows: every operand present and in range, or absent from an optional slot
+            cols = {s.name: np.maximum(opnd[k], 0) for k, s in enumerate(spec.slots)}
+            pres = {s.name: opnd[k] >= 0 for k, s in enumerate(spec.slots)}
+            fn(idx, cols, pres, core)
+
+    def _screen(self, op: Op, opnd: np.ndarray, eng: np.ndarray, chip_of: np.ndarray) -> np.ndarray:
+        """Rows (instructions of opcode ``op``, operand indices ``opnd[slot, row]``) for which :meth:`_check_slots`
+        would report nothing and find every operand present and in range or absent from an optional slot:
+        a per-slot table over the AP table (:meth:`_slot_table`) gathered once per slot, instead of every
+        rule's own gathers. Conservative: a row it rejects may still be fine (the slot rules decide)."""
+        spec = OPSPECS[op]
+        n = opnd.shape[1]
+        engines = sorted({int(e) for e in spec.engines})
+        counts = np.bincount(eng, minlength=256)
+        present = [e for e in engines if counts[e]]
+        if not present:  # rows of engines that may not run the opcode: the slot rules decide
+            return np.zeros(n, bool)
+        pos = np.full(256, -1, np.int64)
+        pos[present] = np.arange(len(present))
+        epos = pos[eng]  # row -> position of its engine in ``present`` (-1: not one the opcode allows)
+        c_lo, c_hi = int(chip_of.min()), int(chip_of.max())
+        chip = c_lo if c_lo == c_hi else None  # one chip: folded into the tables
+        na2 = self.aps.na + 2
+        clean = epos >= 0
+        for k in range(len(spec.slots)):
+            a1 = np.clip(opnd[k], -1, na2 - 2) + 1  # table index: 0 absent, 1 + AP, na + 1 out of range
+            tabs = [self._slot_table(op, k, e, chip) for e in present]
+            if len(tabs) == 1:
+                clean &= tabs[0][a1]
+            else:
+                clean &= np.concatenate(tabs)[np.maximum(epos, 0) * na2 + a1]
+            if chip is None:  # HBM tensors on the issuing core's chip, row by row
+                tch = self.aps.tensor_chip_ext[a1]
+                clean &= (tch < 0) | (tch == chip_of)
+        for k in range(len(spec.slots), MAX_OPERANDS):
+            clean &= opnd[k] == -1
+        return clean
+
+    def _slot_table(self, op: Op, k: int, e: int, chip: int | None) -> np.ndarray:
+        """Per table index (0: no operand, ``1 + a``: AP ``a``, ``na + 1``: out of range) whether slot ``k``
+        of ``op`` on engine ``e`` passes every slot rule of :meth:`_check_slots` (HBM tensors on ``chip``,
+        unless ``None``: checked per row); memoised on the :class:`ApTable`, shared by the chunks."""
+        key = (int(op), k, e, chip)
+        memo = self.aps.screens
+        t = memo.get(key)
+        if t is not None:
+            return t
         aps = self.aps
         spec = OPSPECS[op]
-        opnd = self.ins["opnd"][idx].astype(np.int64)
+        slot = spec.slots[k]
+        # (space, dtype) pairs the slot accepts on this engine; unknown codes (last row/column) never pass
+        ok = np.zeros((_N_SPACES + 1, _N_DT + 1), bool)
+        dts = [int(d) for d in slot.dtypes
+               if not (spec.engines == (Engine.tensor,) and not slot.output) or self.te_dtypes[int(d)]]
+        for s in slot.spaces:
+            if not aps.deny[e, int(s)]:
+                ok[int(s), dts] = True
+        fine = ok.ravel()[aps.space_dtype] & ~aps.bad
+        if _COMPUTE[e]:
+            fine &= ~aps.compute_bad
+        if chip is not None:
+            fine &= (aps.tensor_chip < 0) | (aps.tensor_chip == chip)
+        t = memo[key] = np.concatenate([[slot.optional], fine, [False]])
+        return t
+
+    def _check_slots(self, op: Op, idx: np.ndarray, opnd: np.ndarray, eng: np.ndarray, chip_of: np.ndarray,
+                     core: np.ndarray) -> None:
+        """Every operand-slot rule of the instructions ``idx`` (operand indices ``opnd[slot, row]``), then the opcode's
+        rules on those whose operands are all present and in range."""
+        aps = self.aps
+        spec = OPSPECS[op]
         na = aps.na
         ok = np.ones(len(idx), bool)  # all present operands valid (index in range)
         cols: dict[str, np.ndarray] = {}
@@ -152,7 +243,7 @@ class InstructionRules:
         comp = _COMPUTE[eng]
         tensor_in = spec.engines == (Engine.tensor,)
         for k, slot in enumerate(spec.slots):
-            a = opnd[:, k]
+            a = opnd[k]
             pres = a >= 0
             oob = a >= na
             if not slot.optional:
@@ -210,7 +301,7 @@ class InstructionRules:
                 f"tensor {aps.tensor_names[int(aps.tid[int(aa[j])])]} is on chip {int(apc[j])}, "
                 f"core {int(core[j])} is on chip {int(chip_of[j])}"))
         for k in range(len(spec.slots), MAX_OPERANDS):
-            a = self.ins["opnd"][idx, k]
+            a = opnd[k]
             self.emit(idx, a != -1, f"operand[{k}]", lambda j, a=a, k=k: (
                 f"{spec.name} has {len(spec.slots)} operand slots; slot {k} holds {int(a[j])}"))
         fn = getattr(self, f"op_{op.name}", None)
@@ -244,12 +335,15 @@ class InstructionRules:
         aps = self.aps
         psum = self.chip.psum
         bank = psum.bytes_per_partition // psum.banks
-        lo, hi = aps.lo[dst], aps.hi[dst]
-        inb = (aps.space[dst] == int(Space.psum)) & (lo >= 0) & (hi <= psum.bytes_per_partition)
-        bad = inb & (np.floor_divide(lo, bank) != np.floor_divide(hi - 1, bank))
-        self.emit(idx, bad, "dst.extent", lambda j: (
-            f"bytes [{int(lo[j])}, {int(hi[j])}) cross a PSUM bank boundary (bank = psum.bytes_per_partition / "
-            f"psum.banks = {bank} bytes)"))
+        crossing = aps.screens.get("psum_bank_crossing")  # per AP, once per check (memo shared by the chunks)
+        if crossing is None:
+            inb = (aps.space == int(Space.psum)) & (aps.lo >= 0) & (aps.hi <= psum.bytes_per_partition)
+            crossing = aps.screens["psum_bank_crossing"] = inb & (
+                np.floor_divide(aps.lo, bank) != np.floor_divide(aps.hi - 1, bank))
+        lo, hi = aps.lo, aps.hi
+        self.emit(idx, crossing[dst], "dst.extent", lambda j: (
+            f"bytes [{int(lo[dst[j]])}, {int(hi[dst[j]])}) cross a PSUM bank boundary (bank = "
+            f"psum.bytes_per_partition / psum.banks = {bank} bytes)"))
 
     def op_matmul(self, idx: np.ndarray, cols: dict[str, np.ndarray], pres: dict[str, np.ndarray],
                   core: np.ndarray) -> None:

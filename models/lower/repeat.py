@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from infsim.isa import Program, Space
-from infsim.isa.records import IMM_FIELDS
+from infsim.isa.records import IMM_FIELDS, read_fields
 
 from .emit import Buf, Emitter, _Stream
 
@@ -232,18 +232,25 @@ def try_replicate(
     step = w2 - w1
     if not np.array_equal(w1 - w0, step):
         return 0
+    # same operands but for HBM tensors one layer on: the AP table holds each record once (Program.ap_id and
+    # intern_aps deduplicate), so on-chip operands must be the same AP index, and only the HBM ones are
+    # compared record by record (with the tensor moved on)
     t1 = _tensor_map(p, 1)
+    is_hbm = p.aps["space"] == int(Space.hbm)
     for bx, by in ((b0, b1), (b1, b2)):
         ox, oy = bx["opnd"], by["opnd"]
         if not np.array_equal(ox < 0, oy < 0):
             return 0
-        rows = p.aps[np.maximum(ox, 0)].copy()
-        hb = rows["space"] == int(Space.hbm)
-        nt = t1[rows["tensor"][hb]]
+        vx, vy = ox[ox >= 0], oy[oy >= 0]
+        hx = is_hbm[vx]
+        if not (np.array_equal(hx, is_hbm[vy]) and np.array_equal(vx[~hx], vy[~hx])):
+            return 0
+        rows = p.aps[vx[hx]]  # (a copy: fancy indexing)
+        nt = t1[rows["tensor"]]
         if (nt < 0).any():
             return 0
-        rows["tensor"][hb] = nt
-        if not np.array_equal(rows[ox >= 0], p.aps[np.maximum(oy, 0)][oy >= 0]):
+        rows["tensor"] = nt
+        if not np.array_equal(rows, p.aps[vy[hx]]):
             return 0
     cls0, lay0 = em.tags.arrays(s0.n_instr, s1.n_instr)
     cls1, lay1 = em.tags.arrays(s1.n_instr, s2.n_instr)
@@ -273,12 +280,14 @@ def try_replicate(
     ws = b2["wsem"]
     for k in range(1, copies + 1):
         tk = _tensor_map(p, k)
-        rec = b2.copy()
-        rec["wval"] = np.where(ws >= 0, w2 + k * step, 0).astype(rec["wval"].dtype)
         opnd = _stamp_operands(p, b2["opnd"], tk)
         assert opnd is not None  # guaranteed by the reach check
+        n0 = len(p)
+        p.append_records(b2)
+        # moved on in place: the rows just appended to the program this lowering builds (no other holder)
+        rec = p.instr[n0:]
+        rec["wval"] = np.where(ws >= 0, w2 + k * step, 0)
         rec["opnd"] = opnd
-        p.append_records(rec)
         em.tags.extend(cls2, np.where(lay2 >= 0, lay2 + k, lay2))
     last = rec
     # advance the emitter and buffer state by `copies` layers
@@ -343,6 +352,8 @@ _PIECE = 1 << 16
 #: opcodes whose immediates name a semaphore or a core (a rank's block using them is not stamped: the
 #: immediates would need renaming too)
 _CORE_IMMS = frozenset(op for op, fields in IMM_FIELDS.items() if any(k == "sem" or n == "peer" for n, k, _ in fields))
+_CORE_IMM_OPS = np.zeros(256, bool)  # by opcode: one of _CORE_IMMS
+_CORE_IMM_OPS[[int(o) for o in _CORE_IMMS]] = True
 
 
 def stamp_rank(em: Emitter, start: int, stop: int, src: int, dst: int, hbm_bufs: dict[str, Buf]) -> bool:
@@ -356,17 +367,24 @@ def stamp_rank(em: Emitter, start: int, stop: int, src: int, dst: int, hbm_bufs:
     image, an immediate naming a semaphore or core, or semaphores of the block declared before it."""
     p = em.p
     blk = p.instr[start:stop]
-    if not len(blk) or (blk["core"] != src).any() or np.isin(blk["op"], [int(o) for o in _CORE_IMMS]).any():
+    if not len(blk):
+        return False
+    ops, cores = read_fields(blk, "op", "core")
+    if (cores != src).any() or _CORE_IMM_OPS[ops].any():
         return False
     sp, dp = f"c{src}_", f"c{dst}_"
-    used = np.unique(np.concatenate([blk["wsem"].ravel(), blk["ssem"].ravel()]))
-    used = used[used >= 0]
+    counts = np.zeros(len(p.semaphores) + 1, np.int64)  # per semaphore id + 1 (0: an unused slot)
+    for col in read_fields(blk, "wsem", "ssem"):
+        for k in range(col.shape[1]):
+            counts += np.bincount(col[:, k] + 1, minlength=len(counts))[: len(counts)]
+    used = np.flatnonzero(counts[1:])  # the block's semaphores, ascending (no sort of its slots)
     names = [p.semaphores[int(s)] for s in used]
     if any(not n.startswith(sp) or dp + n[len(sp):] in p._sem_index for n in names):
         return False
     if start > 0:  # the block's semaphores must be first used in it (their ids then follow its first-use order)
-        prev = p.instr[:start]
-        if np.isin(prev["wsem"], used).any() or np.isin(prev["ssem"], used).any():
+        mine = np.zeros(len(p.semaphores) + 1, bool)  # index -1 (unused slot) -> False
+        mine[used] = True
+        if any(mine[col].any() for col in read_fields(p.instr[:start], "wsem", "ssem")):
             return False
     rs, rd = f".r{src}", f".r{dst}"
     tnames = list(p.tensors)
@@ -376,24 +394,26 @@ def stamp_rank(em: Emitter, start: int, stop: int, src: int, dst: int, hbm_bufs:
             tmap[i] = p._tensor_index.get(n[: -len(rs)] + rd, -1)
     aps = p.aps
     hb = aps["space"] == int(Space.hbm)
-    no_image = hb & (tmap[np.where(hb, aps["tensor"], 0)] < 0)  # per AP-table row
+    # per AP-table row, and False at index -1 (an absent operand)
+    no_image = np.append(hb & (tmap[np.where(hb, aps["tensor"], 0)] < 0), False)
     for a in range(0, len(blk), _PIECE):
-        o = blk["opnd"][a : a + _PIECE]
-        if no_image[np.maximum(o, 0)][o >= 0].any():
+        if no_image[blk["opnd"][a : a + _PIECE]].any():
             return False
     smap = np.full(len(p.semaphores) + 1, -1, np.int64)  # index -1 -> -1
     for s in used:  # ids in declaration order = the block's first-use order
         smap[int(s)] = p.semaphore(dp + p.semaphores[int(s)][len(sp):])
     p.reserve(len(blk))
     for a in range(0, len(blk), _PIECE):  # in pieces: temporaries stay small whatever the block's size
-        rec = blk[a : a + _PIECE].copy()
+        n0 = len(p)
+        p.append_records(blk[a : a + _PIECE])
+        # renamed in place: the rows just appended to the program this lowering builds (no other holder)
+        rec = p.instr[n0:]
         opnd = _stamp_operands(p, rec["opnd"], tmap)
         assert opnd is not None  # checked above
         rec["core"] = dst
         rec["opnd"] = opnd
         rec["wsem"] = smap[rec["wsem"]]
         rec["ssem"] = smap[rec["ssem"]]
-        p.append_records(rec)
     em.tags.extend(*em.tags.arrays(start, stop))
     for (core, eng, q), st in list(em._streams.items()):  # the new streams, as emitting would leave them
         if core == src:

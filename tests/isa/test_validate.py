@@ -573,3 +573,79 @@ def test_chunked_check_reports_the_same_problems(seed: int, n: int, naps: int, c
 def test_chunk_must_be_positive() -> None:
     with pytest.raises(ValueError, match="chunk"):
         check(gemm_program(), CHIP, chunk=0)
+
+
+def _screen_cases() -> list[Instruction]:
+    return [ins("tensor_copy", sbuf(32, 8, DType.fp32), sbuf(32, 8, DType.fp32, offset=64), engine="vector"),
+            ins("tensor_copy", sbuf(32, 8, DType.fp32), psum(32, 8), engine="vector"),
+            make("matmul", psum(16, 16), sbuf(16, 16, DType.fp16), sbuf(16, 16, DType.fp16, offset=64))]
+
+
+def test_screened_check_engine_and_chip_rules() -> None:
+    """Rules that depend on the engine or the chip config give the same problems screened or not: gpsimd
+    reading PSUM, fp16 on a bf16-only tensor engine, an HBM tensor of another chip (single-chip group); and
+    int32 extremes in an optional slot (out of range is reported, any negative index is absent)."""
+    p = new_program()
+    for q in _screen_cases():
+        p.append(q)
+    p.append(ins("tensor_copy", sbuf(32, 8, DType.fp32), psum(32, 8), engine="gpsimd"))
+    p.append(make("dma_copy", sbuf(128, 128, DType.bf16), hbm("B", 128, 128, DType.bf16, row_stride=1024)))
+    act = make("activate", sbuf(128, 64, DType.fp32), sbuf(128, 64, DType.fp32, offset=256), func="exp")
+    p.append(act)
+    p.append(act)
+    recs = p.instr[-2:].copy()
+    recs["opnd"][:, 2] = (2**31 - 1, -(2**31))  # optional bias: far out of range; absent (any negative)
+    p.append_records(recs)
+    for chip, fields in ((CHIP, {(3, "src.space"), (4, "src.tensor"), (7, "bias")}),
+                         (CHIP_BF16_TE, {(2, "stationary.dtype"), (2, "moving.dtype"), (3, "src.space"),
+                                         (4, "src.tensor"), (7, "bias")})):
+        got = check(p, chip, screen=True)
+        assert got == check(p, chip, screen=False)
+        assert {(q.index, q.field) for q in got} == fields
+
+
+#: inf2 whose tensor engine takes bf16 only (fp16/fp32/fp8/int8 operands break the tensor-engine dtype rule)
+CHIP_BF16_TE = load_chip("inf2", {"tensor_engine.macs_per_pe_per_cycle": {"bf16": 1.0}})
+
+
+@given(seed=st.integers(0, 2**32 - 1), build=st.sampled_from([gemm_program, softmax_program, collective_program]),
+       reps=st.integers(1, 3), edits=st.integers(0, 12), bf16_te=st.booleans())
+def test_screened_check_equals_every_rule_on_every_row(seed: int, build: Callable[[], Program], reps: int,
+                                                       edits: int, bf16_te: bool) -> None:
+    """The screen (operand-slot rules only on rows a table lookup cannot clear) finds exactly the problems of
+    running every rule on every row, on legal programs with a few fields broken: an operand index (mostly an
+    AP that breaks a rule: extent, partition start, dtype, chip; else any AP, absent, out of range), the engine
+    (mostly another the opcode allows, e.g. gpsimd reading PSUM), the core (another chip: its HBM tensors on
+    the wrong chip), the opcode; an operand in a slot the opcode does not have."""
+    rng = np.random.default_rng(seed)
+    p = build()
+    for q in _screen_cases():  # legal on CHIP; edits of their engine or operands break engine-dependent rules
+        p.append(q)
+    recs = np.tile(p.instr.copy(), reps)
+    naps0 = len(p.aps)
+    for bad in (sbuf(128, 100_000, DType.fp32), sbuf(32, 8, DType.fp32, start=5), psum(128, 512, offset=BANK - 4),
+                hbm("A", 128, 128, DType.bf16, row_stride=1024, offset=2**30), hbm("B", 128, 128, DType.bf16),
+                hbm("A", 128, 128, DType.bf16), sbuf(128, 8, DType.int32), sbuf(128, 128, DType.fp16),
+                psum(128, 8, dtype=DType.fp8_e5m2), psum(128, 64)):
+        p.ap_id(bad)
+    naps = len(p.aps)
+    for _ in range(edits):
+        r = int(rng.integers(len(recs)))
+        kind = int(rng.integers(5))
+        if kind <= 1:
+            nslots = len(OPSPECS[Op(int(recs["op"][r]))].slots) if recs["op"][r] < len(Op) else 5
+            k = int(rng.integers(nslots)) if kind == 0 and nslots else int(rng.integers(5))
+            far = (2**31 - 1, -(2**31), naps + 1000)  # (int32 extremes: no overflow in the screen's indexing)
+            recs["opnd"][r, k] = int(rng.integers(naps0, naps) if rng.random() < 0.6 else
+                                     rng.integers(-2, naps + 2) if rng.random() < 0.8 else far[int(rng.integers(3))])
+        elif kind == 2:
+            allowed = OPSPECS[Op(int(recs["op"][r]))].engines if recs["op"][r] < len(Op) else ()
+            pick = rng.random() < 0.7 and allowed
+            recs["engine"][r] = int(allowed[int(rng.integers(len(allowed)))] if pick else rng.integers(len(Engine) + 1))
+        elif kind == 3:
+            recs["core"][r] = int(rng.integers(p.num_cores + 1))
+        else:
+            recs["op"][r] = int(rng.integers(len(Op)))
+    p.append_records(recs)
+    chip = CHIP_BF16_TE if bf16_te else CHIP
+    assert check(p, chip, screen=True) == check(p, chip, screen=False)

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from infsim.config import load_chip
 from infsim.models.graph import Workload
 from infsim.models.lower import lower
-from infsim.models.lower.cache import cache_dir, cache_key, lower_cached
+from infsim.models.lower.cache import cache_dir, cache_key, lower_cached, wait_for_stores
 from infsim.models.lower.plan import LOWERING_CHIP_FIELDS
 from infsim.models.spec import load_model
 
@@ -126,3 +126,34 @@ def test_concurrent_writers_never_expose_partial_files(tmp_path: Path) -> None:
         t.join()
     assert not errors
     assert [f.suffix for f in tmp_path.iterdir()] == [".lowered"]
+
+
+def test_background_store(tmp_path: Path) -> None:
+    """``wait=False``: the entry appears once the writer ends (wait_for_stores), equal to a waited store;
+    a second call in the same process waits for the write and hits; a fork waits for it too, so no writer
+    thread is copied into the child."""
+    import os
+
+    first = lower_cached(SPEC, WL, CHIP, cache=tmp_path / "bg", wait=False)
+    pid = os.fork()
+    if pid == 0:  # the child: the write ended before the fork, and no writer thread came along
+        alive = [t for t in threading.enumerate() if t.name.startswith("infsim-lowering-cache")]
+        os._exit(0 if not alive and len(list((tmp_path / "bg").glob("*.lowered"))) == 1 else 1)
+    assert os.waitpid(pid, 0)[1] == 0
+    wait_for_stores()
+    assert [f.suffix for f in (tmp_path / "bg").iterdir()] == [".lowered"]
+    hit = lower_cached(SPEC, WL, CHIP, cache=tmp_path / "bg", wait=False)
+    _same(hit, first)
+    waited = lower_cached(SPEC, WL, CHIP, cache=tmp_path / "fg")
+    assert (tmp_path / "fg").joinpath(next((tmp_path / "bg").iterdir()).name).read_bytes() == \
+        next((tmp_path / "bg").iterdir()).read_bytes()
+    _same(waited, hit)
+
+
+def test_background_store_failure_is_not_cached(tmp_path: Path) -> None:
+    """A background write that cannot happen (the cache "directory" is a file) leaves no entry and no error."""
+    blocker = tmp_path / "file"
+    blocker.write_bytes(b"")
+    lw = lower_cached(SPEC, WL, CHIP, cache=blocker, wait=False)
+    wait_for_stores()
+    assert len(lw.program) > 0 and blocker.read_bytes() == b""
