@@ -81,7 +81,7 @@ from .records import (
 # Instruction, make and normalize_imms (isa/instruction.py) and the record layouts (isa/records.py) are also
 # importable from here, where they were defined before those modules existed.
 __all__ = ["Program", "TensorDecl", "TensorKind", "Instruction", "make", "normalize_imms", "AP_DTYPE",
-           "INSTR_DTYPE", "INTS_UNUSED", "ENUM_KINDS", "IMM_FIELDS"]
+           "INSTR_DTYPE", "INTS_UNUSED", "ENUM_KINDS", "IMM_FIELDS", "LIKE_TAIL"]
 
 
 class TensorKind(IntEnum):
@@ -442,9 +442,37 @@ class Program:
         size, mem = REC_STRUCT.size, buf[1]
         at = self._n * size
         mem[at : at + size] = mem[i * size : (i + 1) * size]  # the record, then its operands and waits replaced
-        _TAIL_STRUCT.pack_into(mem, at + _TAIL_OFF, *tail)
+        LIKE_TAIL.pack_into(mem, at + _TAIL_OFF, *tail)
         self._n += 1
         return self._n - 1
+
+    def like_parts(self, i: int) -> tuple[bytes, bytes]:
+        """The bytes of instruction ``i``'s record before its operand indices and after its waits: a record
+        like ``i`` (:meth:`append_like`) is ``head + LIKE_TAIL.pack(operands, wait semaphores, wait values) +
+        rest``, for bulk builders that pack many (:meth:`append_packed`)."""
+        size = REC_STRUCT.size
+        rec = bytes(self._instr[i : i + 1].view(np.uint8)) if 0 <= i < self._n else b""
+        if len(rec) != size:
+            raise IndexError(f"instruction {i} not in [0, {self._n})")
+        return rec[:_TAIL_OFF], rec[_TAIL_OFF + LIKE_TAIL.size :]
+
+    def append_packed(self, records: bytes) -> int:
+        """Append whole records packed as :data:`INSTR_DTYPE` bytes (bulk path for generators, e.g. records
+        made from :meth:`like_parts`; AP and semaphore indices must be valid); returns the first one's index."""
+        size = REC_STRUCT.size
+        n, extra = divmod(len(records), size)
+        if extra:
+            raise IsaError(f"append_packed: {len(records)} bytes is not a whole number of {size}-byte records")
+        self._streams_cache = None
+        if self._n + n > len(self._instr):
+            self._grow_instr(n)
+        buf = self._instr_buf
+        if buf is None or buf[0] is not self._instr:
+            buf = self._instr_buf = (self._instr, self._instr.view(np.uint8).data)
+        at = self._n * size
+        buf[1][at : at + len(records)] = records
+        self._n += n
+        return self._n - n
 
     def extend(self, instructions: Sequence[Instruction]) -> None:
         for ins in instructions:
@@ -556,7 +584,7 @@ class Program:
 
 _NO_OPERANDS = [-1] * MAX_OPERANDS  # (append_like: the unused operand slots)
 #: the record's operands, wait semaphores and wait values (contiguous in INSTR_DTYPE): what append_like replaces
-_TAIL_STRUCT = struct.Struct(f"<{MAX_OPERANDS}i{MAX_WAITS}i{MAX_WAITS}I")
+LIKE_TAIL = struct.Struct(f"<{MAX_OPERANDS}i{MAX_WAITS}i{MAX_WAITS}I")
 _FIELDS: Mapping[str, tuple] = INSTR_DTYPE.fields or {}
 _TAIL_OFF = int(_FIELDS["opnd"][1])
 assert _FIELDS["wsem"][1] == _TAIL_OFF + 4 * MAX_OPERANDS

@@ -46,19 +46,29 @@ def linear(
                 j = (sl.c0 + m0) // plan.m
                 outs.append((j, rk.bank().tile(DType.fp32, ncol, pcount=msz), msz))
         slab = rk.ws.next_slab(weight)
-        sdt = slab.ap.dtype
-        grid = []  # the slab's matmuls, emitted in bulk (Emitter.matmuls)
-        for i in range(sl.nk):
-            kt = sl.kt0 + i
-            ks = plan.ksize(kt)
-            mov = xin[kt].tile(xdt, ncol, pcount=ks, byte=col0 * xdt.itemsize)
-            for jj, (_j, pt, msz) in enumerate(outs):
-                stat = slab.buf.tile(sdt, msz, pcount=ks, byte=(i * sl.csz + jj * plan.m) * sdt.itemsize)
-                grid.append((pt, stat, mov, kt > 0))
-        rk.em.matmuls(rk.core, grid)
+        kts = range(sl.kt0, sl.kt0 + sl.nk)
+        ks = tuple(plan.ksize(kt) for kt in kts)
+        stats = _stationary_grid(rk, slab.buf, slab.ap.dtype, ks, sl.csz, plan.m, tuple(msz for _, _, msz in outs))
+        movs = [xin[kt].tile(xdt, ncol, pcount=k, byte=col0 * xdt.itemsize) for kt, k in zip(kts, ks)]
+        rk.em.matmul_grid(rk.core, [pt for _, pt, _ in outs], stats, movs, [kt > 0 for kt in kts])
         rk.ws.slab_done()
     for j, pt, msz in outs:
         evict(j, pt, msz)
+
+
+def _stationary_grid(
+    rk: Rank, buf: Buf, sdt: DType, ks: tuple[int, ...], csz: int, m: int, mszs: tuple[int, ...]
+) -> tuple[tuple[Tile, ...], ...]:
+    """The stationary tiles of a slab in ``buf`` (``[P, nk, csz]``): k-tile ``i`` (``ks[i]`` partitions) by
+    output tile ``jj`` (``mszs[jj]`` features from ``jj * m``); one tuple per layout, made once per rank."""
+    key = (buf, sdt, ks, csz, m, mszs)
+    g = rk.stat_grids.get(key)
+    if g is None:
+        g = rk.stat_grids[key] = tuple(
+            tuple(buf.tile(sdt, msz, pcount=k, byte=(i * csz + jj * m) * sdt.itemsize) for jj, msz in enumerate(mszs))
+            for i, k in enumerate(ks)
+        )
+    return g
 
 
 def scale_tile(pl: LoweringPlan, rk: Rank, weight: str, j: int, msz: int) -> Tile | None:
