@@ -36,15 +36,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from infsim.isa import AccessPattern, DType, Engine, Op, Program, Space, make
+from infsim.isa.errors import OperandError
 from infsim.isa.opcodes import MAX_OPERANDS, MAX_WAITS, OPSPECS
-from infsim.isa.operand import row_major_dims
+from infsim.isa.operand import U32_MAX, row_major_dims
 from infsim.isa.program import LIKE_TAIL
 
 from .alloc import LoweringError
 from .tags import UNTAGGED, OpClass, TagLog
-
-#: which of a matmul's operand slots (dst, stationary, moving) are missing, as :meth:`Emitter.emit` keys it: none
-_NO_OPERAND_MISSING3 = (False, False, False)
 
 
 @dataclass(eq=False)
@@ -140,11 +138,17 @@ class _Stream:
 
 
 def link_aliases(bufs: list[Buf], new: Buf) -> None:
-    """Record ``new``'s overlaps with ``bufs`` (both directions) and add it to ``bufs``."""
-    for b in bufs:
-        if b.overlaps(new):
-            b.aliases.append(new)
-            new.aliases.append(b)
+    """Record ``new``'s overlaps with ``bufs`` (both directions, :meth:`Buf.overlaps`) and add it to ``bufs``."""
+    if new.space == Space.hbm:
+        hits = [b for b in bufs if b.overlaps(new)]
+    else:  # Buf.overlaps for an on-chip buffer, unrolled (registries hold hundreds of buffers)
+        sp, core = new.space, new.core
+        p0, p1, o0, o1 = new.pstart, new.pstart + new.pcount, new.offset, new.offset + new.nbytes
+        hits = [b for b in bufs if b.space == sp and b.core == core and b.pstart < p1 and p0 < b.pstart + b.pcount
+                and b.offset < o1 and o0 < b.offset + b.nbytes]
+    for b in hits:
+        b.aliases.append(new)
+        new.aliases.append(b)
     bufs.append(new)
 
 
@@ -180,10 +184,13 @@ class Emitter:
         #: id(tile) -> (tile, its AP-table index): a Tile is immutable and the table only grows, so its index
         #: never changes; looked up by identity instead of hashing the access pattern (the tile is kept alive)
         self._ap_ids: dict[int, tuple[Tile, int]] = {}
-        #: the program's length after this emitter's last append: a longer program means that someone else
-        #: appended (layer or rank stamping, :mod:`.repeat`) and may have moved buffer histories
+        #: the program's length at the last check plus what this emitter appended since: a longer program
+        #: means that someone else appended (layer or rank stamping, :mod:`.repeat`) and may have moved
+        #: buffer histories (:meth:`_outside_changes`)
         self._n_at = len(program)
         self._parts: dict[int, tuple[bytes, bytes]] = {}  # template record -> Program.like_parts (matmul_grid)
+        #: core -> its tensor stream's first matmul without and with accumulate (matmul_grid's templates)
+        self._mm_tmpl: dict[int, tuple[int | None, int | None]] = {}
         #: id(stationary grid) -> (the grid, its AP-table indices) (matmul_grid; the grid is kept alive)
         self._grid_ids: dict[int, tuple[object, tuple[tuple[int, ...], ...]]] = {}
 
@@ -192,7 +199,7 @@ class Emitter:
         e = self._ap_ids.get(id(t))
         if e is not None and e[0] is t:
             return e[1]
-        i = self.p.ap_id(t.ap)
+        i = self.p.ap_id(t.ap, remember=False)
         self._ap_ids[id(t)] = (t, i)
         return i
 
@@ -219,8 +226,8 @@ class Emitter:
         return s
 
     def _outside_changes(self) -> None:
-        """Forget every stream's clean accesses if someone else appended to the program since this emitter's
-        last append (stamping moves buffer histories without bumping :attr:`Buf.ver`)."""
+        """Forget every stream's clean accesses if someone else appended to the program since the last check
+        (stamping moves buffer histories without bumping :attr:`Buf.ver`)."""
         if len(self.p) != self._n_at:
             for st in self._streams.values():
                 st.clean.clear()
@@ -244,32 +251,32 @@ class Emitter:
         op = Op[opcode] if isinstance(opcode, str) else opcode
         eng = Engine[engine] if isinstance(engine, str) else engine
         spec = OPSPECS[op]
-        if len(self.p) != self._n_at:
-            self._outside_changes()
-        st = self.stream(core, eng, queue)
+        st = self._streams.get((core, eng, queue)) or self.stream(core, eng, queue)
         operands: list[AccessPattern | None] = []
         tiles: list[Tile | None] = []
         reads: list[Buf] = []
         writes: list[Buf] = []
-        for slot in spec.slots:
+        missing = 0  # bit k: operand slot k not given
+        for k, slot in enumerate(spec.slots):
             t = kw.pop(slot.name, None)
             if t is None:
                 operands.append(None)
                 tiles.append(None)
+                missing |= 1 << k
                 continue
             assert isinstance(t, Tile), f"{op.name}.{slot.name} must be a Tile"
             operands.append(t.ap)
             tiles.append(t)
             (writes if slot.output else reads).append(t.buf)
-        waits = self._need(st, reads, writes, partial, extra_waits)
+        waits = self._waits(st, self._hists(reads, writes, partial), extra_waits)
         if len(waits) > MAX_WAITS:
             waits = self._carry(st, eng, core, queue, waits)
         st.count += 1
         extra = tuple(sorted(extra_signals.items())) if extra_signals else ()
         # an instruction like one emitted before (same op, stream, operand slots, immediates, extra signals) is
-        # that record with its operands and waits replaced (Program.append_like); the first goes through make()
-        imms = _imms_key(kw)
-        key = None if imms is None else (op, eng, core, queue, tuple(o is None for o in operands), extra, imms)
+        # that record with its operands and waits replaced; the first goes through make()
+        imms = _imms_key(kw) if kw else ()
+        key = None if imms is None else (op, eng, core, queue, missing, extra, imms)
         try:
             like = None if key is None else self._like.get(key)
         except TypeError:  # an unhashable immediate: no shortcut
@@ -281,34 +288,66 @@ class Emitter:
             if key is not None:
                 self._like[key] = idx
         else:
-            opnd = [-1 if t is None else self.ap_id(t) for t in tiles]
-            idx = p.append_like(like, opnd, [(p.semaphore(s), v) for s, v in waits])
+            ids = self._ap_ids
+            opnd = [-1] * MAX_OPERANDS
+            for k, t in enumerate(tiles):
+                if t is not None:
+                    e = ids.get(id(t))
+                    opnd[k] = e[1] if e is not None and e[0] is t else self.ap_id(t)
+            idx = p.append_packed(self._like_record(like, opnd, waits))
         self.tags.append(self.op_class, self.layer)
-        self._n_at = tick = idx + 1
+        self._n_at += 1
+        tick = idx + 1
         done = st.count
+        sem = st.sem
         for b in reads:
-            if done > b.reads.get(st.sem, 0):
-                b.reads[st.sem] = done
+            r = b.reads
+            if done > r.get(sem, 0):
+                r[sem] = done
             b.ver = tick
         for b in writes:
             if partial:
-                b.last_write[st.sem] = max(done, b.last_write.get(st.sem, 0))
+                b.last_write[sem] = max(done, b.last_write.get(sem, 0))
             else:
-                b.last_write = {st.sem: done}
+                b.last_write = {sem: done}
                 b.reads = {}
             b.ver = tick
         return idx
 
+    def _like_record(self, like: int, opnd: list[int], waits: list[tuple[str, int]]) -> bytes:
+        """The record of instruction ``like`` with operand indices ``opnd`` (``MAX_OPERANDS``, -1 for none) and
+        ``waits`` (at most ``MAX_WAITS``; their semaphores declared here if new), as :meth:`Program.append_like`
+        would write it."""
+        parts = self._parts.get(like)
+        if parts is None:
+            parts = self._parts[like] = self.p.like_parts(like)
+        if not waits:
+            return parts[0] + LIKE_TAIL.pack(*opnd, *_NO_WAITS) + parts[1]
+        sem, n = self.p.semaphore, len(waits)
+        try:
+            return parts[0] + LIKE_TAIL.pack(*opnd, *[sem(s) for s, _ in waits], *_NO_WAIT_SEMS[n:],
+                                             *[v for _, v in waits], *_NO_WAIT_VALUES[n:]) + parts[1]
+        except struct.error:  # a wait value outside the record's unsigned 32 bits
+            bad = next(v for _, v in waits if not 0 <= v <= U32_MAX)
+            raise OperandError(f"instruction {len(self.p)}: wait value {bad} not in [0, 2^32-1]") from None
+
     def _carry(self, st: _Stream, eng: Engine, core: int, queue: int, waits: list[tuple[str, int]]
                ) -> list[tuple[str, int]]:
         """Put all but the last ``MAX_WAITS`` of ``waits`` (sorted) on ``nop`` instructions of stream ``st``
-        (tagged ``sync``), ``MAX_WAITS`` each in order; returns the waits left for the instruction itself."""
+        (tagged ``sync``), ``MAX_WAITS`` each in order; returns the waits left for the instruction itself.
+        (A nop is like the stream's earlier nops, as :meth:`emit` keys it.)"""
+        key = (Op.nop, eng, core, queue, 0, (), ())
         while len(waits) > MAX_WAITS:
             chunk, waits = waits[:MAX_WAITS], waits[MAX_WAITS:]
-            self.p.append(make(Op.nop, engine=eng, core=core, queue=queue, waits=chunk, signals=[(st.sem, 1)]))
+            like = self._like.get(key)
+            if like is None:
+                self._like[key] = self.p.append(make(Op.nop, engine=eng, core=core, queue=queue, waits=chunk,
+                                                     signals=[(st.sem, 1)]))
+            else:
+                self.p.append_packed(self._like_record(like, _NO_OPERANDS, chunk))
             self.tags.append(OpClass.sync, self.layer)
             st.count += 1
-        self._n_at = len(self.p)
+            self._n_at += 1
         return waits
 
     @staticmethod
@@ -353,13 +392,6 @@ class Emitter:
             known[s] = v
         return out
 
-    def _need(self, st: _Stream, reads: list[Buf] | tuple[Buf, ...], writes: list[Buf] | tuple[Buf, ...],
-              partial: bool = False, extra: dict[str, int] | None = None) -> list[tuple[str, int]]:
-        """The waits of an instruction of stream ``st`` that reads ``reads`` and writes ``writes`` (a group of
-        partial writes with ``partial``), plus ``extra``: the data dependencies (module docstring) not yet known
-        to the stream, sorted by semaphore; the stream's known waits are updated with them."""
-        return self._waits(st, self._hists(reads, writes, partial), extra)
-
     @staticmethod
     def _dirty(st: _Stream, b: Buf, write: bool) -> bool:
         """Whether the histories that stream ``st`` consults for reading (writing) ``b`` may hold something
@@ -381,7 +413,7 @@ class Emitter:
         object whenever the same grid recurs (its AP-table indices are remembered by identity).
 
         Waits. An entry waits only for what the histories of its (buffer, read-or-write) accesses hold beyond
-        the stream's known waits (:meth:`_need`, consulting only these accesses: an access already made
+        the stream's known waits (as :meth:`emit` derives them, consulting only these accesses: an access already made
         earlier in the grid contributes nothing new, as the buffers' histories have changed since only by this
         stream's own entries, which a stream never waits for, and what the earlier consultation found is in
         the known waits). Only the first entry of each access can wait: the first row, and the first column.
@@ -401,9 +433,12 @@ class Emitter:
         p = self.p
         if len(p) != self._n_at:
             self._outside_changes()
-        st = self.stream(core, Engine.tensor)
-        like = self._like
-        tmpl = [like.get(_mm_key(core, a)) for a in (False, True)]
+        st = self._streams.get((core, Engine.tensor, 0)) or self.stream(core, Engine.tensor)
+        tmpl = self._mm_tmpl.get(core)
+        if tmpl is None:  # (remembered once both exist)
+            tmpl = (self._like.get(_mm_key(core, False)), self._like.get(_mm_key(core, True)))
+            if None not in tmpl:
+                self._mm_tmpl[core] = tmpl
         dbufs = [t.buf for t in dsts]
         mbufs = [t.buf for t in movs]
         sbuf = stats[0][0].buf
@@ -412,7 +447,8 @@ class Emitter:
         fast = (
             (known_grid or (len(stats) == nk and all(len(row) == nout and all(t.buf is sbuf for t in row)
                                                       for row in stats)))
-            and all(tmpl[a] is not None for a in accs)
+            and (tmpl[0] is not None or all(accs))
+            and (tmpl[1] is not None or not any(accs))
             and sbuf not in dbufs
             and set(dbufs).isdisjoint(mbufs)
         )
@@ -424,10 +460,16 @@ class Emitter:
             return
         # AP-table indices: all known already (no new rows), else interned in the order emitting gives
         ap_ids = self._ap_ids
-        if g is not None and known_grid and all(ap_ids.get(id(t), _NO_ID)[0] is t for t in (*dsts, *movs)):
+        ids: list[int] = []
+        if g is not None and known_grid:
+            for t in (*dsts, *movs):
+                e = ap_ids.get(id(t))
+                if e is None or e[0] is not t:
+                    break
+                ids.append(e[1])
+        if len(ids) == nout + nk and g is not None:
             sids = g[1]
-            dids = [ap_ids[id(t)][1] for t in dsts]
-            mids = [ap_ids[id(t)][1] for t in movs]
+            dids, mids = ids[:nout], ids[nout:]
         else:
             ap_id = self.ap_id
             rows = []
@@ -443,23 +485,22 @@ class Emitter:
             dids = [ap_id(t) for t in dsts]
             mids = [ap_id(t) for t in movs]
         # waits of the first entry of each access, in grid order (row 0, then column 0 of the later rows)
-        dirty, need = self._dirty, self._waits
-        hists = self._hists
+        dirty, need, hists = self._dirty, self._waits, self._hists
         waits_at: dict[int, list[tuple[str, int]]] = {}
         seen_d: set[int] = set()
         for j in range(nout):
             db = dbufs[j]
             acc_r: list[Buf] = []
-            acc_w: list[Buf] = []
             if j == 0:
                 if dirty(st, sbuf, False):
                     acc_r.append(sbuf)
                 if dirty(st, mbufs[0], False):
                     acc_r.append(mbufs[0])
+            acc_w: tuple[Buf, ...] = ()
             if id(db) not in seen_d:
                 seen_d.add(id(db))
                 if dirty(st, db, True):
-                    acc_w.append(db)
+                    acc_w = (db,)
             if acc_r or acc_w:
                 w = need(st, hists(acc_r, acc_w))
                 if w:
@@ -473,54 +514,62 @@ class Emitter:
                     w = need(st, hists((mb,), ()))
                     if w:
                         waits_at[i * nout] = w
-        # the records
+        # the records: row by row; only row 0 and column 0 can carry waits (and nop carriers before them)
         parts = self._parts
         pp = []
-        for a in (False, True):
-            t = tmpl[a]
-            if t is None:
+        for ti in tmpl:
+            if ti is None:
                 pp.append((b"", b"", b""))
                 continue
-            pr = parts.get(t)
+            pr = parts.get(ti)
             if pr is None:
-                pr = parts[t] = p.like_parts(t)
+                pr = parts[ti] = p.like_parts(ti)
             pp.append((pr[0], _NO_WAIT_TAIL3 + pr[1], pr[1]))
         pack3 = _OPND3.pack
         out: list[bytes] = []
         tags, cls, layer = self.tags, self.op_class, self.layer
         count = st.count
-        last_row: list[int] = []
+        first_row: list[int] = []  # the count after each entry of row 0
         row_end: list[int] = []
-        e = 0
         for i in range(nk):
             pre, rest, post = pp[accs[i]]
             m, srow = mids[i], sids[i]
-            for j in range(nout):
-                ew = waits_at.get(e) if waits_at else None
+            for j in range(nout) if i == 0 or waits_at else range(0):
+                ew = waits_at.get(i * nout + j)
                 if ew:
                     if len(ew) > MAX_WAITS:  # nop carriers first (after the records so far)
                         if out:
                             p.append_packed(b"".join(out))
                             tags.fill(cls, layer, len(out))
+                            self._n_at += len(out)
                             out = []
                         st.count = count
                         ew = self._carry(st, Engine.tensor, core, 0, ew)
                         count = st.count
-                    ws = [p.semaphore(s) for s, _ in ew] + [-1] * (MAX_WAITS - len(ew))
-                    wv = [v for _, v in ew] + [0] * (MAX_WAITS - len(ew))
+                    ws = [p.semaphore(s) for s, _ in ew] + _NO_WAIT_SEMS[len(ew):]
+                    wv = [v for _, v in ew] + _NO_WAIT_VALUES[len(ew):]
                     out.append(pre + LIKE_TAIL.pack(dids[j], srow[j], m, *_PAD_OPND3, *ws, *wv) + post)
                 else:
                     out.append(pre + pack3(dids[j], srow[j], m) + rest)
                 count += 1
-                e += 1
-                if i == nk - 1:
-                    last_row.append(count)
+                if i == 0:
+                    first_row.append(count)
+                elif j == 0:  # the rest of a later row waits for nothing
+                    out += [pre + pack3(d, sid, m) + rest for d, sid in zip(dids[1:], srow[1:])]
+                    count += nout - 1
+                    break
+            else:
+                if i:
+                    out += [pre + pack3(d, sid, m) + rest for d, sid in zip(dids, srow)]
+                    count += nout
             row_end.append(count)
         p.append_packed(b"".join(out))
         tags.fill(cls, layer, len(out))
         st.count = count
-        self._n_at = tick = len(p)
+        self._n_at += len(out)
+        tick = len(p)
         # the buffers' histories as emitting each entry leaves them, and the grid's accesses recorded clean
+        last_row = first_row if nk == 1 else range(count - nout + 1, count + 1)  # (later rows: no nops inside)
         sem, clean = st.sem, st.clean
         sbuf.reads[sem] = count
         sbuf.ver = tick
@@ -550,7 +599,7 @@ class Emitter:
 def _mm_key(core: int, acc: bool) -> tuple:
     """:meth:`Emitter.emit`'s shortcut key of a matmul with all operands on the tensor stream of ``core``."""
     return _MM_KEYS.get((core, acc)) or _MM_KEYS.setdefault(
-        (core, acc), (Op.matmul, Engine.tensor, core, 0, _NO_OPERAND_MISSING3, (), _imms_key({"accumulate": acc})))
+        (core, acc), (Op.matmul, Engine.tensor, core, 0, 0, (), _imms_key({"accumulate": acc})))
 
 
 _MM_KEYS: dict[tuple[int, bool], tuple] = {}
@@ -559,5 +608,8 @@ _OPND3 = struct.Struct("<3i")
 #: the record's operand slots after a matmul's three, unused
 _PAD_OPND3 = (-1,) * (MAX_OPERANDS - 3)
 _NO_ID = (None, -1)  # (an AP-index entry of no tile)
+_NO_OPERANDS = [-1] * MAX_OPERANDS  # (a record's operand indices: none)
+_NO_WAIT_SEMS, _NO_WAIT_VALUES = [-1] * MAX_WAITS, [0] * MAX_WAITS  # (a record's unused wait slots)
+_NO_WAITS = (*_NO_WAIT_SEMS, *_NO_WAIT_VALUES)
 #: the rest of a matmul record's operands and waits (none)
 _NO_WAIT_TAIL3 = LIKE_TAIL.pack(0, 0, 0, *_PAD_OPND3, *([-1] * MAX_WAITS), *([0] * MAX_WAITS))[_OPND3.size :]

@@ -13,8 +13,8 @@ from infsim.isa import DType, Engine, Op, Program, Space
 from infsim.models.lower.emit import Buf, Emitter, Tile, link_aliases
 from infsim.models.lower.tags import OpClass
 
-# actions: ("grid", slot, dst banks, mov buffers, accs) | ("vec", dst, src) | ("dma", queue, dst, read) |
-# ("partial", dst, queues) | ("foreign",)
+# actions: ("grid", slot, dst banks, mov buffers, accs) | ("vec", dst, src) | ("dma", queue, buffer, read) |
+# ("partial", buffer, queues) | ("foreign",) (DMAs reach PSUM banks too: many waiters on a grid's output tile)
 _N_SB, _N_PS, _N_SLOT = 6, 4, 3
 
 _grid = st.tuples(
@@ -25,8 +25,8 @@ _grid = st.tuples(
     st.lists(st.booleans(), min_size=3, max_size=3),
 )
 _vec = st.tuples(st.just("vec"), st.integers(0, _N_SB + _N_PS - 1), st.integers(0, _N_SB + _N_PS - 1))
-_dma = st.tuples(st.just("dma"), st.integers(0, 5), st.integers(0, _N_SB + _N_SLOT - 1), st.booleans())
-_partial = st.tuples(st.just("partial"), st.integers(0, _N_SB - 1), st.lists(st.integers(0, 5), max_size=6))
+_dma = st.tuples(st.just("dma"), st.integers(0, 5), st.integers(0, _N_SB + _N_SLOT + _N_PS - 1), st.booleans())
+_partial = st.tuples(st.just("partial"), st.integers(0, _N_SB + _N_PS - 1), st.lists(st.integers(0, 5), max_size=6))
 _actions = st.lists(st.one_of(_grid, _grid, _vec, _dma, _partial, st.tuples(st.just("foreign"))), max_size=30)
 
 
@@ -75,7 +75,7 @@ def _play(actions: list, bulk: bool) -> tuple[Emitter, list[Buf]]:
             em.emit(Op.tensor_copy, 0, Engine.vector, dst=d.tile(DType.fp32, 4), src=s.tile(DType.fp32, 4))
         elif kind == "dma":
             _, q, b, read = a
-            t = (sb + slots)[b].tile(DType.bf16, 16)
+            t = (sb + slots + ps)[b].tile(DType.bf16, 16)
             h = hb.hbm(DType.bf16, 128, 4096, ((1, 16),))
             if read:
                 em.emit(Op.dma_copy, 0, Engine.dma, q, dst=h, src=t)
@@ -83,9 +83,9 @@ def _play(actions: list, bulk: bool) -> tuple[Emitter, list[Buf]]:
                 em.emit(Op.dma_copy, 0, Engine.dma, q, dst=t, src=h)
         elif kind == "partial":
             _, b, qs = a
-            em.new_write_epoch(sb[b])
+            em.new_write_epoch((sb + ps)[b])
             for k, q in enumerate(qs):
-                t = sb[b].tile(DType.bf16, 4, byte=8 * k)
+                t = (sb + ps)[b].tile(DType.bf16, 4, byte=8 * k)
                 em.emit(Op.dma_copy, 0, Engine.dma, q, dst=t, src=hb.hbm(DType.bf16, 128, 4096, ((1, 4),)),
                         partial=True)
         else:  # someone else appends (as stamping does) and moves a history on
@@ -134,3 +134,22 @@ def test_matmul_grid_waits_once_per_new_access() -> None:
     ref, _ = _play(more, False)
     assert fast.p.instr.tobytes() == ref.p.instr.tobytes()
     assert (fast.p.instr["wsem"][-2] >= 0).sum() == 1
+    # one row whose second output tile was written in parts by three DMA queues: nop carriers mid-row
+    more = [*actions, ("partial", _N_SB + 3, [0, 1, 2]), ("grid", 1, [2, 3], [0], [True, True, True])]
+    fast, fb = _play(more, True)
+    ref, rb = _play(more, False)
+    assert fast.p.instr.tobytes() == ref.p.instr.tobytes()
+    assert [Op(o).name for o in fast.p.instr["op"][-3:]] == ["matmul", "nop", "matmul"]
+    assert [b.last_write for b in fb] == [b.last_write for b in rb]
+
+
+@given(st.lists(st.tuples(st.sampled_from([Space.sbuf, Space.psum, Space.hbm]), st.integers(0, 1), st.integers(0, 3),
+                          st.integers(1, 3), st.integers(0, 6), st.integers(1, 4)), max_size=12))
+def test_link_aliases_links_exactly_the_overlapping_buffers(specs: list) -> None:
+    reg: list[Buf] = []
+    bufs = [Buf(f"b{i}", sp, core, p0, pc, off, n, tensor=f"t{core}" if sp == Space.hbm else None)
+            for i, (sp, core, p0, pc, off, n) in enumerate(specs)]
+    for b in bufs:
+        link_aliases(reg, b)
+    for i, b in enumerate(bufs):
+        assert b.aliases == [o for j, o in enumerate(bufs) if j != i and o.overlaps(b)]
