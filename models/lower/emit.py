@@ -250,24 +250,24 @@ class Emitter:
         other keywords are immediates. Returns the instruction index."""
         op = Op[opcode] if isinstance(opcode, str) else opcode
         eng = Engine[engine] if isinstance(engine, str) else engine
-        spec = OPSPECS[op]
         st = self._streams.get((core, eng, queue)) or self.stream(core, eng, queue)
-        operands: list[AccessPattern | None] = []
         tiles: list[Tile | None] = []
         reads: list[Buf] = []
         writes: list[Buf] = []
         missing = 0  # bit k: operand slot k not given
-        for k, slot in enumerate(spec.slots):
-            t = kw.pop(slot.name, None)
+        ids = self._ap_ids
+        opnd = [-1] * MAX_OPERANDS  # the operands' AP-table indices (interned in slot order, as append would)
+        for k, name, output in _SLOTS[op]:
+            t = kw.pop(name, None)
             if t is None:
-                operands.append(None)
                 tiles.append(None)
                 missing |= 1 << k
                 continue
-            assert isinstance(t, Tile), f"{op.name}.{slot.name} must be a Tile"
-            operands.append(t.ap)
+            assert isinstance(t, Tile), f"{op.name}.{name} must be a Tile"
             tiles.append(t)
-            (writes if slot.output else reads).append(t.buf)
+            e = ids.get(id(t))
+            opnd[k] = e[1] if e is not None and e[0] is t else self.ap_id(t)
+            (writes if output else reads).append(t.buf)
         waits = self._waits(st, self._hists(reads, writes, partial), extra_waits)
         if len(waits) > MAX_WAITS:
             waits = self._carry(st, eng, core, queue, waits)
@@ -283,17 +283,11 @@ class Emitter:
             like, key = None, None
         p = self.p
         if like is None:
-            idx = p.append(make(op, *operands, engine=eng, core=core, queue=queue, waits=waits,
-                                signals=[(st.sem, 1), *extra], **kw))
+            idx = p.append(make(op, *[None if t is None else t.ap for t in tiles], engine=eng, core=core,
+                                queue=queue, waits=waits, signals=[(st.sem, 1), *extra], **kw))
             if key is not None:
                 self._like[key] = idx
         else:
-            ids = self._ap_ids
-            opnd = [-1] * MAX_OPERANDS
-            for k, t in enumerate(tiles):
-                if t is not None:
-                    e = ids.get(id(t))
-                    opnd[k] = e[1] if e is not None and e[0] is t else self.ap_id(t)
             idx = p.append_packed(self._like_record(like, opnd, waits))
         self.tags.append(self.op_class, self.layer)
         self._n_at += 1
@@ -603,6 +597,8 @@ def _mm_key(core: int, acc: bool) -> tuple:
 
 
 _MM_KEYS: dict[tuple[int, bool], tuple] = {}
+#: (slot index, name, written) of every opcode's operand slots (emit())
+_SLOTS = {op: tuple((k, sl.name, sl.output) for k, sl in enumerate(spec.slots)) for op, spec in OPSPECS.items()}
 #: packs a matmul's three operand indices (the first of the record's MAX_OPERANDS)
 _OPND3 = struct.Struct("<3i")
 #: the record's operand slots after a matmul's three, unused
