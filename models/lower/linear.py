@@ -35,6 +35,9 @@ def linear(
         rk.load_vec(rank_tensor(weight + ".scale", rk.r))
     cur_cb = -1
     outs: list[tuple[int, Tile, int]] = []
+    dsts: list[Tile] = []
+    mszs: tuple[int, ...] = ()
+    rows: dict[tuple[int, int], tuple[tuple[int, ...], list[Tile], list[bool]]] = {}  # k-tile group -> its rows
     for sl in plan.slabs:
         if sl.cb != cur_cb:
             for j, pt, msz in outs:
@@ -45,12 +48,18 @@ def linear(
                 msz = min(plan.m, sl.csz - m0)
                 j = (sl.c0 + m0) // plan.m
                 outs.append((j, rk.bank().tile(DType.fp32, ncol, pcount=msz), msz))
+            dsts = [pt for _, pt, _ in outs]
+            mszs = tuple(msz for _, _, msz in outs)
         slab = rk.ws.next_slab(weight)
-        kts = range(sl.kt0, sl.kt0 + sl.nk)
-        ks = tuple(plan.ksize(kt) for kt in kts)
-        stats = _stationary_grid(rk, slab.buf, slab.ap.dtype, ks, sl.csz, plan.m, tuple(msz for _, _, msz in outs))
-        movs = [xin[kt].tile(xdt, ncol, pcount=k, byte=col0 * xdt.itemsize) for kt, k in zip(kts, ks)]
-        rk.em.matmul_grid(rk.core, [pt for _, pt, _ in outs], stats, movs, [kt > 0 for kt in kts])
+        r = rows.get((sl.kt0, sl.nk))
+        if r is None:  # the k-tiles' sizes, moving tiles and accumulate flags (the same in every column block)
+            kts = range(sl.kt0, sl.kt0 + sl.nk)
+            ks = tuple(plan.ksize(kt) for kt in kts)
+            r = rows[(sl.kt0, sl.nk)] = (
+                ks, [xin[kt].tile(xdt, ncol, pcount=k, byte=col0 * xdt.itemsize) for kt, k in zip(kts, ks)],
+                [kt > 0 for kt in kts])
+        stats = _stationary_grid(rk, slab.buf, slab.ap.dtype, r[0], sl.csz, plan.m, mszs)
+        rk.em.matmul_grid(rk.core, dsts, stats, r[1], r[2])
         rk.ws.slab_done()
     for j, pt, msz in outs:
         evict(j, pt, msz)
