@@ -18,6 +18,12 @@ dependencies the data requires, each waited for once per stream — no global ba
 carries at most two waits (ISA limit); extra waits go on ``nop`` instructions placed just before it on
 the same stream.
 
+Speed. An instruction like an earlier one (same op, stream, operand slots, immediates) is that record's
+bytes with its operands and waits replaced, not a new record built from scratch; the matmul grids of linear
+layers (about two thirds of the emitted instructions) go through :meth:`Emitter.matmul_grid`, which packs a
+grid's records at once and consults buffer histories only where an access is new to the grid and its
+buffer changed since the stream last looked (the same waits as emitting each matmul: tests compare both).
+
 The emitter also records what every instruction is for (:mod:`.tags`): the current ``op_class`` and
 ``layer``, set by the block emitters (:meth:`Emitter.tagged`), go into :attr:`Emitter.tags` for each
 instruction appended; ``nop`` carriers are tagged ``sync``.
