@@ -81,7 +81,7 @@ from .records import (
 # Instruction, make and normalize_imms (isa/instruction.py) and the record layouts (isa/records.py) are also
 # importable from here, where they were defined before those modules existed.
 __all__ = ["Program", "TensorDecl", "TensorKind", "Instruction", "make", "normalize_imms", "AP_DTYPE",
-           "INSTR_DTYPE", "INTS_UNUSED", "ENUM_KINDS", "IMM_FIELDS"]
+           "INSTR_DTYPE", "INTS_UNUSED", "ENUM_KINDS", "IMM_FIELDS", "LIKE_TAIL"]
 
 
 class TensorKind(IntEnum):
@@ -134,6 +134,7 @@ class Program:
         self._aps = np.zeros(256, AP_DTYPE)
         self._naps = 0
         self._ap_index: dict[AccessPattern, int] = {}  # a cache of _ap_rows for AccessPattern objects
+        self._aps_buf: tuple[np.ndarray, memoryview] | None = None  # (AP table, its bytes) for ap_id
         # record bytes -> first AP-table index (the deduplication); None: not built yet (see _rows)
         self._ap_rows: dict[bytes, int] | None = {}
         self._streams_cache: dict[tuple[int, int, int], np.ndarray] | None = None
@@ -270,40 +271,46 @@ class Program:
         """Free the indexes that only appending uses (the AP deduplication dictionaries, rebuilt on the next
         append): a lowered program about to be simulated holds ~100 MB of them on a 70B step."""
         self._instr_buf = None
+        self._aps_buf = None
         self._ap_index = {}
         self._ap_rows = None
 
-    def ap_id(self, ap: AccessPattern) -> int:
+    def ap_id(self, ap: AccessPattern, remember: bool = True) -> int:
         """Index of ``ap`` in the AP table (added if new: the table holds each access pattern once, in
-        order of first use, whether it was added here or by :meth:`intern_aps`)."""
-        i = self._ap_index.get(ap)
-        if i is not None:
-            return i
+        order of first use, whether it was added here or by :meth:`intern_aps`). ``remember=False``: a caller
+        that remembers the index itself (per view) skips the lookup by the access pattern's value (a hash of
+        all its fields), going straight to the table's row deduplication."""
+        if remember:
+            i = self._ap_index.get(ap)
+            if i is not None:
+                return i
         if ap.space == Space.hbm:
             if ap.tensor not in self._tensor_index:
                 raise OperandError(f"operand names undeclared HBM tensor '{ap.tensor}'")
             tid = self._tensor_index[ap.tensor]
         else:
             tid = -1
-        if self._naps == len(self._aps):
-            new = np.zeros(2 * len(self._aps), AP_DTYPE)
-            new[: self._naps] = self._aps[: self._naps]
-            self._aps = new
-        strides = [0] * MAX_FREE_DIMS
-        sizes = [0] * MAX_FREE_DIMS
-        for k, (st, sz) in enumerate(ap.dims):
-            strides[k] = st
-            sizes[k] = sz
-        self._aps[self._naps] = (int(ap.space), int(ap.dtype), len(ap.dims), ap.partition_start, ap.partitions,
-                                 tid, ap.partition_stride, ap.offset, strides, sizes)
-        key = self._aps[self._naps].tobytes()
+        dims = ap.dims
+        pad = _NO_DIMS[len(dims):]
+        key = _AP_STRUCT.pack(int(ap.space), int(ap.dtype), len(dims), ap.partition_start, ap.partitions, tid,
+                              ap.partition_stride, ap.offset, *[st for st, _ in dims], *pad,
+                              *[sz for _, sz in dims], *pad)
         known = self._rows()
         i = known.get(key)
-        if i is None:  # new: keep the row just written
+        if i is None:  # new: the row goes at the table's end
+            if self._naps == len(self._aps):
+                new = np.zeros(2 * len(self._aps), AP_DTYPE)
+                new[: self._naps] = self._aps[: self._naps]
+                self._aps = new
             i = self._naps
+            buf = self._aps_buf
+            if buf is None or buf[0] is not self._aps:  # the table was replaced (growth, decoding)
+                buf = self._aps_buf = (self._aps, self._aps.view(np.uint8).data)
+            buf[1][i * _AP_STRUCT.size : (i + 1) * _AP_STRUCT.size] = key
             self._naps += 1
             known[key] = i
-        self._ap_index[ap] = i
+        if remember:
+            self._ap_index[ap] = i
         return i
 
     def intern_aps(self, rows: np.ndarray) -> np.ndarray:
@@ -442,9 +449,37 @@ class Program:
         size, mem = REC_STRUCT.size, buf[1]
         at = self._n * size
         mem[at : at + size] = mem[i * size : (i + 1) * size]  # the record, then its operands and waits replaced
-        _TAIL_STRUCT.pack_into(mem, at + _TAIL_OFF, *tail)
+        LIKE_TAIL.pack_into(mem, at + _TAIL_OFF, *tail)
         self._n += 1
         return self._n - 1
+
+    def like_parts(self, i: int) -> tuple[bytes, bytes]:
+        """The bytes of instruction ``i``'s record before its operand indices and after its waits: a record
+        like ``i`` (:meth:`append_like`) is ``head + LIKE_TAIL.pack(operands, wait semaphores, wait values) +
+        rest``, for bulk builders that pack many (:meth:`append_packed`)."""
+        size = REC_STRUCT.size
+        rec = bytes(self._instr[i : i + 1].view(np.uint8)) if 0 <= i < self._n else b""
+        if len(rec) != size:
+            raise IndexError(f"instruction {i} not in [0, {self._n})")
+        return rec[:_TAIL_OFF], rec[_TAIL_OFF + LIKE_TAIL.size :]
+
+    def append_packed(self, records: bytes) -> int:
+        """Append whole records packed as :data:`INSTR_DTYPE` bytes (bulk path for generators, e.g. records
+        made from :meth:`like_parts`; AP and semaphore indices must be valid); returns the first one's index."""
+        size = REC_STRUCT.size
+        n, extra = divmod(len(records), size)
+        if extra:
+            raise IsaError(f"append_packed: {len(records)} bytes is not a whole number of {size}-byte records")
+        self._streams_cache = None
+        if self._n + n > len(self._instr):
+            self._grow_instr(n)
+        buf = self._instr_buf
+        if buf is None or buf[0] is not self._instr:
+            buf = self._instr_buf = (self._instr, self._instr.view(np.uint8).data)
+        at = self._n * size
+        buf[1][at : at + len(records)] = records
+        self._n += n
+        return self._n - n
 
     def extend(self, instructions: Sequence[Instruction]) -> None:
         for ins in instructions:
@@ -571,11 +606,17 @@ class Program:
 
 _NO_OPERANDS = [-1] * MAX_OPERANDS  # (append_like: the unused operand slots)
 #: the record's operands, wait semaphores and wait values (contiguous in INSTR_DTYPE): what append_like replaces
-_TAIL_STRUCT = struct.Struct(f"<{MAX_OPERANDS}i{MAX_WAITS}i{MAX_WAITS}I")
+LIKE_TAIL = struct.Struct(f"<{MAX_OPERANDS}i{MAX_WAITS}i{MAX_WAITS}I")
 _FIELDS: Mapping[str, tuple] = INSTR_DTYPE.fields or {}
 _TAIL_OFF = int(_FIELDS["opnd"][1])
 assert _FIELDS["wsem"][1] == _TAIL_OFF + 4 * MAX_OPERANDS
 assert _FIELDS["wval"][1] == _TAIL_OFF + 4 * (MAX_OPERANDS + MAX_WAITS)
+
+
+#: AP_DTYPE as a flat struct layout (ap_id packs a row to look it up before writing it; checked at import)
+_AP_STRUCT = struct.Struct(f"<BBBHHiiq{MAX_FREE_DIMS}i{MAX_FREE_DIMS}I")
+assert _AP_STRUCT.size == AP_DTYPE.itemsize, "AP_DTYPE and _AP_STRUCT disagree"
+_NO_DIMS = [0] * MAX_FREE_DIMS  # (ap_id: the unused (stride, size) entries)
 
 
 def _is_ident(name: str) -> bool:

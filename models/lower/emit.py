@@ -18,6 +18,12 @@ dependencies the data requires, each waited for once per stream — no global ba
 carries at most two waits (ISA limit); extra waits go on ``nop`` instructions placed just before it on
 the same stream.
 
+Speed. An instruction like an earlier one (same op, stream, operand slots, immediates) is that record's
+bytes with its operands and waits replaced, not a new record built from scratch; the matmul grids of linear
+layers (about two thirds of the emitted instructions) go through :meth:`Emitter.matmul_grid`, which packs a
+grid's records at once and consults buffer histories only where an access is new to the grid and its
+buffer changed since the stream last looked (the same waits as emitting each matmul: tests compare both).
+
 The emitter also records what every instruction is for (:mod:`.tags`): the current ``op_class`` and
 ``layer``, set by the block emitters (:meth:`Emitter.tagged`), go into :attr:`Emitter.tags` for each
 instruction appended; ``nop`` carriers are tagged ``sync``.
@@ -30,19 +36,19 @@ weight slab loaded by different DMA queues).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import struct
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from infsim.isa import AccessPattern, DType, Engine, Op, Program, Space, make
-from infsim.isa.opcodes import MAX_WAITS, OPSPECS
-from infsim.isa.operand import row_major_dims
+from infsim.isa.errors import OperandError
+from infsim.isa.opcodes import MAX_OPERANDS, MAX_WAITS, OPSPECS
+from infsim.isa.operand import U32_MAX, row_major_dims
+from infsim.isa.program import LIKE_TAIL
 
 from .alloc import LoweringError
 from .tags import UNTAGGED, OpClass, TagLog
-
-#: which of a matmul's operand slots (dst, stationary, moving) are missing, as :meth:`Emitter.emit` keys it: none
-_NO_OPERAND_MISSING3 = (False, False, False)
 
 
 @dataclass(eq=False)
@@ -63,6 +69,9 @@ class Buf:
     aliases: list[Buf] = field(default_factory=list)  # other buffers sharing some of these bytes
     #: views already made (:meth:`tile`, :meth:`hbm`: a buffer's place never changes, a Tile is immutable)
     views: dict[tuple, Tile] = field(default_factory=dict, repr=False)
+    #: when the histories above last changed: index + 1 of the instruction that changed them, or more (see
+    #: :meth:`Emitter.matmul_grid`'s clean pairs)
+    ver: int = field(default=0, repr=False)
 
     def overlaps(self, other: Buf) -> bool:
         if self.space != other.space or self.core != other.core or self.space == Space.hbm:
@@ -129,14 +138,23 @@ class _Stream:
     count: int = 0
     #: largest value this stream has already waited for, per semaphore: a later wait up to it is implied
     known: dict[str, int] = field(default_factory=dict)
+    #: (id(buffer), written) -> (buffer, tick): the histories this access of the buffer consults held nothing
+    #: beyond ``known`` at program length ``tick`` (:meth:`Emitter.matmul_grid`)
+    clean: dict[tuple[int, bool], tuple[Buf, int]] = field(default_factory=dict)
 
 
 def link_aliases(bufs: list[Buf], new: Buf) -> None:
-    """Record ``new``'s overlaps with ``bufs`` (both directions) and add it to ``bufs``."""
-    for b in bufs:
-        if b.overlaps(new):
-            b.aliases.append(new)
-            new.aliases.append(b)
+    """Record ``new``'s overlaps with ``bufs`` (both directions, :meth:`Buf.overlaps`) and add it to ``bufs``."""
+    if new.space == Space.hbm:
+        hits = [b for b in bufs if b.overlaps(new)]
+    else:  # Buf.overlaps for an on-chip buffer, unrolled (registries hold hundreds of buffers)
+        sp, core = new.space, new.core
+        p0, p1, o0, o1 = new.pstart, new.pstart + new.pcount, new.offset, new.offset + new.nbytes
+        hits = [b for b in bufs if b.space == sp and b.core == core and b.pstart < p1 and p0 < b.pstart + b.pcount
+                and b.offset < o1 and o0 < b.offset + b.nbytes]
+    for b in hits:
+        b.aliases.append(new)
+        new.aliases.append(b)
     bufs.append(new)
 
 
@@ -172,13 +190,22 @@ class Emitter:
         #: id(tile) -> (tile, its AP-table index): a Tile is immutable and the table only grows, so its index
         #: never changes; looked up by identity instead of hashing the access pattern (the tile is kept alive)
         self._ap_ids: dict[int, tuple[Tile, int]] = {}
+        #: the program's length at the last check plus what this emitter appended since: a longer program
+        #: means that someone else appended (layer or rank stamping, :mod:`.repeat`) and may have moved
+        #: buffer histories (:meth:`_outside_changes`)
+        self._n_at = len(program)
+        self._parts: dict[int, tuple[bytes, bytes]] = {}  # template record -> Program.like_parts (matmul_grid)
+        #: core -> its tensor stream's first matmul without and with accumulate (matmul_grid's templates)
+        self._mm_tmpl: dict[int, tuple[int | None, int | None]] = {}
+        #: id(stationary grid) -> (the grid, its AP-table indices) (matmul_grid; the grid is kept alive)
+        self._grid_ids: dict[int, tuple[object, tuple[tuple[int, ...], ...]]] = {}
 
     def ap_id(self, t: Tile) -> int:
         """The AP-table index of ``t``'s access pattern (:meth:`Program.ap_id`, remembered per tile)."""
         e = self._ap_ids.get(id(t))
         if e is not None and e[0] is t:
             return e[1]
-        i = self.p.ap_id(t.ap)
+        i = self.p.ap_id(t.ap, remember=False)
         self._ap_ids[id(t)] = (t, i)
         return i
 
@@ -204,6 +231,14 @@ class Emitter:
             self._streams[key] = s
         return s
 
+    def _outside_changes(self) -> None:
+        """Forget every stream's clean accesses if someone else appended to the program since the last check
+        (stamping moves buffer histories without bumping :attr:`Buf.ver`)."""
+        if len(self.p) != self._n_at:
+            for st in self._streams.values():
+                st.clean.clear()
+            self._n_at = len(self.p)
+
     def emit(
         self,
         opcode: Op | str,
@@ -221,71 +256,105 @@ class Emitter:
         other keywords are immediates. Returns the instruction index."""
         op = Op[opcode] if isinstance(opcode, str) else opcode
         eng = Engine[engine] if isinstance(engine, str) else engine
-        spec = OPSPECS[op]
-        st = self.stream(core, eng, queue)
-        operands: list[AccessPattern | None] = []
+        st = self._streams.get((core, eng, queue)) or self.stream(core, eng, queue)
         tiles: list[Tile | None] = []
         reads: list[Buf] = []
         writes: list[Buf] = []
-        for slot in spec.slots:
-            t = kw.pop(slot.name, None)
+        missing = 0  # bit k: operand slot k not given
+        ids = self._ap_ids
+        opnd = [-1] * MAX_OPERANDS  # the operands' AP-table indices (interned in slot order, as append would)
+        for k, name, output in _SLOTS[op]:
+            t = kw.pop(name, None)
             if t is None:
-                operands.append(None)
                 tiles.append(None)
+                missing |= 1 << k
                 continue
-            assert isinstance(t, Tile), f"{op.name}.{slot.name} must be a Tile"
-            operands.append(t.ap)
+            assert isinstance(t, Tile), f"{op.name}.{name} must be a Tile"
             tiles.append(t)
-            (writes if slot.output else reads).append(t.buf)
-        known = st.known
-        waits = self._need(st, reads, writes, partial, extra_waits)
-        for s, v in waits:
-            known[s] = v
-        while len(waits) > MAX_WAITS:
-            chunk, waits = waits[:MAX_WAITS], waits[MAX_WAITS:]
-            self.p.append(make(Op.nop, engine=eng, core=core, queue=queue, waits=chunk, signals=[(st.sem, 1)]))
-            self.tags.append(OpClass.sync, self.layer)
-            st.count += 1
+            e = ids.get(id(t))
+            opnd[k] = e[1] if e is not None and e[0] is t else self.ap_id(t)
+            (writes if output else reads).append(t.buf)
+        waits = self._waits(st, self._hists(reads, writes, partial), extra_waits)
+        if len(waits) > MAX_WAITS:
+            waits = self._carry(st, eng, core, queue, waits)
         st.count += 1
         extra = tuple(sorted(extra_signals.items())) if extra_signals else ()
         # an instruction like one emitted before (same op, stream, operand slots, immediates, extra signals) is
-        # that record with its operands and waits replaced (Program.append_like); the first goes through make()
-        imms = _imms_key(kw)
-        key = None if imms is None else (op, eng, core, queue, tuple(o is None for o in operands), extra, imms)
+        # that record with its operands and waits replaced; the first goes through make()
+        imms = _imms_key(kw) if kw else ()
+        key = None if imms is None else (op, eng, core, queue, missing, extra, imms)
         try:
             like = None if key is None else self._like.get(key)
         except TypeError:  # an unhashable immediate: no shortcut
             like, key = None, None
         p = self.p
         if like is None:
-            idx = p.append(make(op, *operands, engine=eng, core=core, queue=queue, waits=waits,
-                                signals=[(st.sem, 1), *extra], **kw))
+            idx = p.append(make(op, *[None if t is None else t.ap for t in tiles], engine=eng, core=core,
+                                queue=queue, waits=waits, signals=[(st.sem, 1), *extra], **kw))
             if key is not None:
                 self._like[key] = idx
         else:
-            opnd = [-1 if t is None else self.ap_id(t) for t in tiles]
-            idx = p.append_like(like, opnd, [(p.semaphore(s), v) for s, v in waits])
+            idx = p.append_packed(self._like_record(like, opnd, waits))
         self.tags.append(self.op_class, self.layer)
+        self._n_at += 1
+        tick = idx + 1
         done = st.count
+        sem = st.sem
         for b in reads:
-            if done > b.reads.get(st.sem, 0):
-                b.reads[st.sem] = done
+            r = b.reads
+            if done > r.get(sem, 0):
+                r[sem] = done
+            b.ver = tick
         for b in writes:
             if partial:
-                b.last_write[st.sem] = max(done, b.last_write.get(st.sem, 0))
+                b.last_write[sem] = max(done, b.last_write.get(sem, 0))
             else:
-                b.last_write = {st.sem: done}
+                b.last_write = {sem: done}
                 b.reads = {}
+            b.ver = tick
         return idx
 
-    def _need(self, st: _Stream, reads: list[Buf] | tuple[Buf, ...], writes: list[Buf] | tuple[Buf, ...],
-              partial: bool = False, extra: dict[str, int] | None = None) -> list[tuple[str, int]]:
-        """The waits of an instruction of stream ``st`` that reads ``reads`` and writes ``writes`` (a group of
-        partial writes with ``partial``), plus ``extra``: the data dependencies (module docstring) not yet known
-        to the stream, sorted by semaphore; the stream's known waits are not updated."""
-        deps: dict[str, int] = dict(extra) if extra else {}
-        own = st.sem
-        hist: list[dict[str, int]] = []  # the histories to wait for (one loop below, no call per history)
+    def _like_record(self, like: int, opnd: list[int], waits: list[tuple[str, int]]) -> bytes:
+        """The record of instruction ``like`` with operand indices ``opnd`` (``MAX_OPERANDS``, -1 for none) and
+        ``waits`` (at most ``MAX_WAITS``; their semaphores declared here if new), as :meth:`Program.append_like`
+        would write it."""
+        parts = self._parts.get(like)
+        if parts is None:
+            parts = self._parts[like] = self.p.like_parts(like)
+        if not waits:
+            return parts[0] + LIKE_TAIL.pack(*opnd, *_NO_WAITS) + parts[1]
+        sem, n = self.p.semaphore, len(waits)
+        try:
+            return parts[0] + LIKE_TAIL.pack(*opnd, *[sem(s) for s, _ in waits], *_NO_WAIT_SEMS[n:],
+                                             *[v for _, v in waits], *_NO_WAIT_VALUES[n:]) + parts[1]
+        except struct.error:  # a wait value outside the record's unsigned 32 bits
+            bad = next(v for _, v in waits if not 0 <= v <= U32_MAX)
+            raise OperandError(f"instruction {len(self.p)}: wait value {bad} not in [0, 2^32-1]") from None
+
+    def _carry(self, st: _Stream, eng: Engine, core: int, queue: int, waits: list[tuple[str, int]]
+               ) -> list[tuple[str, int]]:
+        """Put all but the last ``MAX_WAITS`` of ``waits`` (sorted) on ``nop`` instructions of stream ``st``
+        (tagged ``sync``), ``MAX_WAITS`` each in order; returns the waits left for the instruction itself.
+        (A nop is like the stream's earlier nops, as :meth:`emit` keys it.)"""
+        key = (Op.nop, eng, core, queue, 0, (), ())
+        while len(waits) > MAX_WAITS:
+            chunk, waits = waits[:MAX_WAITS], waits[MAX_WAITS:]
+            like = self._like.get(key)
+            if like is None:
+                self._like[key] = self.p.append(make(Op.nop, engine=eng, core=core, queue=queue, waits=chunk,
+                                                     signals=[(st.sem, 1)]))
+            else:
+                self.p.append_packed(self._like_record(like, _NO_OPERANDS, chunk))
+            self.tags.append(OpClass.sync, self.layer)
+            st.count += 1
+            self._n_at += 1
+        return waits
+
+    @staticmethod
+    def _hists(reads: Sequence[Buf], writes: Sequence[Buf], partial: bool = False) -> list[dict[str, int]]:
+        """The histories an instruction that reads ``reads`` and writes ``writes`` (a group of partial writes
+        with ``partial``) must wait for (module docstring)."""
+        hist: list[dict[str, int]] = []
         for b in reads:
             hist.append(b.last_write)
             for a in b.aliases:  # bytes last written through an aliasing buffer
@@ -300,6 +369,15 @@ class Emitter:
                 hist.append(a.last_write)
                 hist.append(a.reads)
                 hist.append(a.war_base)
+        return hist
+
+    @staticmethod
+    def _waits(st: _Stream, hist: list[dict[str, int]], extra: dict[str, int] | None = None
+               ) -> list[tuple[str, int]]:
+        """The largest value per semaphore in ``hist`` and ``extra``, but for the stream's own semaphore and
+        what it already waited for, sorted by semaphore; the stream's known waits are updated with them."""
+        deps: dict[str, int] = dict(extra) if extra else {}
+        own = st.sem
         get = deps.get
         for d in hist:
             for s, v in d.items():
@@ -308,59 +386,203 @@ class Emitter:
         if not deps:
             return []
         known = st.known
-        return sorted([(s, v) for s, v in deps.items() if v > known.get(s, 0)])
+        kget = known.get
+        out = sorted([(s, v) for s, v in deps.items() if v > kget(s, 0)])
+        for s, v in out:
+            known[s] = v
+        return out
 
-    def matmuls(self, core: int, grid: list[tuple[Tile, Tile, Tile, bool]]) -> None:
-        """Emit ``matmul(dst, stationary, moving, accumulate)`` for every entry of ``grid`` on the tensor
-        stream of ``core``, in order: the program is the one :meth:`emit` called for each gives, built faster.
+    @staticmethod
+    def _dirty(st: _Stream, b: Buf, write: bool) -> bool:
+        """Whether the histories that stream ``st`` consults for reading (writing) ``b`` may hold something
+        beyond its known waits: not recorded clean, or changed since (``b`` or an alias: :attr:`Buf.ver`)."""
+        r = st.clean.get((id(b), write))
+        if r is None or r[0] is not b or b.ver > r[1]:
+            return True
+        t = r[1]
+        for a in b.aliases:
+            if a.ver > t:
+                return True
+        return False
 
-        An entry whose every (buffer, read-or-write) pair already occurred earlier in the grid needs no wait:
-        the histories it would consult (the buffers', their aliases') have changed since only by this stream's
-        own instructions, whose entries a stream never waits for, and what the earlier entry needed is in the
-        stream's known waits. The other entries get their waits as :meth:`emit` derives them (:meth:`_need`).
-        An entry with at most ``MAX_WAITS`` waits is appended as a copy of the stream's earlier matmul with the
-        same accumulate flag (:meth:`Program.append_like`, as :meth:`emit` would); the first of each flag and
-        an entry that needs ``nop`` carriers go through :meth:`emit`."""
-        st = self.stream(core, Engine.tensor)
-        p, sem = self.p, st.sem
-        known = st.known
-        seen: set[tuple[int, bool]] = set()
-        like = self._like
-        tags, cls, layer = self.tags, self.op_class, self.layer
+    def matmul_grid(self, core: int, dsts: Sequence[Tile], stats: tuple[tuple[Tile, ...], ...],
+                    movs: Sequence[Tile], accs: Sequence[bool]) -> None:
+        """Emit ``matmul(dsts[j], stats[i][j], movs[i], accs[i])`` on the tensor stream of ``core`` for every
+        row ``i`` and, within it, every column ``j``: the program :meth:`emit` called for each in that order
+        gives (tests compare the two), built faster. ``stats`` (tiles of one buffer) is best the same tuple
+        object whenever the same grid recurs (its AP-table indices are remembered by identity).
 
-        def kind(acc: object) -> tuple:  # emit()'s key of a matmul of this stream
-            return (Op.matmul, Engine.tensor, core, 0, _NO_OPERAND_MISSING3, (), _imms_key({"accumulate": acc}))
+        Waits. An entry waits only for what the histories of its (buffer, read-or-write) accesses hold beyond
+        the stream's known waits (as :meth:`emit` derives them, consulting only these accesses: an access already made
+        earlier in the grid contributes nothing new, as the buffers' histories have changed since only by this
+        stream's own entries, which a stream never waits for, and what the earlier consultation found is in
+        the known waits). Only the first entry of each access can wait: the first row, and the first column.
+        The same holds across grids: after a grid every access of it is recorded *clean* in the stream
+        (:attr:`_Stream.clean`, at the program's length), and a later grid consults it again only if the
+        buffer or one of its aliases changed since (:attr:`Buf.ver`, set by every instruction that touches the
+        buffer, and by :meth:`new_write_epoch`; appends by others, i.e. stamping, forget all clean records).
 
-        kinds = {a: kind(a) for a in (False, True)}
-        ap_id, sem_id, append_like = self.ap_id, p.semaphore, p.append_like
-
-        for dst, stat, mov, acc in grid:
-            db, sb, mb = dst.buf, stat.buf, mov.buf
-            kd, ks, km = (id(db), True), (id(sb), False), (id(mb), False)
-            fresh = not (kd in seen and ks in seen and km in seen)
-            waits = self._need(st, (sb, mb), (db,)) if fresh else []
-            i = like.get(kinds[acc] if type(acc) is bool else kind(acc))
-            if i is None or len(waits) > MAX_WAITS:
-                self.emit(Op.matmul, core, Engine.tensor, dst=dst, stationary=stat, moving=mov, accumulate=acc)
-                seen.update((kd, ks, km))
+        Records. An entry is a copy of the stream's earlier matmul record with the same accumulate flag, its
+        operands and waits replaced (as :meth:`emit`'s shortcut), packed in one piece per grid
+        (:meth:`Program.append_packed`); an entry with more than ``MAX_WAITS`` waits gets ``nop`` carriers
+        before it (:meth:`_carry`). The stream's first matmuls (no record to copy yet), and a grid that reads
+        a buffer it writes or whose stationary tiles lie in several buffers, go through :meth:`emit`."""
+        nk, nout = len(movs), len(dsts)
+        if not nk or not nout:
+            return
+        p = self.p
+        if len(p) != self._n_at:
+            self._outside_changes()
+        st = self._streams.get((core, Engine.tensor, 0)) or self.stream(core, Engine.tensor)
+        tmpl = self._mm_tmpl.get(core)
+        if tmpl is None:  # (remembered once both exist)
+            tmpl = (self._like.get(_mm_key(core, False)), self._like.get(_mm_key(core, True)))
+            if None not in tmpl:
+                self._mm_tmpl[core] = tmpl
+        dbufs = [t.buf for t in dsts]
+        mbufs = [t.buf for t in movs]
+        sbuf = stats[0][0].buf
+        g = self._grid_ids.get(id(stats))
+        known_grid = g is not None and g[0] is stats
+        fast = (
+            (known_grid or (len(stats) == nk and all(len(row) == nout and all(t.buf is sbuf for t in row)
+                                                      for row in stats)))
+            and (tmpl[0] is not None or all(accs))
+            and (tmpl[1] is not None or not any(accs))
+            and sbuf not in dbufs
+            and set(dbufs).isdisjoint(mbufs)
+        )
+        if not fast:
+            for i in range(nk):
+                for j in range(nout):
+                    self.emit(Op.matmul, core, Engine.tensor, dst=dsts[j], stationary=stats[i][j], moving=movs[i],
+                              accumulate=accs[i])
+            return
+        # AP-table indices: all known already (no new rows), else interned in the order emitting gives
+        ap_ids = self._ap_ids
+        ids: list[int] = []
+        if g is not None and known_grid:
+            for t in (*dsts, *movs):
+                e = ap_ids.get(id(t))
+                if e is None or e[0] is not t:
+                    break
+                ids.append(e[1])
+        if len(ids) == nout + nk and g is not None:
+            sids = g[1]
+            dids, mids = ids[:nout], ids[nout:]
+        else:
+            ap_id = self.ap_id
+            rows = []
+            for i in range(nk):
+                row = []
+                for j in range(nout):
+                    ap_id(dsts[j])
+                    row.append(ap_id(stats[i][j]))
+                    ap_id(movs[i])
+                rows.append(tuple(row))
+            sids = tuple(rows)
+            self._grid_ids[id(stats)] = (stats, sids)
+            dids = [ap_id(t) for t in dsts]
+            mids = [ap_id(t) for t in movs]
+        # waits of the first entry of each access, in grid order (row 0, then column 0 of the later rows)
+        dirty, need, hists = self._dirty, self._waits, self._hists
+        waits_at: dict[int, list[tuple[str, int]]] = {}
+        seen_d: set[int] = set()
+        for j in range(nout):
+            db = dbufs[j]
+            acc_r: list[Buf] = []
+            if j == 0:
+                if dirty(st, sbuf, False):
+                    acc_r.append(sbuf)
+                if dirty(st, mbufs[0], False):
+                    acc_r.append(mbufs[0])
+            acc_w: tuple[Buf, ...] = ()
+            if id(db) not in seen_d:
+                seen_d.add(id(db))
+                if dirty(st, db, True):
+                    acc_w = (db,)
+            if acc_r or acc_w:
+                w = need(st, hists(acc_r, acc_w))
+                if w:
+                    waits_at[j] = w
+        seen_m = {id(mbufs[0])}
+        for i in range(1, nk):
+            mb = mbufs[i]
+            if id(mb) not in seen_m:
+                seen_m.add(id(mb))
+                if dirty(st, mb, False):
+                    w = need(st, hists((mb,), ()))
+                    if w:
+                        waits_at[i * nout] = w
+        # the records: row by row; only row 0 and column 0 can carry waits (and nop carriers before them)
+        parts = self._parts
+        pp = []
+        for ti in tmpl:
+            if ti is None:
+                pp.append((b"", b"", b""))
                 continue
-            if fresh:
-                for s, v in waits:
-                    known[s] = v
-                seen.update((kd, ks, km))
-            st.count += 1
-            append_like(i, (ap_id(dst), ap_id(stat), ap_id(mov)),
-                        [(sem_id(s), v) for s, v in waits] if waits else ())
-            tags.append(cls, layer)
-            done = st.count
-            r = sb.reads
-            if done > r.get(sem, 0):
-                r[sem] = done
-            r = mb.reads
-            if done > r.get(sem, 0):
-                r[sem] = done
-            db.last_write = {sem: done}
+            pr = parts.get(ti)
+            if pr is None:
+                pr = parts[ti] = p.like_parts(ti)
+            pp.append((pr[0], _NO_WAIT_TAIL3 + pr[1], pr[1]))
+        pack3 = _OPND3.pack
+        out: list[bytes] = []
+        tags, cls, layer = self.tags, self.op_class, self.layer
+        count = st.count
+        first_row: list[int] = []  # the count after each entry of row 0
+        row_end: list[int] = []
+        for i in range(nk):
+            pre, rest, post = pp[accs[i]]
+            m, srow = mids[i], sids[i]
+            for j in range(nout) if i == 0 or waits_at else range(0):
+                ew = waits_at.get(i * nout + j)
+                if ew:
+                    if len(ew) > MAX_WAITS:  # nop carriers first (after the records so far)
+                        if out:
+                            p.append_packed(b"".join(out))
+                            tags.fill(cls, layer, len(out))
+                            self._n_at += len(out)
+                            out = []
+                        st.count = count
+                        ew = self._carry(st, Engine.tensor, core, 0, ew)
+                        count = st.count
+                    ws = [p.semaphore(s) for s, _ in ew] + _NO_WAIT_SEMS[len(ew):]
+                    wv = [v for _, v in ew] + _NO_WAIT_VALUES[len(ew):]
+                    out.append(pre + LIKE_TAIL.pack(dids[j], srow[j], m, *_PAD_OPND3, *ws, *wv) + post)
+                else:
+                    out.append(pre + pack3(dids[j], srow[j], m) + rest)
+                count += 1
+                if i == 0:
+                    first_row.append(count)
+                elif j == 0:  # the rest of a later row waits for nothing
+                    out += [pre + pack3(d, sid, m) + rest for d, sid in zip(dids[1:], srow[1:])]
+                    count += nout - 1
+                    break
+            else:
+                if i:
+                    out += [pre + pack3(d, sid, m) + rest for d, sid in zip(dids, srow)]
+                    count += nout
+            row_end.append(count)
+        p.append_packed(b"".join(out))
+        tags.fill(cls, layer, len(out))
+        st.count = count
+        self._n_at += len(out)
+        tick = len(p)
+        # the buffers' histories as emitting each entry leaves them, and the grid's accesses recorded clean
+        last_row = first_row if nk == 1 else range(count - nout + 1, count + 1)  # (later rows: no nops inside)
+        sem, clean = st.sem, st.clean
+        sbuf.reads[sem] = count
+        sbuf.ver = tick
+        clean[(id(sbuf), False)] = (sbuf, tick)
+        for i, mb in enumerate(mbufs):
+            mb.reads[sem] = row_end[i]  # (a later row of the same buffer overwrites)
+            mb.ver = tick
+            clean[(id(mb), False)] = (mb, tick)
+        for j, db in enumerate(dbufs):
+            db.last_write = {sem: last_row[j]}
             db.reads = {}
+            db.ver = tick
+            clean[(id(db), True)] = (db, tick)
 
     def new_write_epoch(self, buf: Buf) -> None:
         """Start a new group of partial writes to ``buf``: later partial writes wait for earlier readers
@@ -371,3 +593,25 @@ class Emitter:
         buf.war_base = base
         buf.last_write = {}
         buf.reads = {}
+        buf.ver = len(self.p) + 1
+
+
+def _mm_key(core: int, acc: bool) -> tuple:
+    """:meth:`Emitter.emit`'s shortcut key of a matmul with all operands on the tensor stream of ``core``."""
+    return _MM_KEYS.get((core, acc)) or _MM_KEYS.setdefault(
+        (core, acc), (Op.matmul, Engine.tensor, core, 0, 0, (), _imms_key({"accumulate": acc})))
+
+
+_MM_KEYS: dict[tuple[int, bool], tuple] = {}
+#: (slot index, name, written) of every opcode's operand slots (emit())
+_SLOTS = {op: tuple((k, sl.name, sl.output) for k, sl in enumerate(spec.slots)) for op, spec in OPSPECS.items()}
+#: packs a matmul's three operand indices (the first of the record's MAX_OPERANDS)
+_OPND3 = struct.Struct("<3i")
+#: the record's operand slots after a matmul's three, unused
+_PAD_OPND3 = (-1,) * (MAX_OPERANDS - 3)
+_NO_ID = (None, -1)  # (an AP-index entry of no tile)
+_NO_OPERANDS = [-1] * MAX_OPERANDS  # (a record's operand indices: none)
+_NO_WAIT_SEMS, _NO_WAIT_VALUES = [-1] * MAX_WAITS, [0] * MAX_WAITS  # (a record's unused wait slots)
+_NO_WAITS = (*_NO_WAIT_SEMS, *_NO_WAIT_VALUES)
+#: the rest of a matmul record's operands and waits (none)
+_NO_WAIT_TAIL3 = LIKE_TAIL.pack(0, 0, 0, *_PAD_OPND3, *([-1] * MAX_WAITS), *([0] * MAX_WAITS))[_OPND3.size :]

@@ -35,6 +35,9 @@ def linear(
         rk.load_vec(rank_tensor(weight + ".scale", rk.r))
     cur_cb = -1
     outs: list[tuple[int, Tile, int]] = []
+    dsts: list[Tile] = []
+    mszs: tuple[int, ...] = ()
+    rows: dict[tuple[int, int], tuple[tuple[int, ...], list[Tile], list[bool]]] = {}  # k-tile group -> its rows
     for sl in plan.slabs:
         if sl.cb != cur_cb:
             for j, pt, msz in outs:
@@ -45,20 +48,36 @@ def linear(
                 msz = min(plan.m, sl.csz - m0)
                 j = (sl.c0 + m0) // plan.m
                 outs.append((j, rk.bank().tile(DType.fp32, ncol, pcount=msz), msz))
+            dsts = [pt for _, pt, _ in outs]
+            mszs = tuple(msz for _, _, msz in outs)
         slab = rk.ws.next_slab(weight)
-        sdt = slab.ap.dtype
-        grid = []  # the slab's matmuls, emitted in bulk (Emitter.matmuls)
-        for i in range(sl.nk):
-            kt = sl.kt0 + i
-            ks = plan.ksize(kt)
-            mov = xin[kt].tile(xdt, ncol, pcount=ks, byte=col0 * xdt.itemsize)
-            for jj, (_j, pt, msz) in enumerate(outs):
-                stat = slab.buf.tile(sdt, msz, pcount=ks, byte=(i * sl.csz + jj * plan.m) * sdt.itemsize)
-                grid.append((pt, stat, mov, kt > 0))
-        rk.em.matmuls(rk.core, grid)
+        r = rows.get((sl.kt0, sl.nk))
+        if r is None:  # the k-tiles' sizes, moving tiles and accumulate flags (the same in every column block)
+            kts = range(sl.kt0, sl.kt0 + sl.nk)
+            ks = tuple(plan.ksize(kt) for kt in kts)
+            r = rows[(sl.kt0, sl.nk)] = (
+                ks, [xin[kt].tile(xdt, ncol, pcount=k, byte=col0 * xdt.itemsize) for kt, k in zip(kts, ks)],
+                [kt > 0 for kt in kts])
+        stats = _stationary_grid(rk, slab.buf, slab.ap.dtype, r[0], sl.csz, plan.m, mszs)
+        rk.em.matmul_grid(rk.core, dsts, stats, r[1], r[2])
         rk.ws.slab_done()
     for j, pt, msz in outs:
         evict(j, pt, msz)
+
+
+def _stationary_grid(
+    rk: Rank, buf: Buf, sdt: DType, ks: tuple[int, ...], csz: int, m: int, mszs: tuple[int, ...]
+) -> tuple[tuple[Tile, ...], ...]:
+    """The stationary tiles of a slab in ``buf`` (``[P, nk, csz]``): k-tile ``i`` (``ks[i]`` partitions) by
+    output tile ``jj`` (``mszs[jj]`` features from ``jj * m``); one tuple per layout, made once per rank."""
+    key = (buf, sdt, ks, csz, m, mszs)
+    g = rk.stat_grids.get(key)
+    if g is None:
+        g = rk.stat_grids[key] = tuple(
+            tuple(buf.tile(sdt, msz, pcount=k, byte=(i * csz + jj * m) * sdt.itemsize) for jj, msz in enumerate(mszs))
+            for i, k in enumerate(ks)
+        )
+    return g
 
 
 def scale_tile(pl: LoweringPlan, rk: Rank, weight: str, j: int, msz: int) -> Tile | None:

@@ -62,6 +62,8 @@ class Rank:
         self.bufs: dict[str, list[Buf]] = {}
         self.single: dict[str, Buf] = {}
         self.registry: list[Buf] = []  # every on-chip buffer, for alias links
+        #: the stationary tiles of a weight slab per slot and layout (:func:`.linear.linear`, made once)
+        self.stat_grids: dict[tuple, tuple[tuple[Tile, ...], ...]] = {}
         self.psum_ring = [
             Buf(f"psum{i}", Space.psum, rank, 0, pl.P, i * pl.bank_bytes, pl.bank_bytes) for i in range(pl.banks)
         ]

@@ -115,6 +115,11 @@ class TagLog:
         self.op_class.append(op_class)
         self.layer.append(layer)
 
+    def fill(self, op_class: int, layer: int, n: int) -> None:
+        """Tag the next ``n`` instructions alike."""
+        self.op_class.extend(array("B", (op_class,)) * n)
+        self.layer.extend(array("h", (layer,)) * n)
+
     def arrays(self, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(op_class uint8, layer int16) of instructions ``start..stop`` (copies)."""
         stop = len(self) if stop is None else stop

@@ -16,22 +16,12 @@ The DMAs are tagged ``weight_stream`` with the layer of the weights they load, t
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
 
 from infsim.isa import DType, Engine, Op
 
 from .emit import Buf, Emitter, Tile
 from .plan import LoweringPlan, rank_tensor
 from .tags import OpClass, layer_of
-
-
-class _Entry(NamedTuple):
-    name: str  # weight
-    slab: int  # slab index within the weight's plan
-    slot: int  # ring slot
-    queue: int  # DMA queue
-    vpos: int  # virtual position (see WeightStream.plan)
-    layer: int  # layer of the weight (tag of its DMA)
 
 
 class WeightStream:
@@ -49,10 +39,17 @@ class WeightStream:
     ):
         self.pl, self.em, self.rank, self.core = pl, em, rank, rank
         self.slots, self.dq, self.hbm = slots, dq, hbm
-        self._seq: list[_Entry] = []  # slabs in consumption order
+        # the slabs in consumption order, one list per field: weight, slab index within the weight's plan,
+        # virtual position (see plan), position within its group (its DMA queue: mod the weight queues), layer
+        self._name: list[str] = []
+        self._slab: list[int] = []
+        self._vpos: list[int] = []
+        self._gpos: list[int] = []
+        self._layer: list[int] = []
         self._pos = 0  # next slab to be consumed
         self._emitted = 0  # slabs whose DMA has been emitted
         self.dq_next = 0  # next staging buffer (reset per layer, so that layers repeat exactly)
+        self._src: dict[str, Buf] = {}  # weight -> the tracked buffer of this rank's HBM tensor
 
     def plan(self, groups: list[list[str]]) -> None:
         """The order in which weight slabs are consumed, as groups (one per layer, one for the head).
@@ -67,38 +64,51 @@ class WeightStream:
             v = -(-v // d) * d
             pos = 0
             for n in names:
-                for s in self.pl.plans[n].slabs:
-                    self._seq.append(_Entry(n, s.index, v % d, pos % self.pl.weight_queues, v, layer_of(n)))
-                    v += 1
-                    pos += 1
+                k = len(self.pl.plans[n].slabs)  # (a slab's index is its place in the plan)
+                self._name.extend([n] * k)
+                self._slab.extend(range(k))
+                self._vpos.extend(range(v, v + k))
+                self._gpos.extend(range(pos, pos + k))
+                self._layer.extend([layer_of(n)] * k)
+                v += k
+                pos += k
 
     def _fill_window(self) -> None:
-        if self._pos >= len(self._seq):
+        vpos, n = self._vpos, len(self._vpos)
+        if self._pos >= n:
             return
-        limit = self._seq[self._pos].vpos + len(self.slots)
-        while self._emitted < len(self._seq) and self._seq[self._emitted].vpos < limit:
-            self._emit_load(self._seq[self._emitted])
+        limit = vpos[self._pos] + len(self.slots)
+        while self._emitted < n and vpos[self._emitted] < limit:
+            self._emit_load(self._emitted)
             self._emitted += 1
 
-    def _emit_load(self, e: _Entry) -> None:
-        sl = self.pl.plans[e.name].slabs[e.slab]
+    def _emit_load(self, i: int) -> None:
+        """The DMA of slab ``i`` (of the consumption order) into its slot."""
+        name = self._name[i]
+        sl = self.pl.plans[name].slabs[self._slab[i]]
         wdt = self.pl.wdt
-        src = self.hbm(rank_tensor(e.name, self.rank)).hbm(
-            wdt, sl.rows, sl.nk * sl.csz, ((1, sl.nk * sl.csz),), byte=sl.offset_elems * wdt.itemsize
-        )
-        dst = self.slots[e.slot].tile(wdt, sl.nk * sl.csz, pcount=sl.rows)
-        with self.em.tagged(OpClass.weight_stream, e.layer):
-            self.em.emit(Op.dma_copy, self.core, Engine.dma, e.queue, dst=dst, src=src)
+        hb = self._src.get(name)
+        if hb is None:
+            hb = self._src[name] = self.hbm(rank_tensor(name, self.rank))
+        free = sl.nk * sl.csz
+        src = hb.hbm(wdt, sl.rows, free, ((1, free),), byte=sl.offset_elems * wdt.itemsize)
+        dst = self.slots[self._vpos[i] % len(self.slots)].tile(wdt, free, pcount=sl.rows)
+        em = self.em
+        saved = em.op_class, em.layer
+        em.op_class, em.layer = OpClass.weight_stream, self._layer[i]
+        try:
+            em.emit(Op.dma_copy, self.core, Engine.dma, self._gpos[i] % self.pl.weight_queues, dst=dst, src=src)
+        finally:
+            em.op_class, em.layer = saved
 
     def next_slab(self, name: str) -> Tile:
         """The SBUF tile holding the next slab of weight ``name`` (loads ahead as slots free up)."""
         i = self._pos
-        if i >= len(self._seq) or self._seq[i].name != name:
+        if i >= len(self._name) or self._name[i] != name:
             raise AssertionError(f"weight stream out of order at {i}: expected {name}")
         self._fill_window()
-        e = self._seq[i]
-        sl = self.pl.plans[name].slabs[e.slab]
-        t = self.slots[e.slot].tile(self.pl.wdt, sl.nk * sl.csz, pcount=sl.rows)
+        sl = self.pl.plans[name].slabs[self._slab[i]]
+        t = self.slots[self._vpos[i] % len(self.slots)].tile(self.pl.wdt, sl.nk * sl.csz, pcount=sl.rows)
         if self.pl.int8:  # dequantise int8 -> bf16 on the vector engine
             dq = self.dq[self.dq_next % len(self.dq)]
             self.dq_next += 1

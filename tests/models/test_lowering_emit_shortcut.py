@@ -37,3 +37,12 @@ def test_shortcut_refuses_what_make_refuses() -> None:
     em.emit(Op.tensor_reduce, 0, Engine.vector, dst=t, src=t, op="add", axes=1)
     with pytest.raises(OperandError):  # an int immediate given as a bool, equal to the earlier 1
         em.emit(Op.tensor_reduce, 0, Engine.vector, dst=t, src=t, op="add", axes=True)
+
+
+def test_shortcut_refuses_a_wait_value_beyond_32_bits() -> None:
+    """A wait the record cannot hold is refused by name on the shortcut path too (as ``Program.append``)."""
+    em, _, b = _pair()
+    t = b.tile(DType.fp32, 4)
+    em.emit(Op.memset, 0, Engine.vector, dst=t, value=1.0)
+    with pytest.raises(OperandError, match="wait value 4294967296"):
+        em.emit(Op.memset, 0, Engine.vector, dst=t, value=1.0, extra_waits={"x": 2**32})
