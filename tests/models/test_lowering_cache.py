@@ -16,6 +16,7 @@ from infsim.config import load_chip
 from infsim.models.graph import Workload
 from infsim.models.lower import lower
 from infsim.models.lower.cache import cache_dir, cache_key, lower_cached, wait_for_stores
+from infsim.models.lower.cache import load as cache_load
 from infsim.models.lower.plan import LOWERING_CHIP_FIELDS
 from infsim.models.spec import load_model
 
@@ -95,6 +96,22 @@ def test_corrupt_entry_is_lowered_again(tmp_path: Path) -> None:
     f.write_bytes(b"not a pickle")
     _same(lower_cached(SPEC, WL, CHIP, cache=tmp_path), lower(SPEC, WL, CHIP))
     assert f.stat().st_size > 100  # rewritten
+
+
+@pytest.mark.parametrize("damage", ["truncated", "longer", "old format", "huge header", "empty"])
+def test_damaged_entry_is_lowered_again(tmp_path: Path, damage: str) -> None:
+    """An entry cut short (in its tables or its header), grown, of another format or empty is a miss."""
+    lower_cached(SPEC, WL, CHIP, cache=tmp_path)
+    (f,) = tmp_path.iterdir()
+    good = f.read_bytes()
+    bad = {"truncated": good[:-1], "longer": good + b"\0", "old format": b"infsimL2" + good[8:],
+           "huge header": good[:8] + (1 << 62).to_bytes(8, "little") + good[16:], "empty": b""}[damage]
+    f.write_bytes(bad)
+    assert cache_load(f, SPEC, WL, CHIP) is None
+    _same(lower_cached(SPEC, WL, CHIP, cache=tmp_path), lower(SPEC, WL, CHIP))
+    assert f.read_bytes() == good  # rewritten
+    hit = cache_load(f, SPEC, WL, CHIP)
+    assert hit is not None and hit.program.instr.flags.writeable and hit.program.aps.flags.writeable
 
 
 def test_off_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
