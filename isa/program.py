@@ -75,6 +75,7 @@ from .records import (
     INTS_ALL_UNUSED,
     INTS_UNUSED,
     REC_STRUCT,
+    copy_records,
     decode_imms,
 )
 
@@ -229,7 +230,7 @@ class Program:
 
     def _resize_instr(self, cap: int) -> None:
         new = np.zeros(cap, INSTR_DTYPE)  # (calloc: the unused tail's pages are not touched until written)
-        new[: self._n] = self._instr[: self._n]
+        copy_records(new[: self._n], self._instr[: self._n])
         self._instr = new
 
     def reserve(self, extra: int) -> None:
@@ -261,7 +262,7 @@ class Program:
             self._aps = np.zeros(max(naps, 256), AP_DTYPE)
             self._aps[:naps] = aps
             self._instr = np.zeros(max(n, 1), INSTR_DTYPE)
-            self._instr[:n] = instr
+            copy_records(self._instr[:n], np.asarray(instr, INSTR_DTYPE))
         self._naps = naps
         self._n = n
         self._streams_cache = None
@@ -508,7 +509,7 @@ class Program:
         records = np.asarray(records, INSTR_DTYPE)
         self._streams_cache = None
         self._grow_instr(len(records))
-        self._instr[self._n : self._n + len(records)] = records
+        copy_records(self._instr[self._n : self._n + len(records)], records)
         self._n += len(records)
 
     def __getitem__(self, i: int) -> Instruction:

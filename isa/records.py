@@ -28,7 +28,7 @@ import numpy as np
 from .opcodes import MAX_FREE_DIMS, MAX_OPERANDS, MAX_SIGNALS, MAX_WAITS, OPSPECS, ActFunc, AluOp, Op, OpSpec, ReduceOp
 
 __all__ = ["AP_DTYPE", "INSTR_DTYPE", "INTS_UNUSED", "REC_STRUCT", "ENUM_KINDS", "IMM_FIELDS", "IMM_PLAN",
-           "decode_imms", "imm_int", "imm_float", "imm_ints", "imm_enum", "read_fields"]
+           "copy_records", "decode_imms", "imm_int", "imm_float", "imm_ints", "imm_enum", "read_fields"]
 
 ENUM_KINDS: dict[str, type[IntEnum]] = {"AluOp": AluOp, "ReduceOp": ReduceOp, "ActFunc": ActFunc}
 
@@ -91,6 +91,16 @@ def read_fields(records: np.ndarray, *names: str) -> tuple[np.ndarray, ...]:
         v = raw[:, off - lo : off - lo + d.itemsize].view(d.base)  # (n, elements of the field)
         out.append(v[:, 0] if d.shape == () else v.reshape(n, *d.shape))
     return tuple(out)
+
+
+def copy_records(dst: np.ndarray, src: np.ndarray) -> None:
+    """``dst[:] = src`` for 1-D arrays of one record dtype, as a copy of their bytes where both are contiguous.
+    numpy assigns a structured array field by field (it does not see that the layouts match), ~6x slower than
+    copying the bytes on 108-byte instructions: ~14 ms vs ~2 ms per 300k records."""
+    if dst.dtype == src.dtype and dst.shape == src.shape and dst.flags.c_contiguous and src.flags.c_contiguous:
+        dst.view(np.uint8)[:] = src.view(np.uint8)
+    else:
+        dst[:] = src
 
 
 INTS_UNUSED = -(2**31)
