@@ -54,9 +54,11 @@ from __future__ import annotations
 
 import math
 import struct
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
+from itertools import repeat
 from typing import cast
 
 import numpy as np
@@ -242,10 +244,8 @@ class Program:
     def _rows(self) -> dict[bytes, int]:
         """The deduplication index of the AP table (built on first use after :meth:`install_tables`)."""
         if self._ap_rows is None:
-            raw = self.aps.view(np.uint8).reshape(self._naps, AP_DTYPE.itemsize)
             rows: dict[bytes, int] = {}
-            for k in range(self._naps):
-                rows.setdefault(raw[k].tobytes(), k)
+            deque(map(rows.setdefault, _row_keys(self.aps), range(self._naps)), maxlen=0)  # first index wins
             self._ap_rows = rows
         return self._ap_rows
 
@@ -319,28 +319,31 @@ class Program:
         the table is the same as if the access patterns had been used one by one through :meth:`ap_id`.
         The records must be canonical (unused ``strides``/``sizes`` entries 0, ``tensor`` -1 on chip)."""
         rows = np.ascontiguousarray(rows, AP_DTYPE)
-        size = AP_DTYPE.itemsize
-        raw = rows.tobytes()
+        keys = _row_keys(rows)
         known = self._rows()
-        out = [0] * len(rows)
-        new: list[int] = []  # rows added, in order (their indices follow the table's end)
-        nxt = self._naps
-        for k in range(len(rows)):
-            key = raw[k * size : (k + 1) * size]
-            i = known.get(key)
-            if i is None:
-                i = known[key] = nxt
-                nxt += 1
-                new.append(k)
-            out[k] = i
-        if new:
-            if nxt > len(self._aps):
-                grown = np.zeros(max(nxt, 2 * len(self._aps)), AP_DTYPE)
-                grown[: self._naps] = self._aps[: self._naps]
-                self._aps = grown
-            self._aps[self._naps : nxt] = rows[new]
-            self._naps = nxt
-        return np.array(out, np.int64)
+        # (the per-row work runs inside map and dict calls, not in a Python loop: ~2x faster)
+        out = np.fromiter(map(known.get, keys, repeat(-1)), np.int64, len(keys))
+        miss = np.flatnonzero(out < 0)
+        if not len(miss):
+            return out
+        every = len(miss) == len(keys)
+        miss_keys = keys if every else [keys[k] for k in miss.tolist()]
+        first = dict.fromkeys(miss_keys)  # the distinct new rows, in order of first use
+        start, nxt = self._naps, self._naps + len(first)
+        new = dict(zip(first, range(start, nxt)))
+        known.update(new)
+        if nxt > len(self._aps):
+            grown = np.zeros(max(nxt, 2 * len(self._aps)), AP_DTYPE)
+            copy_records(grown[:start], self._aps[:start])
+            self._aps = grown
+        if len(first) == len(miss_keys):  # no row twice: they follow the table's end in order
+            out[miss] = np.arange(start, nxt)
+            copy_records(self._aps[start:nxt], rows if every else rows[miss])
+        else:
+            out[miss] = np.fromiter(map(new.__getitem__, miss_keys), np.int64, len(miss_keys))
+            self._aps[start:nxt] = np.frombuffer(b"".join(new), AP_DTYPE)
+        self._naps = nxt
+        return out
 
     def append(self, ins: Instruction) -> int:
         """Append one instruction; returns its index."""
@@ -498,10 +501,7 @@ class Program:
         start = self._naps
         self._aps[start:need] = rows
         self._naps = need
-        raw = rows.view(np.uint8).reshape(len(rows), AP_DTYPE.itemsize)
-        known = self._rows()
-        for k in range(len(rows)):
-            known.setdefault(raw[k].tobytes(), start + k)
+        deque(map(self._rows().setdefault, _row_keys(rows), range(start, need)), maxlen=0)  # first index wins
         return start
 
     def append_records(self, records: np.ndarray) -> None:
@@ -618,6 +618,12 @@ assert _FIELDS["wval"][1] == _TAIL_OFF + 4 * (MAX_OPERANDS + MAX_WAITS)
 _AP_STRUCT = struct.Struct(f"<BBBHHiiq{MAX_FREE_DIMS}i{MAX_FREE_DIMS}I")
 assert _AP_STRUCT.size == AP_DTYPE.itemsize, "AP_DTYPE and _AP_STRUCT disagree"
 _NO_DIMS = [0] * MAX_FREE_DIMS  # (ap_id: the unused (stride, size) entries)
+
+
+def _row_keys(rows: np.ndarray) -> list[bytes]:
+    """The bytes of each record of ``rows`` (a contiguous 1-D array of :data:`AP_DTYPE`): the keys of the AP
+    table's deduplication index, made in one call (a void view's ``tolist``)."""
+    return cast(list[bytes], rows.view(np.dtype((np.void, AP_DTYPE.itemsize))).tolist())
 
 
 def _is_ident(name: str) -> bool:
