@@ -84,7 +84,7 @@ from .records import (
 # Instruction, make and normalize_imms (isa/instruction.py) and the record layouts (isa/records.py) are also
 # importable from here, where they were defined before those modules existed.
 __all__ = ["Program", "TensorDecl", "TensorKind", "Instruction", "make", "normalize_imms", "AP_DTYPE",
-           "INSTR_DTYPE", "INTS_UNUSED", "ENUM_KINDS", "IMM_FIELDS", "LIKE_TAIL"]
+           "INSTR_DTYPE", "INTS_UNUSED", "ENUM_KINDS", "IMM_FIELDS", "LIKE_TAIL", "NO_OPERANDS", "pack_like"]
 
 
 class TensorKind(IntEnum):
@@ -435,27 +435,9 @@ class Program:
         order, -1 for none) and its waits by ``waits`` ((semaphore index, value) pairs); returns its index.
         A bulk path for generators that emit many instructions alike: everything else (op, engine, core,
         queue, immediates, signals) is ``i``'s, checked when ``i`` was appended; the indices given must be
-        valid (AP-table entries, declared semaphores)."""
-        if len(waits) > MAX_WAITS or len(opnd) > MAX_OPERANDS:
-            raise OperandError(f"instruction {self._n}: at most {MAX_WAITS} waits and {MAX_OPERANDS} operands")
-        tail = list(opnd) + _NO_OPERANDS[len(opnd):]  # operands, then wait semaphores, then wait values
-        tail += [-1] * MAX_WAITS + [0] * MAX_WAITS
-        for k, (s, v) in enumerate(waits):
-            if not (0 <= v <= U32_MAX):
-                raise OperandError(f"instruction {self._n}: wait value {v} not in [0, 2^32-1]")
-            tail[MAX_OPERANDS + k], tail[MAX_OPERANDS + MAX_WAITS + k] = s, v
-        self._streams_cache = None
-        if self._n >= len(self._instr):
-            self._grow_instr(1)
-        buf = self._instr_buf
-        if buf is None or buf[0] is not self._instr:
-            buf = self._instr_buf = (self._instr, self._instr.view(np.uint8).data)
-        size, mem = REC_STRUCT.size, buf[1]
-        at = self._n * size
-        mem[at : at + size] = mem[i * size : (i + 1) * size]  # the record, then its operands and waits replaced
-        LIKE_TAIL.pack_into(mem, at + _TAIL_OFF, *tail)
-        self._n += 1
-        return self._n - 1
+        valid (AP-table entries, declared semaphores). (:func:`pack_like` with :meth:`like_parts` makes the
+        same record as bytes, for builders that append many at once.)"""
+        return self.append_packed(pack_like(self.like_parts(i), opnd, waits, self._n))
 
     def like_parts(self, i: int) -> tuple[bytes, bytes]:
         """The bytes of instruction ``i``'s record before its operand indices and after its waits: a record
@@ -605,9 +587,31 @@ class Program:
         return self._n * INSTR_DTYPE.itemsize + self._naps * AP_DTYPE.itemsize
 
 
-_NO_OPERANDS = [-1] * MAX_OPERANDS  # (append_like: the unused operand slots)
 #: the record's operands, wait semaphores and wait values (contiguous in INSTR_DTYPE): what append_like replaces
 LIKE_TAIL = struct.Struct(f"<{MAX_OPERANDS}i{MAX_WAITS}i{MAX_WAITS}I")
+NO_OPERANDS = (-1,) * MAX_OPERANDS  # (a record's unused operand slots)
+_NO_WAIT_SEMS, _NO_WAIT_VALUES = (-1,) * MAX_WAITS, (0,) * MAX_WAITS  # (a record's unused wait slots)
+_NO_WAITS = (*_NO_WAIT_SEMS, *_NO_WAIT_VALUES)
+
+
+def pack_like(parts: tuple[bytes, bytes], opnd: Sequence[int], waits: Sequence[tuple[int, int]], at: int) -> bytes:
+    """The record ``parts`` (:meth:`Program.like_parts` of an earlier instruction) with operand AP-table indices
+    ``opnd`` (slot order, -1 for none; unused slots -1) and ``waits`` ((semaphore index, value) pairs), as bytes
+    of :data:`INSTR_DTYPE` (:meth:`Program.append_packed`); ``at``: the index it will have, for errors."""
+    n = len(waits)
+    if n > MAX_WAITS or len(opnd) > MAX_OPERANDS:
+        raise OperandError(f"instruction {at}: at most {MAX_WAITS} waits and {MAX_OPERANDS} operands")
+    pad = NO_OPERANDS[len(opnd):]
+    try:
+        if not n:
+            return parts[0] + LIKE_TAIL.pack(*opnd, *pad, *_NO_WAITS) + parts[1]
+        return parts[0] + LIKE_TAIL.pack(*opnd, *pad, *[s for s, _ in waits], *_NO_WAIT_SEMS[n:],
+                                         *[v for _, v in waits], *_NO_WAIT_VALUES[n:]) + parts[1]
+    except struct.error:  # a value outside its field
+        bad = [v for _, v in waits if not 0 <= v <= U32_MAX]
+        what = f"wait value {bad[0]} not in [0, 2^32-1]" if bad else f"operand or semaphore index not in int32: " \
+            f"operands {list(opnd)}, waits {list(waits)}"
+        raise OperandError(f"instruction {at}: {what}") from None
 _FIELDS: Mapping[str, tuple] = INSTR_DTYPE.fields or {}
 _TAIL_OFF = int(_FIELDS["opnd"][1])
 assert _FIELDS["wsem"][1] == _TAIL_OFF + 4 * MAX_OPERANDS

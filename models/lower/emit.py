@@ -42,10 +42,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from infsim.isa import AccessPattern, DType, Engine, Op, Program, Space, make
-from infsim.isa.errors import OperandError
 from infsim.isa.opcodes import MAX_OPERANDS, MAX_WAITS, OPSPECS
-from infsim.isa.operand import U32_MAX, row_major_dims
-from infsim.isa.program import LIKE_TAIL
+from infsim.isa.operand import row_major_dims
+from infsim.isa.program import NO_OPERANDS, pack_like
 
 from .alloc import LoweringError
 from .tags import UNTAGGED, OpClass, TagLog
@@ -314,22 +313,15 @@ class Emitter:
             b.ver = tick
         return idx
 
-    def _like_record(self, like: int, opnd: list[int], waits: list[tuple[str, int]]) -> bytes:
-        """The record of instruction ``like`` with operand indices ``opnd`` (``MAX_OPERANDS``, -1 for none) and
-        ``waits`` (at most ``MAX_WAITS``; their semaphores declared here if new), as :meth:`Program.append_like`
-        would write it."""
+    def _like_record(self, like: int, opnd: Sequence[int], waits: list[tuple[str, int]]) -> bytes:
+        """The record of instruction ``like`` with operand indices ``opnd`` (-1 for none) and ``waits`` (at most
+        ``MAX_WAITS``; their semaphores declared here if new): :func:`~infsim.isa.program.pack_like` of the
+        template's :meth:`Program.like_parts`, remembered per template."""
         parts = self._parts.get(like)
         if parts is None:
             parts = self._parts[like] = self.p.like_parts(like)
-        if not waits:
-            return parts[0] + LIKE_TAIL.pack(*opnd, *_NO_WAITS) + parts[1]
-        sem, n = self.p.semaphore, len(waits)
-        try:
-            return parts[0] + LIKE_TAIL.pack(*opnd, *[sem(s) for s, _ in waits], *_NO_WAIT_SEMS[n:],
-                                             *[v for _, v in waits], *_NO_WAIT_VALUES[n:]) + parts[1]
-        except struct.error:  # a wait value outside the record's unsigned 32 bits
-            bad = next(v for _, v in waits if not 0 <= v <= U32_MAX)
-            raise OperandError(f"instruction {len(self.p)}: wait value {bad} not in [0, 2^32-1]") from None
+        sem = self.p.semaphore
+        return pack_like(parts, opnd, [(sem(s), v) for s, v in waits] if waits else (), len(self.p))
 
     def _carry(self, st: _Stream, eng: Engine, core: int, queue: int, waits: list[tuple[str, int]]
                ) -> list[tuple[str, int]]:
@@ -344,7 +336,7 @@ class Emitter:
                 self._like[key] = self.p.append(make(Op.nop, engine=eng, core=core, queue=queue, waits=chunk,
                                                      signals=[(st.sem, 1)]))
             else:
-                self.p.append_packed(self._like_record(like, _NO_OPERANDS, chunk))
+                self.p.append_packed(self._like_record(like, NO_OPERANDS, chunk))
             self.tags.append(OpClass.sync, self.layer)
             st.count += 1
             self._n_at += 1
@@ -534,7 +526,8 @@ class Emitter:
         for i in range(nk):
             pre, rest, post = pp[accs[i]]
             m, srow = mids[i], sids[i]
-            for j in range(nout) if i == 0 or waits_at else range(0):
+            lead = nout if i == 0 else 1  # the row's entries that can wait
+            for j in range(lead):
                 ew = waits_at.get(i * nout + j)
                 if ew:
                     if len(ew) > MAX_WAITS:  # nop carriers first (after the records so far)
@@ -546,22 +539,15 @@ class Emitter:
                         st.count = count
                         ew = self._carry(st, Engine.tensor, core, 0, ew)
                         count = st.count
-                    ws = [p.semaphore(s) for s, _ in ew] + _NO_WAIT_SEMS[len(ew):]
-                    wv = [v for _, v in ew] + _NO_WAIT_VALUES[len(ew):]
-                    out.append(pre + LIKE_TAIL.pack(dids[j], srow[j], m, *_PAD_OPND3, *ws, *wv) + post)
+                    out.append(pack_like((pre, post), (dids[j], srow[j], m), [(p.semaphore(s), v) for s, v in ew],
+                                         len(p) + len(out)))
                 else:
                     out.append(pre + pack3(dids[j], srow[j], m) + rest)
                 count += 1
                 if i == 0:
                     first_row.append(count)
-                elif j == 0:  # the rest of a later row waits for nothing
-                    out += [pre + pack3(d, sid, m) + rest for d, sid in zip(dids[1:], srow[1:])]
-                    count += nout - 1
-                    break
-            else:
-                if i:
-                    out += [pre + pack3(d, sid, m) + rest for d, sid in zip(dids, srow)]
-                    count += nout
+            out += [pre + pack3(d, sid, m) + rest for d, sid in zip(dids[lead:], srow[lead:])]  # no waits
+            count += nout - lead
             row_end.append(count)
         p.append_packed(b"".join(out))
         tags.fill(cls, layer, len(out))
@@ -607,11 +593,5 @@ _MM_KEYS: dict[tuple[int, bool], tuple] = {}
 _SLOTS = {op: tuple((k, sl.name, sl.output) for k, sl in enumerate(spec.slots)) for op, spec in OPSPECS.items()}
 #: packs a matmul's three operand indices (the first of the record's MAX_OPERANDS)
 _OPND3 = struct.Struct("<3i")
-#: the record's operand slots after a matmul's three, unused
-_PAD_OPND3 = (-1,) * (MAX_OPERANDS - 3)
-_NO_ID = (None, -1)  # (an AP-index entry of no tile)
-_NO_OPERANDS = [-1] * MAX_OPERANDS  # (a record's operand indices: none)
-_NO_WAIT_SEMS, _NO_WAIT_VALUES = [-1] * MAX_WAITS, [0] * MAX_WAITS  # (a record's unused wait slots)
-_NO_WAITS = (*_NO_WAIT_SEMS, *_NO_WAIT_VALUES)
 #: the rest of a matmul record's operands and waits (none)
-_NO_WAIT_TAIL3 = LIKE_TAIL.pack(0, 0, 0, *_PAD_OPND3, *([-1] * MAX_WAITS), *([0] * MAX_WAITS))[_OPND3.size :]
+_NO_WAIT_TAIL3 = pack_like((b"", b""), (0, 0, 0), (), 0)[_OPND3.size :]
