@@ -235,6 +235,14 @@ class Program:
         copy_records(new[: self._n], self._instr[: self._n])
         self._instr = new
 
+    def _grow_aps(self, extra: int) -> None:
+        """Room for ``extra`` more AP-table rows (the table at least doubles when it grows)."""
+        need = self._naps + extra
+        if need > len(self._aps):
+            new = np.zeros(max(need, 2 * len(self._aps)), AP_DTYPE)
+            copy_records(new[: self._naps], self._aps[: self._naps])
+            self._aps = new
+
     def reserve(self, extra: int) -> None:
         """Make room for ``extra`` more instructions in one step (bulk builders that know how many they will
         append call this instead of letting the table double: no doubling peak, one copy)."""
@@ -299,10 +307,7 @@ class Program:
         known = self._rows()
         i = known.get(key)
         if i is None:  # new: the row goes at the table's end
-            if self._naps == len(self._aps):
-                new = np.zeros(2 * len(self._aps), AP_DTYPE)
-                new[: self._naps] = self._aps[: self._naps]
-                self._aps = new
+            self._grow_aps(1)
             i = self._naps
             buf = self._aps_buf
             if buf is None or buf[0] is not self._aps:  # the table was replaced (growth, decoding)
@@ -332,10 +337,7 @@ class Program:
         start, nxt = self._naps, self._naps + len(first)
         new = dict(zip(first, range(start, nxt)))
         known.update(new)
-        if nxt > len(self._aps):
-            grown = np.zeros(max(nxt, 2 * len(self._aps)), AP_DTYPE)
-            copy_records(grown[:start], self._aps[:start])
-            self._aps = grown
+        self._grow_aps(nxt - start)
         if len(first) == len(miss_keys):  # no row twice: they follow the table's end in order
             out[miss] = np.arange(start, nxt)
             copy_records(self._aps[start:nxt], rows if every else rows[miss])
@@ -476,10 +478,7 @@ class Program:
         as a second entry); returns the index of the first."""
         rows = np.ascontiguousarray(rows, AP_DTYPE)
         need = self._naps + len(rows)
-        if need > len(self._aps):
-            new = np.zeros(max(need, 2 * len(self._aps)), AP_DTYPE)
-            new[: self._naps] = self._aps[: self._naps]
-            self._aps = new
+        self._grow_aps(len(rows))
         start = self._naps
         self._aps[start:need] = rows
         self._naps = need
