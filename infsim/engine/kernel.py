@@ -44,10 +44,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from infsim.jit import njit_cached
+from infsim.jit import NO_NRT, njit_cached
 
 from .kernel_sync import (  # noqa: F401  (names the loop and the engine read from here)
-    _NO_NRT,
     ARRIVED,
     BEGIN,
     BUSY,
@@ -106,7 +105,7 @@ from .memory.simple import allocate
 
 
 # ---- compute and collective streams --------------------------------------------------------------------------
-@njit_cached(**_NO_NRT)
+@njit_cached(**NO_NRT)
 def _block(S: np.ndarray, G: np.ndarray, ht: np.ndarray, hk: np.ndarray, whead: np.ndarray, k: int, p: int,
            free: int, latmin: int, s: int, v: int, c: int) -> None:
     """Stream ``k`` waits at position ``p`` (free since ``free``) for ``s >= v``, known crossing ``c``."""
@@ -119,7 +118,7 @@ def _block(S: np.ndarray, G: np.ndarray, ht: np.ndarray, hk: np.ndarray, whead: 
         _hpush(ht, hk, G, S, c, k)
 
 
-@njit_cached(**_NO_NRT)
+@njit_cached(**NO_NRT)
 def _emit_signals(i: int, at: int, ssem: np.ndarray, sval: np.ndarray, M: tuple, S: np.ndarray, G: np.ndarray,
                   work: np.ndarray) -> None:
     for j in range(ssem.shape[1]):
@@ -127,7 +126,7 @@ def _emit_signals(i: int, at: int, ssem: np.ndarray, sval: np.ndarray, M: tuple,
             _signal(ssem[i, j], at, sval[i, j], M, S, G, work)
 
 
-@njit_cached(**_NO_NRT)
+@njit_cached(**NO_NRT)
 def _complete(r: int, I: tuple, M: tuple, R: tuple, out: tuple, S: np.ndarray, G: np.ndarray,
               work: np.ndarray, me: int) -> None:
     """Collective ``r``'s last member arrived: every member starts at the last arrival and ends after the
@@ -155,7 +154,7 @@ def _complete(r: int, I: tuple, M: tuple, R: tuple, out: tuple, S: np.ndarray, G
             _push_work(S, G, work, m)
 
 
-@njit_cached(**_NO_NRT, inline="always")
+@njit_cached(**NO_NRT, inline="always")
 def _advance(k: int, I: tuple, M: tuple, R: tuple, out: tuple, S: np.ndarray, G: np.ndarray, work: np.ndarray,
              ht: np.ndarray, hk: np.ndarray) -> None:
     """Run compute or collective stream ``k`` ahead until it finishes or must wait."""
@@ -232,7 +231,7 @@ def _advance(k: int, I: tuple, M: tuple, R: tuple, out: tuple, S: np.ndarray, G:
 
 
 # ---- DMA engines -----------------------------------------------------------------------------------------
-@njit_cached(**_NO_NRT)
+@njit_cached(**NO_NRT)
 def _schedule_flush(E: np.ndarray, G: np.ndarray, S: np.ndarray, ht: np.ndarray, hk: np.ndarray, e: int,
                     t: int) -> None:
     """A round of engine ``e``'s decisions at ``t`` (requests come in non-decreasing time per engine)."""
@@ -241,7 +240,7 @@ def _schedule_flush(E: np.ndarray, G: np.ndarray, S: np.ndarray, ht: np.ndarray,
         _hpush(ht, hk, G, S, t, FLUSH + e)
 
 
-@njit_cached(**_NO_NRT, inline="always")
+@njit_cached(**NO_NRT, inline="always")
 def _head_ready(q: int, I: tuple, M: tuple, S: np.ndarray, G: np.ndarray, ht: np.ndarray, hk: np.ndarray) -> bool:
     """True if the head of DMA queue ``q`` has its waits satisfied now; otherwise the queue waits on the
     first unsatisfied one (woken at its crossing)."""
@@ -265,7 +264,7 @@ def _head_ready(q: int, I: tuple, M: tuple, S: np.ndarray, G: np.ndarray, ht: np
     return True
 
 
-@njit_cached(**_NO_NRT)
+@njit_cached(**NO_NRT)
 def _mem(chip: int, start: int, nbytes: int, is_write: int, eff: float, max_gbps: float, P: tuple,
          G: np.ndarray, log: tuple) -> int:
     """One request to ``chip``'s HBM: :meth:`infsim.engine.memory.simple.SimpleMemory.transfer` (the same
@@ -296,7 +295,7 @@ def _mem(chip: int, start: int, nbytes: int, is_write: int, eff: float, max_gbps
     return data_end + hbm_lat
 
 
-@njit_cached(**_NO_NRT, inline="always")
+@njit_cached(**NO_NRT, inline="always")
 def _issue(e: int, q: int, I: tuple, D: tuple, M: tuple, P: tuple, out: tuple, S: np.ndarray, E: np.ndarray,
            G: np.ndarray, work: np.ndarray, defq: np.ndarray, log: tuple) -> None:
     """Engine ``e`` serves the head of queue ``q`` now: a nop, or one chunk of a transfer
@@ -375,7 +374,7 @@ def _issue(e: int, q: int, I: tuple, D: tuple, M: tuple, P: tuple, out: tuple, S
         S[q, DONE] = 1
 
 
-@njit_cached(**_NO_NRT, inline="always")
+@njit_cached(**NO_NRT, inline="always")
 def _flush(e: int, I: tuple, D: tuple, M: tuple, P: tuple, out: tuple, S: np.ndarray, E: np.ndarray,
            G: np.ndarray, work: np.ndarray, defq: np.ndarray, log: tuple, equeues: np.ndarray, ht: np.ndarray,
            hk: np.ndarray) -> None:
@@ -405,7 +404,7 @@ def _flush(e: int, I: tuple, D: tuple, M: tuple, P: tuple, out: tuple, S: np.nda
             _schedule_flush(E, G, S, ht, hk, e, E[e, EFREE])
 
 
-@njit_cached(**_NO_NRT, inline="always")
+@njit_cached(**NO_NRT, inline="always")
 def _apply_deferred(I: tuple, M: tuple, S: np.ndarray, G: np.ndarray, work: np.ndarray, defq: np.ndarray) -> None:
     """Apply the zero-time DMA completions' signals held during the round, at now."""
     order, ssem, sval, sigsuf = I[0], I[3], I[4], I[9]
@@ -429,7 +428,7 @@ def _apply_deferred(I: tuple, M: tuple, S: np.ndarray, G: np.ndarray, work: np.n
     G[NDEFQ] = 0
 
 
-@njit_cached(**_NO_NRT, inline="always")
+@njit_cached(**NO_NRT, inline="always")
 def _drain(I: tuple, M: tuple, R: tuple, out: tuple, S: np.ndarray, E: np.ndarray, G: np.ndarray,
            work: np.ndarray, ht: np.ndarray, hk: np.ndarray) -> None:
     """Re-examine every queued stream: compute and collective streams run ahead as far as they can; a
@@ -474,7 +473,7 @@ def workspace(ns: int, ne: int) -> tuple[np.ndarray, ...]:
 
 
 # ---- the loop --------------------------------------------------------------------------------------------
-@njit_cached(**_NO_NRT)
+@njit_cached(**NO_NRT)
 def run(I: tuple, D: tuple, M: tuple, R: tuple, P: tuple, out: tuple, S: np.ndarray, E: np.ndarray,
         G: np.ndarray, equeues: np.ndarray, log: tuple, W: tuple) -> int:
     """Simulate to the end (module docstring). ``S``/``E`` come initialised per stream / engine, ``G`` zeroed,

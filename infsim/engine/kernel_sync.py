@@ -7,15 +7,11 @@ functions only; the loop that uses them, and why its times equal the reference e
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
-from infsim.jit import NO_NRT, njit_cached
+from infsim.jit import NO_NRT, njit_cached  # NO_NRT: these functions allocate nothing (infsim.jit)
 
 NEVER = 1 << 62
-# these functions allocate nothing, so they are compiled without the reference-counting runtime
-_NO_NRT: dict[str, Any] = NO_NRT
 FLUSH = 1 << 40  # heap keys >= FLUSH are DMA rounds of engine key - FLUSH
 
 K_COMPUTE, K_DMA, K_CC = 0, 1, 2  # stream kinds
@@ -30,12 +26,12 @@ NOW, HSIZE, NWORK, NDEFQ, NLOG, NGCOL = range(6)
 
 
 # ---- event heap ------------------------------------------------------------------------------------------
-@njit_cached(**_NO_NRT)
+@njit_cached(**NO_NRT)
 def _less(ta: int, ka: int, tb: int, kb: int) -> bool:
     return ta < tb or (ta == tb and ka < kb)
 
 
-@njit_cached(**_NO_NRT)
+@njit_cached(**NO_NRT)
 def _hpush(ht: np.ndarray, hk: np.ndarray, G: np.ndarray, S: np.ndarray, t: int, key: int) -> None:
     n = G[HSIZE]
     if n == ht.shape[0]:  # drop stale wake-ups (the live entries always fit: one per stream and engine)
@@ -63,7 +59,7 @@ def _hpush(ht: np.ndarray, hk: np.ndarray, G: np.ndarray, S: np.ndarray, t: int,
     G[HSIZE] = n + 1
 
 
-@njit_cached(**_NO_NRT)
+@njit_cached(**NO_NRT)
 def _sift_down(ht: np.ndarray, hk: np.ndarray, n: int, j: int) -> None:
     while True:
         a = 2 * j + 1
@@ -79,7 +75,7 @@ def _sift_down(ht: np.ndarray, hk: np.ndarray, n: int, j: int) -> None:
             return
 
 
-@njit_cached(**_NO_NRT)
+@njit_cached(**NO_NRT)
 def _hpop(ht: np.ndarray, hk: np.ndarray, G: np.ndarray) -> tuple[int, int]:
     t, k = ht[0], hk[0]
     n = G[HSIZE] - 1
@@ -92,7 +88,7 @@ def _hpop(ht: np.ndarray, hk: np.ndarray, G: np.ndarray) -> tuple[int, int]:
 
 
 # ---- semaphores --------------------------------------------------------------------------------------------
-@njit_cached(**_NO_NRT)
+@njit_cached(**NO_NRT)
 def _crossing(s: int, v: int, off: np.ndarray, cnt: np.ndarray, sig_t: np.ndarray, sig_cum: np.ndarray,
               hint: np.ndarray) -> int:
     """The time the known signals of ``s`` reach ``v`` (-1 if ``v <= 0``, ``NEVER`` if they do not).
@@ -143,7 +139,7 @@ def _crossing(s: int, v: int, off: np.ndarray, cnt: np.ndarray, sig_t: np.ndarra
     return sig_t[hi]
 
 
-@njit_cached(**_NO_NRT)
+@njit_cached(**NO_NRT)
 def _push_work(S: np.ndarray, G: np.ndarray, work: np.ndarray, k: int) -> None:
     if S[k, INQ] == 0:
         S[k, INQ] = 1
@@ -151,7 +147,7 @@ def _push_work(S: np.ndarray, G: np.ndarray, work: np.ndarray, k: int) -> None:
         G[NWORK] += 1
 
 
-@njit_cached(**_NO_NRT)
+@njit_cached(**NO_NRT)
 def _signal(s: int, t: int, inc: int, M: tuple, S: np.ndarray, G: np.ndarray, work: np.ndarray) -> None:
     """Add a signal of ``inc`` on ``s`` taking effect at ``t``; queue the waiters whose crossing it makes known
     or earlier for re-examination. A waiter's ``WAKE`` is its known crossing (``NEVER``: none): a signal at
@@ -180,7 +176,7 @@ def _signal(s: int, t: int, inc: int, M: tuple, S: np.ndarray, G: np.ndarray, wo
         k = nxt
 
 
-@njit_cached(**_NO_NRT)
+@njit_cached(**NO_NRT)
 def _link(S: np.ndarray, whead: np.ndarray, k: int, s: int, v: int) -> None:
     S[k, WSEM] = s
     S[k, WVAL] = v
@@ -191,7 +187,7 @@ def _link(S: np.ndarray, whead: np.ndarray, k: int, s: int, v: int) -> None:
     whead[s] = k
 
 
-@njit_cached(**_NO_NRT)
+@njit_cached(**NO_NRT)
 def _unlink(S: np.ndarray, whead: np.ndarray, k: int) -> None:
     s = S[k, WSEM]
     if s < 0:
@@ -206,7 +202,7 @@ def _unlink(S: np.ndarray, whead: np.ndarray, k: int) -> None:
     S[k, WSEM] = -1
 
 
-@njit_cached(**_NO_NRT)
+@njit_cached(**NO_NRT)
 def _signal_time(S: np.ndarray, k: int, t: int) -> int:
     """When stream ``k``'s next signals, completing at ``t``, take effect (program order); records it."""
     if t > S[k, LASTSIG]:
@@ -214,7 +210,7 @@ def _signal_time(S: np.ndarray, k: int, t: int) -> int:
     return S[k, LASTSIG]
 
 
-@njit_cached(**_NO_NRT)
+@njit_cached(**NO_NRT)
 def _final(s: int, c: int, me: int, now: int, S: np.ndarray, sg_ptr: np.ndarray, sg_lst: np.ndarray) -> bool:
     """No stream other than ``me`` that can signal ``s`` can do so before ``c``."""
     for x in range(sg_ptr[s], sg_ptr[s + 1]):
