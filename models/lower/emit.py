@@ -37,8 +37,7 @@ weight slab loaded by different DMA queues).
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from infsim.isa import AccessPattern, DType, Engine, Op, Program, Space, make
@@ -142,6 +141,26 @@ class _Stream:
     clean: dict[tuple[int, bool], tuple[Buf, int]] = field(default_factory=dict)
 
 
+class _Tagged:
+    """:meth:`Emitter.tagged`'s context (a small class: the lowering enters one per weight slab, where a
+    generator-based context manager cost several microseconds each)."""
+
+    __slots__ = ("em", "op_class", "layer", "saved")
+
+    def __init__(self, em: Emitter, op_class: OpClass, layer: int | None) -> None:
+        self.em, self.op_class, self.layer = em, op_class, layer
+
+    def __enter__(self) -> None:
+        em = self.em
+        self.saved = em.op_class, em.layer
+        em.op_class = self.op_class
+        if self.layer is not None:
+            em.layer = self.layer
+
+    def __exit__(self, *exc: object) -> None:
+        self.em.op_class, self.em.layer = self.saved
+
+
 def link_aliases(bufs: list[Buf], new: Buf) -> None:
     """Record ``new``'s overlaps with ``bufs`` (both directions, :meth:`Buf.overlaps`) and add it to ``bufs``."""
     if new.space == Space.hbm:
@@ -208,18 +227,10 @@ class Emitter:
         self._ap_ids[id(t)] = (t, i)
         return i
 
-    @contextmanager
-    def tagged(self, op_class: OpClass, layer: int | None = None) -> Iterator[None]:
+    def tagged(self, op_class: OpClass, layer: int | None = None) -> _Tagged:
         """Tag the instructions emitted in the ``with`` block ``op_class`` (and ``layer``, if given);
         the previous tag is restored afterwards."""
-        saved = self.op_class, self.layer
-        self.op_class = op_class
-        if layer is not None:
-            self.layer = layer
-        try:
-            yield
-        finally:
-            self.op_class, self.layer = saved
+        return _Tagged(self, op_class, layer)
 
     def stream(self, core: int, engine: Engine, queue: int = 0) -> _Stream:
         key = (core, int(engine), queue)

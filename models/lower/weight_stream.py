@@ -93,13 +93,8 @@ class WeightStream:
         free = sl.nk * sl.csz
         src = hb.hbm(wdt, sl.rows, free, ((1, free),), byte=sl.offset_elems * wdt.itemsize)
         dst = self.slots[self._vpos[i] % len(self.slots)].tile(wdt, free, pcount=sl.rows)
-        em = self.em
-        saved = em.op_class, em.layer
-        em.op_class, em.layer = OpClass.weight_stream, self._layer[i]
-        try:
-            em.emit(Op.dma_copy, self.core, Engine.dma, self._gpos[i] % self.pl.weight_queues, dst=dst, src=src)
-        finally:
-            em.op_class, em.layer = saved
+        with self.em.tagged(OpClass.weight_stream, self._layer[i]):
+            self.em.emit(Op.dma_copy, self.core, Engine.dma, self._gpos[i] % self.pl.weight_queues, dst=dst, src=src)
 
     def next_slab(self, name: str) -> Tile:
         """The SBUF tile holding the next slab of weight ``name`` (loads ahead as slots free up)."""
