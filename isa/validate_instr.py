@@ -153,16 +153,15 @@ class InstructionRules:
         slot rule, so only the opcode's rules run on them; the others go through every slot rule."""
         spec = OPSPECS[op]
         opnd = np.take(self.opnd_t, idx, axis=1)  # [operand slot, row]
-        if self.screen:
-            clean = self._screen(op, opnd, eng, chip_of)
-            if not clean.all():
-                rest = np.flatnonzero(~clean)
-                self._check_slots(op, idx[rest], opnd[:, rest], eng[rest], chip_of[rest], core[rest])
-                sel = np.flatnonzero(clean)
-                idx, opnd, core = idx[sel], opnd[:, sel], core[sel]
-        else:
+        if not self.screen:
             self._check_slots(op, idx, opnd, eng, chip_of, core)
             return
+        clean = self._screen(op, opnd, eng, chip_of)
+        if not clean.all():
+            rest = np.flatnonzero(~clean)
+            self._check_slots(op, idx[rest], opnd[:, rest], eng[rest], chip_of[rest], core[rest])
+            sel = np.flatnonzero(clean)
+            idx, opnd, core = idx[sel], opnd[:, sel], core[sel]
         fn = getattr(self, f"op_{op.name}", None)
         if fn is not None and len(idx):
             # screened rows: every operand present and in range, or absent from an optional slot
