@@ -69,6 +69,7 @@ INSTR_DTYPE = np.dtype(
     ]
 )
 
+
 def read_fields(records: np.ndarray, *names: str) -> tuple[np.ndarray, ...]:
     """The fields ``names`` of every record of ``records`` (a 1-D array of a record dtype), each as an array
     of its own dtype (``(n,)``, or ``(n, *shape)`` for a subarray field), copied in one strided pass over the
